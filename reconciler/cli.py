@@ -1,0 +1,197 @@
+"""The command line: click commands only; the work is done by the modules they call.
+
+Exit codes follow Terraform: 0 success (and, with ``--detailed-exitcode``, no
+changes), 1 error, 2 changes present (only with ``--detailed-exitcode``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from . import __version__
+from .apply import ActionResult, Executor, write_onboarding_report
+from .client import ProxyError
+from .desired import InputError, load_desired
+from .manager import Connection, StalePlan, check_saved_plan, load_saved_plan, plan_against
+from .plan import PlanConflict
+from .render import FORMATS, render, summary_line
+from .schema import SCHEMA_PATH, schema_text
+
+DEFAULT_FILE = "users.yaml"
+_file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+_proxy_option = click.option(
+    "--proxy-url", envvar="LITELLM_PROXY_URL", default=None, help="Proxy base URL [env LITELLM_PROXY_URL; default http://localhost:4000]"
+)
+_timeout_option = click.option("--timeout", default=30.0, show_default=True, help="Seconds per request.")
+
+
+class Failure(click.ClickException):
+    """An expected error: printed as 'Error: ...' on stderr, exit code 1."""
+
+    exit_code = 1
+
+
+def _guard(secrets: Callable[[], list[str]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Turn the known failures into one clear message and exit 1, with secrets scrubbed."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except InputError as exc:
+                for problem in exc.problems:
+                    click.echo(f"error: {problem}", err=True)
+                raise Failure(f"{len(exc.problems)} problem(s) in the input; nothing was sent to the proxy") from None
+            except (ProxyError, PlanConflict, StalePlan, ValueError, OSError) as exc:
+                message = str(exc)
+                for secret in secrets():
+                    message = message.replace(secret, "***")
+                raise Failure(message) from None
+
+        wrapper.__name__ = fn.__name__
+        wrapper.__doc__ = fn.__doc__
+        return wrapper
+
+    return decorate
+
+
+def _secrets() -> list[str]:
+    import os
+
+    from .manager import KEY_VARIABLES
+
+    return [os.environ[name] for name in KEY_VARIABLES if os.environ.get(name)]
+
+
+guard = _guard(_secrets)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="litellm-reconciler")
+def main() -> None:
+    """GitOps for the users and teams of a LiteLLM proxy: users.yaml -> plan -> apply."""
+
+
+@main.command()
+@_file_argument
+@guard
+def validate(file: str) -> None:
+    """Check FILE offline: schema, duplicates, references. Exit 1 on any problem."""
+    desired = load_desired(file)
+    click.echo(f"{file} is valid: {len(desired.teams)} team(s), {len(desired.users)} user(s).")
+
+
+@main.command()
+@click.option("--check", is_flag=True, help=f"Exit 1 when {SCHEMA_PATH} is not up to date.")
+@click.option("--write", is_flag=True, help=f"Write {SCHEMA_PATH}.")
+@guard
+def schema(check: bool, write: bool) -> None:
+    """Print the JSON Schema of users.yaml (generated from the models)."""
+    text = schema_text()
+    if check:
+        current = Path(SCHEMA_PATH).read_text(encoding="utf-8") if Path(SCHEMA_PATH).exists() else ""
+        if current != text:
+            raise Failure(f"{SCHEMA_PATH} is stale; run 'litellm-reconciler schema --write'")
+        click.echo(f"{SCHEMA_PATH} is up to date.")
+    elif write:
+        Path(SCHEMA_PATH).parent.mkdir(parents=True, exist_ok=True)
+        Path(SCHEMA_PATH).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {SCHEMA_PATH}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@_file_argument
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Also save the plan as JSON, for 'apply --plan'.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there is nothing to do, 2 when there are changes.")
+@_proxy_option
+@_timeout_option
+@guard
+def plan(file: str, fmt: str, out: Optional[str], detailed_exitcode: bool, proxy_url: Optional[str], timeout: float) -> None:
+    """Read the proxy, compare it with FILE and show what apply would do. Never writes."""
+    desired = load_desired(file)
+    with Connection.from_env(proxy_url, timeout).client() as client:
+        the_plan, _ = plan_against(desired, client)
+    click.echo(render(the_plan, fmt), nl=False)
+    if out:
+        Path(out).write_text(render(the_plan, "json"), encoding="utf-8")
+        click.echo(f"Saved the plan to {out}; apply it with: litellm-reconciler apply --plan {out}", err=True)
+    if detailed_exitcode and the_plan.has_changes:
+        sys.exit(2)
+
+
+@main.command()
+@_file_argument
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False, exists=True), help="Apply this saved plan; refused if the proxy changed since.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (CI).")
+@click.option("--report", default="onboarding_results.json", show_default=True, type=click.Path(dir_okay=False), help="Onboarding report (mode 0600): one record per invited user, with the link.")
+@click.option("--show-links", is_flag=True, help="Also print onboarding links (they are credentials).")
+@click.option("--ui-url", default=None, help="Base URL of the UI for onboarding links [default: the proxy URL].")
+@click.option("--expect-fingerprint", default=None, help="Refuse unless the plan's fingerprint starts with this (the one reviewers saw).")
+@_proxy_option
+@_timeout_option
+@guard
+def apply(
+    file: str,
+    plan_file: Optional[str],
+    yes: bool,
+    report: str,
+    show_links: bool,
+    ui_url: Optional[str],
+    expect_fingerprint: Optional[str],
+    proxy_url: Optional[str],
+    timeout: float,
+) -> None:
+    """Plan, show, confirm, then make exactly the planned changes; verify with a second plan."""
+    desired = load_desired(file)
+    connection = Connection.from_env(proxy_url, timeout)
+    with connection.client() as client:
+        if plan_file:
+            the_plan = load_saved_plan(plan_file)
+            check_saved_plan(the_plan, client)
+        else:
+            the_plan, _ = plan_against(desired, client)
+        click.echo(render(the_plan, "text"), nl=False)
+        if expect_fingerprint is not None:
+            if not the_plan.fingerprint.startswith(expect_fingerprint.strip().lower()) or not expect_fingerprint.strip():
+                raise Failure(f"plan fingerprint {the_plan.fingerprint[:16]} does not match the reviewed {expect_fingerprint[:16]}; nothing was applied")
+            click.echo(f"Plan fingerprint matches the reviewed plan ({the_plan.fingerprint[:16]}).")
+        if not the_plan.actions:
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise Failure("refusing to apply without confirmation: stdin is not a terminal; pass --yes")
+            if not click.confirm(f"Apply these {len(the_plan.actions)} action(s)?", default=False):
+                raise Failure("apply cancelled; nothing was changed")
+
+        executor = Executor(client, ui_url or connection.proxy_url, on_result=_print_result)
+        result = executor.run(the_plan)
+        if result.invitations:
+            path = write_onboarding_report(report, result.invitations)
+            for record in result.invitations:
+                if record.invitation_id:
+                    line = f"Invited {record.email} (valid until {str(record.expires_at)[:10]})"
+                    click.echo(line + (f": {record.onboarding_link}" if show_links else ""))
+            click.echo(f"Onboarding links are in {path} (mode 0600); they are credentials.")
+        click.echo(click.style(result.summary_line(), bold=True))
+
+        verify, _ = plan_against(desired, client)
+        if verify.has_changes:
+            click.echo(f"The proxy does not match {file} yet: {summary_line(verify)}", err=True)
+        if not result.ok:
+            raise Failure("some actions failed or were skipped; fix the cause and run apply again (it converges)")
+        if verify.has_changes and not plan_file:
+            raise Failure("apply finished but a new plan is not empty")
+
+
+def _print_result(result: ActionResult) -> None:
+    colour = {"done": "green", "failed": "red", "skipped": "yellow"}[result.status]
+    detail = f" ({result.detail})" if result.detail else ""
+    click.echo(f"  {result.address}: {click.style(result.status, fg=colour)}{detail}")

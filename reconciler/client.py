@@ -1,0 +1,281 @@
+"""The only module that speaks LiteLLM's HTTP API.
+
+It owns authentication, timeouts, pagination, the retry policy and the mapping of
+LiteLLM's three error envelopes onto two exceptions. Callers get plain dicts.
+
+Retry policy, deliberately narrow:
+
+* GET requests are retried on transport errors, 429, 502, 503 and 504.
+* POST requests are retried only on 429/503 *with* a ``Retry-After`` header: that is
+  LiteLLM's admission control refusing the request before running it. Any other
+  failure of a POST whose outcome cannot be known (timeout, dropped connection,
+  502/504 from a gateway) raises ``OutcomeUnknown``; the executor then reads the
+  object back instead of sending the request again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Iterable, Optional
+
+import httpx
+
+from . import __version__
+
+DEFAULT_PROXY_URL = "http://localhost:4000"
+CHANGED_BY = "litellm-reconciler"
+PAGE_SIZE = 100
+_RETRYABLE_GET = {429, 502, 503, 504}
+_UNKNOWN_POST = {502, 504}
+
+
+class ProxyError(Exception):
+    """The proxy refused a request, or could not be reached. The message never holds the key."""
+
+    def __init__(self, method: str, path: str, status: Optional[int], message: str, kind: Optional[str] = None):
+        self.kind = kind
+        self.method = method
+        self.path = path
+        self.status = status
+        self.message = message
+        where = f"{method} {path}"
+        super().__init__(f"{where}: HTTP {status}: {message}" if status else f"{where}: {message}")
+
+
+class OutcomeUnknown(ProxyError):
+    """A write may or may not have happened; read back before deciding anything."""
+
+
+class IncompleteRead(ProxyError):
+    """A paginated listing did not add up; planning from it would be planning from a guess."""
+
+
+def error_message(body: Any, fallback: str) -> str:
+    """Diagnostic text from any of LiteLLM's envelopes: ``error.message``, ``detail`` or 422 lists."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        detail = body.get("detail")
+        if isinstance(detail, dict):
+            return str(detail.get("error") or detail.get("message") or detail)
+        if isinstance(detail, list):
+            return "; ".join(
+                f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}" if isinstance(item, dict) else str(item)
+                for item in detail
+            )
+        if detail:
+            return str(detail)
+    return fallback
+
+
+def error_type(body: Any) -> Optional[str]:
+    """LiteLLM's ``error.type`` (e.g. ``team_member_already_in_team``), when present."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body["error"].get("type")
+    return None
+
+
+class LiteLLMClient:
+    """A small, synchronous client for the management endpoints the reconciler needs."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        verify: bool = True,
+        max_attempts: int = 4,
+        transport: Optional[httpx.BaseTransport] = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if not api_key:
+            raise ValueError("no API key: set LITELLM_MASTER_KEY (or LITELLM_API_KEY for a read-only key)")
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key
+        self._sleep = sleep
+        self._max_attempts = max_attempts
+        self.requests_made = 0
+        self.writes_made = 0
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {api_key}", "User-Agent": f"litellm-reconciler/{__version__}"},
+            timeout=timeout,
+            verify=verify,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "LiteLLMClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+
+    def redact(self, text: str) -> str:
+        """Remove the key from any text (LiteLLM echoes parts of bad keys in 401 bodies)."""
+        return text.replace(self._key, "***") if self._key else text
+
+    def _request(self, method: str, path: str, *, params: Optional[dict[str, Any]] = None, body: Any = None) -> Any:
+        headers = {"litellm-changed-by": CHANGED_BY} if method != "GET" else None
+        attempt = 0
+        while True:
+            attempt += 1
+            self.requests_made += 1
+            if method != "GET":
+                self.writes_made += 1
+            try:
+                response = self._http.request(method, path, params=params, json=body, headers=headers)
+            except httpx.TransportError as exc:
+                reason = self.redact(f"{type(exc).__name__}: {exc}") or type(exc).__name__
+                if method == "GET" and attempt < self._max_attempts:
+                    self._sleep(self._backoff(attempt, None))
+                    continue
+                if method != "GET" and not isinstance(exc, httpx.ConnectError):
+                    raise OutcomeUnknown(method, path, None, f"no response ({reason}); the change may or may not have been made") from None
+                raise ProxyError(method, path, None, f"cannot reach the proxy at {self.base_url} ({reason})") from None
+
+            status = response.status_code
+            if status < 400:
+                return self._json(response, method, path)
+            retry_after = response.headers.get("retry-after")
+            if attempt < self._max_attempts and (
+                (method == "GET" and status in _RETRYABLE_GET)
+                or (method != "GET" and status in (429, 503) and retry_after is not None)
+            ):
+                self._sleep(self._backoff(attempt, retry_after))
+                continue
+            body = self._json_or_text(response)
+            message = self.redact(error_message(body, response.reason_phrase))
+            if method != "GET" and status in _UNKNOWN_POST:
+                raise OutcomeUnknown(method, path, status, message)
+            raise ProxyError(method, path, status, message, kind=error_type(body)) from None
+
+    @staticmethod
+    def _backoff(attempt: int, retry_after: Optional[str]) -> float:
+        if retry_after is not None:
+            try:
+                return min(max(float(retry_after), 0.0), 30.0)
+            except ValueError:
+                pass
+        return min(0.5 * 2 ** (attempt - 1), 8.0)
+
+    @staticmethod
+    def _json_or_text(response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return response.text[:500]
+
+    def _json(self, response: httpx.Response, method: str, path: str) -> Any:
+        try:
+            return response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ProxyError(method, path, response.status_code, "the response is not JSON; is this a LiteLLM proxy?") from None
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: Any) -> Any:
+        return self._request("POST", path, body=body)
+
+    # ------------------------------------------------------------------ reads
+
+    def _paginate(self, path: str, items_key: str, id_key: str) -> list[dict[str, Any]]:
+        """Every item of a paginated listing, sorted by id, or ``IncompleteRead``.
+
+        Sorting by the unique id gives offset pagination a stable order (the default
+        ``created_at`` order repeats and skips rows, LiteLLM issue #15762). The
+        distinct ids read must equal the ``total`` the proxy reported.
+        """
+        items: dict[str, dict[str, Any]] = {}
+        page, total_pages, total = 1, 1, 0
+        while page <= total_pages:
+            body = self.get(path, page=page, page_size=PAGE_SIZE, sort_by=id_key, sort_order="asc")
+            if not isinstance(body, dict) or not isinstance(body.get(items_key), list):
+                raise IncompleteRead("GET", path, 200, f"unexpected listing shape (no '{items_key}' list)")
+            total = int(body.get("total") or 0)
+            total_pages = int(body.get("total_pages") or 0)
+            for item in body[items_key]:
+                items[str(item[id_key])] = item
+            page += 1
+        if len(items) != total:
+            raise IncompleteRead(
+                "GET", path, 200, f"read {len(items)} distinct {items_key} but the proxy reports {total}; it changed during the read"
+            )
+        return [items[k] for k in sorted(items)]
+
+    def list_users(self) -> list[dict[str, Any]]:
+        return self._paginate("/user/list", "users", "user_id")
+
+    def list_teams(self) -> list[dict[str, Any]]:
+        """All teams: ``/v2/team/list`` (paginated, ≥1.74); ``/team/list`` on older proxies."""
+        try:
+            return self._paginate("/v2/team/list", "teams", "team_id")
+        except ProxyError as exc:
+            if exc.status != 404:
+                raise
+        body = self.get("/team/list")
+        if not isinstance(body, list):
+            raise IncompleteRead("GET", "/team/list", 200, "unexpected shape (expected a JSON array)")
+        return sorted(body, key=lambda t: str(t["team_id"]))
+
+    def team_info(self, team_id: str) -> Optional[dict[str, Any]]:
+        """The team, or None when it does not exist."""
+        try:
+            body = self.get("/team/info", team_id=team_id)
+        except ProxyError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return body.get("team_info") if isinstance(body, dict) else None
+
+    def find_user(self, user_id: str) -> Optional[dict[str, Any]]:
+        """The user with exactly this id, or None (``/user/info`` answers 200 for unknown ids ≤1.80)."""
+        body = self.get("/user/list", user_ids=user_id, page_size=PAGE_SIZE)
+        for user in body.get("users", []) if isinstance(body, dict) else []:
+            if user.get("user_id") == user_id:
+                return user
+        return None
+
+    def invitation_info(self, invitation_id: str) -> Optional[dict[str, Any]]:
+        """The invitation, or None when the proxy no longer has it (400 for unknown ids)."""
+        try:
+            return self.get("/invitation/info", invitation_id=invitation_id)
+        except ProxyError as exc:
+            if exc.status in (400, 404) and "does not exist" in exc.message:
+                return None
+            raise
+
+    # ------------------------------------------------------------------ writes
+
+    def create_team(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/team/new", body)
+
+    def update_team(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/team/update", body)
+
+    def create_user(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/user/new", {**body, "auto_create_key": False})
+
+    def update_user(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/user/update", body)
+
+    def add_members(self, team_id: str, user_ids: Iterable[str]) -> dict[str, Any]:
+        """Add users (by id, role ``user``) in one call: one roster write per team, no lost members."""
+        members = [{"user_id": user_id, "role": "user"} for user_id in user_ids]
+        try:
+            return self.post("/team/member_add", {"team_id": team_id, "member": members})
+        except ProxyError as exc:
+            if exc.kind == "team_member_already_in_team" or (exc.status == 400 and "already in team" in exc.message):
+                return {"team_id": team_id, "already_members": True}
+            raise
+
+    def new_invitation(self, user_id: str) -> dict[str, Any]:
+        return self.post("/invitation/new", {"user_id": user_id})

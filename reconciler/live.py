@@ -1,0 +1,157 @@
+"""The live state: a complete, normalised snapshot of the proxy's users and teams.
+
+The planner only ever sees this snapshot, never the client, which keeps planning
+pure. A snapshot is all-or-nothing: a listing that does not add up is read once
+more and then fails; no plan is made from a partial view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from .client import IncompleteRead, LiteLLMClient
+from .desired import TEAM_SETTINGS
+
+#: The one metadata key this tool owns on users and teams.
+OWNER_KEY = "litellm_reconciler"
+#: The identity the master key acts as; LiteLLM adds it to teams and uses it for invitations.
+PROXY_ADMIN_ID = "default_user_id"
+
+
+@dataclass(frozen=True)
+class LiveInvitation:
+    id: str
+    user_id: str
+    is_accepted: bool
+    accepted_at: Optional[str]
+    expires_at: Optional[str]
+    created_at: Optional[str]
+
+
+@dataclass(frozen=True)
+class LiveUser:
+    user_id: str
+    email: Optional[str]
+    role: Optional[str]
+    alias: Optional[str]
+    teams: tuple[str, ...]
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def key(self) -> Optional[str]:
+        return self.email.lower() if self.email else None
+
+    @property
+    def owned(self) -> dict[str, Any]:
+        """What this tool recorded on the user (its metadata key), or {}."""
+        value = self.metadata.get(OWNER_KEY)
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class LiveMember:
+    user_id: str
+    role: str
+    email: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class LiveTeam:
+    team_id: str
+    alias: Optional[str]
+    settings: dict[str, Any] = field(hash=False)
+    members: tuple[LiveMember, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def member_ids(self) -> frozenset[str]:
+        return frozenset(m.user_id for m in self.members)
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """Everything the planner may know about the proxy."""
+
+    users: tuple[LiveUser, ...] = ()
+    teams: tuple[LiveTeam, ...] = ()
+    invitations: dict[str, LiveInvitation] = field(default_factory=dict, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "users": [asdict(u) for u in self.users],
+            "teams": [asdict(t) for t in self.teams],
+            "invitations": {k: asdict(v) for k, v in sorted(self.invitations.items())},
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of everything planning depends on; a saved plan is refused when it changes."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def user_from_api(raw: dict[str, Any]) -> LiveUser:
+    return LiveUser(
+        user_id=str(raw["user_id"]),
+        email=raw.get("user_email") or None,
+        role=raw.get("user_role"),
+        alias=raw.get("user_alias"),
+        teams=tuple(sorted(str(t) for t in raw.get("teams") or [])),
+        metadata=dict(raw.get("metadata") or {}),
+    )
+
+
+def team_from_api(raw: dict[str, Any]) -> LiveTeam:
+    roster = raw.get("members_with_roles") or []
+    members = tuple(
+        sorted(
+            (
+                LiveMember(user_id=str(m["user_id"]), role=str(m.get("role") or "user"), email=m.get("user_email"))
+                for m in roster
+                if isinstance(m, dict) and m.get("user_id")
+            ),
+            key=lambda m: m.user_id,
+        )
+    )
+    return LiveTeam(
+        team_id=str(raw["team_id"]),
+        alias=raw.get("team_alias"),
+        settings={name: raw.get(name) for name in TEAM_SETTINGS},
+        members=members,
+        metadata=dict(raw.get("metadata") or {}),
+    )
+
+
+def invitation_from_api(raw: dict[str, Any]) -> LiveInvitation:
+    return LiveInvitation(
+        id=str(raw["id"]),
+        user_id=str(raw.get("user_id")),
+        is_accepted=bool(raw.get("is_accepted")),
+        accepted_at=raw.get("accepted_at"),
+        expires_at=raw.get("expires_at"),
+        created_at=raw.get("created_at"),
+    )
+
+
+def read_live(client: LiteLLMClient) -> LiveState:
+    """Read users and teams completely (one retry of an inconsistent listing), then the
+    invitations this tool recorded on users and has not yet seen accepted: only those
+    can still change, so only those cost a request."""
+    for attempt in (1, 2):
+        try:
+            users = tuple(user_from_api(u) for u in client.list_users())
+            teams = tuple(team_from_api(t) for t in client.list_teams())
+            break
+        except IncompleteRead:
+            if attempt == 2:
+                raise
+    invitations: dict[str, LiveInvitation] = {}
+    for user in users:
+        record = user.owned.get("invitation")
+        if isinstance(record, dict) and record.get("id") and not record.get("accepted_at"):
+            info = client.invitation_info(str(record["id"]))
+            if info is not None:
+                invitations[str(record["id"])] = invitation_from_api(info)
+    return LiveState(users=users, teams=teams, invitations=invitations)

@@ -1,0 +1,63 @@
+"""Outputs of a Plan: each format is one small module rendering the same Plan object."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from ..plan import Plan
+
+#: How each action kind reads in a summary: (singular, plural, verb).
+_KIND_WORDS = {
+    "create_inviter": ("inviter user", "inviter users", "to create"),
+    "create_team": ("team", "teams", "to create"),
+    "update_team": ("team", "teams", "to update"),
+    "create_user": ("user", "users", "to create"),
+    "update_user": ("user", "users", "to update"),
+    "add_member": ("membership", "memberships", "to add"),
+    "create_invitation": ("invitation", "invitations", "to create"),
+    "record_invitation": ("accepted invitation", "accepted invitations", "to record"),
+}
+
+#: A short label for an action kind, as shown in tables.
+KIND_LABELS = {
+    "create_inviter": "create inviter user",
+    "create_team": "create team",
+    "update_team": "update team",
+    "create_user": "create user",
+    "update_user": "update user",
+    "add_member": "add to team",
+    "create_invitation": "invite",
+    "record_invitation": "record acceptance",
+}
+
+
+def summary_line(plan: Plan) -> str:
+    """``Plan: 1 team to create, 2 users to create.`` or the no-changes sentence."""
+    counts = plan.summary()
+    if not counts:
+        return f"No changes. The proxy matches {plan.source}."
+    parts = []
+    for kind, n in counts.items():
+        one, many, verb = _KIND_WORDS[kind]
+        parts.append(f"{n} {one if n == 1 else many} {verb}")
+    return "Plan: " + ", ".join(parts) + "."
+
+
+def value(v: Any) -> str:
+    """A field value as it appears in every format (JSON literals: null, [..], "text")."""
+    return json.dumps(v, sort_keys=True)
+
+
+def render(plan: Plan, fmt: str) -> str:
+    from . import json_format, markdown, text
+
+    renderers: dict[str, Callable[[Plan], str]] = {
+        "text": text.render,
+        "markdown": markdown.render,
+        "json": json_format.render,
+    }
+    return renderers[fmt](plan)
+
+
+FORMATS = ("text", "markdown", "json")
