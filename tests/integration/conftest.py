@@ -1,0 +1,85 @@
+"""The real LiteLLM proxy from ../shared/litellm-proxy, one per session, emptied per test.
+
+``.ci/run`` starts the proxy and exports LITELLM_PROXY_URL / LITELLM_MASTER_KEY. A
+developer may instead let this fixture start it. Under CI (CI=true) a missing proxy
+fails the run: integration tests are required, never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+HARNESS = Path(os.environ.get("LITELLM_HARNESS") or Path(__file__).resolve().parents[3] / "shared" / "litellm-proxy" / "start.sh")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"integration tests are required under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def proxy() -> tuple[str, str]:
+    """(base URL, master key) of a running proxy."""
+    url, key = os.environ.get("LITELLM_PROXY_URL"), os.environ.get("LITELLM_MASTER_KEY")
+    if not (url and key):
+        if not HARNESS.exists():
+            _unavailable("LITELLM_PROXY_URL / LITELLM_MASTER_KEY are not set and the harness is absent")
+        exports = subprocess.run(["bash", str(HARNESS), "env"], check=True, capture_output=True, text=True).stdout
+        values = dict(line.removeprefix("export ").split("=", 1) for line in exports.splitlines() if line.startswith("export "))
+        url = values["LITELLM_PROXY_URL"].strip("'\"")
+        key = values["LITELLM_MASTER_KEY"].strip("'\"")
+        os.environ["LITELLM_PROXY_URL"], os.environ["LITELLM_MASTER_KEY"] = url, key
+    try:
+        httpx.get(f"{url}/health/liveliness", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        _unavailable(f"the proxy at {url} does not answer: {exc}")
+    return url, key
+
+
+@pytest.fixture
+def empty_proxy(proxy: tuple[str, str]) -> tuple[str, str]:
+    """An empty proxy (tables truncated; the process keeps running: ~0.2 s)."""
+    if not HARNESS.exists():
+        _unavailable("the harness is needed to empty the proxy between tests")
+    subprocess.run(["bash", str(HARNESS), "reset", "--keep-proxy"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proxy
+
+
+class Api:
+    """Direct calls to the proxy for arranging and checking, independent of the code under test."""
+
+    def __init__(self, url: str, key: str):
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def get(self, path: str, **params: object) -> object:
+        response = self.http.get(path, params=params)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: dict) -> object:
+        response = self.http.post(path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def users(self) -> list[dict]:
+        return self.get("/user/list", page_size=100, sort_by="user_id")["users"]  # type: ignore[index]
+
+    def teams(self) -> list[dict]:
+        return self.get("/v2/team/list", page_size=100, sort_by="team_id")["teams"]  # type: ignore[index]
+
+
+@pytest.fixture
+def api(empty_proxy: tuple[str, str]) -> Api:
+    return Api(*empty_proxy)
