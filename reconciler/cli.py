@@ -111,15 +111,16 @@ def schema(check: bool, write: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Also save the plan as JSON, for 'apply --plan'.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there is nothing to do, 2 when there are changes.")
+@click.option("--max-chars", type=click.IntRange(1000), default=None, help="Markdown: fold and cut to stay under this size (GitHub comments: 65536).")
 @_proxy_option
 @_timeout_option
 @guard
-def plan(file: str, fmt: str, out: Optional[str], detailed_exitcode: bool, proxy_url: Optional[str], timeout: float) -> None:
+def plan(file: str, fmt: str, out: Optional[str], detailed_exitcode: bool, max_chars: Optional[int], proxy_url: Optional[str], timeout: float) -> None:
     """Read the proxy, compare it with FILE and show what apply would do. Never writes."""
     desired = load_desired(file)
     with Connection.from_env(proxy_url, timeout).client() as client:
         the_plan, _ = plan_against(desired, client)
-    click.echo(render(the_plan, fmt), nl=False)
+    click.echo(render(the_plan, fmt, max_chars=max_chars), nl=False)
     if out:
         Path(out).write_text(render(the_plan, "json"), encoding="utf-8")
         click.echo(f"Saved the plan to {out}; apply it with: litellm-reconciler apply --plan {out}", err=True)

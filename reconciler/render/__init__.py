@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ..plan import Plan
 
@@ -49,14 +49,13 @@ def value(v: Any) -> str:
     return json.dumps(v, sort_keys=True)
 
 
-def render(plan: Plan, fmt: str) -> str:
+def render(plan: Plan, fmt: str, max_chars: Optional[int] = None) -> str:
+    """Render in one of FORMATS; ``max_chars`` only applies to Markdown (PR comments)."""
     from . import json_format, markdown, text
 
-    renderers: dict[str, Callable[[Plan], str]] = {
-        "text": text.render,
-        "markdown": markdown.render,
-        "json": json_format.render,
-    }
+    if fmt == "markdown":
+        return markdown.render(plan, max_chars=max_chars)
+    renderers: dict[str, Callable[[Plan], str]] = {"text": text.render, "json": json_format.render}
     return renderers[fmt](plan)
 
 

@@ -1,35 +1,63 @@
-"""The plan as a pull-request comment: the summary first, then one table of actions, drift folded away."""
+"""The plan as a pull-request comment: the summary first, then one table of actions, drift folded away.
+
+A hidden marker on the first line lets CI find and update its own comment in place.
+``max_chars`` keeps the comment under GitHub's 65,536-character limit: long tables
+are folded into ``<details>`` and rows that do not fit are cut with a note.
+"""
 
 from __future__ import annotations
 
-from ..plan import Plan
+from typing import Optional
+
+from ..plan import Action, Plan
 from . import KIND_LABELS, summary_line, value
 
+MARKER = "<!-- litellm-reconciler-plan -->"
 HEADER = "### litellm-reconciler plan"
+GITHUB_COMMENT_LIMIT = 65536
 _ICONS = {"+": "➕", "~": "✏️"}
+_FOLD_AFTER = 20  # rows; longer tables are collapsed
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render(plan: Plan) -> str:
-    out = [HEADER, "", f"**{summary_line(plan)}** (`{plan.source}`)", ""]
-    if plan.actions:
-        out += ["| | address | action | reason | changes |", "|---|---|---|---|---|"]
-        for action in plan.actions:
-            changes = "<br>".join(
-                f"`{c.field}`: {_cell(value(c.new))}" if action.symbol == "+" else f"`{c.field}`: {_cell(value(c.old))} → {_cell(value(c.new))}"
-                for c in action.changes
-            )
-            out.append(
-                f"| {_ICONS[action.symbol]} | `{_cell(action.address)}` | {KIND_LABELS[action.kind]} | {_cell(action.reason)} | {changes} |"
-            )
-        out.append("")
-    if plan.drift:
-        out += [f"<details><summary>Drift: {len(plan.drift)} item(s) on the proxy not in the file (not acted on)</summary>", ""]
-        out += ["| address | detail |", "|---|---|"]
-        out += [f"| `{_cell(d.address)}` | {_cell(d.detail)} |" for d in plan.drift]
-        out += ["", "</details>", ""]
-    out.append(f"<sub>Plan fingerprint: `{plan.fingerprint}`</sub>")
-    return "\n".join(out) + "\n"
+def _row(action: Action) -> str:
+    changes = "<br>".join(
+        f"`{c.field}`: {_cell(value(c.new))}" if action.symbol == "+" else f"`{c.field}`: {_cell(value(c.old))} → {_cell(value(c.new))}"
+        for c in action.changes
+    )
+    return f"| {_ICONS[action.symbol]} | `{_cell(action.address)}` | {KIND_LABELS[action.kind]} | {_cell(action.reason)} | {changes} |"
+
+
+def render(plan: Plan, max_chars: Optional[int] = None) -> str:
+    head = [MARKER, HEADER, "", f"**{summary_line(plan)}** (`{plan.source}`)", ""]
+    foot = [f"<sub>Plan fingerprint: `{plan.fingerprint}`</sub>", ""]
+    budget = (max_chars or GITHUB_COMMENT_LIMIT) - len("\n".join(head + foot)) - 400  # room for notes and wrappers
+
+    sections: list[str] = []
+    tables = [
+        (f"{len(plan.actions)} action(s)", ["| | address | action | reason | changes |", "|---|---|---|---|---|"], [_row(a) for a in plan.actions], len(plan.actions) > _FOLD_AFTER),
+        (
+            f"Drift: {len(plan.drift)} item(s) on the proxy not in the file (not acted on)",
+            ["| address | detail |", "|---|---|"],
+            [f"| `{_cell(d.address)}` | {_cell(d.detail)} |" for d in plan.drift],
+            True,
+        ),
+    ]
+    for title, header, rows, fold in tables:
+        if not rows:
+            continue
+        kept: list[str] = []
+        for row in rows:
+            if len(row) + 1 > budget:
+                break
+            kept.append(row)
+            budget -= len(row) + 1
+        body = header + kept
+        if len(kept) < len(rows):
+            body += ["", f"_…{len(rows) - len(kept)} more row(s) cut to fit a GitHub comment; run `litellm-reconciler plan` for the full plan._"]
+        block = "\n".join(body)
+        sections.append(f"<details><summary>{title}</summary>\n\n{block}\n\n</details>\n" if fold else block + "\n")
+    return "\n".join(head + sections + foot)
