@@ -103,7 +103,7 @@ class Executor:
 
         def blocked(action: Action) -> Optional[str]:
             bad = [d for d in action.depends_on if status.get(d, "done") != "done"]
-            return f"skipped because {', '.join(bad)} did not succeed" if bad else None
+            return f"{', '.join(bad)} did not succeed" if bad else None
 
         actions = list(plan.actions)
         i = 0

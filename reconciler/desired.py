@@ -25,6 +25,8 @@ DEFAULT_ROLE: UserRole = "internal_user"
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 # LiteLLM's budget windows: 30s, 30m, 30h, 30d, 1mo (and w in newer releases).
 _DURATION_RE = re.compile(r"^[1-9][0-9]*(s|m|h|d|w|mo)$")
+# Limits are PostgreSQL BigInt columns; a larger value is a 500 from the proxy.
+_BIGINT_MAX = 2**63 - 1
 
 
 class _Strict(BaseModel):
@@ -37,10 +39,10 @@ class TeamSpec(_Strict):
     alias: str = Field(min_length=1, description="team_alias; unique in the file")
     id: Optional[str] = Field(default=None, min_length=1, description="adopt this existing team_id")
     models: list[str] = Field(default=None, description="allowed models; [] = all models")  # type: ignore[assignment]
-    max_budget: Optional[float] = Field(default=None, ge=0, description="USD; null = no limit")
+    max_budget: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False, description="USD; null = no limit")
     budget_duration: Optional[str] = Field(default=None, description="budget window, e.g. 30d, 1mo")
-    tpm_limit: Optional[int] = Field(default=None, ge=0, description="tokens per minute")
-    rpm_limit: Optional[int] = Field(default=None, ge=0, description="requests per minute")
+    tpm_limit: Optional[int] = Field(default=None, ge=0, le=_BIGINT_MAX, description="tokens per minute")
+    rpm_limit: Optional[int] = Field(default=None, ge=0, le=_BIGINT_MAX, description="requests per minute")
 
     @field_validator("budget_duration")
     @classmethod

@@ -1,0 +1,104 @@
+"""A pass-through HTTP proxy in front of the real LiteLLM proxy that injects faults on demand.
+
+The real proxy cannot fail a chosen request, or lose a response after committing a
+write. This forwards every request unchanged and applies, to the requests a rule
+matches, one of two faults:
+
+* ``"fail"``: answer with a recorded LiteLLM 500 envelope *without* forwarding;
+* ``"drop"``: forward (the write happens on the real proxy), then close the
+  connection without a response, the way a timeout or a dying load balancer does.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional
+
+import httpx
+
+# The body of a real 500 from LiteLLM 1.80.5 (samples/32_invitation_new_nonexistent_user.json shape).
+RECORDED_500 = {"error": {"message": "Internal Server Error (injected by the test)", "type": "internal_server_error", "param": "None", "code": "500"}}
+
+
+@dataclass
+class Rule:
+    method: str
+    path: str
+    fault: str  # "fail" | "drop"
+    when: Callable[[dict], bool] = lambda body: True
+    times: int = 1
+    hits: int = 0
+
+
+@dataclass
+class FaultProxy:
+    upstream: str
+    rules: list[Rule] = field(default_factory=list)
+    seen: list[tuple[str, str, Optional[dict]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._client = httpx.Client(base_url=self.upstream, timeout=60)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> "FaultProxy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
+
+    def posts(self, path: str) -> int:
+        return sum(1 for method, p, _ in self.seen if method == "POST" and p == path)
+
+    def _match(self, method: str, path: str, body: Optional[dict]) -> Optional[Rule]:
+        for rule in self.rules:
+            if rule.method == method and rule.path == path and rule.hits < rule.times and rule.when(body or {}):
+                rule.hits += 1
+                return rule
+        return None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # keep test output clean
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                path = self.path.split("?", 1)[0]
+                outer.seen.append((self.command, path, body))
+                rule = outer._match(self.command, path, body)
+                if rule is not None and rule.fault == "fail":
+                    self._reply(500, json.dumps(RECORDED_500).encode())
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                upstream = outer._client.request(self.command, self.path, content=raw, headers=headers)
+                if rule is not None and rule.fault == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                self._reply(upstream.status_code, upstream.content)
+
+            def _reply(self, status: int, payload: bytes) -> None:
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _serve
+
+        return Handler
