@@ -17,7 +17,9 @@ from . import __version__
 from .apply import ActionResult, Executor, write_onboarding_report
 from .client import ProxyError
 from .desired import InputError, load_desired
-from .manager import Connection, StalePlan, check_saved_plan, load_saved_plan, plan_against
+from .invitations import onboarding_status, render_json, render_table
+from .live import read_live
+from .manager import Connection, StalePlan, check_saved_plan, load_saved_plan, now, plan_against
 from .plan import PlanConflict
 from .render import FORMATS, render, summary_line
 from .schema import SCHEMA_PATH, schema_text
@@ -190,6 +192,20 @@ def apply(
             raise Failure("some actions failed or were skipped; fix the cause and run apply again (it converges)")
         if verify.has_changes and not plan_file:
             raise Failure("apply finished but a new plan is not empty")
+
+
+@main.command()
+@_file_argument
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_proxy_option
+@_timeout_option
+@guard
+def invitations(file: str, fmt: str, proxy_url: Optional[str], timeout: float) -> None:
+    """Show who has onboarded: accepted, pending until ..., expired, never invited. Read-only; no links."""
+    desired = load_desired(file)
+    with Connection.from_env(proxy_url, timeout).client() as client:
+        rows = onboarding_status(desired, read_live(client), now())
+    click.echo(render_json(rows) if fmt == "json" else render_table(rows), nl=False)
 
 
 def _print_result(result: ActionResult) -> None:

@@ -7,7 +7,9 @@ fails the run: integration tests are required, never skipped.
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -83,3 +85,23 @@ class Api:
 @pytest.fixture
 def api(empty_proxy: tuple[str, str]) -> Api:
     return Api(*empty_proxy)
+
+
+def _psql() -> str:
+    found = shutil.which("psql") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))), None)
+    if not found:
+        _unavailable("psql is needed to age invitations in the proxy's database")
+    return str(found)
+
+
+@pytest.fixture
+def sql(empty_proxy: tuple[str, str]):
+    """Run SQL on the proxy's own PostgreSQL (the harness's database), e.g. to expire an invitation."""
+    port = os.environ.get("LITELLM_HARNESS_PGPORT", "54329")
+    url = f"postgresql://litellm:litellm@127.0.0.1:{port}/litellm"
+    psql = _psql()
+
+    def run(query: str) -> str:
+        return subprocess.run([psql, url, "-XAtqc", query], check=True, capture_output=True, text=True).stdout.strip()
+
+    return run

@@ -1,0 +1,150 @@
+"""Invitations on the real proxy: invite once, notice acceptance and expiry, never leak a link."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+
+from .conftest import Api
+from .test_lifecycle import apply_ok, json_plan, write
+
+USERS = """\
+version: 1
+users:
+  - email: alice@company.com
+  - email: bob@company.com
+"""
+LINK = re.compile(r"invitation_id=[0-9a-f-]{36}")
+
+
+def report(tmp_path: Path) -> list[dict]:
+    return json.loads((tmp_path / "onboarding_results.json").read_text(encoding="utf-8"))
+
+
+def links_in_db(sql) -> dict[str, int]:
+    rows = sql('select user_id, count(*) from "LiteLLM_InvitationLink" group by user_id')
+    return {line.split("|")[0]: int(line.split("|")[1]) for line in rows.splitlines() if line}
+
+
+def test_fresh_proxy_new_users_get_one_pending_invitation_each(api: Api, cli, tmp_path: Path, sql) -> None:
+    # An empty database and no teams: nothing has created the master key's user row, so
+    # /invitation/new would fail on its created_by foreign key unless the plan provides it.
+    assert sql("select count(*) from \"LiteLLM_UserTable\"") == "0"
+    write(tmp_path, USERS)
+
+    plan = json_plan(cli)
+    assert ("create_inviter", "user.default_user_id") in {(a["kind"], a["address"]) for a in plan["actions"]}
+    result = cli("apply", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    records = report(tmp_path)
+    assert [(r["email"], r["status"], r["error"]) for r in records] == [
+        ("alice@company.com", "created", None),
+        ("bob@company.com", "created", None),
+    ]
+    assert (tmp_path / "onboarding_results.json").stat().st_mode & 0o777 == 0o600
+    assert links_in_db(sql) == {r["user_id"]: 1 for r in records}
+    for r in records:
+        assert r["onboarding_link"].endswith(f"/ui/onboarding?invitation_id={r['invitation_id']}")
+        info = api.get("/invitation/info", invitation_id=r["invitation_id"])
+        assert info["is_accepted"] is False and info["user_id"] == r["user_id"]
+    assert "Invited alice@company.com (valid until " in result.stdout
+    assert not LINK.search(result.stdout + result.stderr), "links only go to the report"
+
+    again = cli("apply", "--yes")
+    assert again.returncode == 0 and "No changes." in again.stdout
+    assert links_in_db(sql) == {r["user_id"]: 1 for r in records}, "a second apply creates no invitation"
+    status = cli("invitations")
+    assert status.returncode == 0
+    assert re.search(r"alice@company.com\s+pending\s+pending until \d{4}-\d\d-\d\d", status.stdout)
+    assert not LINK.search(status.stdout)
+
+
+def test_link_opens_the_onboarding_page_and_is_accepted_by_the_proxy(api: Api, cli, tmp_path: Path, proxy) -> None:
+    write(tmp_path, USERS)
+    apply_ok(cli)
+    record = report(tmp_path)[0]
+
+    page = httpx.get(record["onboarding_link"], follow_redirects=True, timeout=30)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    token = httpx.get(f"{proxy[0]}/onboarding/get_token", params={"invite_link": record["invitation_id"]}, timeout=30)
+    assert token.status_code == 200, token.text
+    assert token.json()["user_email"] == "alice@company.com"
+
+
+def test_accepted_invitation_is_recorded_and_never_renewed(api: Api, cli, tmp_path: Path, proxy, sql) -> None:
+    write(tmp_path, USERS)
+    apply_ok(cli)
+    alice = report(tmp_path)[0]
+    # Accept through the proxy's own onboarding endpoints, as the UI does.
+    httpx.get(f"{proxy[0]}/onboarding/get_token", params={"invite_link": alice["invitation_id"]}, timeout=30).raise_for_status()
+    httpx.post(
+        f"{proxy[0]}/onboarding/claim_token",
+        json={"invitation_link": alice["invitation_id"], "user_id": alice["user_id"], "password": "A-long-test-passw0rd!"},
+        timeout=30,
+    ).raise_for_status()
+
+    plan = cli("plan", "--detailed-exitcode")
+    assert plan.returncode == 0, "recording an acceptance changes nobody's access"
+    assert "invitation.alice@company.com" in plan.stdout and "accepted on" in plan.stdout
+    apply_ok(cli)
+    assert json_plan(cli)["actions"] == []
+
+    sql(f"update \"LiteLLM_InvitationLink\" set expires_at = now() - interval '30 days' where id = '{alice['invitation_id']}'")
+    assert json_plan(cli)["actions"] == [], "an accepted invitation is never renewed, even past its expiry"
+    assert links_in_db(sql)[alice["user_id"]] == 1
+    assert re.search(r"alice@company.com\s+accepted", cli("invitations").stdout)
+
+
+def test_expired_invitation_is_renewed_once(api: Api, cli, tmp_path: Path, sql) -> None:
+    write(tmp_path, USERS)
+    apply_ok(cli)
+    bob = report(tmp_path)[1]
+    sql(f"update \"LiteLLM_InvitationLink\" set expires_at = now() - interval '2 days' where id = '{bob['invitation_id']}'")
+    expired_on = sql(f"select to_char(expires_at, 'YYYY-MM-DD') from \"LiteLLM_InvitationLink\" where id = '{bob['invitation_id']}'")
+
+    assert re.search(r"bob@company.com\s+expired", cli("invitations").stdout)
+    plan = json_plan(cli)
+    assert [(a["kind"], a["address"], a["reason"]) for a in plan["actions"]] == [
+        ("create_invitation", "invitation.bob@company.com", f"invitation will be created: previous invitation expired on {expired_on}")
+    ]
+    apply_ok(cli)
+    renewed = report(tmp_path)[-1]
+    assert renewed["email"] == "bob@company.com" and renewed["invitation_id"] != bob["invitation_id"]
+    assert len(report(tmp_path)) == 3, "the report keeps the first run's links"
+    assert links_in_db(sql)[bob["user_id"]] == 2
+    assert json_plan(cli)["actions"] == [], "renewed once, then pending again"
+
+
+def test_existing_users_are_invited_only_when_asked(api: Api, cli, tmp_path: Path) -> None:
+    api.post("/team/new", {"team_alias": "bootstrap"})  # creates the inviter row, as a UI login would
+    for email in ("old@company.com", "asked@company.com", "later@company.com"):
+        api.post("/user/new", {"user_email": email, "user_role": "internal_user", "auto_create_key": False})
+    write(
+        tmp_path,
+        """\
+        version: 1
+        users:
+          - email: old@company.com
+          - email: asked@company.com
+            invite: true
+          - email: later@company.com
+        """,
+    )
+    assert [a["address"] for a in json_plan(cli)["actions"]] == ["invitation.asked@company.com"]
+
+    write(tmp_path, "version: 1\ndefaults:\n  invite: true\nusers:\n  - email: old@company.com\n  - email: later@company.com\n    invite: false\n")
+    plan = json_plan(cli)
+    assert [a["address"] for a in plan["actions"]] == ["invitation.old@company.com"]
+    assert plan["actions"][0]["reason"] == "invitation will be created: invite: true and never invited by this tool"
+
+
+def test_show_links_is_the_only_way_links_reach_the_terminal(api: Api, cli, tmp_path: Path) -> None:
+    write(tmp_path, USERS)
+    assert not LINK.search(cli("plan").stdout + cli("plan", "--format", "markdown").stdout + cli("plan", "--format", "json").stdout)
+    shown = cli("apply", "--yes", "--show-links", "--ui-url", "https://llm.example.com")
+    assert shown.returncode == 0
+    assert re.search(r"Invited alice@company.com \(valid until [0-9-]+\): https://llm.example.com/ui/onboarding\?invitation_id=", shown.stdout)
