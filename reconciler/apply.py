@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
@@ -84,12 +83,15 @@ class Executor:
         client: LiteLLMClient,
         ui_base: str,
         on_result: Callable[[ActionResult], None] = lambda r: None,
-        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        metadata: Optional[dict[str, dict[str, Any]]] = None,
     ):
+        """``metadata``: each user's metadata as read for the plan (user_id -> dict). The
+        plan was made from that very snapshot (or a saved plan was checked against it), so
+        merging into it is safe and saves one read per invitation."""
         self.client = client
         self.ui_base = ui_base
         self.on_result = on_result
-        self.now = now
+        self._metadata = dict(metadata or {})
 
     def run(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
@@ -183,6 +185,7 @@ class Executor:
 
     def _do_create_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         self.client.create_user(action.params)
+        self._metadata[action.params["user_id"]] = dict(action.params.get("metadata") or {})
         return "done", f"user_id {action.params['user_id']}"
 
     def _do_update_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -190,11 +193,15 @@ class Executor:
         return "done", ""
 
     def _owned_metadata(self, user_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The user's metadata as it is now and this tool's part of it (read at apply time, merged, never clobbered)."""
-        user = self.client.find_user(user_id)
-        if user is None:
-            raise ProxyError("GET", "/user/list", 200, f"user {user_id} is not on the proxy")
-        metadata = dict(user.get("metadata") or {})
+        """The user's metadata and this tool's part of it, to merge into (other keys are kept).
+
+        Known from the snapshot or from this run's own writes; otherwise read now."""
+        if user_id not in self._metadata:
+            user = self.client.find_user(user_id)
+            if user is None:
+                raise ProxyError("GET", "/user/list", 200, f"user {user_id} is not on the proxy")
+            self._metadata[user_id] = dict(user.get("metadata") or {})
+        metadata = dict(self._metadata[user_id])
         owned = metadata.get(OWNER_KEY) if isinstance(metadata.get(OWNER_KEY), dict) else {}
         return metadata, dict(owned)
 
@@ -215,7 +222,7 @@ class Executor:
             "expires_at": invitation.get("expires_at"),
         }
         try:
-            self.client.update_user({"user_id": user_id, "metadata": {**metadata, OWNER_KEY: owned}})
+            self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
         except ProxyError as exc:
             error = f"link created but not recorded on the user ({exc}); the next apply will create another"
             report.invitations.append(self._record(action, invitation, "created", error))
@@ -229,8 +236,13 @@ class Executor:
         record = dict(owned.get("invitation") or {})
         record["accepted_at"] = action.params["accepted_at"]
         owned["invitation"] = record
-        self.client.update_user({"user_id": user_id, "metadata": {**metadata, OWNER_KEY: owned}})
+        self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
         return "done", ""
+
+    def _write_metadata(self, user_id: str, metadata: dict[str, Any]) -> None:
+        self._metadata.pop(user_id, None)  # unknown until the write is confirmed
+        self.client.update_user({"user_id": user_id, "metadata": metadata})
+        self._metadata[user_id] = metadata
 
     def _record(self, action: Action, invitation: Optional[dict[str, Any]], status: str, error: Optional[str] = None) -> InvitationRecord:
         return InvitationRecord(

@@ -158,9 +158,9 @@ def apply(
     with connection.client() as client:
         if plan_file:
             the_plan = load_saved_plan(plan_file)
-            check_saved_plan(the_plan, client)
+            live = check_saved_plan(the_plan, client)
         else:
-            the_plan, _ = plan_against(desired, client)
+            the_plan, live = plan_against(desired, client)
         click.echo(render(the_plan, "text"), nl=False)
         if expect_fingerprint is not None:
             if not the_plan.fingerprint.startswith(expect_fingerprint.strip().lower()) or not expect_fingerprint.strip():
@@ -174,7 +174,8 @@ def apply(
             if not click.confirm(f"Apply these {len(the_plan.actions)} action(s)?", default=False):
                 raise Failure("apply cancelled; nothing was changed")
 
-        executor = Executor(client, ui_url or connection.proxy_url, on_result=_print_result)
+        metadata = {user.user_id: user.metadata for user in live.users}
+        executor = Executor(client, ui_url or connection.proxy_url, on_result=_print_result, metadata=metadata)
         result = executor.run(the_plan)
         if result.invitations:
             path = write_onboarding_report(report, result.invitations)
@@ -204,7 +205,8 @@ def invitations(file: str, fmt: str, proxy_url: Optional[str], timeout: float) -
     """Show who has onboarded: accepted, pending until ..., expired, never invited. Read-only; no links."""
     desired = load_desired(file)
     with Connection.from_env(proxy_url, timeout).client() as client:
-        rows = onboarding_status(desired, read_live(client), now())
+        moment = now()
+        rows = onboarding_status(desired, read_live(client, now=moment, check_pending=True), moment)
     click.echo(render_json(rows) if fmt == "json" else render_table(rows), nl=False)
 
 

@@ -30,7 +30,8 @@ _BIGINT_MAX = 2**63 - 1
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's `yes` or `1.0` must not quietly become a number or an id.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TeamSpec(_Strict):
@@ -100,11 +101,7 @@ class Defaults(_Strict):
 class UsersFile(_Strict):
     """The whole ``users.yaml``."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        title="litellm-reconciler users.yaml",
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, title="litellm-reconciler users.yaml")
 
     version: Literal[1] = Field(description="file format version")
     defaults: Defaults = Field(default_factory=Defaults)
@@ -187,8 +184,19 @@ def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], problems: 
 def _scalar(node: yaml.Node) -> Any:
     """Resolve a scalar node with PyYAML's safe rules (ints, floats, bools, null, strings)."""
     if not isinstance(node, yaml.ScalarNode):
-        return repr(node)
-    return yaml.SafeLoader("").construct_object(node, deep=True)
+        raise _Unsupported(node, "a mapping or list cannot be used as a key")
+    try:
+        return yaml.SafeLoader("").construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        raise _Unsupported(node, getattr(exc, "problem", None) or str(exc)) from None
+
+
+class _Unsupported(Exception):
+    """YAML that parses but that this file format does not allow (custom tags, complex keys)."""
+
+    def __init__(self, node: yaml.Node, reason: str):
+        self.line = node.start_mark.line + 1
+        super().__init__(reason)
 
 
 def _line_for(loc: Path_, lines: dict[Path_, int]) -> int:
@@ -223,7 +231,10 @@ def parse_desired(text: str, file: str = "users.yaml") -> DesiredState:
         raise InputError([Problem(file, 1, "the file is empty; expected at least 'version: 1'")])
 
     lines: dict[Path_, int] = {}
-    data = _construct(node, (), lines, problems, file)
+    try:
+        data = _construct(node, (), lines, problems, file)
+    except _Unsupported as exc:
+        raise InputError(problems + [Problem(file, exc.line, f"unsupported YAML: {exc}")]) from None
     if not isinstance(data, dict):
         raise InputError(problems + [Problem(file, 1, "the top level must be a mapping with 'version', 'teams' and 'users'")])
 
@@ -280,8 +291,12 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
     for _, t in teams:
         if isinstance(t.get("alias"), str):
             by_ref.setdefault(t["alias"], t["alias"])
+    ids_seen: set[str] = set()
     for i, t in teams:
         if isinstance(t.get("id"), str) and isinstance(t.get("alias"), str):
+            if t["id"] in ids_seen:
+                continue  # reported above as a duplicate team id
+            ids_seen.add(t["id"])
             if t["id"] in by_ref and by_ref[t["id"]] != t["alias"]:
                 problems.append(
                     Problem(file, _line_for(("teams", i, "id"), lines), f"teams.{i}.id: {t['id']!r} is another team's alias; references would be ambiguous")

@@ -13,8 +13,7 @@ from datetime import datetime
 from typing import Optional
 
 from .desired import DesiredState
-from .live import LiveState
-from .plan import invitation_expired
+from .live import LiveState, invitation_expired, utc_date
 
 STATES = ("accepted", "pending", "expired", "missing", "never invited", "not on the proxy")
 
@@ -49,9 +48,9 @@ def onboarding_status(desired: DesiredState, live: LiveState, now: datetime) -> 
         elif info.is_accepted:
             out.append(OnboardingStatus(spec.email, user.user_id, "accepted", info.accepted_at, "onboarded"))
         elif invitation_expired(info.expires_at, now):
-            out.append(OnboardingStatus(spec.email, user.user_id, "expired", info.expires_at, f"expired on {str(info.expires_at)[:10]}; apply re-invites"))
+            out.append(OnboardingStatus(spec.email, user.user_id, "expired", info.expires_at, f"expired on {utc_date(info.expires_at)}; apply re-invites"))
         else:
-            out.append(OnboardingStatus(spec.email, user.user_id, "pending", info.expires_at, f"pending until {str(info.expires_at)[:10]}"))
+            out.append(OnboardingStatus(spec.email, user.user_id, "pending", info.expires_at, f"pending until {utc_date(info.expires_at)}"))
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 from .client import IncompleteRead, LiteLLMClient
@@ -135,10 +136,16 @@ def invitation_from_api(raw: dict[str, Any]) -> LiveInvitation:
     )
 
 
-def read_live(client: LiteLLMClient) -> LiveState:
+def read_live(client: LiteLLMClient, *, now: datetime, check_pending: bool = False) -> LiveState:
     """Read users and teams completely (one retry of an inconsistent listing), then the
-    invitations this tool recorded on users and has not yet seen accepted: only those
-    can still change, so only those cost a request."""
+    invitations this tool recorded and has not yet seen accepted.
+
+    There is no endpoint that lists invitations, so each check is one request. A plan
+    only needs the invitations past their expiry date: an unexpired link needs nothing
+    whatever its state, while an expired one is either accepted (recorded, and never
+    checked again) or renewed. That keeps a plan at O(pages) requests. ``check_pending``
+    also checks the unexpired ones, for the status report.
+    """
     for attempt in (1, 2):
         try:
             users = tuple(user_from_api(u) for u in client.list_users())
@@ -150,8 +157,28 @@ def read_live(client: LiteLLMClient) -> LiveState:
     invitations: dict[str, LiveInvitation] = {}
     for user in users:
         record = user.owned.get("invitation")
-        if isinstance(record, dict) and record.get("id") and not record.get("accepted_at"):
+        if not isinstance(record, dict) or not record.get("id") or record.get("accepted_at"):
+            continue
+        if check_pending or invitation_expired(record.get("expires_at"), now):
             info = client.invitation_info(str(record["id"]))
             if info is not None:
                 invitations[str(record["id"])] = invitation_from_api(info)
     return LiveState(users=users, teams=teams, invitations=invitations)
+
+
+def parse_time(value: str) -> datetime:
+    """LiteLLM's timestamps (``...Z`` or with an offset); a naive one is taken as UTC."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def utc_date(value: Optional[str]) -> str:
+    """The UTC calendar date of a LiteLLM timestamp, as YYYY-MM-DD ("" when absent)."""
+    return parse_time(value).astimezone(timezone.utc).date().isoformat() if value else ""
+
+
+def invitation_expired(expires_at: Optional[str], now: datetime) -> bool:
+    """LiteLLM's own rule: expired when the expiry *date* is before today's date (UTC)."""
+    if not expires_at:
+        return True
+    return parse_time(expires_at).astimezone(timezone.utc).date() < now.astimezone(timezone.utc).date()

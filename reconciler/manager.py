@@ -49,8 +49,9 @@ def now() -> datetime:
 
 
 def plan_against(desired: DesiredState, client: LiteLLMClient) -> tuple[Plan, LiveState]:
-    live = read_live(client)
-    return make_plan(desired, live, now()), live
+    moment = now()
+    live = read_live(client, now=moment)
+    return make_plan(desired, live, moment), live
 
 
 def load_saved_plan(path: str | Path) -> Plan:
@@ -66,7 +67,7 @@ def load_saved_plan(path: str | Path) -> Plan:
 
 def check_saved_plan(saved: Plan, client: LiteLLMClient) -> LiveState:
     """Refuse a saved plan when the proxy changed since it was made (Terraform's stale plan)."""
-    live = read_live(client)
+    live = read_live(client, now=now())
     if live.fingerprint != saved.live_fingerprint:
         raise StalePlan("the proxy changed since this plan was made; run 'plan' again and review the new plan")
     return live

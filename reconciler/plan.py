@@ -13,13 +13,13 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Optional
 
 from deepdiff import DeepDiff
 
 from .desired import DEFAULT_ROLE, DesiredState, TeamSpec, UserSpec
-from .live import OWNER_KEY, PROXY_ADMIN_ID, LiveState, LiveTeam, LiveUser
+from .live import OWNER_KEY, PROXY_ADMIN_ID, LiveState, LiveTeam, LiveUser, invitation_expired, utc_date
 
 FORMAT_VERSION = "1.0"
 # Ids of objects the tool creates are derived from their names, so a plan is
@@ -157,14 +157,6 @@ def new_user_id(email: str) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, f"user:{email.lower()}"))
 
 
-def invitation_expired(expires_at: Optional[str], now: datetime) -> bool:
-    """LiteLLM's own rule: expired when the expiry *date* is before today's date (UTC)."""
-    if not expires_at:
-        return True
-    expiry = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
-    return expiry.astimezone(timezone.utc).date() < now.astimezone(timezone.utc).date()
-
-
 # --------------------------------------------------------------------------- the planner
 
 
@@ -185,7 +177,9 @@ def make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
     actions: list[Action] = []
     drift: list[Drift] = []
 
-    for team in desired.teams:
+    # Teams with a declared id claim their live team first, so an alias match never
+    # hands the same live team to a second declared team.
+    for team in sorted(desired.teams, key=lambda t: t.id is None):
         actions.extend(_plan_team(team, live, matched, conflicts))
     for user in desired.users:
         actions.extend(_plan_user(user, live, matched, conflicts))
@@ -211,18 +205,28 @@ def make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
     actions.extend(invitations)
     drift.extend(_drift(desired, live, matched))
 
-    order = {kind: i for i, kind in enumerate(PHASES)}
-    actions.sort(key=lambda a: (order[a.kind], a.address))
+    actions.sort(key=_order)
     drift.sort(key=lambda d: (d.kind, d.address, d.detail))
     return Plan(actions=tuple(actions), drift=tuple(drift), live_fingerprint=live.fingerprint, source=desired.source)
 
 
+_PHASE = {kind: i for i, kind in enumerate(PHASES)}
+
+
+def _order(action: Action) -> tuple[Any, ...]:
+    """Phase, then name; memberships by (team, user) so one team's adds are adjacent and batch."""
+    if action.kind == "add_member":
+        return (_PHASE[action.kind], action.params["team_alias"], action.params["user_email"].lower())
+    return (_PHASE[action.kind], action.address, "")
+
+
 def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: list[str]) -> list[Action]:
     address = f"team.{team.alias}"
+    claimed = set(matched.team_ids.values())
     if team.id:
         found = [t for t in live.teams if t.team_id == team.id]
     else:
-        found = [t for t in live.teams if t.alias == team.alias]
+        found = [t for t in live.teams if t.alias == team.alias and t.team_id not in claimed]
         if len(found) > 1:
             ids = ", ".join(t.team_id for t in found)
             conflicts.append(f"{address}: {len(found)} teams on the proxy have the alias {team.alias!r} ({ids}); add 'id:' to the file to pick one")
@@ -370,19 +374,21 @@ def _plan_invitation(user: UserSpec, desired: DesiredState, live: LiveState, mat
         return []
     info = live.invitations.get(str(record.get("id")))
     if info is None:
+        if not invitation_expired(record.get("expires_at"), now):
+            return []  # pending: unexpired links are not even looked up (see live.read_live)
         return [_invite(address, user, user_id, "the previous invitation no longer exists on the proxy", ())]
     if info.is_accepted:
         return [
             Action(
                 kind="record_invitation",
                 address=address,
-                reason=f"invitation accepted on {(info.accepted_at or '')[:10] or 'an unknown date'}; recorded so it is not checked again",
+                reason=f"invitation accepted on {utc_date(info.accepted_at) or 'an unknown date'}; recorded so it is not checked again",
                 params={"user_id": user_id, "accepted_at": info.accepted_at or now.isoformat()},
             )
         ]
     if invitation_expired(info.expires_at, now):
         return [
-            _invite(address, user, user_id, f"previous invitation expired on {(info.expires_at or '')[:10]}", ())
+            _invite(address, user, user_id, f"previous invitation expired on {utc_date(info.expires_at)}", ())
         ]
     return []
 

@@ -10,8 +10,8 @@ from typing import Any, Optional
 import pytest
 
 from reconciler.desired import TEAM_SETTINGS, DesiredState, parse_desired
-from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, LiveInvitation, LiveMember, LiveState, LiveTeam, LiveUser
-from reconciler.plan import PHASES, Action, Plan, PlanConflict, invitation_expired, make_plan, new_team_id, new_user_id
+from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, LiveInvitation, LiveMember, LiveState, LiveTeam, LiveUser, invitation_expired
+from reconciler.plan import PHASES, Action, Plan, PlanConflict, make_plan, new_team_id, new_user_id
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 MANAGED = {OWNER_KEY: {"managed": True}}
@@ -257,10 +257,6 @@ def test_declared_id_disambiguates_duplicate_aliases():
     assert [(d.kind, d.detail) for d in plan.drift] == [("team", "on the proxy (team_id t-1), not in the file")]
 
 
-@pytest.mark.xfail(
-    reason="BUG: plan._plan_team adopts one live team for two declared teams (rename by id + new team with the old alias)",
-    strict=True,
-)
 def test_a_live_team_is_adopted_at_most_once():
     spec = desired(
         """
@@ -459,6 +455,8 @@ def test_fingerprint_changes_with_the_plan():
 # --------------------------------------------------------------------------- invitations
 
 ALICE = "version: 1\nusers: [{email: a@example.com}]\n"
+PENDING = "2026-12-01T10:00:00Z"  # after NOW
+EXPIRED = "2026-11-20T09:00:00Z"  # a week before NOW
 
 
 def invitation_plan(user: LiveUser, *invitations_: LiveInvitation, body: str = ALICE, now: datetime = NOW) -> Plan:
@@ -474,8 +472,13 @@ def test_new_user_is_invited_after_its_creation():
 
 
 def test_pending_unexpired_invitation_plans_nothing():
-    plan = invitation_plan(invited_user("u1", "a@example.com", "inv-1"), invitation("inv-1", "u1", expires_at="2026-12-01T10:00:00Z"))
-    assert plan.actions == ()
+    user = invited_user("u1", "a@example.com", "inv-1", expires_at=PENDING)
+    assert invitation_plan(user, invitation("inv-1", "u1", expires_at=PENDING)).actions == ()
+
+
+def test_unexpired_invitation_that_was_not_looked_up_plans_nothing():
+    # read_live only looks up links past their expiry date; an unexpired record needs nothing
+    assert invitation_plan(invited_user("u1", "a@example.com", "inv-1", expires_at=PENDING)).actions == ()
 
 
 @pytest.mark.parametrize(
@@ -496,8 +499,8 @@ def test_invitation_expiry_is_date_granular_in_utc(expires_at, now, expired):
 
 
 def test_expired_invitation_is_reissued_with_the_expiry_date():
-    user = invited_user("u1", "a@example.com", "inv-1")
-    (action,) = invitation_plan(user, invitation("inv-1", "u1", expires_at="2026-11-20T09:00:00Z")).actions
+    user = invited_user("u1", "a@example.com", "inv-1", expires_at=EXPIRED)
+    (action,) = invitation_plan(user, invitation("inv-1", "u1", expires_at=EXPIRED)).actions
     assert (action.kind, action.address) == ("create_invitation", "invitation.a@example.com")
     assert "expired" in action.reason and "2026-11-20" in action.reason
     assert action.depends_on == ()
@@ -505,13 +508,14 @@ def test_expired_invitation_is_reissued_with_the_expiry_date():
 
 
 def test_invitation_expiring_today_is_not_reissued():
-    user = invited_user("u1", "a@example.com", "inv-1")
-    assert invitation_plan(user, invitation("inv-1", "u1", expires_at="2026-11-27T01:00:00Z")).actions == ()
+    today = "2026-11-27T01:00:00Z"
+    user = invited_user("u1", "a@example.com", "inv-1", expires_at=today)
+    assert invitation_plan(user, invitation("inv-1", "u1", expires_at=today)).actions == ()
 
 
 def test_accepted_invitation_is_only_bookkeeping():
-    user = invited_user("u1", "a@example.com", "inv-1")
-    plan = invitation_plan(user, invitation("inv-1", "u1", accepted_at="2026-11-25T08:00:00Z"))
+    user = invited_user("u1", "a@example.com", "inv-1", expires_at=EXPIRED)
+    plan = invitation_plan(user, invitation("inv-1", "u1", expires_at=EXPIRED, accepted_at="2026-11-25T08:00:00Z"))
     (action,) = plan.actions
     assert (action.kind, action.address) == ("record_invitation", "invitation.a@example.com")
     assert action.params == {"user_id": "u1", "accepted_at": "2026-11-25T08:00:00Z"}
@@ -525,8 +529,10 @@ def test_recorded_acceptance_plans_nothing_even_without_the_invitation():
     assert invitation_plan(user).actions == ()
 
 
-def test_missing_invitation_is_reissued():
-    (action,) = invitation_plan(invited_user("u1", "a@example.com", "inv-gone")).actions
+@pytest.mark.parametrize("recorded_expiry", [EXPIRED, None])
+def test_missing_invitation_is_reissued(recorded_expiry):
+    user = invited_user("u1", "a@example.com", "inv-gone", **({"expires_at": recorded_expiry} if recorded_expiry else {}))
+    (action,) = invitation_plan(user).actions
     assert action.kind == "create_invitation"
     assert "no longer exists" in action.reason
 
@@ -564,8 +570,8 @@ def test_inviter_is_created_only_when_invitations_are_planned_and_it_is_missing(
     assert plan_for(spec, nobody_to_invite).actions == ()
 
     only_bookkeeping = LiveState(
-        users=(invited_user("u1", "a@example.com", "inv-1"),),
-        invitations={"inv-1": invitation("inv-1", "u1", accepted_at="2026-11-25T08:00:00Z")},
+        users=(invited_user("u1", "a@example.com", "inv-1", expires_at=EXPIRED),),
+        invitations={"inv-1": invitation("inv-1", "u1", expires_at=EXPIRED, accepted_at="2026-11-25T08:00:00Z")},
     )
     assert addresses(plan_for(spec, only_bookkeeping)) == ["invitation.a@example.com"]
 

@@ -24,6 +24,18 @@ def report(tmp_path: Path) -> list[dict]:
     return json.loads((tmp_path / "onboarding_results.json").read_text(encoding="utf-8"))
 
 
+def age_invitation(sql, invitation_id: str, days: int) -> None:
+    """Move an invitation's expiry into the past, as time would: on the proxy's row and on the
+    copy the tool recorded in the user's metadata when it created the link (LiteLLM fixes the
+    expiry at creation, so the two only differ if someone edits the database)."""
+    sql(f"update \"LiteLLM_InvitationLink\" set expires_at = expires_at - interval '{days} days' where id = '{invitation_id}'")
+    expires = sql(f"select to_char(expires_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') from \"LiteLLM_InvitationLink\" where id = '{invitation_id}'")
+    sql(
+        "update \"LiteLLM_UserTable\" set metadata = jsonb_set(metadata::jsonb, '{litellm_reconciler,invitation,expires_at}', "
+        f"to_jsonb('{expires}'::text)) where metadata::jsonb #>> '{{litellm_reconciler,invitation,id}}' = '{invitation_id}'"
+    )
+
+
 def links_in_db(sql) -> dict[str, int]:
     rows = sql('select user_id, count(*) from "LiteLLM_InvitationLink" group by user_id')
     return {line.split("|")[0]: int(line.split("|")[1]) for line in rows.splitlines() if line}
@@ -87,13 +99,15 @@ def test_accepted_invitation_is_recorded_and_never_renewed(api: Api, cli, tmp_pa
         timeout=30,
     ).raise_for_status()
 
+    assert json_plan(cli)["actions"] == [], "an unexpired link needs nothing, accepted or not"
+    assert re.search(r"alice@company.com\s+accepted", cli("invitations").stdout)
+
+    age_invitation(sql, alice["invitation_id"], 30)
     plan = cli("plan", "--detailed-exitcode")
     assert plan.returncode == 0, "recording an acceptance changes nobody's access"
     assert "invitation.alice@company.com" in plan.stdout and "accepted on" in plan.stdout
+    assert "Plan: 1 accepted invitation to record." in plan.stdout
     apply_ok(cli)
-    assert json_plan(cli)["actions"] == []
-
-    sql(f"update \"LiteLLM_InvitationLink\" set expires_at = now() - interval '30 days' where id = '{alice['invitation_id']}'")
     assert json_plan(cli)["actions"] == [], "an accepted invitation is never renewed, even past its expiry"
     assert links_in_db(sql)[alice["user_id"]] == 1
     assert re.search(r"alice@company.com\s+accepted", cli("invitations").stdout)
@@ -103,7 +117,7 @@ def test_expired_invitation_is_renewed_once(api: Api, cli, tmp_path: Path, sql) 
     write(tmp_path, USERS)
     apply_ok(cli)
     bob = report(tmp_path)[1]
-    sql(f"update \"LiteLLM_InvitationLink\" set expires_at = now() - interval '2 days' where id = '{bob['invitation_id']}'")
+    age_invitation(sql, bob["invitation_id"], 9)
     expired_on = sql(f"select to_char(expires_at, 'YYYY-MM-DD') from \"LiteLLM_InvitationLink\" where id = '{bob['invitation_id']}'")
 
     assert re.search(r"bob@company.com\s+expired", cli("invitations").stdout)

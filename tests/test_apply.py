@@ -1,0 +1,413 @@
+"""The executor against an in-memory LiteLLM (httpx.MockTransport) that can lose requests and responses."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import stat
+import textwrap
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional, Union
+
+import httpx
+import pytest
+
+from reconciler.apply import ApplyReport, Executor, InvitationRecord, onboarding_link, write_onboarding_report
+from reconciler.client import LiteLLMClient
+from reconciler.desired import TEAM_SETTINGS, parse_desired
+from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, read_live
+from reconciler.plan import Plan, make_plan, new_team_id, new_user_id
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+UI = "https://ui.example.test/"
+
+#: A fault that lets the proxy make the change, then loses the response.
+LOST_RESPONSE = "lost-response"
+#: A fault that loses the request before the proxy sees it.
+LOST_REQUEST = "lost-request"
+Fault = Union[str, httpx.Response]
+
+# --------------------------------------------------------------------------- an in-memory LiteLLM
+
+
+def error(status: int, message: str, kind: str = "internal_server_error") -> httpx.Response:
+    return httpx.Response(status, json={"error": {"message": message, "type": kind, "param": "None", "code": str(status)}})
+
+
+class FakeLiteLLM:
+    """Just enough of LiteLLM 1.80's admin API, with scripted faults per request."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, dict[str, Any]] = {}
+        self.teams: dict[str, dict[str, Any]] = {}
+        self.invitations: dict[str, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str, Any]] = []
+        self._faults: list[tuple[str, Callable[[Any], bool], Fault]] = []
+        self._ids = itertools.count(1)
+
+    # -- set-up
+
+    def add_user(self, user_id: str, email: Optional[str], **fields: Any) -> None:
+        self.users[user_id] = {"user_id": user_id, "user_email": email, "user_role": "internal_user", "user_alias": None, "teams": [], "metadata": {}, **fields}
+
+    def fail(self, path: str, fault: Fault, when: Callable[[Any], bool] = lambda body: True) -> None:
+        """The next POST to ``path`` whose body satisfies ``when`` meets ``fault`` (once)."""
+        self._faults.append((path, when, fault))
+
+    def posts(self, path: str) -> list[Any]:
+        return [body for method, p, body in self.requests if method == "POST" and p == path]
+
+    def client(self) -> LiteLLMClient:
+        return LiteLLMClient("http://proxy.test", "sk-test", transport=httpx.MockTransport(self), sleep=lambda s: None)
+
+    # -- transport
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        body = json.loads(request.content) if request.content else None
+        self.requests.append((request.method, path, body))
+        if request.method == "GET":
+            return getattr(self, "get_" + path.strip("/").replace("/", "_"))(request.url.params)
+        fault = self._take_fault(path, body)
+        if fault == LOST_REQUEST:
+            raise httpx.ReadTimeout("timed out", request=request)
+        if isinstance(fault, httpx.Response):
+            return fault
+        response = getattr(self, "post_" + path.strip("/").replace("/", "_"))(body)
+        if fault == LOST_RESPONSE:
+            raise httpx.ReadTimeout("timed out", request=request)
+        return response
+
+    def _take_fault(self, path: str, body: Any) -> Optional[Fault]:
+        for i, (where, when, fault) in enumerate(self._faults):
+            if where == path and when(body):
+                del self._faults[i]
+                return fault
+        return None
+
+    # -- writes
+
+    def post_team_new(self, body: dict[str, Any]) -> httpx.Response:
+        team_id = body.get("team_id") or f"team-{next(self._ids)}"
+        if team_id in self.teams:
+            return error(400, f"{{'error': 'Team id = {team_id} already exists. Please use a different team id.'}}")
+        team = {"team_id": team_id, "team_alias": body.get("team_alias"), "models": [], "max_budget": None, "budget_duration": None, "tpm_limit": None, "rpm_limit": None}
+        team.update({k: v for k, v in body.items() if k in TEAM_SETTINGS})
+        team["metadata"] = body.get("metadata") or {}
+        team["members_with_roles"] = [{"user_id": PROXY_ADMIN_ID, "user_email": None, "role": "admin"}]
+        self.teams[team_id] = team
+        return httpx.Response(200, json=team)
+
+    def post_team_update(self, body: dict[str, Any]) -> httpx.Response:
+        team = self.teams.get(body["team_id"])
+        if team is None:
+            return error(404, "Team not found")
+        team.update({k: v for k, v in body.items() if k != "team_id"})
+        return httpx.Response(200, json={"team_id": team["team_id"], "data": team})
+
+    def post_user_new(self, body: dict[str, Any]) -> httpx.Response:
+        email = body.get("user_email")
+        if email and any((u["user_email"] or "").lower() == email.lower() for u in self.users.values()):
+            return error(400, f"{{'error': 'User with email {email} already exists'}}")
+        user_id = body.get("user_id") or f"user-{next(self._ids)}"
+        self.add_user(user_id, email, **{k: body[k] for k in ("user_role", "user_alias", "metadata") if k in body})
+        return httpx.Response(200, json={**self.users[user_id], "key": ""})
+
+    def post_user_update(self, body: dict[str, Any]) -> httpx.Response:
+        if body["user_id"] not in self.users:  # LiteLLM upserts
+            self.add_user(body["user_id"], None)
+        self.users[body["user_id"]].update({k: v for k, v in body.items() if k != "user_id"})
+        return httpx.Response(200, json={"user_id": body["user_id"], "data": self.users[body["user_id"]]})
+
+    def post_team_member_add(self, body: dict[str, Any]) -> httpx.Response:
+        team = self.teams.get(body["team_id"])
+        if team is None:
+            return httpx.Response(404, json={"detail": {"error": f"Team doesn't exist in db. Team={body['team_id']}."}})
+        members = body["member"] if isinstance(body["member"], list) else [body["member"]]
+        roster = {m["user_id"] for m in team["members_with_roles"]}
+        new = [m for m in members if m["user_id"] not in roster]
+        if not new:
+            return error(400, "All users are already in team.", kind="team_member_already_in_team")
+        for member in new:
+            if member["user_id"] not in self.users:
+                self.add_user(member["user_id"], None)
+            team["members_with_roles"].append({"user_id": member["user_id"], "user_email": None, "role": member["role"]})
+            self.users[member["user_id"]]["teams"].append(team["team_id"])
+        return httpx.Response(200, json=team)
+
+    def post_invitation_new(self, body: dict[str, Any]) -> httpx.Response:
+        if body["user_id"] not in self.users or PROXY_ADMIN_ID not in self.users:
+            return error(400, "User id does not exist in 'LiteLLM_UserTable'. Fix this by creating user via /user/new")
+        invitation_id = f"inv-{next(self._ids)}"
+        self.invitations[invitation_id] = {
+            "id": invitation_id,
+            "user_id": body["user_id"],
+            "is_accepted": False,
+            "accepted_at": None,
+            "expires_at": "2026-12-04T12:00:00Z",
+            "created_at": "2026-11-27T12:00:00Z",
+        }
+        return httpx.Response(200, json=self.invitations[invitation_id])
+
+    # -- reads
+
+    @staticmethod
+    def _page(key: str, rows: list[dict[str, Any]], params: httpx.QueryParams) -> httpx.Response:
+        size, page = int(params.get("page_size", 25)), int(params.get("page", 1))
+        rows = sorted(rows, key=lambda r: r[params.get("sort_by") or "user_id"]) if params.get("sort_by") else rows
+        return httpx.Response(
+            200, json={key: rows[(page - 1) * size : page * size], "total": len(rows), "page": page, "page_size": size, "total_pages": -(-len(rows) // size)}
+        )
+
+    def get_user_list(self, params: httpx.QueryParams) -> httpx.Response:
+        rows = list(self.users.values())
+        if "user_ids" in params:
+            rows = [u for u in rows if params["user_ids"].lower() in u["user_id"].lower()]
+        return self._page("users", rows, params)
+
+    def get_v2_team_list(self, params: httpx.QueryParams) -> httpx.Response:
+        return self._page("teams", list(self.teams.values()), params)
+
+    def get_team_info(self, params: httpx.QueryParams) -> httpx.Response:
+        team = self.teams.get(params["team_id"])
+        if team is None:
+            return error(404, f"Team not found, passed team id: {params['team_id']}.")
+        return httpx.Response(200, json={"team_id": team["team_id"], "team_info": team, "keys": []})
+
+    def get_invitation_info(self, params: httpx.QueryParams) -> httpx.Response:
+        found = self.invitations.get(params["invitation_id"])
+        if found is None:
+            return httpx.Response(400, json={"detail": {"error": "Invitation id does not exist in the database."}})
+        return httpx.Response(200, json=found)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def desired(body: str):
+    return parse_desired(textwrap.dedent(body).lstrip("\n"), "users.yaml")
+
+
+def plan_against(proxy: FakeLiteLLM, body: str) -> Plan:
+    return make_plan(desired(body), read_live(proxy.client(), now=NOW), NOW)
+
+
+def apply(proxy: FakeLiteLLM, plan: Plan) -> ApplyReport:
+    return Executor(proxy.client(), UI).run(plan)
+
+
+def statuses(report: ApplyReport) -> dict[str, str]:
+    return {r.address: r.status for r in report.results}
+
+
+def is_team(alias: str) -> Callable[[Any], bool]:
+    return lambda body: body.get("team_alias") == alias
+
+
+TEAMS_AND_USERS = """
+version: 1
+teams:
+  - {alias: dev, max_budget: 10}
+  - {alias: research}
+users:
+  - {email: alice@example.com, teams: [dev]}
+  - {email: bob@example.com, teams: [dev, research]}
+  - {email: carol@example.com, teams: [dev]}
+"""
+
+
+# --------------------------------------------------------------------------- the happy path
+
+
+def test_apply_from_scratch_converges():
+    proxy = FakeLiteLLM()
+    report = apply(proxy, plan_against(proxy, TEAMS_AND_USERS))
+    assert report.ok, report.results
+    assert report.summary_line() == f"Apply complete: {len(report.results)} done, 0 failed, 0 skipped."
+    again = plan_against(proxy, TEAMS_AND_USERS)
+    assert not again.has_changes, [(a.kind, a.address) for a in again.actions]
+    assert len(report.invitations) == 3
+    assert all(r.status == "created" and r.onboarding_link for r in report.invitations)
+
+
+def test_memberships_of_one_team_go_out_in_one_call():
+    proxy = FakeLiteLLM()
+    report = apply(proxy, plan_against(proxy, TEAMS_AND_USERS))
+    assert report.ok
+    calls = proxy.posts("/team/member_add")
+    assert len(calls) == 2
+    by_team = {call["team_id"]: sorted(m["user_id"] for m in call["member"]) for call in calls}
+    assert by_team == {
+        new_team_id("dev"): sorted(new_user_id(e) for e in ("alice@example.com", "bob@example.com", "carol@example.com")),
+        new_team_id("research"): [new_user_id("bob@example.com")],
+    }
+
+
+def test_memberships_of_one_team_go_out_in_one_call_whatever_the_aliases():
+    proxy = FakeLiteLLM()
+    body = """
+    version: 1
+    teams: [{alias: ml}, {alias: ml.ops}]
+    users:
+      - {email: alice@example.com, teams: [ml]}
+      - {email: bob@example.com, teams: [ml.ops]}
+      - {email: zed@example.com, teams: [ml]}
+    """
+    assert apply(proxy, plan_against(proxy, body)).ok
+    team_ids = [call["team_id"] for call in proxy.posts("/team/member_add")]
+    assert sorted(team_ids) == sorted(set(team_ids))
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_dependants_of_a_failed_team_are_skipped_and_the_rest_continues():
+    proxy = FakeLiteLLM()
+    proxy.fail("/team/new", error(400, "refused"), when=is_team("dev"))
+    report = apply(proxy, plan_against(proxy, TEAMS_AND_USERS))
+    got = statuses(report)
+    assert got["team.dev"] == "failed"
+    for email in ("alice", "bob", "carol"):
+        assert got[f"membership.dev.{email}@example.com"] == "skipped"
+        assert got[f"user.{email}@example.com"] == "done"
+        assert got[f"invitation.{email}@example.com"] == "done"
+    assert got["team.research"] == "done"
+    assert got["membership.research.bob@example.com"] == "done"
+    skipped = next(r for r in report.results if r.address == "membership.dev.bob@example.com")
+    assert "team.dev" in skipped.detail
+    assert not report.ok
+    assert all(call["team_id"] != new_team_id("dev") for call in proxy.posts("/team/member_add"))
+
+
+def test_a_failed_user_skips_its_memberships_and_invitation():
+    proxy = FakeLiteLLM()
+    proxy.fail("/user/new", error(400, "refused"), when=lambda body: body.get("user_email") == "bob@example.com")
+    report = apply(proxy, plan_against(proxy, TEAMS_AND_USERS))
+    got = statuses(report)
+    assert got["user.bob@example.com"] == "failed"
+    assert got["membership.dev.bob@example.com"] == got["membership.research.bob@example.com"] == "skipped"
+    assert got["membership.dev.alice@example.com"] == "done"
+    assert got["invitation.bob@example.com"] == "skipped"
+    bob = next(r for r in report.invitations if r.email == "bob@example.com")
+    assert bob.status == "skipped" and bob.onboarding_link is None
+
+
+def test_a_failed_inviter_skips_every_invitation():
+    proxy = FakeLiteLLM()
+    proxy.fail("/user/new", error(400, "refused"), when=lambda body: body.get("user_id") == PROXY_ADMIN_ID)
+    report = apply(proxy, plan_against(proxy, TEAMS_AND_USERS))
+    assert [r.status for r in report.results if r.kind == "create_invitation"] == ["skipped"] * 3
+    assert proxy.posts("/invitation/new") == []
+
+
+@pytest.mark.parametrize("fault, outcome", [(LOST_RESPONSE, "done"), (LOST_REQUEST, "failed")])
+def test_a_create_team_without_response_is_read_back_and_never_resent(fault, outcome):
+    proxy = FakeLiteLLM()
+    proxy.fail("/team/new", fault, when=is_team("dev"))
+    report = apply(proxy, plan_against(proxy, TEAMS_AND_USERS))
+    result = next(r for r in report.results if r.address == "team.dev")
+    assert result.status == outcome, result.detail
+    assert len([b for b in proxy.posts("/team/new") if b["team_alias"] == "dev"]) == 1
+    assert [p for m, p, b in proxy.requests if m == "GET" and p == "/team/info" and b is None]
+    member_status = statuses(report)["membership.dev.alice@example.com"]
+    assert member_status == ("done" if outcome == "done" else "skipped")
+    if outcome == "failed":
+        assert "not re-sent" in result.detail
+
+
+def test_a_lost_invitation_fails_and_is_not_resent():
+    proxy = FakeLiteLLM()
+    proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
+    proxy.add_user("u-1", "alice@example.com", metadata={OWNER_KEY: {"managed": True}})
+    proxy.fail("/invitation/new", LOST_RESPONSE)
+    report = apply(proxy, plan_against(proxy, "version: 1\nusers: [{email: alice@example.com}]\n"))
+    (result,) = report.results
+    assert (result.address, result.status) == ("invitation.alice@example.com", "failed")
+    assert len(proxy.posts("/invitation/new")) == 1
+    (record,) = report.invitations
+    assert record.status == "failed" and record.invitation_id is None and record.onboarding_link is None
+    assert "invitation" not in proxy.users["u-1"]["metadata"][OWNER_KEY]
+    assert proxy.posts("/user/update") == []
+
+
+def test_lost_member_add_is_confirmed_from_the_roster():
+    proxy = FakeLiteLLM()
+    proxy.fail("/team/member_add", LOST_RESPONSE)
+    report = apply(proxy, plan_against(proxy, TEAMS_AND_USERS))
+    assert report.ok, report.results
+    assert len(proxy.posts("/team/member_add")) == 2
+
+
+# --------------------------------------------------------------------------- invitations
+
+
+def test_invitation_is_recorded_on_the_user_merging_metadata():
+    proxy = FakeLiteLLM()
+    proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
+    proxy.add_user("u-1", "Alice@Example.com", metadata={"cost_center": "42", OWNER_KEY: {"managed": True, "note": "kept"}})
+    report = apply(proxy, plan_against(proxy, "version: 1\nusers: [{email: alice@example.com}]\n"))
+    assert report.ok
+    (invitation_id,) = proxy.invitations
+    metadata = proxy.users["u-1"]["metadata"]
+    assert metadata["cost_center"] == "42"
+    assert metadata[OWNER_KEY]["managed"] is True and metadata[OWNER_KEY]["note"] == "kept"
+    assert metadata[OWNER_KEY]["invitation"] == {"id": invitation_id, "created_at": "2026-11-27T12:00:00Z", "expires_at": "2026-12-04T12:00:00Z"}
+    (record,) = report.invitations
+    assert record == InvitationRecord(
+        email="alice@example.com",
+        user_id="u-1",
+        invitation_id=invitation_id,
+        expires_at="2026-12-04T12:00:00Z",
+        onboarding_link=f"https://ui.example.test/ui/onboarding?invitation_id={invitation_id}",
+        status="created",
+    )
+    assert "onboarding" not in json.dumps(report.to_dict())
+
+
+def test_accepted_invitation_is_recorded_without_losing_metadata():
+    proxy = FakeLiteLLM()
+    proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
+    proxy.add_user("u-1", "alice@example.com", metadata={"x": 1, OWNER_KEY: {"managed": True, "invitation": {"id": "inv-7", "expires_at": "2026-11-20"}}})
+    # Accepted, then expired: a plan looks it up (only expired links are) and records the acceptance.
+    proxy.invitations["inv-7"] = {"id": "inv-7", "user_id": "u-1", "is_accepted": True, "accepted_at": "2026-11-14T09:00:00Z", "expires_at": "2026-11-20T00:00:00Z"}
+    body = "version: 1\nusers: [{email: alice@example.com}]\n"
+    report = apply(proxy, plan_against(proxy, body))
+    assert report.ok and report.invitations == []
+    assert proxy.users["u-1"]["metadata"] == {
+        "x": 1,
+        OWNER_KEY: {"managed": True, "invitation": {"id": "inv-7", "expires_at": "2026-11-20", "accepted_at": "2026-11-14T09:00:00Z"}},
+    }
+    assert plan_against(proxy, body).actions == ()
+
+
+def test_onboarding_link():
+    assert onboarding_link("https://ui.example.test/", "abc") == "https://ui.example.test/ui/onboarding?invitation_id=abc"
+    assert onboarding_link("http://h:4000", "abc") == "http://h:4000/ui/onboarding?invitation_id=abc"
+
+
+# --------------------------------------------------------------------------- the onboarding report
+
+
+def record(email: str) -> InvitationRecord:
+    return InvitationRecord(email, f"id-{email}", f"inv-{email}", "2026-12-04", f"{UI}ui/onboarding?invitation_id=inv-{email}", "created")
+
+
+def test_onboarding_report_is_private_and_keeps_earlier_records(tmp_path):
+    path = tmp_path / "onboarding_results.json"
+    write_onboarding_report(path, [record("a@example.com")])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    write_onboarding_report(path, [record("b@example.com")])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    data = json.loads(path.read_text())
+    assert [r["email"] for r in data] == ["a@example.com", "b@example.com"]
+    assert data[0]["onboarding_link"].endswith("invitation_id=inv-a@example.com")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_onboarding_report_tightens_an_existing_world_readable_file(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps([{"email": "old@example.com"}]))
+    path.chmod(0o644)
+    write_onboarding_report(path, [record("new@example.com")])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [r["email"] for r in json.loads(path.read_text())] == ["old@example.com", "new@example.com"]

@@ -1,0 +1,388 @@
+"""LiteLLMClient against httpx.MockTransport: pagination, retries, error envelopes, secrets."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Optional, Union
+
+import httpx
+import pytest
+
+from reconciler.client import CHANGED_BY, PAGE_SIZE, IncompleteRead, LiteLLMClient, OutcomeUnknown, ProxyError
+from tests.conftest import SAMPLES
+
+KEY = "sk-Zq7-distinctive-test-key-91f3"
+BASE = "http://proxy.test"
+
+Outcome = Union[httpx.Response, Callable[[httpx.Request], httpx.Response]]
+
+# --------------------------------------------------------------------------- builders
+
+
+def sample(number: int) -> dict[str, Any]:
+    """A captured request/response pair from ../shared/litellm-api/samples (``NN_*.json``)."""
+    (path,) = SAMPLES.glob(f"{number:02d}_*.json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def sample_reply(number: int) -> httpx.Response:
+    response = sample(number)["response"]
+    return httpx.Response(response["status"], json=response["body"])
+
+
+def reply(status: int = 200, body: Any = None, **headers: str) -> httpx.Response:
+    return httpx.Response(status, json={} if body is None else body, headers=headers)
+
+
+def raising(exc_type: type[httpx.TransportError], message: str = "boom") -> Callable[[httpx.Request], httpx.Response]:
+    def outcome(request: httpx.Request) -> httpx.Response:
+        raise exc_type(message, request=request)
+
+    return outcome
+
+
+class FakeProxy:
+    """Scripted answers per (method, path); the last answer repeats. Records every request."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], list[Outcome]] = {}
+        self.requests: list[httpx.Request] = []
+        self.sleeps: list[float] = []
+
+    def on(self, method: str, path: str, *outcomes: Outcome) -> "FakeProxy":
+        self.routes[(method, path)] = list(outcomes)
+        return self
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        queue = self.routes.get((request.method, request.url.path))
+        if not queue:
+            return reply(404, {"detail": "Not Found"})
+        outcome = queue.pop(0) if len(queue) > 1 else queue[0]
+        return outcome(request) if callable(outcome) else outcome
+
+    def client(self, **kwargs: Any) -> LiteLLMClient:
+        return LiteLLMClient(BASE, KEY, transport=httpx.MockTransport(self), sleep=self.sleeps.append, **kwargs)
+
+    def calls(self, method: str, path: str) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == method and r.url.path == path]
+
+
+def body(request: httpx.Request) -> Any:
+    return json.loads(request.content)
+
+
+def paged(items: list[dict[str, Any]], key: str, *, total: Optional[int] = None, size: int = PAGE_SIZE) -> Callable[[httpx.Request], httpx.Response]:
+    """A listing endpoint that pages ``items`` as LiteLLM does (page/page_size/total/total_pages)."""
+    pages = [items[i : i + size] for i in range(0, len(items), size)] or [[]]
+
+    def outcome(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        return reply(
+            200,
+            {key: pages[page - 1] if page <= len(pages) else [], "total": len(items) if total is None else total, "page": page, "page_size": size, "total_pages": len(pages)},
+        )
+
+    return outcome
+
+
+def users(n: int) -> list[dict[str, Any]]:
+    return [{"user_id": f"u-{i:04d}", "user_email": f"user{i}@example.com"} for i in range(n)]
+
+
+# --------------------------------------------------------------------------- pagination
+
+
+def test_pagination_reads_every_page_with_a_stable_sort():
+    proxy = FakeProxy().on("GET", "/user/list", paged(list(reversed(users(250))), "users"))
+    result = proxy.client().list_users()
+    assert [u["user_id"] for u in result] == [f"u-{i:04d}" for i in range(250)]
+    calls = proxy.calls("GET", "/user/list")
+    assert [c.url.params["page"] for c in calls] == ["1", "2", "3"]
+    for call in calls:
+        assert call.url.params["page_size"] == "100"
+        assert call.url.params["sort_by"] == "user_id"
+        assert call.url.params["sort_order"] == "asc"
+
+
+def test_pagination_deduplicates_rows_repeated_across_pages():
+    a, b, c = users(3)
+    proxy = FakeProxy().on(
+        "GET",
+        "/user/list",
+        reply(200, {"users": [a, b], "total": 3, "page": 1, "page_size": 2, "total_pages": 2}),
+        reply(200, {"users": [b, c], "total": 3, "page": 2, "page_size": 2, "total_pages": 2}),
+    )
+    assert [u["user_id"] for u in proxy.client().list_users()] == ["u-0000", "u-0001", "u-0002"]
+
+
+def test_pagination_that_does_not_add_up_is_an_incomplete_read():
+    a, b, _ = users(3)
+    proxy = FakeProxy().on(
+        "GET",
+        "/user/list",
+        reply(200, {"users": [a, b], "total": 3, "page": 1, "page_size": 2, "total_pages": 2}),
+        reply(200, {"users": [b], "total": 3, "page": 2, "page_size": 2, "total_pages": 2}),
+    )
+    with pytest.raises(IncompleteRead) as caught:
+        proxy.client().list_users()
+    assert "2 distinct" in str(caught.value) and "3" in str(caught.value)
+
+
+def test_listing_with_an_unexpected_shape_is_an_incomplete_read():
+    proxy = FakeProxy().on("GET", "/user/list", reply(200, [{"user_id": "x"}]))
+    with pytest.raises(IncompleteRead):
+        proxy.client().list_users()
+
+
+def test_empty_listing():
+    proxy = FakeProxy().on("GET", "/v2/team/list", reply(200, {"teams": [], "total": 0, "page": 1, "page_size": 100, "total_pages": 0}))
+    assert proxy.client().list_teams() == []
+    assert len(proxy.requests) == 1
+
+
+def test_team_list_falls_back_to_the_bare_array_of_old_proxies():
+    old = sample(5)["response"]["body"]
+    proxy = FakeProxy().on("GET", "/v2/team/list", reply(404, {"detail": "Not Found"})).on("GET", "/team/list", reply(200, old))
+    teams = proxy.client().list_teams()
+    assert sorted(t["team_id"] for t in old) == [t["team_id"] for t in teams]
+    assert len(proxy.calls("GET", "/v2/team/list")) == 1  # a 404 is not retried
+
+
+def test_team_list_does_not_fall_back_on_other_errors():
+    proxy = FakeProxy().on("GET", "/v2/team/list", reply(403, {"detail": {"error": "forbidden"}}))
+    with pytest.raises(ProxyError) as caught:
+        proxy.client().list_teams()
+    assert caught.value.status == 403
+    assert not proxy.calls("GET", "/team/list")
+
+
+# --------------------------------------------------------------------------- retries
+
+
+def test_get_is_retried_on_503_then_succeeds():
+    proxy = FakeProxy().on("GET", "/team/info", reply(503), reply(503), sample_reply(7))
+    team = proxy.client().team_info("24ac7b6a-aa58-4e5f-89ea-af89186bf1af")
+    assert team["team_alias"] == "probe-team-64c06e"
+    assert len(proxy.requests) == 3
+    assert len(proxy.sleeps) == 2
+
+
+def test_get_is_retried_on_transport_errors():
+    proxy = FakeProxy().on("GET", "/team/info", raising(httpx.ConnectError), raising(httpx.ReadTimeout), sample_reply(7))
+    assert proxy.client().team_info("x") is not None
+    assert len(proxy.requests) == 3
+
+
+def test_get_gives_up_after_max_attempts():
+    proxy = FakeProxy().on("GET", "/team/info", reply(502))
+    with pytest.raises(ProxyError) as caught:
+        proxy.client(max_attempts=3).team_info("x")
+    assert caught.value.status == 502
+    assert len(proxy.requests) == 3
+
+
+def test_get_is_not_retried_on_a_client_error():
+    proxy = FakeProxy().on("GET", "/user/list", sample_reply(21))
+    with pytest.raises(ProxyError):
+        proxy.client().list_users()
+    assert len(proxy.requests) == 1 and proxy.sleeps == []
+
+
+def test_post_is_not_retried_on_500():
+    proxy = FakeProxy().on("POST", "/invitation/new", sample_reply(32))
+    with pytest.raises(ProxyError) as caught:
+        proxy.client().new_invitation("no-such-user")
+    assert not isinstance(caught.value, OutcomeUnknown)
+    assert caught.value.status == 500
+    assert "Foreign key constraint" in caught.value.message
+    assert len(proxy.requests) == 1
+
+
+def test_post_is_retried_on_503_with_retry_after():
+    overloaded = reply(503, {"error": {"message": "overloaded", "type": "overloaded_error"}}, **{"Retry-After": "2"})
+    proxy = FakeProxy().on("POST", "/team/new", overloaded, sample_reply(1))
+    assert proxy.client().create_team({"team_alias": "probe-team-64c06e"})["team_alias"] == "probe-team-64c06e"
+    assert len(proxy.requests) == 2
+    assert proxy.sleeps == [2.0]
+
+
+def test_post_is_not_retried_on_503_without_retry_after():
+    proxy = FakeProxy().on("POST", "/team/new", reply(503, {"error": {"message": "no db", "type": "no_db_connection"}}))
+    with pytest.raises(ProxyError) as caught:
+        proxy.client().create_team({})
+    assert not isinstance(caught.value, OutcomeUnknown)
+    assert len(proxy.requests) == 1
+
+
+@pytest.mark.parametrize("exc_type", [httpx.ReadTimeout, httpx.RemoteProtocolError])
+def test_post_without_a_response_is_outcome_unknown_and_not_resent(exc_type):
+    proxy = FakeProxy().on("POST", "/team/new", raising(exc_type))
+    with pytest.raises(OutcomeUnknown) as caught:
+        proxy.client().create_team({"team_alias": "x"})
+    assert caught.value.status is None
+    assert len(proxy.requests) == 1
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_post_answered_by_a_gateway_error_is_outcome_unknown(status):
+    proxy = FakeProxy().on("POST", "/user/new", reply(status, {"detail": "bad gateway"}))
+    with pytest.raises(OutcomeUnknown):
+        proxy.client().create_user({"user_id": "u"})
+    assert len(proxy.requests) == 1
+
+
+def test_post_that_cannot_connect_is_a_plain_proxy_error():
+    proxy = FakeProxy().on("POST", "/team/new", raising(httpx.ConnectError, "connection refused"))
+    with pytest.raises(ProxyError) as caught:
+        proxy.client().create_team({})
+    assert not isinstance(caught.value, OutcomeUnknown)
+    assert "cannot reach the proxy" in str(caught.value)
+    assert len(proxy.requests) == 1
+
+
+# --------------------------------------------------------------------------- error envelopes
+
+
+@pytest.mark.parametrize(
+    "number, method, path, call, message",
+    [
+        (9, "POST", "/user/new", lambda c: c.create_user({"user_email": "alice-64c06e@example.com"}), "User with email alice-64c06e@example.com already exists"),
+        (35, "GET", "/invitation/info", lambda c: c.get("/invitation/info", invitation_id="x"), "Invitation id does not exist in the database."),
+        (15, "POST", "/user/new", lambda c: c.create_user({"user_role": "superuser"}), "body.user_role: Input should be"),
+        (21, "GET", "/user/list", lambda c: c.list_users(), "query.page_size: Input should be less than or equal to 100"),
+    ],
+    ids=["openai-envelope", "detail-dict", "422-list-body", "422-list-query"],
+)
+def test_error_envelopes_become_messages(number, method, path, call, message):
+    proxy = FakeProxy().on(method, path, sample_reply(number))
+    with pytest.raises(ProxyError) as caught:
+        call(proxy.client())
+    assert message in caught.value.message
+    assert caught.value.status == sample(number)["response"]["status"]
+    assert str(caught.value).startswith(f"{method} {path}: HTTP {caught.value.status}: ")
+
+
+def test_error_type_is_kept_as_kind():
+    proxy = FakeProxy().on("POST", "/team/member_add", reply(400, {"error": {"message": "nope", "type": "some_type"}}))
+    with pytest.raises(ProxyError) as caught:
+        proxy.client().post("/team/member_add", {})
+    assert caught.value.kind == "some_type"
+
+
+def test_non_json_success_is_an_error():
+    proxy = FakeProxy().on("GET", "/team/info", httpx.Response(200, text="<html>login</html>"))
+    with pytest.raises(ProxyError) as caught:
+        proxy.client().team_info("x")
+    assert "not JSON" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- the key
+
+
+def test_key_echoed_in_a_401_never_appears_in_the_exception():
+    echoed = {"error": {"message": f"Authentication Error, LiteLLM Virtual Key expected. Received={KEY}, expected to start with 'sk-'.", "type": "auth_error", "param": "None", "code": "401"}}
+    proxy = FakeProxy().on("GET", "/user/list", reply(401, echoed))
+    with pytest.raises(ProxyError) as caught:
+        proxy.client().list_users()
+    assert caught.value.status == 401
+    assert KEY not in str(caught.value) and KEY not in repr(caught.value) and KEY not in caught.value.message
+    assert "Authentication Error" in str(caught.value)
+
+
+def test_key_in_a_transport_error_never_appears_in_the_exception():
+    proxy = FakeProxy().on("POST", "/team/new", raising(httpx.ReadTimeout, f"timed out sending Bearer {KEY}"))
+    with pytest.raises(OutcomeUnknown) as caught:
+        proxy.client().create_team({})
+    assert KEY not in str(caught.value)
+
+
+def test_requests_authenticate_with_the_key():
+    proxy = FakeProxy().on("GET", "/team/info", sample_reply(7))
+    proxy.client().team_info("x")
+    assert proxy.requests[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_a_client_without_key_is_refused():
+    with pytest.raises(ValueError):
+        LiteLLMClient(BASE, "")
+
+
+# --------------------------------------------------------------------------- writes
+
+
+def test_create_user_never_creates_a_key():
+    proxy = FakeProxy().on("POST", "/user/new", sample_reply(11))
+    proxy.client().create_user({"user_id": "u", "user_email": "a@example.com", "auto_create_key": True})
+    sent = body(proxy.requests[0])
+    assert sent["auto_create_key"] is False
+    assert sent["user_email"] == "a@example.com"
+
+
+def test_every_write_carries_the_audit_header():
+    proxy = (
+        FakeProxy()
+        .on("POST", "/team/new", sample_reply(1))
+        .on("POST", "/team/update", reply(200, {}))
+        .on("POST", "/user/new", sample_reply(11))
+        .on("POST", "/user/update", reply(200, {}))
+        .on("POST", "/team/member_add", sample_reply(36))
+        .on("POST", "/invitation/new", sample_reply(30))
+        .on("GET", "/team/info", sample_reply(7))
+    )
+    client = proxy.client()
+    client.create_team({"team_alias": "t"})
+    client.update_team({"team_id": "t"})
+    client.create_user({"user_id": "u"})
+    client.update_user({"user_id": "u"})
+    client.add_members("t", ["u"])
+    client.new_invitation("u")
+    client.team_info("t")
+    posts = [r for r in proxy.requests if r.method == "POST"]
+    assert len(posts) == 6
+    assert all(r.headers.get("litellm-changed-by") == CHANGED_BY for r in posts)
+    assert "litellm-changed-by" not in proxy.calls("GET", "/team/info")[0].headers
+
+
+def test_add_members_sends_one_list():
+    proxy = FakeProxy().on("POST", "/team/member_add", sample_reply(36))
+    proxy.client().add_members("t-1", ["u-1", "u-2"])
+    assert body(proxy.requests[0]) == {"team_id": "t-1", "member": [{"user_id": "u-1", "role": "user"}, {"user_id": "u-2", "role": "user"}]}
+
+
+def test_add_members_treats_already_in_team_as_success():
+    proxy = FakeProxy().on("POST", "/team/member_add", sample_reply(37))
+    result = proxy.client().add_members("24ac7b6a-aa58-4e5f-89ea-af89186bf1af", ["f0d9f38a-4827-4edf-b78d-64708e8ef1e7"])
+    assert result["already_members"] is True
+    assert len(proxy.requests) == 1
+
+
+def test_add_members_raises_other_refusals():
+    proxy = FakeProxy().on("POST", "/team/member_add", sample_reply(40))
+    with pytest.raises(ProxyError) as caught:
+        proxy.client().add_members("no-such-team", ["u"])
+    assert caught.value.status == 404 and "Team doesn't exist" in caught.value.message
+
+
+# --------------------------------------------------------------------------- reads of single objects
+
+
+def test_team_info_of_a_missing_team_is_none():
+    proxy = FakeProxy().on("GET", "/team/info", reply(404, {"error": {"message": "Team not found, passed team id: x.", "code": "404"}}))
+    assert proxy.client().team_info("x") is None
+
+
+def test_invitation_info_of_an_unknown_id_is_none():
+    proxy = FakeProxy().on("GET", "/invitation/info", sample_reply(35))
+    assert proxy.client().invitation_info("no-such-invite") is None
+    proxy = FakeProxy().on("GET", "/invitation/info", sample_reply(34))
+    assert proxy.client().invitation_info("a1b9daa9-4ab3-4171-9d23-b70e1299ceb4")["is_accepted"] is False
+
+
+def test_find_user_matches_the_id_exactly():
+    listing = {"users": [{"user_id": "carol-64c06e-2"}, {"user_id": "carol-64c06e"}], "total": 2, "page": 1, "page_size": 100, "total_pages": 1}
+    proxy = FakeProxy().on("GET", "/user/list", reply(200, listing))
+    client = proxy.client()
+    assert client.find_user("carol-64c06e") == {"user_id": "carol-64c06e"}
+    assert client.find_user("carol") is None
+    assert proxy.requests[0].url.params["user_ids"] == "carol-64c06e"
