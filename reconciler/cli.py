@@ -14,11 +14,13 @@ from typing import Any, Callable, Optional
 import click
 
 from . import __version__
-from .apply import ActionResult, Executor, write_onboarding_report
+from .apply import ActionResult, Executor, InvitationRecord, write_onboarding_report
+from .delivery import SmtpSettings, load_template, send_invitations
 from .client import ProxyError
 from .desired import InputError, load_desired
+from .importer import import_csv
 from .invitations import onboarding_status, render_json, render_table
-from .live import read_live
+from .live import read_live, utc_date
 from .manager import Connection, StalePlan, check_saved_plan, load_saved_plan, now, plan_against
 from .plan import PlanConflict
 from .render import FORMATS, render, summary_line
@@ -67,7 +69,7 @@ def _secrets() -> list[str]:
 
     from .manager import KEY_VARIABLES
 
-    return [os.environ[name] for name in KEY_VARIABLES if os.environ.get(name)]
+    return [os.environ[name] for name in (*KEY_VARIABLES, "SMTP_PASSWORD") if os.environ.get(name)]
 
 
 guard = _guard(_secrets)
@@ -138,6 +140,8 @@ def plan(file: str, fmt: str, out: Optional[str], detailed_exitcode: bool, max_c
 @click.option("--show-links", is_flag=True, help="Also print onboarding links (they are credentials).")
 @click.option("--ui-url", default=None, help="Base URL of the UI for onboarding links [default: the proxy URL].")
 @click.option("--expect-fingerprint", default=None, help="Refuse unless the plan's fingerprint starts with this (the one reviewers saw).")
+@click.option("--send-invites", type=click.Choice(["smtp"]), default=None, help="Email each new link to its user (SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM, SMTP_SECURITY).")
+@click.option("--invite-template", type=click.Path(dir_okay=False, exists=True), default=None, help="Plain-text email template ($email, $link, $expires_at, $proxy_url); first line 'Subject: ...'.")
 @_proxy_option
 @_timeout_option
 @guard
@@ -149,12 +153,16 @@ def apply(
     show_links: bool,
     ui_url: Optional[str],
     expect_fingerprint: Optional[str],
+    send_invites: Optional[str],
+    invite_template: Optional[str],
     proxy_url: Optional[str],
     timeout: float,
 ) -> None:
     """Plan, show, confirm, then make exactly the planned changes; verify with a second plan."""
     desired = load_desired(file)
     connection = Connection.from_env(proxy_url, timeout)
+    # Mail settings are checked before anything is written, so a typo costs no half-run.
+    mail = (SmtpSettings.from_env(), load_template(invite_template)) if send_invites == "smtp" else None
     with connection.client() as client:
         if plan_file:
             the_plan = load_saved_plan(plan_file)
@@ -178,11 +186,10 @@ def apply(
         executor = Executor(client, ui_url or connection.proxy_url, on_result=_print_result, metadata=metadata)
         result = executor.run(the_plan)
         if result.invitations:
+            if mail is not None:
+                send_invitations(result.invitations, *mail)
             path = write_onboarding_report(report, result.invitations)
-            for record in result.invitations:
-                if record.invitation_id:
-                    line = f"Invited {record.email} (valid until {str(record.expires_at)[:10]})"
-                    click.echo(line + (f": {record.onboarding_link}" if show_links else ""))
+            _print_invitations(result.invitations, show_links)
             click.echo(f"Onboarding links are in {path} (mode 0600); they are credentials.")
         click.echo(click.style(result.summary_line(), bold=True))
 
@@ -191,8 +198,25 @@ def apply(
             click.echo(f"The proxy does not match {file} yet: {summary_line(verify)}", err=True)
         if not result.ok:
             raise Failure("some actions failed or were skipped; fix the cause and run apply again (it converges)")
+        unsent = [r.email for r in result.invitations if r.status == "send_failed"]
+        if unsent:
+            raise Failure(f"{len(unsent)} invitation email(s) could not be sent ({', '.join(unsent)}); their links are in {report}")
         if verify.has_changes and not plan_file:
             raise Failure("apply finished but a new plan is not empty")
+
+
+def _print_invitations(records: list[InvitationRecord], show_links: bool) -> None:
+    """Who was invited and until when; the link itself only with --show-links."""
+    for record in records:
+        if not record.invitation_id:
+            click.echo(f"Not invited {record.email}: {record.error}")
+            continue
+        line = f"Invited {record.email} (valid until {utc_date(record.expires_at)})"
+        if record.status == "sent":
+            line += ", emailed"
+        elif record.status == "send_failed":
+            line += f", email NOT sent: {record.error}"
+        click.echo(line + (f": {record.onboarding_link}" if show_links else ""))
 
 
 @main.command()
@@ -208,6 +232,23 @@ def invitations(file: str, fmt: str, proxy_url: Optional[str], timeout: float) -
         moment = now()
         rows = onboarding_status(desired, read_live(client, now=moment, check_pending=True), moment)
     click.echo(render_json(rows) if fmt == "json" else render_table(rows), nl=False)
+
+
+@main.command("import-csv")
+@click.argument("csv_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--file", "yaml_file", default=DEFAULT_FILE, show_default=True, type=click.Path(dir_okay=False, exists=True), help="The users.yaml to merge into.")
+@click.option("--team", default=None, help="CSV_FILE is a plain list of emails; put them all in this team (alias or id).")
+@guard
+def import_csv_command(csv_file: str, yaml_file: str, team: Optional[str]) -> None:
+    """Merge the old script's CSV (user_email,team_id) into users.yaml, keeping its comments and order."""
+    result = import_csv(csv_file, yaml_file, team)
+    for email in result.added:
+        click.echo(f"+ {email}")
+    for email in result.already_present:
+        click.echo(f"= {email} (already in {yaml_file})")
+    for email, alias in result.skipped:
+        click.echo(f"! {email}: already declared without team {alias!r}; edit that entry by hand")
+    click.echo(f"{len(result.added)} user(s) added to {yaml_file}." if result.added else f"Nothing to add; {yaml_file} is unchanged.")
 
 
 def _print_result(result: ActionResult) -> None:

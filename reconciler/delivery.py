@@ -151,7 +151,8 @@ def _split_template(template: str) -> tuple[Template, Template]:
     message = Template(body)
     sample = {name: f"\0{name}\0" for name in PLACEHOLDERS}
     try:
-        _, rendered = subject.substitute(sample), message.substitute(sample)
+        subject.substitute(sample)  # only to reject unknown placeholders in the subject too
+        rendered = message.substitute(sample)
     except KeyError as exc:
         raise ValueError(
             f"the invitation template uses an unknown placeholder ${exc.args[0]}; "
@@ -184,15 +185,17 @@ def send_invitations(
 ) -> None:
     """Email each record's onboarding link over one connection; update the records in place.
 
-    A record with a link becomes ``sent`` or ``send_failed`` (with ``error``); records
-    without a link are left alone. Nothing raises for mail problems: the caller reads
-    the statuses, and the links stay in the records for the onboarding report.
+    A record with a link becomes ``sent`` or ``send_failed`` (with the reason added to
+    ``error``); records without a link are left alone. Nothing raises for mail problems:
+    the caller reads the statuses, and the links stay in the records for the report.
+    Only a malformed ``template`` raises ``ValueError``, before anything is sent.
     """
     subject, body = _split_template(template)
     pending = [record for record in records if record.onboarding_link]
     if not pending:
         return
-    secrets = [settings.password or ""] + [record.onboarding_link or "" for record in pending]
+    # Links first, then their ids: a server quoting part of a link still must not leak the token.
+    secrets = [settings.password or ""] + [r.onboarding_link or "" for r in pending] + [r.invitation_id or "" for r in pending]
     try:
         smtp = _open(settings, smtp_factory or _connect)
     except (OSError, ValueError) as exc:
@@ -202,7 +205,7 @@ def send_invitations(
         return
     try:
         for record in pending:
-            _send_one(smtp, record, _message(record, settings.sender, subject, body), secrets)
+            _send_one(smtp, record, lambda: _message(record, settings.sender, subject, body), secrets)
     finally:
         _close(smtp)
 
@@ -242,14 +245,14 @@ def _message(record: InvitationRecord, sender: str, subject: Template, body: Tem
     return message
 
 
-def _send_one(smtp: smtplib.SMTP, record: InvitationRecord, message: EmailMessage, secrets: list[str]) -> None:
+def _send_one(smtp: smtplib.SMTP, record: InvitationRecord, build: Callable[[], EmailMessage], secrets: list[str]) -> None:
+    """Build and send one message; a bad header (ValueError) fails this record only."""
     try:
-        smtp.send_message(message)
+        smtp.send_message(build())
     except (OSError, ValueError) as exc:  # smtplib.SMTPException is an OSError
         _fail(record, _reason(exc), secrets)
         return
-    record.status = "sent"
-    record.error = None
+    record.status = "sent"  # an earlier error (e.g. link not recorded on the user) is kept
 
 
 def _fail(record: InvitationRecord, reason: str, secrets: list[str]) -> None:
@@ -257,7 +260,8 @@ def _fail(record: InvitationRecord, reason: str, secrets: list[str]) -> None:
         if secret:
             reason = reason.replace(secret, "***")
     record.status = "send_failed"
-    record.error = reason[:_MAX_REASON]
+    # Appended, not replaced: an error from creating the link still matters to whoever reads the report.
+    record.error = "; ".join(filter(None, [record.error, reason[:_MAX_REASON]]))
 
 
 def _reason(exc: BaseException) -> str:

@@ -48,7 +48,7 @@ class Collector:
     def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
         assert isinstance(data, LoginPassword)
         self.logins.append((data.login.decode(), data.password.decode()))
-        return AuthResult(success=data.password.decode() == PASSWORD)
+        return AuthResult(success=data.password.decode() == PASSWORD, handled=False)
 
 
 @pytest.fixture
@@ -146,6 +146,21 @@ def test_one_refused_recipient_fails_alone_and_keeps_its_link(serve) -> None:
     assert records[1].error == "recipient refused: 550 5.1.1 No such mailbox here"
     assert records[1].onboarding_link == f"{UI}/ui/onboarding?invitation_id=inv-b"
     assert [rcpt for _, rcpt, _ in handler.messages] == [["alice@company.com"], ["carol@company.com"]]
+
+
+def test_earlier_errors_on_a_record_are_kept(serve) -> None:
+    handler = Collector(reject=("bob@company.com",))
+    settings = serve(handler)
+    records = [record("alice@company.com", "inv-a"), record("bob@company.com", "inv-b")]
+    for r in records:
+        r.error = "link created but not recorded on the user"
+
+    send_invitations(records, settings, DEFAULT_TEMPLATE)
+
+    assert [(r.status, r.error) for r in records] == [
+        ("sent", "link created but not recorded on the user"),
+        ("send_failed", "link created but not recorded on the user; recipient refused: 550 5.1.1 No such mailbox here"),
+    ]
 
 
 def test_connection_refused_marks_all_send_failed() -> None:
@@ -250,6 +265,37 @@ def test_starttls_path_secures_before_login_and_sending() -> None:
 
     assert seen == [settings]  # one connection for the batch
     assert fake.calls == ["starttls", "login mailer", "send alice@company.com", "send bob@company.com", "quit"]
+
+
+def test_server_errors_echoing_secrets_are_scrubbed() -> None:
+    """Some servers quote the rejected content back; the link and password must not reach the report."""
+
+    class Echoing(FakeSmtp):
+        def send_message(self, message: Any) -> None:
+            text = f"rejected {message.get_content().strip()[-60:]} for {PASSWORD}"
+            raise smtplib.SMTPDataError(554, text.encode())
+
+    rec = record("alice@company.com", "inv-secret-token")
+    settings = SmtpSettings("mail.company.com", 587, "llm@company.com", "none", "mailer", PASSWORD)
+
+    send_invitations([rec], settings, "Subject: hi\n\n$link\n", smtp_factory=lambda s: Echoing())  # type: ignore[arg-type,return-value]
+
+    assert rec.status == "send_failed"
+    assert rec.error is not None and rec.error.startswith("554 rejected ") and rec.error.endswith("*** for ***")
+    assert "inv-secret-token" not in rec.error and PASSWORD not in rec.error
+    assert rec.onboarding_link == f"{UI}/ui/onboarding?invitation_id=inv-secret-token"
+
+
+def test_header_injection_fails_that_record_only() -> None:
+    fake = FakeSmtp()
+    bad = record("eve@company.com\nBcc: all@company.com", "inv-e")
+    good = record("alice@company.com", "inv-a")
+
+    send_invitations([bad, good], SmtpSettings("h", 25, "llm@company.com", "none"), DEFAULT_TEMPLATE, lambda s: fake)  # type: ignore[arg-type,return-value]
+
+    assert (bad.status, good.status) == ("send_failed", "sent")
+    assert "linefeed" in (bad.error or "")
+    assert fake.calls == ["send alice@company.com", "quit"]
 
 
 def test_tls_uses_implicit_tls_and_no_starttls(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from .conftest import Api
+from ..test_delivery import Collector, serve  # noqa: F401 (serve is a fixture)
 from .test_lifecycle import apply_ok, json_plan, write
 
 USERS = """\
@@ -162,3 +163,31 @@ def test_show_links_is_the_only_way_links_reach_the_terminal(api: Api, cli, tmp_
     shown = cli("apply", "--yes", "--show-links", "--ui-url", "https://llm.example.com")
     assert shown.returncode == 0
     assert re.search(r"Invited alice@company.com \(valid until [0-9-]+\): https://llm.example.com/ui/onboarding\?invitation_id=", shown.stdout)
+
+
+def test_send_invites_smtp_delivers_each_new_link(api: Api, cli, tmp_path: Path, serve) -> None:
+    mailbox = Collector(reject=("bob@company.com",))
+    server = serve(mailbox)
+    env = {"SMTP_HOST": server.host, "SMTP_PORT": str(server.port), "SMTP_FROM": "llm@company.com", "SMTP_SECURITY": "none"}
+    write(tmp_path, USERS)
+
+    result = cli("apply", "--yes", "--send-invites", "smtp", env=env)
+
+    assert result.returncode == 1, "a failed send is an error the operator must see"
+    assert "Invited alice@company.com (valid until " in result.stdout and ", emailed" in result.stdout
+    assert "1 invitation email(s) could not be sent (bob@company.com)" in result.stderr
+    records = {r["email"]: r for r in report(tmp_path)}
+    assert records["alice@company.com"]["status"] == "sent"
+    assert records["bob@company.com"]["status"] == "send_failed" and records["bob@company.com"]["onboarding_link"], "the link is kept"
+    [(sender, recipients, message)] = mailbox.messages
+    assert recipients == ["alice@company.com"] and sender == "llm@company.com"
+    assert records["alice@company.com"]["onboarding_link"] in message.get_payload(decode=True).decode()
+    assert not LINK.search(result.stdout + result.stderr)
+    assert json_plan(cli)["actions"] == [], "the invitations exist; only the email failed"
+
+
+def test_bad_mail_settings_stop_before_any_write(api: Api, cli, tmp_path: Path) -> None:
+    write(tmp_path, USERS)
+    result = cli("apply", "--yes", "--send-invites", "smtp", env={"SMTP_HOST": "", "SMTP_FROM": ""})
+    assert result.returncode == 1 and "SMTP_HOST" in result.stderr
+    assert api.users() == []

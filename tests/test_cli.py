@@ -1,0 +1,64 @@
+"""The offline commands as a user runs them: validate, schema, import-csv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .conftest import REPO
+
+USERS = """\
+# yaml-language-server: $schema=schemas/users.schema.json
+version: 1
+teams:
+  - alias: dev-test   # the team the old script used
+    id: f6dbea80-21b4-4f7b-a669-3d6adcc6e8d1
+users:
+  - email: alice@company.com
+    teams: [dev-test]
+"""
+
+
+def test_validate_reports_every_problem_with_lines_and_exit_1(cli, tmp_path: Path) -> None:
+    (tmp_path / "users.yaml").write_text("version: 1\nusers:\n  - email: nope\n    role: god\n", encoding="utf-8")
+    result = cli("validate")
+    assert result.returncode == 1
+    assert "users.yaml:3: users.0.email: 'nope' is not a valid email address" in result.stderr
+    assert "users.yaml:4: users.0.role: invalid role 'god'" in result.stderr
+    assert "2 problem(s) in the input" in result.stderr
+
+
+def test_the_example_file_is_valid(cli) -> None:
+    result = cli("validate", str(REPO / "users.yaml"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_schema_check_detects_staleness(cli, tmp_path: Path) -> None:
+    assert cli("schema", "--write").returncode == 0
+    assert cli("schema", "--check").returncode == 0
+    schema = tmp_path / "schemas" / "users.schema.json"
+    schema.write_text(schema.read_text(encoding="utf-8").replace('"version"', '"versionx"', 1), encoding="utf-8")
+    stale = cli("schema", "--check")
+    assert stale.returncode == 1 and "is stale" in stale.stderr
+
+
+def test_import_csv_merges_and_keeps_comments(cli, tmp_path: Path) -> None:
+    (tmp_path / "users.yaml").write_text(USERS, encoding="utf-8")
+    (tmp_path / "users.csv").write_text(
+        "user_email,team_id\nALICE@company.com,f6dbea80-21b4-4f7b-a669-3d6adcc6e8d1\nbob@company.com,f6dbea80-21b4-4f7b-a669-3d6adcc6e8d1\n",
+        encoding="utf-8",
+    )
+    result = cli("import-csv", "users.csv")
+    assert result.returncode == 0, result.stderr
+    assert "+ bob@company.com" in result.stdout and "= ALICE@company.com" in result.stdout.replace("alice", "ALICE")
+    text = (tmp_path / "users.yaml").read_text(encoding="utf-8")
+    assert text.startswith(USERS), "comments and order are kept"
+    assert "bob@company.com" in text and cli("validate").returncode == 0
+
+
+def test_import_csv_refuses_unknown_team_ids(cli, tmp_path: Path) -> None:
+    (tmp_path / "users.yaml").write_text(USERS, encoding="utf-8")
+    (tmp_path / "users.csv").write_text("user_email,team_id\nbob@company.com,no-such-team\n", encoding="utf-8")
+    result = cli("import-csv", "users.csv")
+    assert result.returncode == 1
+    assert "users.csv:2:" in result.stderr and "no-such-team" in result.stderr
+    assert (tmp_path / "users.yaml").read_text(encoding="utf-8") == USERS
