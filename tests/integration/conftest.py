@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,9 +40,9 @@ def proxy() -> tuple[str, str]:
         if not HARNESS.exists():
             _unavailable("LITELLM_PROXY_URL / LITELLM_MASTER_KEY are not set and the harness is absent")
         exports = subprocess.run(["bash", str(HARNESS), "env"], check=True, capture_output=True, text=True).stdout
-        values = dict(line.removeprefix("export ").split("=", 1) for line in exports.splitlines() if line.startswith("export "))
-        url = values["LITELLM_PROXY_URL"].strip("'\"")
-        key = values["LITELLM_MASTER_KEY"].strip("'\"")
+        words = [w for line in exports.splitlines() if line.startswith("export ") for w in shlex.split(line)[1:]]
+        values = dict(w.split("=", 1) for w in words if "=" in w)
+        url, key = values["LITELLM_PROXY_URL"], values["LITELLM_MASTER_KEY"]
         os.environ["LITELLM_PROXY_URL"], os.environ["LITELLM_MASTER_KEY"] = url, key
     try:
         httpx.get(f"{url}/health/liveliness", timeout=10).raise_for_status()
