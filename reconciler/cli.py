@@ -6,7 +6,8 @@ changes), 1 error, 2 changes present (only with ``--detailed-exitcode``).
 
 from __future__ import annotations
 
-import json
+import functools
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -21,7 +22,7 @@ from .desired import InputError, load_desired
 from .importer import import_csv
 from .invitations import onboarding_status, render_json, render_table
 from .live import read_live, utc_date
-from .manager import Connection, StalePlan, check_saved_plan, load_saved_plan, now, plan_against
+from .manager import KEY_VARIABLES, Connection, StalePlan, check_fingerprint, check_saved_plan, load_saved_plan, now, plan_against
 from .plan import PlanConflict
 from .render import FORMATS, render, summary_line
 from .schema import SCHEMA_PATH, schema_text
@@ -40,39 +41,29 @@ class Failure(click.ClickException):
     exit_code = 1
 
 
-def _guard(secrets: Callable[[], list[str]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Turn the known failures into one clear message and exit 1, with secrets scrubbed."""
-
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except InputError as exc:
-                for problem in exc.problems:
-                    click.echo(f"error: {problem}", err=True)
-                raise Failure(f"{len(exc.problems)} problem(s) in the input; nothing was sent to the proxy") from None
-            except (ProxyError, PlanConflict, StalePlan, ValueError, OSError) as exc:
-                message = str(exc)
-                for secret in secrets():
-                    message = message.replace(secret, "***")
-                raise Failure(message) from None
-
-        wrapper.__name__ = fn.__name__
-        wrapper.__doc__ = fn.__doc__
-        return wrapper
-
-    return decorate
-
-
 def _secrets() -> list[str]:
-    import os
-
-    from .manager import KEY_VARIABLES
-
+    """Values that must never be printed, whatever an error message quotes."""
     return [os.environ[name] for name in (*KEY_VARIABLES, "SMTP_PASSWORD") if os.environ.get(name)]
 
 
-guard = _guard(_secrets)
+def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the known failures into one clear message and exit 1, with secrets scrubbed."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            for problem in exc.problems:
+                click.echo(f"error: {problem}", err=True)
+            raise Failure(f"{len(exc.problems)} problem(s) in the input; nothing was sent to the proxy") from None
+        except (ProxyError, PlanConflict, StalePlan, ValueError, OSError) as exc:
+            message = str(exc)
+            for secret in _secrets():
+                message = message.replace(secret, "***")
+            raise Failure(message) from None
+
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -171,8 +162,7 @@ def apply(
             the_plan, live = plan_against(desired, client)
         click.echo(render(the_plan, "text"), nl=False)
         if expect_fingerprint is not None:
-            if not the_plan.fingerprint.startswith(expect_fingerprint.strip().lower()) or not expect_fingerprint.strip():
-                raise Failure(f"plan fingerprint {the_plan.fingerprint[:16]} does not match the reviewed {expect_fingerprint[:16]}; nothing was applied")
+            check_fingerprint(the_plan, expect_fingerprint)
             click.echo(f"Plan fingerprint matches the reviewed plan ({the_plan.fingerprint[:16]}).")
         if not the_plan.actions:
             return

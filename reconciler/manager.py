@@ -71,3 +71,10 @@ def check_saved_plan(saved: Plan, client: LiteLLMClient) -> LiveState:
     if live.fingerprint != saved.live_fingerprint:
         raise StalePlan("the proxy changed since this plan was made; run 'plan' again and review the new plan")
     return live
+
+
+def check_fingerprint(plan: Plan, expected: str) -> None:
+    """Refuse a plan other than the one reviewers saw (a prefix of 12+ hex digits is enough)."""
+    wanted = expected.strip().lower()
+    if len(wanted) < 12 or not plan.fingerprint.startswith(wanted):
+        raise StalePlan(f"plan fingerprint {plan.fingerprint[:16]} does not match the reviewed {wanted[:16] or '(empty)'}; nothing was applied")

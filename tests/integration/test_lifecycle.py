@@ -253,3 +253,16 @@ def test_apply_refuses_without_yes_when_not_a_terminal(api: Api, cli, tmp_path: 
     assert result.returncode == 1
     assert "pass --yes" in result.stderr
     assert api.users() == []
+
+
+def test_apply_checks_the_reviewed_fingerprint(api: Api, cli, tmp_path: Path) -> None:
+    write(tmp_path, BASE)
+    reviewed = json_plan(cli)["fingerprint"]
+
+    wrong = cli("apply", "--yes", "--expect-fingerprint", "0" * 64)
+    assert wrong.returncode == 1 and "does not match the reviewed" in wrong.stderr
+    assert api.users() == []
+
+    right = cli("apply", "--yes", "--expect-fingerprint", reviewed[:16])
+    assert right.returncode == 0, right.stdout + right.stderr
+    assert f"Plan fingerprint matches the reviewed plan ({reviewed[:16]})." in right.stdout
