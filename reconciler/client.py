@@ -221,6 +221,11 @@ class LiteLLMClient:
         except ProxyError as exc:
             if exc.status != 404:
                 raise
+        return self.list_teams_unpaginated()
+
+    def list_teams_unpaginated(self) -> list[dict[str, Any]]:
+        """All teams in one (heavy) call. Unlike ``/v2/team/list`` on 1.80, it shows every
+        team to a read-only ``proxy_admin_viewer`` key, not only the key's own teams."""
         body = self.get("/team/list")
         if not isinstance(body, list):
             raise IncompleteRead("GET", "/team/list", 200, "unexpected shape (expected a JSON array)")

@@ -150,6 +150,11 @@ def read_live(client: LiteLLMClient, *, now: datetime, check_pending: bool = Fal
         try:
             users = tuple(user_from_api(u) for u in client.list_users())
             teams = tuple(team_from_api(t) for t in client.list_teams())
+            referenced = {team_id for user in users for team_id in user.teams}
+            if not teams or referenced - {t.team_id for t in teams}:
+                # The paginated listing may be filtered to the caller's own teams (a
+                # read-only key on 1.80): users name teams it did not return. Read them all.
+                teams = tuple(team_from_api(t) for t in client.list_teams_unpaginated())
             break
         except IncompleteRead:
             if attempt == 2:

@@ -168,6 +168,9 @@ class FakeLiteLLM:
     def get_v2_team_list(self, params: httpx.QueryParams) -> httpx.Response:
         return self._page("teams", list(self.teams.values()), params)
 
+    def get_team_list(self, params: httpx.QueryParams) -> httpx.Response:
+        return httpx.Response(200, json=sorted(self.teams.values(), key=lambda t: t["team_alias"] or ""))
+
     def get_team_info(self, params: httpx.QueryParams) -> httpx.Response:
         team = self.teams.get(params["team_id"])
         if team is None:

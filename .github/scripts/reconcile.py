@@ -1,0 +1,367 @@
+#!/usr/bin/env python3
+"""The GitOps steps of litellm-reconciler on GitHub Actions, behind the composite action (action.yml).
+
+Standard library only, so it also runs before (or without) the package being installed.
+Each command reads its inputs from INPUT_* environment variables (set by action.yml from
+the action's inputs, never by interpolating event text into a script) and talks to GitHub
+only through files it is given (GITHUB_OUTPUT, GITHUB_STEP_SUMMARY, GITHUB_EVENT_PATH) and
+the ``gh`` CLI.
+
+    validate              check the file offline; annotate errors
+    plan                  validate, plan against the proxy, write the Markdown comment body
+    drift                 plan with --detailed-exitcode; fail when the proxy differs from the file
+    apply                 apply with --yes (optionally bound to a reviewed fingerprint)
+    comment               create or update THE plan comment of the pull request (gh api)
+    reviewed-fingerprint  find the pull request of the pushed commit and the fingerprint in its plan comment
+
+Whatever reaches a comment, a summary or the log is scrubbed: the keys and SMTP password in
+the environment are replaced by ``***`` and onboarding links by ``<link removed>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+MARKER = "<!-- litellm-reconciler-plan -->"
+HEADER = "### litellm-reconciler plan"
+COMMENT_LIMIT = 65536  # GitHub's limit for a comment body, in characters
+BOT = "github-actions[bot]"
+SECRET_VARIABLES = ("LITELLM_API_KEY", "LITELLM_MASTER_KEY", "SMTP_PASSWORD", "SMTP_USERNAME", "GH_TOKEN", "GITHUB_TOKEN")
+FINGERPRINT = re.compile(r"Plan fingerprint: `([0-9a-f]{64})`")
+ANY_LINK = re.compile(r"https?://\S+")
+ONBOARDING_LINK = re.compile(r"https?://\S*invitation\S*", re.IGNORECASE)
+CLI_ERROR = re.compile(r"^error: (?P<file>.+?):(?P<line>\d+): (?P<message>.*)$")
+
+
+# ---------------------------------------------------------------- GitHub plumbing
+
+
+def inp(name: str, default: str = "") -> str:
+    """An action input, as action.yml passes it: INPUT_<NAME> (dashes become underscores)."""
+    return os.environ.get("INPUT_" + name.upper().replace("-", "_"), default).strip() or default
+
+
+def scrub(text: str, all_links: bool = False) -> str:
+    for name in SECRET_VARIABLES:
+        secret = os.environ.get(name, "")
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return (ANY_LINK if all_links else ONBOARDING_LINK).sub("<link removed>", text)
+
+
+def set_output(name: str, value: str) -> None:
+    path = os.environ.get("GITHUB_OUTPUT")
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as out:
+        if "\n" in value:
+            delimiter = f"EOF_{uuid.uuid4().hex}"
+            out.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+        else:
+            out.write(f"{name}={value}\n")
+
+
+def add_summary(markdown: str) -> None:
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(markdown.rstrip("\n") + "\n\n")
+
+
+def annotate(level: str, message: str, title: str = "", file: str = "", line: str = "") -> None:
+    """A workflow command (::error::, ::warning::, ::notice::), escaped as GitHub requires."""
+    props = ",".join(f"{k}={_escape(v, True)}" for k, v in (("title", title), ("file", file), ("line", line)) if v)
+    print(f"::{level}{' ' + props if props else ''}::{_escape(message)}", flush=True)
+
+
+def _escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+def out_dir() -> Path:
+    base = Path(os.environ.get("RUNNER_TEMP") or tempfile.gettempdir()) / "litellm-reconciler"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def write_body(body: str) -> Path:
+    """The comment body, scrubbed and capped below GitHub's limit; its path becomes the output body-file."""
+    body = scrub(body)
+    if len(body) > COMMENT_LIMIT - 100:
+        body = body[: COMMENT_LIMIT - 300].rsplit("\n", 1)[0] + "\n\n_…cut to fit a GitHub comment._\n"
+    path = out_dir() / "plan-comment.md"
+    path.write_text(body, encoding="utf-8")
+    set_output("body-file", str(path))
+    return path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = os.environ.get("RECONCILER_CLI", "litellm-reconciler")
+    return subprocess.run([command, *args], capture_output=True, text=True)
+
+
+def has_key() -> bool:
+    return bool(os.environ.get("LITELLM_API_KEY") or os.environ.get("LITELLM_MASTER_KEY"))
+
+
+def event() -> dict[str, Any]:
+    path = os.environ.get("GITHUB_EVENT_PATH")
+    if not path or not Path(path).exists():
+        return {}
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def validate(file: str) -> bool:
+    proc = cli("validate", file)
+    if proc.returncode == 0:
+        print(proc.stdout.strip())
+        return True
+    errors = scrub(proc.stderr).strip()
+    print(errors, file=sys.stderr)
+    for line in errors.splitlines():
+        match = CLI_ERROR.match(line)
+        if match:
+            annotate("error", match["message"], title="users.yaml is invalid", file=match["file"], line=match["line"])
+    if not any(CLI_ERROR.match(line) for line in errors.splitlines()):
+        annotate("error", errors.splitlines()[-1] if errors else "validation failed", title=f"{file} is invalid")
+    body = f"{MARKER}\n{HEADER}\n\n**❌ `{file}` is invalid; nothing was planned.**\n\n```text\n{errors}\n```\n"
+    write_body(body)
+    add_summary(body)
+    set_output("result", "invalid")
+    return False
+
+
+def cmd_validate() -> int:
+    ok = validate(inp("file", "users.yaml"))
+    set_output("result", "valid" if ok else "invalid")
+    return 0 if ok else 1
+
+
+def _plan(file: str) -> tuple[int, str, Optional[dict[str, Any]], str]:
+    """(exit code, Markdown, JSON plan, stderr) of one plan; the same proxy read gives both forms."""
+    plan_json = out_dir() / "plan.json"
+    plan_json.unlink(missing_ok=True)
+    proc = cli("plan", file, "--format", "markdown", "--max-chars", inp("max-chars", "60000"), "--out", str(plan_json), "--detailed-exitcode")
+    data = json.loads(plan_json.read_text(encoding="utf-8")) if proc.returncode in (0, 2) and plan_json.exists() else None
+    return proc.returncode, scrub(proc.stdout), data, scrub(proc.stderr)
+
+
+def cmd_plan(drift: bool = False) -> int:
+    file = inp("file", "users.yaml")
+    if not validate(file):
+        return 1
+    if not has_key():
+        message = (
+            "No LiteLLM key is available to this job: a pull request from a fork gets no secrets, "
+            "or the plan key secret is not configured. The file is valid; the plan against the proxy was skipped."
+        )
+        annotate("error" if drift else "warning", message, title="Plan skipped: no key")
+        body = f"{MARKER}\n{HEADER}\n\n**⚠️ Plan skipped.** `{file}` is valid, but {message[0].lower()}{message[1:]}\n"
+        write_body(body)
+        add_summary(body)
+        set_output("result", "no-key")
+        return 1 if drift else 0
+    code, markdown, data, errors = _plan(file)
+    if data is None:
+        message = errors.strip() or f"plan exited with {code}"
+        print(message, file=sys.stderr)
+        annotate("error", message.splitlines()[-1], title="Plan failed")
+        body = f"{MARKER}\n{HEADER}\n\n**❌ The plan failed.**\n\n```text\n{message}\n```\n"
+        write_body(body)
+        add_summary(body)
+        set_output("result", "error")
+        return 1
+    print(markdown)
+    set_output("fingerprint", data["fingerprint"])
+    set_output("has-changes", "true" if data["has_changes"] else "false")
+    set_output("drift-count", str(len(data.get("drift", []))))
+    write_body(markdown)
+    if not drift:
+        add_summary(markdown)
+        set_output("result", "changes" if data["has_changes"] else "no-changes")
+        return 0
+    return _report_drift(file, markdown, data)
+
+
+def _report_drift(file: str, markdown: str, data: dict[str, Any]) -> int:
+    fail_on_unmanaged = inp("fail-on-unmanaged", "true").lower() == "true"
+    actions = [a for a in data["actions"]] if data["has_changes"] else []
+    unmanaged = data.get("drift", [])
+    failing = bool(actions) or (bool(unmanaged) and fail_on_unmanaged)
+    lines = [f"## {'❌ The proxy drifted from' if failing else '✅ The proxy matches'} `{file}`", ""]
+    if actions:
+        lines.append(f"**apply would make {len(actions)} change(s):**")
+        lines += [f"- `{a['address']}`: {a['reason']}" for a in actions]
+        lines.append("")
+    if unmanaged:
+        lines.append(f"**{len(unmanaged)} item(s) on the proxy are not in the file:**")
+        lines += [f"- `{d['address']}`: {d['detail']}" for d in unmanaged]
+        lines.append("")
+    for a in actions:
+        annotate("error", f"{a['address']}: {a['reason']}", title="Drift: apply would change this")
+    for d in unmanaged:
+        annotate("error" if fail_on_unmanaged else "warning", f"{d['address']}: {d['detail']}", title="Drift: on the proxy, not in the file")
+    add_summary(scrub("\n".join(lines)) + "\n" + markdown)
+    set_output("result", "drift" if failing else "no-drift")
+    return 1 if failing else 0
+
+
+def cmd_apply() -> int:
+    file = inp("file", "users.yaml")
+    if not validate(file):
+        return 1
+    if not has_key():
+        annotate("error", "No LiteLLM key: set LITELLM_MASTER_KEY from the protected environment's secret.", title="Apply impossible")
+        set_output("result", "error")
+        return 1
+    expected = inp("expect-fingerprint")
+    if not expected and inp("require-reviewed-plan", "false").lower() == "true":
+        message = (
+            "No reviewed plan was found for this commit (a direct push, a pull request from a fork, "
+            "or a plan comment that was never posted). Nothing was applied. Review the plan and run "
+            "this workflow by hand (workflow_dispatch) to apply it."
+        )
+        annotate("error", message, title="Apply refused: no reviewed plan")
+        add_summary(f"## ❌ Apply refused\n\n{message}\n")
+        set_output("result", "refused")
+        return 1
+    report = Path(inp("report", str(out_dir() / "onboarding_results.json")))
+    args = ["apply", file, "--yes", "--report", str(report)]
+    if expected:
+        args += ["--expect-fingerprint", expected]
+    if inp("send-invites"):
+        if inp("send-invites") != "smtp":
+            annotate("error", f"send-invites must be 'smtp' or empty, not {inp('send-invites')!r}", title="Bad input")
+            return 1
+        if "--send-invites" not in cli("apply", "--help").stdout:
+            annotate("error", "this litellm-reconciler cannot send invitations by SMTP yet (no apply --send-invites)", title="SMTP unavailable")
+            return 1
+        args += ["--send-invites", "smtp"]
+    proc = cli(*args)
+    log = scrub(proc.stdout + proc.stderr, all_links=True).strip()
+    print(log)
+    if expected:
+        matched = "Plan fingerprint matches the reviewed plan" in log
+        set_output("fingerprint-matches", "true" if matched else "false")
+        binding = (
+            f"✅ The plan matches the reviewed plan (fingerprint `{expected[:16]}`)."
+            if matched
+            else f"❌ The plan does **not** match the reviewed plan (fingerprint `{expected[:16]}`): the proxy or the file changed since the review. Nothing was applied; review a new plan."
+        )
+        if not matched:
+            annotate("error", "The plan differs from the reviewed plan; nothing was applied.", title="Plan fingerprint mismatch")
+    else:
+        binding = "ℹ️ No reviewed fingerprint was given: the current plan (shown below) was applied."
+    done = next((line for line in log.splitlines() if line.startswith("Apply complete:")), "")
+    status = "✅ Applied" if proc.returncode == 0 else "❌ Apply failed"
+    summary = [f"## {status}: `{file}`", "", binding, ""]
+    if done:
+        summary += [f"**{done}**", ""]
+    if report.exists():
+        summary += ["Onboarding links were written to the onboarding report (mode 0600); they are never shown here.", ""]
+        set_output("report-file", str(report))
+    summary += ["<details><summary>apply log</summary>", "", "```text", log, "```", "", "</details>"]
+    add_summary("\n".join(summary))
+    set_output("result", "applied" if proc.returncode == 0 else "failed")
+    return proc.returncode
+
+
+# ---------------------------------------------------------------- pull-request comments (gh CLI)
+
+
+def gh(*args: str) -> Any:
+    proc = subprocess.run(["gh", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"gh {' '.join(args[:2])} failed: {scrub(proc.stderr).strip()}")
+    return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+def comments(repo: str, pr: int) -> list[dict[str, Any]]:
+    pages = gh("api", "--paginate", "--slurp", f"repos/{repo}/issues/{pr}/comments") or []
+    return [c for page in pages for c in (page if isinstance(page, list) else [page])]
+
+
+def plan_comments(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Our plan comments, oldest first: posted by the Actions bot and starting with the marker."""
+    return [c for c in items if (c.get("user") or {}).get("login") == BOT and str(c.get("body", "")).startswith(MARKER)]
+
+
+def cmd_comment() -> int:
+    repo = os.environ["GITHUB_REPOSITORY"]
+    pr = (event().get("pull_request") or {}).get("number")
+    body_file = inp("body-file") or str(out_dir() / "plan-comment.md")
+    if not pr:
+        annotate("warning", "not a pull_request event: no comment posted", title="No pull request")
+        return 0
+    body = scrub(Path(body_file).read_text(encoding="utf-8"))
+    if not body.startswith(MARKER):
+        raise SystemExit(f"{body_file} is not a plan comment (no marker on its first line)")
+    payload = out_dir() / "comment-payload.json"
+    payload.write_text(json.dumps({"body": body}), encoding="utf-8")
+    ours = plan_comments(comments(repo, int(pr)))
+    if ours:
+        posted = gh("api", "--method", "PATCH", f"repos/{repo}/issues/comments/{ours[-1]['id']}", "--input", str(payload))
+        print(f"Updated the plan comment on pull request #{pr} (comment {posted.get('id')}).")
+    else:
+        posted = gh("api", "--method", "POST", f"repos/{repo}/issues/{pr}/comments", "--input", str(payload))
+        print(f"Posted the plan comment on pull request #{pr} (comment {posted.get('id')}).")
+    set_output("comment-id", str(posted.get("id", "")))
+    return 0
+
+
+def cmd_reviewed_fingerprint() -> int:
+    repo, sha = os.environ["GITHUB_REPOSITORY"], os.environ["GITHUB_SHA"]
+    pulls = gh("api", f"repos/{repo}/commits/{sha}/pulls") or []
+    merged = [p for p in pulls if p.get("merge_commit_sha") == sha] or [p for p in pulls if p.get("merged_at")]
+    if not merged:
+        print(f"No merged pull request found for {sha}.")
+        set_output("fingerprint", "")
+        return 0
+    pr = int(merged[0]["number"])
+    ours = plan_comments(comments(repo, pr))
+    found = FINGERPRINT.search(ours[-1]["body"]) if ours else None
+    set_output("pull-request", str(pr))
+    if not found:
+        print(f"Pull request #{pr} has no plan comment with a fingerprint.")
+        set_output("fingerprint", "")
+        return 0
+    print(f"Reviewed plan: pull request #{pr}, fingerprint {found[1]}.")
+    add_summary(f"Reviewed plan: pull request #{pr}, fingerprint `{found[1][:16]}`.")
+    set_output("fingerprint", found[1])
+    return 0
+
+
+COMMANDS = {
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "drift": lambda: cmd_plan(drift=True),
+    "apply": cmd_apply,
+    "comment": cmd_comment,
+    "reviewed-fingerprint": cmd_reviewed_fingerprint,
+}
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1] if len(argv) > 1 else inp("command")
+    if command not in COMMANDS:
+        print(f"unknown command {command!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    if inp("proxy-url"):
+        os.environ["LITELLM_PROXY_URL"] = inp("proxy-url")
+    return COMMANDS[command]()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

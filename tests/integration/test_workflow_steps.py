@@ -1,0 +1,343 @@
+"""The plan, apply and drift workflows, executed step by step against the real proxy.
+
+The jobs are read from .github/workflows/*.yml and run by tests/tools/gha.py: every ``run:``
+script (the workflow's and the composite action's) runs with bash in a GitHub-like
+environment (GITHUB_OUTPUT, GITHUB_ENV, GITHUB_PATH, GITHUB_STEP_SUMMARY, an event payload
+file, RUNNER_TEMP). ``gh`` is tests/tools/fake_gh.py, so the comment that would be posted
+is visible here. The plan key is a real read-only key: a proxy_admin_viewer user's.
+
+Set LITELLM_RECONCILER_EXAMPLE_DIR to keep the rendered comment and summary (README, GitOps setup).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+TOOLS = REPO / "tests" / "tools"
+sys.path.insert(0, str(TOOLS))
+from gha import JobResult, Runner, load_yaml  # noqa: E402
+
+WORKFLOWS = REPO / ".github" / "workflows"
+MARKER = "<!-- litellm-reconciler-plan -->"
+REPOSITORY = "acme/llm-access"
+MERGE_SHA = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+LINK = re.compile(r"https?://|invitation_id|/ui/\?", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A checkout-like workspace (the repository's files) and a RUNNER_TEMP shared by the jobs of this module,
+    so the action's install step (a venv + pip install of the workspace) pays for the dependencies once."""
+    root = tmp_path_factory.mktemp("gha")
+    workspace = root / "workspace"
+    shutil.copytree(
+        REPO,
+        workspace,
+        ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "tests", "bench", "build", "*.egg-info", "__pycache__", ".pytest_cache", "onboarding_results.json", "plan.json"),
+    )
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    gh = bin_dir / "gh"
+    gh.write_text(f"#!/bin/sh\nexec {sys.executable} {TOOLS / 'fake_gh.py'} \"$@\"\n")
+    gh.chmod(0o755)
+    return {"root": root, "workspace": workspace, "bin": bin_dir, "temp": root / "runner-temp"}
+
+
+@pytest.fixture
+def gh_state(tmp_path: Path) -> Path:
+    state = tmp_path / "gh-state.json"
+    state.write_text(json.dumps({"comments": {}, "pulls": {}}))
+    return state
+
+
+@pytest.fixture
+def viewer_key(api) -> str:
+    """A read-only key: the key of a proxy_admin_viewer user (what the README tells admins to create)."""
+    created = api.post("/user/new", {"user_email": "ci-viewer@example.com", "user_role": "proxy_admin_viewer"})
+    return created["key"]
+
+
+def make_runner(installed: dict[str, Path], gh_state: Path, event_name: str, event: dict, secrets: dict, **kw) -> Runner:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "GITHUB_", "SMTP_"))}
+    env["PATH"] = f"{installed['bin']}{os.pathsep}{env['PATH']}"
+    env["FAKE_GH_STATE"] = str(gh_state)
+    return Runner(installed["workspace"], installed["temp"], event_name, event, secrets=secrets, base_env=env, repository=REPOSITORY, **kw)
+
+
+def pr_event(number: int, head_repo: str = REPOSITORY) -> dict:
+    return {
+        "action": "synchronize",
+        "number": number,
+        "pull_request": {"number": number, "title": "Add dave `$(touch /tmp/pwned)`", "head": {"repo": {"full_name": head_repo}, "ref": "add-dave"}},
+        "repository": {"full_name": REPOSITORY, "private": True, "default_branch": "main"},
+    }
+
+
+def push_event() -> dict:
+    return {"after": MERGE_SHA, "ref": "refs/heads/main", "head_commit": {"message": "Merge pull request #7"}, "repository": {"full_name": REPOSITORY, "private": True, "default_branch": "main"}}
+
+
+def run_plan(installed, gh_state, event, secrets) -> tuple[JobResult, JobResult]:
+    workflow = load_yaml(WORKFLOWS / "plan.yml")
+    runner = make_runner(installed, gh_state, "pull_request", event, secrets)
+    plan = runner.run_job(workflow, "plan")
+    comment = runner.run_job(workflow, "comment", needs={"plan": plan})
+    return plan, comment
+
+
+def comments(gh_state: Path, pr: int) -> list[dict]:
+    return json.loads(gh_state.read_text())["comments"].get(str(pr), [])
+
+
+def assert_clean(text: str, *secrets: str) -> None:
+    """No secret and no link (an onboarding link is a credential) in what GitHub would show."""
+    for secret in secrets:
+        assert secret and secret not in text
+    assert not LINK.search(text), LINK.search(text)
+
+
+def write_users(installed, text: str) -> None:
+    (installed["workspace"] / "users.yaml").write_text(text)
+
+
+USERS = (REPO / "users.yaml").read_text()
+USERS_PLUS_DAVE = USERS + "  - email: dave@company.com\n    teams: [research]\n"
+
+
+def test_plan_posts_one_comment_and_updates_it_in_place(installed, gh_state, api, viewer_key) -> None:
+    master = os.environ["LITELLM_MASTER_KEY"]
+    secrets = {"LITELLM_PLAN_KEY": viewer_key, "LITELLM_PROXY_URL": os.environ["LITELLM_PROXY_URL"]}
+    write_users(installed, USERS)
+    plan, comment = run_plan(installed, gh_state, pr_event(7), secrets)
+    assert plan.result == "success", plan.log
+    assert comment.result == "success", comment.log
+    [posted] = comments(gh_state, 7)
+    body = posted["body"]
+    assert body.startswith(MARKER) and "team.dev-test" in body and "user.alice@company.com" in body
+    fingerprint = re.search(r"Plan fingerprint: `([0-9a-f]{64})`", body)[1]
+    assert plan.outputs["fingerprint"] == fingerprint and plan.outputs["result"] == "changes"
+    assert body.strip() in plan.summary  # the job summary shows the same plan
+    assert "user.ci-viewer@example.com" in body  # drift is shown (folded), not acted on
+    assert api.teams() == []  # plan never writes
+
+    write_users(installed, USERS_PLUS_DAVE)  # a second push to the same pull request
+    plan2, comment2 = run_plan(installed, gh_state, pr_event(7), secrets)
+    assert plan2.result == comment2.result == "success"
+    [updated] = comments(gh_state, 7)  # still ONE comment, edited in place
+    assert updated["id"] == posted["id"] and "user.dave@company.com" in updated["body"]
+    assert plan2.outputs["fingerprint"] != fingerprint
+    methods = [json.loads(line)["method"] for line in Path(str(gh_state) + ".calls").read_text().splitlines()]
+    assert methods == ["GET", "POST", "GET", "PATCH"]
+    for text in (updated["body"], plan.summary, plan2.summary, plan.log, plan2.log, comment.log, comment2.log):
+        assert_clean(text, master, viewer_key)
+    assert "/tmp/pwned" not in plan.log + comment.log and not Path("/tmp/pwned").exists()
+
+    keep = os.environ.get("LITELLM_RECONCILER_EXAMPLE_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        (Path(keep) / "plan-comment.md").write_text(updated["body"])
+        (Path(keep) / "plan-summary.md").write_text(plan2.summary)
+
+
+def test_invalid_file_fails_the_check_and_says_why(installed, gh_state, empty_proxy) -> None:
+    write_users(installed, "version: 1\nteams:\n  - alias: dev-test\n    max_budget: lots\nusers:\n  - email: not-an-email\n    teams: [nope]\n")
+    plan, comment = run_plan(installed, gh_state, pr_event(9), {"LITELLM_PLAN_KEY": empty_proxy[1], "LITELLM_PROXY_URL": empty_proxy[0]})
+    assert plan.result == "failure" and plan.outputs["result"] == "invalid"
+    assert comment.result == "success"  # the reason is still posted, in the same one comment
+    [posted] = comments(gh_state, 9)
+    assert posted["body"].startswith(MARKER) and "is invalid" in posted["body"] and "users.yaml:4:" in posted["body"]
+    assert re.search(r"::error .*file=users.yaml,line=4::", plan.log)
+    assert_clean(posted["body"] + plan.summary + plan.log, empty_proxy[1])
+
+
+def test_fork_pull_request_gets_no_secrets_and_says_so(installed, gh_state, empty_proxy) -> None:
+    write_users(installed, USERS)
+    plan, comment = run_plan(installed, gh_state, pr_event(11, head_repo="stranger/llm-access"), secrets={})
+    assert plan.result == "success" and plan.outputs["result"] == "no-key"
+    assert "Pull request from a fork" in plan.log and "no secrets" in plan.summary
+    assert "plan against the proxy was skipped" in plan.summary
+    assert comment.result == "skipped" and comments(gh_state, 11) == []
+
+
+def _apply(installed, gh_state, secrets, event=None) -> JobResult:
+    workflow = load_yaml(WORKFLOWS / "apply.yml")
+    runner = make_runner(installed, gh_state, "push", event or push_event(), secrets, sha=MERGE_SHA)
+    return runner.run_job(workflow, "apply")
+
+
+def _merged(gh_state: Path, pr: int) -> None:
+    state = json.loads(gh_state.read_text())
+    state["pulls"][MERGE_SHA] = [{"number": pr, "merge_commit_sha": MERGE_SHA, "merged_at": "2025-11-27T00:00:00Z"}]
+    gh_state.write_text(json.dumps(state))
+
+
+def test_apply_on_merge_applies_the_reviewed_plan(installed, gh_state, api, viewer_key) -> None:
+    master, url = os.environ["LITELLM_MASTER_KEY"], os.environ["LITELLM_PROXY_URL"]
+    write_users(installed, USERS)
+    plan, _ = run_plan(installed, gh_state, pr_event(7), {"LITELLM_PLAN_KEY": viewer_key, "LITELLM_PROXY_URL": url})
+    _merged(gh_state, 7)
+
+    job = _apply(installed, gh_state, {"LITELLM_MASTER_KEY": master, "LITELLM_PROXY_URL": url})
+    assert job.result == "success", job.log
+    assert f"Plan fingerprint matches the reviewed plan ({plan.outputs['fingerprint'][:16]})" in job.log
+    assert job.steps["apply"]["outputs"]["fingerprint-matches"] == "true"
+    assert "matches the reviewed plan" in job.summary and "Apply complete: 13 done, 0 failed, 0 skipped." in job.summary
+    assert {t["team_alias"] for t in api.teams()} == {"dev-test", "research"}
+    # the onboarding report went to a short-lived artifact, mode 0600, and left the runner
+    report = installed["temp"] / "_artifacts" / "onboarding-report" / "onboarding_results.json"
+    assert report.exists() and stat.S_IMODE(report.stat().st_mode) == 0o600
+    assert "alice@company.com" in report.read_text()
+    assert not Path(job.steps["apply"]["outputs"]["report-file"]).exists()
+    assert_clean(job.summary + job.log, master, viewer_key)
+
+    keep = os.environ.get("LITELLM_RECONCILER_EXAMPLE_DIR")
+    if keep:
+        (Path(keep) / "apply-summary.md").write_text(job.summary)
+
+
+def test_apply_refuses_what_reviewers_did_not_see(installed, gh_state, api, viewer_key) -> None:
+    master, url = os.environ["LITELLM_MASTER_KEY"], os.environ["LITELLM_PROXY_URL"]
+    write_users(installed, USERS)
+    run_plan(installed, gh_state, pr_event(7), {"LITELLM_PLAN_KEY": viewer_key, "LITELLM_PROXY_URL": url})
+    _merged(gh_state, 7)
+    api.post("/team/new", {"team_alias": "research", "max_budget": 1})  # the proxy changes after the review
+
+    job = _apply(installed, gh_state, {"LITELLM_MASTER_KEY": master, "LITELLM_PROXY_URL": url})
+    assert job.result == "failure"
+    assert "does not match the reviewed" in job.log and "does **not** match the reviewed plan" in job.summary
+    assert job.steps["apply"]["outputs"]["fingerprint-matches"] == "false"
+    assert [t["team_alias"] for t in api.teams()] == ["research"]  # nothing applied
+    assert {u["user_email"] for u in api.users()} - {None} == {"ci-viewer@example.com"}
+
+    # a push without a reviewed plan (no pull request) is refused too
+    state = json.loads(gh_state.read_text())
+    state["pulls"] = {}
+    gh_state.write_text(json.dumps(state))
+    direct = _apply(installed, gh_state, {"LITELLM_MASTER_KEY": master, "LITELLM_PROXY_URL": url})
+    assert direct.result == "failure" and "No reviewed plan was found" in direct.summary
+    assert [t["team_alias"] for t in api.teams()] == ["research"]
+    assert_clean(job.summary + job.log + direct.summary + direct.log, master, viewer_key)
+
+
+def test_apply_with_smtp_configured_mails_the_links(installed, gh_state, empty_proxy) -> None:
+    """With SMTP secrets the workflow runs apply --send-invites smtp; no report is uploaded."""
+    from aiosmtpd.controller import Controller
+
+    class Inbox:
+        def __init__(self) -> None:
+            self.messages: list[tuple[list[str], str]] = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+            self.messages.append((list(envelope.rcpt_tos), envelope.content.decode("utf-8", "replace")))
+            return "250 OK"
+
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        url, master = empty_proxy
+        write_users(installed, USERS)
+        shutil.rmtree(installed["temp"] / "_artifacts", ignore_errors=True)
+        secrets = {
+            "LITELLM_MASTER_KEY": master,
+            "LITELLM_PROXY_URL": url,
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(port),
+            "SMTP_FROM": "LLM proxy <llm@company.com>",
+            "SMTP_SECURITY": "none",
+        }
+        runner = make_runner(installed, gh_state, "workflow_dispatch", push_event(), secrets, sha=MERGE_SHA)
+        runner.inputs = {"expect-fingerprint": ""}
+        job = runner.run_job(load_yaml(WORKFLOWS / "apply.yml"), "apply")
+    finally:
+        smtp.stop()
+    assert job.result == "success", job.log
+    assert job.steps["reviewed"]["outcome"] == "skipped"  # workflow_dispatch: the environment's approval is the review
+    assert "No reviewed fingerprint was given" in job.summary
+    assert sorted(r for rcpts, _ in inbox.messages for r in rcpts) == ["alice@company.com", "bob@company.com", "carol@company.com"]
+    assert all(LINK.search(body) for _, body in inbox.messages)  # the links went by mail ...
+    assert not (installed["temp"] / "_artifacts" / "onboarding-report").exists()  # ... not into an artifact
+    assert_clean(job.summary + job.log, master)
+
+
+def test_drift_check_fails_and_says_what_drifted(installed, gh_state, api, viewer_key, cli) -> None:
+    master, url = os.environ["LITELLM_MASTER_KEY"], os.environ["LITELLM_PROXY_URL"]
+    users = USERS + "  - email: ci-viewer@example.com\n    role: proxy_admin_viewer\n"
+    write_users(installed, users)
+    applied = cli("apply", str(installed["workspace"] / "users.yaml"), "--yes", "--report", "report.json", env={"LITELLM_API_KEY": ""})
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    workflow = load_yaml(WORKFLOWS / "drift.yml")
+    # The master key stands in for the plan key here: with litellm 1.80.5 a proxy_admin_viewer key
+    # lists no teams through /v2/team/list (see test_read_only_key_plans_like_the_master_key).
+    secrets = {"LITELLM_PLAN_KEY": master, "LITELLM_PROXY_URL": url}
+
+    clean = make_runner(installed, gh_state, "schedule", {"schedule": "17 6 * * *"}, secrets).run_job(workflow, "drift")
+    assert clean.result == "success", clean.log + clean.summary + applied.stdout
+    assert "✅ The proxy matches" in clean.summary
+
+    team = next(t for t in api.teams() if t["team_alias"] == "dev-test")
+    api.post("/team/update", {"team_id": team["team_id"], "max_budget": 5})  # changed by hand in the UI
+    api.post("/user/new", {"user_email": "mallory@company.com"})  # added by hand
+    drifted = make_runner(installed, gh_state, "schedule", {"schedule": "17 6 * * *"}, secrets).run_job(workflow, "drift")
+    assert drifted.result == "failure"
+    assert "❌ The proxy drifted from" in drifted.summary
+    assert "team.dev-test" in drifted.summary and "user.mallory@company.com" in drifted.summary
+    assert "::error title=Drift" in drifted.log
+    assert_clean(drifted.summary + drifted.log, master, viewer_key)
+
+
+def test_read_only_key_plans_like_the_master_key(api, viewer_key, cli) -> None:
+    """The read-only plan key must see what the master key sees, or reviewers approve a wrong plan."""
+    assert cli("apply", str(REPO / "users.yaml"), "--yes", "--report", "report.json", env={"LITELLM_API_KEY": ""}).returncode == 0
+    with_master = cli("plan", str(REPO / "users.yaml"), "--format", "json", env={"LITELLM_API_KEY": ""})
+    with_viewer = cli("plan", str(REPO / "users.yaml"), "--format", "json", env={"LITELLM_API_KEY": viewer_key})
+    assert with_master.returncode == with_viewer.returncode == 0, with_viewer.stderr
+    assert json.loads(with_viewer.stdout)["fingerprint"] == json.loads(with_master.stdout)["fingerprint"]
+
+
+def test_ci_proxy_script_empties_the_proxy_and_prints_env(api) -> None:
+    """.github/scripts/ci-proxy.sh stands in for the harness on GitHub (LITELLM_HARNESS): reset and env work."""
+    import subprocess
+
+    if not shutil.which("psql"):
+        pytest.fail("psql is needed by ci-proxy.sh reset", pytrace=False)
+    script = REPO / ".github" / "scripts" / "ci-proxy.sh"
+    database = os.environ.get("DATABASE_URL") or f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
+    env = {**os.environ, "DATABASE_URL": database}
+    api.post("/team/new", {"team_alias": "to-be-emptied"})
+    assert [t["team_alias"] for t in api.teams()] == ["to-be-emptied"]
+    reset = subprocess.run(["bash", str(script), "reset", "--keep-proxy"], env=env, capture_output=True, text=True, timeout=60)
+    assert reset.returncode == 0, reset.stderr
+    assert api.teams() == [] and api.users() == []
+    exports = subprocess.run(["bash", str(script), "env"], env=env, capture_output=True, text=True, timeout=60).stdout
+    values = dict(line.removeprefix("export ").split("=", 1) for line in exports.splitlines() if line.startswith("export "))
+    assert values["LITELLM_PROXY_URL"].strip("'\"") == os.environ["LITELLM_PROXY_URL"]
+    assert values["LITELLM_MASTER_KEY"].strip("'\"") == os.environ["LITELLM_MASTER_KEY"]
+    assert subprocess.run(["bash", str(script), "status"], env=env, timeout=60).returncode == 0
+
+
+def test_long_plan_is_folded_and_cut_below_the_comment_limit(installed, gh_state, empty_proxy) -> None:
+    users = "version: 1\nteams:\n  - alias: big\nusers:\n" + "".join(f"  - email: user{i:04d}@company.com\n    teams: [big]\n" for i in range(1500))
+    write_users(installed, users)
+    plan, comment = run_plan(installed, gh_state, pr_event(12), {"LITELLM_PLAN_KEY": empty_proxy[1], "LITELLM_PROXY_URL": empty_proxy[0]})
+    assert plan.result == comment.result == "success", plan.log[-2000:]
+    [posted] = comments(gh_state, 12)
+    body = posted["body"]
+    assert len(body) < 65536 and body.startswith(MARKER)
+    assert "<details><summary>" in body and "cut to fit a GitHub comment" in body
+    assert re.search(r"Plan fingerprint: `[0-9a-f]{64}`", body)  # the binding survives the cut
