@@ -1,0 +1,65 @@
+"""The live snapshot: complete or nothing, and every team even when a listing is filtered."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from reconciler.client import IncompleteRead, LiteLLMClient
+from reconciler.live import read_live
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+
+
+def user(user_id: str, teams: list[str]) -> dict:
+    return {"user_id": user_id, "user_email": f"{user_id}@x.com", "user_role": "internal_user", "teams": teams, "metadata": {}}
+
+
+def team(team_id: str) -> dict:
+    return {"team_id": team_id, "team_alias": team_id, "members_with_roles": [], "models": []}
+
+
+def page(key: str, rows: list[dict], total: int | None = None) -> dict:
+    return {key: rows, "total": len(rows) if total is None else total, "page": 1, "page_size": 100, "total_pages": 1}
+
+
+def client(routes: dict[str, list[object]], calls: list[str]) -> LiteLLMClient:
+    """Each path answers its bodies in turn (the last one repeats)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        bodies = routes[request.url.path]
+        return httpx.Response(200, json=bodies.pop(0) if len(bodies) > 1 else bodies[0])
+
+    return LiteLLMClient("http://proxy.test", "sk-test-key", transport=httpx.MockTransport(handle), sleep=lambda s: None)
+
+
+def test_a_filtered_team_listing_is_completed_from_team_list() -> None:
+    # litellm 1.80 shows a proxy_admin_viewer key only its own teams on /v2/team/list.
+    calls: list[str] = []
+    routes = {"/user/list": [page("users", [user("u1", ["t1", "t2"])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[team("t2"), team("t1")]]}
+    live = read_live(client(routes, calls), now=NOW)
+    assert [t.team_id for t in live.teams] == ["t1", "t2"]
+    assert calls.count("/team/list") == 1
+
+
+def test_a_consistent_paginated_listing_is_used_alone() -> None:
+    calls: list[str] = []
+    routes = {"/user/list": [page("users", [user("u1", ["t1"])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[]]}
+    live = read_live(client(routes, calls), now=NOW)
+    assert [t.team_id for t in live.teams] == ["t1"]
+    assert "/team/list" not in calls
+    assert len(calls) == 2, "a plan reads O(pages), nothing per user"
+
+
+def test_an_inconsistent_listing_is_read_once_more_then_fails() -> None:
+    calls: list[str] = []
+    short = page("users", [user("u1", [])], total=2)
+    routes = {"/user/list": [short, page("users", [user("u1", []), user("u2", [])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[team("t1")]]}
+    assert [u.user_id for u in read_live(client(routes, calls), now=NOW).users] == ["u1", "u2"]
+
+    routes = {"/user/list": [short], "/v2/team/list": [page("teams", [])], "/team/list": [[]]}
+    with pytest.raises(IncompleteRead, match="read 1 distinct users but the proxy reports 2"):
+        read_live(client(routes, []), now=NOW)
