@@ -100,7 +100,7 @@ def main() -> None:
     with LiteLLMClient(url, key) as client:
         def reconcile() -> object:
             moment = now()
-            live = read_live(client, now=moment)
+            live = read_live(client, now=moment, declared=frozenset(u.key for u in desired.users))
             plan = make_plan(desired, live, moment)
             return Executor(client, url, metadata={u.user_id: u.metadata for u in live.users}).run(plan)
 
@@ -109,7 +109,7 @@ def main() -> None:
         rows.append(("reconciler apply", seconds, client.requests_made, f"{users} users, {keys} stray keys, {members} roster entries; {report.summary_line()}"))  # type: ignore[attr-defined]
 
         before = client.requests_made
-        seconds, live = timed(lambda: read_live(client, now=now()))
+        seconds, live = timed(lambda: read_live(client, now=now(), declared=frozenset(u.key for u in desired.users)))
         rows.append(("reconciler read (paginated snapshot)", seconds, client.requests_made - before, f"{len(live.users)} users, {len(live.teams)} teams"))  # type: ignore[attr-defined]
 
         before, writes = client.requests_made, client.writes_made

@@ -61,16 +61,6 @@ class ApplyReport:
     def summary_line(self) -> str:
         return f"Apply complete: {self.count('done')} done, {self.count('failed')} failed, {self.count('skipped')} skipped."
 
-    def to_dict(self) -> dict[str, Any]:
-        """The action report (no links: those live only in the onboarding report)."""
-        return {
-            "ok": self.ok,
-            "done": self.count("done"),
-            "failed": self.count("failed"),
-            "skipped": self.count("skipped"),
-            "results": [asdict(r) for r in self.results],
-        }
-
 
 def onboarding_link(ui_base: str, invitation_id: str) -> str:
     """The link the LiteLLM UI's onboarding page understands (it reads ``invitation_id``)."""
@@ -152,7 +142,7 @@ class Executor:
                 return "failed", f"{exc}; reading back failed too ({read_error}); not re-sent, the next plan will tell"
             if confirmed:
                 return "done", "confirmed by reading back after the response was lost"
-            return "failed", f"{exc}; reading back shows no change; not re-sent, re-run to converge"
+            return "failed", f"{exc}; not re-sent; re-run to converge"
         except ProxyError as exc:
             return "failed", str(exc)
 
@@ -276,25 +266,36 @@ class Executor:
         return [(a, "done", "") for a in batch]
 
 
-def write_onboarding_report(path: str | Path, records: list[InvitationRecord]) -> Path:
-    """Add records to the onboarding report, created 0600 (the links are credentials).
+class OnboardingReport:
+    """The onboarding report: a JSON list of records, mode 0600 (the links are credentials).
 
-    Earlier records are kept: a second run must never lose the links of the first.
+    Opened before the first write, so an unwritable path or an unreadable earlier report
+    stops the run while nothing has changed yet. Earlier records are kept: a second run
+    must never lose the links of the first.
     """
-    target = Path(path)
-    existing: list[dict[str, Any]] = []
-    if target.exists():
-        try:
-            loaded = json.loads(target.read_text(encoding="utf-8"))
-            existing = loaded if isinstance(loaded, list) else []
-        except (OSError, json.JSONDecodeError):
-            existing = []
-    data = existing + [asdict(r) for r in records]
-    tmp = target.with_name(f".{target.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, target)
-    return target
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._earlier: list[dict[str, Any]] = []
+        if self.path.exists():
+            try:
+                loaded = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{self.path} exists but is not a readable report ({exc}); move it away first") from None
+            if not isinstance(loaded, list):
+                raise ValueError(f"{self.path} exists but is not an onboarding report (not a list); move it away first")
+            self._earlier = loaded
+        folder = self.path.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise ValueError(f"cannot write the onboarding report in {folder}")
+
+    def save(self, records: list[InvitationRecord]) -> Path:
+        """Write the earlier records plus ``records`` atomically (safe to call again with more)."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self._earlier + [asdict(r) for r in records], handle, indent=2)
+            handle.write("\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+        return self.path

@@ -15,14 +15,25 @@ from typing import Any, Callable, Optional
 import click
 
 from . import __version__
-from .apply import ActionResult, Executor, InvitationRecord, write_onboarding_report
-from .delivery import SmtpSettings, load_template, send_invitations
+from .apply import ActionResult, InvitationRecord, OnboardingReport
+from .delivery import SmtpSettings, load_template
 from .client import ProxyError
 from .desired import InputError, load_desired
 from .importer import import_csv
 from .invitations import onboarding_status, render_json, render_table
 from .live import read_live, utc_date
-from .manager import KEY_VARIABLES, Connection, StalePlan, check_fingerprint, check_saved_plan, load_saved_plan, now, plan_against
+from .manager import (
+    KEY_VARIABLES,
+    Connection,
+    StalePlan,
+    check_fingerprint,
+    check_saved_plan,
+    declared_emails,
+    execute,
+    load_saved_plan,
+    now,
+    plan_against,
+)
 from .plan import PlanConflict
 from .render import FORMATS, render, summary_line
 from .schema import SCHEMA_PATH, schema_text
@@ -43,7 +54,8 @@ class Failure(click.ClickException):
 
 def _secrets() -> list[str]:
     """Values that must never be printed, whatever an error message quotes."""
-    return [os.environ[name] for name in (*KEY_VARIABLES, "SMTP_PASSWORD") if os.environ.get(name)]
+    values = [os.environ.get(name, "") for name in (*KEY_VARIABLES, "SMTP_PASSWORD")]
+    return [v for value in values for v in {value, value.strip()} if len(v) >= 4]
 
 
 def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -66,7 +78,23 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Usage errors exit 1, not click's 2: with --detailed-exitcode, 2 means "changes"."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="litellm-reconciler")
 def main() -> None:
     """GitOps for the users and teams of a LiteLLM proxy: users.yaml -> plan -> apply."""
@@ -152,12 +180,13 @@ def apply(
     """Plan, show, confirm, then make exactly the planned changes; verify with a second plan."""
     desired = load_desired(file)
     connection = Connection.from_env(proxy_url, timeout)
-    # Mail settings are checked before anything is written, so a typo costs no half-run.
+    # Everything that can be checked offline is checked before the first write.
     mail = (SmtpSettings.from_env(), load_template(invite_template)) if send_invites == "smtp" else None
+    onboarding = OnboardingReport(report)
     with connection.client() as client:
         if plan_file:
             the_plan = load_saved_plan(plan_file)
-            live = check_saved_plan(the_plan, client)
+            live = check_saved_plan(the_plan, desired, client)
         else:
             the_plan, live = plan_against(desired, client)
         click.echo(render(the_plan, "text"), nl=False)
@@ -172,27 +201,22 @@ def apply(
             if not click.confirm(f"Apply these {len(the_plan.actions)} action(s)?", default=False):
                 raise Failure("apply cancelled; nothing was changed")
 
-        metadata = {user.user_id: user.metadata for user in live.users}
-        executor = Executor(client, ui_url or connection.proxy_url, on_result=_print_result, metadata=metadata)
-        result = executor.run(the_plan)
+        result = execute(the_plan, client, live, ui_url or connection.proxy_url, onboarding, mail, on_result=_print_result)
         if result.invitations:
-            if mail is not None:
-                send_invitations(result.invitations, *mail)
-            path = write_onboarding_report(report, result.invitations)
             _print_invitations(result.invitations, show_links)
-            click.echo(f"Onboarding links are in {path} (mode 0600); they are credentials.")
+            click.echo(f"Onboarding links are in {onboarding.path} (mode 0600); they are credentials.")
         click.echo(click.style(result.summary_line(), bold=True))
 
         verify, _ = plan_against(desired, client)
-        if verify.has_changes:
-            click.echo(f"The proxy does not match {file} yet: {summary_line(verify)}", err=True)
-        if not result.ok:
-            raise Failure("some actions failed or were skipped; fix the cause and run apply again (it converges)")
-        unsent = [r.email for r in result.invitations if r.status == "send_failed"]
-        if unsent:
-            raise Failure(f"{len(unsent)} invitation email(s) could not be sent ({', '.join(unsent)}); their links are in {report}")
-        if verify.has_changes and not plan_file:
-            raise Failure("apply finished but a new plan is not empty")
+    if verify.has_changes:
+        click.echo(f"The proxy does not match {file} yet: {summary_line(verify)}", err=True)
+    if not result.ok:
+        raise Failure("some actions failed or were skipped; fix the cause and run apply again (it converges)")
+    unsent = [r.email for r in result.invitations if r.status == "send_failed"]
+    if unsent:
+        raise Failure(f"{len(unsent)} invitation email(s) could not be sent ({', '.join(unsent)}); their links are in {onboarding.path}")
+    if verify.has_changes:
+        raise Failure("apply finished but a new plan is not empty")
 
 
 def _print_invitations(records: list[InvitationRecord], show_links: bool) -> None:
@@ -220,7 +244,8 @@ def invitations(file: str, fmt: str, proxy_url: Optional[str], timeout: float) -
     desired = load_desired(file)
     with Connection.from_env(proxy_url, timeout).client() as client:
         moment = now()
-        rows = onboarding_status(desired, read_live(client, now=moment, check_pending=True), moment)
+        live = read_live(client, now=moment, declared=declared_emails(desired), check_pending=True)
+        rows = onboarding_status(desired, live, moment)
     click.echo(render_json(rows) if fmt == "json" else render_table(rows), nl=False)
 
 

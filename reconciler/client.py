@@ -93,6 +93,15 @@ class LiteLLMClient:
     ):
         if not api_key:
             raise ValueError("no API key: set LITELLM_MASTER_KEY (or LITELLM_API_KEY for a read-only key)")
+        if any(not 33 <= ord(c) <= 126 for c in api_key):
+            # httpx would quote the header, key included, in its error message.
+            raise ValueError("the API key contains spaces, control or non-ASCII characters; check how the secret was stored")
+        try:
+            url = httpx.URL(base_url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"invalid proxy URL {base_url!r}: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"invalid proxy URL {base_url!r}: expected http(s)://host[:port]")
         self.base_url = base_url.rstrip("/")
         self._key = api_key
         self._sleep = sleep
@@ -122,7 +131,7 @@ class LiteLLMClient:
         """Remove the key from any text (LiteLLM echoes parts of bad keys in 401 bodies)."""
         return text.replace(self._key, "***") if self._key else text
 
-    def _request(self, method: str, path: str, *, params: Optional[dict[str, Any]] = None, body: Any = None) -> Any:
+    def _request(self, method: str, path: str, *, params: Optional[dict[str, Any]] = None, body: Any = None, retry_refused: bool = True) -> Any:
         headers = {"litellm-changed-by": CHANGED_BY} if method != "GET" else None
         attempt = 0
         while True:
@@ -142,16 +151,18 @@ class LiteLLMClient:
                 raise ProxyError(method, path, None, f"cannot reach the proxy at {self.base_url} ({reason})") from None
 
             status = response.status_code
+            body = self._json_or_text(response)
             if status < 400:
-                return self._json(response, method, path)
+                if isinstance(body, str):
+                    raise ProxyError(method, path, status, "the response is not JSON; is this a LiteLLM proxy?")
+                return body
             retry_after = response.headers.get("retry-after")
             if attempt < self._max_attempts and (
                 (method == "GET" and status in _RETRYABLE_GET)
-                or (method != "GET" and status in (429, 503) and retry_after is not None)
+                or (method != "GET" and retry_refused and status in (429, 503) and retry_after is not None)
             ):
                 self._sleep(self._backoff(attempt, retry_after))
                 continue
-            body = self._json_or_text(response)
             message = self.redact(error_message(body, response.reason_phrase))
             if method != "GET" and status in _UNKNOWN_POST:
                 raise OutcomeUnknown(method, path, status, message)
@@ -168,22 +179,19 @@ class LiteLLMClient:
 
     @staticmethod
     def _json_or_text(response: httpx.Response) -> Any:
+        """The JSON body, or its text (at most 500 characters) when it is not JSON."""
         try:
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return response.text[:500]
 
-    def _json(self, response: httpx.Response, method: str, path: str) -> Any:
-        try:
-            return response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ProxyError(method, path, response.status_code, "the response is not JSON; is this a LiteLLM proxy?") from None
-
     def get(self, path: str, **params: Any) -> Any:
         return self._request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
-    def post(self, path: str, body: Any) -> Any:
-        return self._request("POST", path, body=body)
+    def post(self, path: str, body: Any, *, retry_refused: bool = True) -> Any:
+        """POST; ``retry_refused=False`` for writes that must never happen twice, even after a
+        429/503 that a gateway in front of the proxy might send after the write was made."""
+        return self._request("POST", path, body=body, retry_refused=retry_refused)
 
     # ------------------------------------------------------------------ reads
 
@@ -203,6 +211,8 @@ class LiteLLMClient:
             total = int(body.get("total") or 0)
             total_pages = int(body.get("total_pages") or 0)
             for item in body[items_key]:
+                if not isinstance(item, dict) or not item.get(id_key):
+                    raise IncompleteRead("GET", path, 200, f"a listed item has no '{id_key}'")
                 items[str(item[id_key])] = item
             page += 1
         if len(items) != total:
@@ -227,8 +237,8 @@ class LiteLLMClient:
         """All teams in one (heavy) call. Unlike ``/v2/team/list`` on 1.80, it shows every
         team to a read-only ``proxy_admin_viewer`` key, not only the key's own teams."""
         body = self.get("/team/list")
-        if not isinstance(body, list):
-            raise IncompleteRead("GET", "/team/list", 200, "unexpected shape (expected a JSON array)")
+        if not isinstance(body, list) or not all(isinstance(t, dict) and t.get("team_id") for t in body):
+            raise IncompleteRead("GET", "/team/list", 200, "unexpected shape (expected an array of teams with 'team_id')")
         return sorted(body, key=lambda t: str(t["team_id"]))
 
     def team_info(self, team_id: str) -> Optional[dict[str, Any]]:
@@ -252,11 +262,14 @@ class LiteLLMClient:
     def invitation_info(self, invitation_id: str) -> Optional[dict[str, Any]]:
         """The invitation, or None when the proxy no longer has it (400 for unknown ids)."""
         try:
-            return self.get("/invitation/info", invitation_id=invitation_id)
+            body = self.get("/invitation/info", invitation_id=invitation_id)
         except ProxyError as exc:
             if exc.status in (400, 404) and "does not exist" in exc.message:
                 return None
             raise
+        if not isinstance(body, dict) or not body.get("id"):
+            raise ProxyError("GET", "/invitation/info", 200, "unexpected shape (no invitation 'id')")
+        return body
 
     # ------------------------------------------------------------------ writes
 
@@ -283,4 +296,8 @@ class LiteLLMClient:
             raise
 
     def new_invitation(self, user_id: str) -> dict[str, Any]:
-        return self.post("/invitation/new", {"user_id": user_id})
+        """A new link; never retried (LiteLLM makes a new valid link on every call)."""
+        body = self.post("/invitation/new", {"user_id": user_id}, retry_refused=False)
+        if not isinstance(body, dict) or not body.get("id"):
+            raise OutcomeUnknown("POST", "/invitation/new", 200, "the answer has no invitation id; a link may exist that was not recorded")
+        return body

@@ -163,6 +163,8 @@ Path_ = tuple[Any, ...]
 def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], problems: list[Problem], file: str) -> Any:
     """Turn a composed YAML node into plain data, recording the line of every path."""
     lines[path] = node.start_mark.line + 1
+    if len(path) > 20:  # the format nests 4 deep; only a recursive alias (&a [*a]) gets here
+        raise _Unsupported(node, "recursive alias")
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:

@@ -25,11 +25,9 @@ PROXY_ADMIN_ID = "default_user_id"
 @dataclass(frozen=True)
 class LiveInvitation:
     id: str
-    user_id: str
     is_accepted: bool
     accepted_at: Optional[str]
     expires_at: Optional[str]
-    created_at: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,6 @@ class LiveTeam:
     alias: Optional[str]
     settings: dict[str, Any] = field(hash=False)
     members: tuple[LiveMember, ...] = ()
-    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def member_ids(self) -> frozenset[str]:
@@ -121,22 +118,19 @@ def team_from_api(raw: dict[str, Any]) -> LiveTeam:
         alias=raw.get("team_alias"),
         settings={name: raw.get(name) for name in TEAM_SETTINGS},
         members=members,
-        metadata=dict(raw.get("metadata") or {}),
     )
 
 
 def invitation_from_api(raw: dict[str, Any]) -> LiveInvitation:
     return LiveInvitation(
         id=str(raw["id"]),
-        user_id=str(raw.get("user_id")),
         is_accepted=bool(raw.get("is_accepted")),
         accepted_at=raw.get("accepted_at"),
         expires_at=raw.get("expires_at"),
-        created_at=raw.get("created_at"),
     )
 
 
-def read_live(client: LiteLLMClient, *, now: datetime, check_pending: bool = False) -> LiveState:
+def read_live(client: LiteLLMClient, *, now: datetime, declared: frozenset[str], check_pending: bool = False) -> LiveState:
     """Read users and teams completely (one retry of an inconsistent listing), then the
     invitations this tool recorded and has not yet seen accepted.
 
@@ -144,7 +138,8 @@ def read_live(client: LiteLLMClient, *, now: datetime, check_pending: bool = Fal
     only needs the invitations past their expiry date: an unexpired link needs nothing
     whatever its state, while an expired one is either accepted (recorded, and never
     checked again) or renewed. That keeps a plan at O(pages) requests. ``check_pending``
-    also checks the unexpired ones, for the status report.
+    also checks the unexpired ones, for the status report. Only users whose lower-cased
+    email is in ``declared`` are looked at: a user removed from the file costs nothing.
     """
     for attempt in (1, 2):
         try:
@@ -161,6 +156,8 @@ def read_live(client: LiteLLMClient, *, now: datetime, check_pending: bool = Fal
                 raise
     invitations: dict[str, LiveInvitation] = {}
     for user in users:
+        if user.key not in declared:
+            continue
         record = user.owned.get("invitation")
         if not isinstance(record, dict) or not record.get("id") or record.get("accepted_at"):
             continue
@@ -171,19 +168,26 @@ def read_live(client: LiteLLMClient, *, now: datetime, check_pending: bool = Fal
     return LiveState(users=users, teams=teams, invitations=invitations)
 
 
-def parse_time(value: str) -> datetime:
-    """LiteLLM's timestamps (``...Z`` or with an offset); a naive one is taken as UTC."""
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+def parse_time(value: object) -> Optional[datetime]:
+    """A LiteLLM timestamp (``...Z`` or with an offset; naive = UTC), or None when it is not one
+    (metadata can be edited by hand in the UI)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def utc_date(value: Optional[str]) -> str:
-    """The UTC calendar date of a LiteLLM timestamp, as YYYY-MM-DD ("" when absent)."""
-    return parse_time(value).astimezone(timezone.utc).date().isoformat() if value else ""
+def utc_date(value: object) -> str:
+    """The UTC calendar date of a LiteLLM timestamp, as YYYY-MM-DD ("" when absent or unreadable)."""
+    moment = parse_time(value)
+    return moment.astimezone(timezone.utc).date().isoformat() if moment else ""
 
 
-def invitation_expired(expires_at: Optional[str], now: datetime) -> bool:
-    """LiteLLM's own rule: expired when the expiry *date* is before today's date (UTC)."""
-    if not expires_at:
-        return True
-    return parse_time(expires_at).astimezone(timezone.utc).date() < now.astimezone(timezone.utc).date()
+def invitation_expired(expires_at: object, now: datetime) -> bool:
+    """LiteLLM's own rule: expired when the expiry *date* is before today's date (UTC).
+    An unreadable expiry counts as expired, so the invitation gets checked, not trusted."""
+    moment = parse_time(expires_at)
+    return moment is None or moment.astimezone(timezone.utc).date() < now.astimezone(timezone.utc).date()

@@ -383,7 +383,7 @@ def _plan_invitation(user: UserSpec, desired: DesiredState, live: LiveState, mat
                 kind="record_invitation",
                 address=address,
                 reason=f"invitation accepted on {utc_date(info.accepted_at) or 'an unknown date'}; recorded so it is not checked again",
-                params={"user_id": user_id, "accepted_at": info.accepted_at or now.isoformat()},
+                params={"user_id": user_id, "accepted_at": info.accepted_at or "unknown"},  # no clock: plans are reproducible
             )
         ]
     if invitation_expired(info.expires_at, now):

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Union
 import httpx
 import pytest
 
-from reconciler.apply import ApplyReport, Executor, InvitationRecord, onboarding_link, write_onboarding_report
+from reconciler.apply import ApplyReport, Executor, InvitationRecord, OnboardingReport, onboarding_link
 from reconciler.client import LiteLLMClient
 from reconciler.desired import TEAM_SETTINGS, parse_desired
 from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, read_live
@@ -192,7 +192,8 @@ def desired(body: str):
 
 
 def plan_against(proxy: FakeLiteLLM, body: str) -> Plan:
-    return make_plan(desired(body), read_live(proxy.client(), now=NOW), NOW)
+    wanted = desired(body)
+    return make_plan(wanted, read_live(proxy.client(), now=NOW, declared=frozenset(u.key for u in wanted.users)), NOW)
 
 
 def apply(proxy: FakeLiteLLM, plan: Plan) -> ApplyReport:
@@ -364,7 +365,7 @@ def test_invitation_is_recorded_on_the_user_merging_metadata():
         onboarding_link=f"https://ui.example.test/ui/onboarding?invitation_id={invitation_id}",
         status="created",
     )
-    assert "onboarding" not in json.dumps(report.to_dict())
+    assert all("onboarding" not in r.detail for r in report.results), "action results never carry the link"
 
 
 def test_accepted_invitation_is_recorded_without_losing_metadata():
@@ -397,9 +398,9 @@ def record(email: str) -> InvitationRecord:
 
 def test_onboarding_report_is_private_and_keeps_earlier_records(tmp_path):
     path = tmp_path / "onboarding_results.json"
-    write_onboarding_report(path, [record("a@example.com")])
+    OnboardingReport(path).save([record("a@example.com")])
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    write_onboarding_report(path, [record("b@example.com")])
+    OnboardingReport(path).save([record("b@example.com")])
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     data = json.loads(path.read_text())
     assert [r["email"] for r in data] == ["a@example.com", "b@example.com"]
@@ -411,6 +412,29 @@ def test_onboarding_report_tightens_an_existing_world_readable_file(tmp_path):
     path = tmp_path / "report.json"
     path.write_text(json.dumps([{"email": "old@example.com"}]))
     path.chmod(0o644)
-    write_onboarding_report(path, [record("new@example.com")])
+    OnboardingReport(path).save([record("new@example.com")])
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [r["email"] for r in json.loads(path.read_text())] == ["old@example.com", "new@example.com"]
+
+
+def test_onboarding_report_saved_twice_in_one_run_holds_each_record_once(tmp_path):
+    report = OnboardingReport(tmp_path / "r.json")
+    first = record("a@example.com")
+    report.save([first])
+    first.status = "sent"
+    report.save([first, record("b@example.com")])
+    assert [(r["email"], r["status"]) for r in json.loads((tmp_path / "r.json").read_text())] == [("a@example.com", "sent"), ("b@example.com", "created")]
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"a": 1}'])
+def test_an_unreadable_earlier_report_is_refused_not_replaced(tmp_path, content):
+    path = tmp_path / "r.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="move it away first"):
+        OnboardingReport(path)
+    assert path.read_text() == content
+
+
+def test_an_unwritable_report_location_is_refused_up_front(tmp_path):
+    with pytest.raises(ValueError, match="cannot write the onboarding report"):
+        OnboardingReport(tmp_path / "missing" / "r.json")

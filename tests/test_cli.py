@@ -62,3 +62,45 @@ def test_import_csv_refuses_unknown_team_ids(cli, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "users.csv:2:" in result.stderr and "no-such-team" in result.stderr
     assert (tmp_path / "users.yaml").read_text(encoding="utf-8") == USERS
+
+
+OFFLINE = {"LITELLM_API_KEY": "sk-offline-test-key", "LITELLM_MASTER_KEY": "", "LITELLM_PROXY_URL": "http://127.0.0.1:9"}
+
+
+def assert_clean_failure(result, message: str) -> None:
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_1_not_2_which_means_changes(cli, tmp_path: Path) -> None:
+    (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
+    assert_clean_failure(cli("plan", "--format", "xml", env=OFFLINE), "'xml' is not one of")
+    assert_clean_failure(cli("apply", "--plan", "missing.json", env=OFFLINE), "does not exist")
+
+
+def test_bad_inputs_are_messages_not_tracebacks(cli, tmp_path: Path) -> None:
+    (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
+    (tmp_path / "list.json").write_text("[]", encoding="utf-8")
+    (tmp_path / "edited.json").write_text('{"format_version": "1.0", "actions": [{"kind": "create_team"}]}', encoding="utf-8")
+    (tmp_path / "loop.yaml").write_text("version: 1\nusers: &a [*a]\n", encoding="utf-8")
+    assert_clean_failure(cli("apply", "--yes", "--plan", "list.json", env=OFFLINE), "is not a litellm-reconciler plan")
+    assert_clean_failure(cli("apply", "--yes", "--plan", "edited.json", env=OFFLINE), "is not a litellm-reconciler plan")
+    assert_clean_failure(cli("plan", "--proxy-url", "http://[::1", env=OFFLINE), "invalid proxy URL")
+    assert_clean_failure(cli("validate", "loop.yaml"), "recursive alias")
+    assert_clean_failure(cli("plan", env={**OFFLINE, "LITELLM_API_KEY": ""}), "no API key")
+
+
+def test_a_key_with_control_characters_is_refused_without_being_echoed(cli, tmp_path: Path) -> None:
+    (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
+    key = "sk-distinctive\x01secret"
+    result = cli("plan", env={**OFFLINE, "LITELLM_API_KEY": key})
+    assert_clean_failure(result, "the API key contains spaces, control or non-ASCII characters")
+    assert "distinctive" not in result.stdout + result.stderr
+
+
+def test_an_unwritable_report_stops_apply_before_the_proxy_is_read(cli, tmp_path: Path) -> None:
+    (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
+    result = cli("apply", "--yes", "--report", "no/such/dir/report.json", env=OFFLINE)
+    assert_clean_failure(result, "cannot write the onboarding report")
+    assert "cannot reach the proxy" not in result.stderr

@@ -40,7 +40,7 @@ def test_a_filtered_team_listing_is_completed_from_team_list() -> None:
     # litellm 1.80 shows a proxy_admin_viewer key only its own teams on /v2/team/list.
     calls: list[str] = []
     routes = {"/user/list": [page("users", [user("u1", ["t1", "t2"])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[team("t2"), team("t1")]]}
-    live = read_live(client(routes, calls), now=NOW)
+    live = read_live(client(routes, calls), now=NOW, declared=frozenset())
     assert [t.team_id for t in live.teams] == ["t1", "t2"]
     assert calls.count("/team/list") == 1
 
@@ -48,7 +48,7 @@ def test_a_filtered_team_listing_is_completed_from_team_list() -> None:
 def test_a_consistent_paginated_listing_is_used_alone() -> None:
     calls: list[str] = []
     routes = {"/user/list": [page("users", [user("u1", ["t1"])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[]]}
-    live = read_live(client(routes, calls), now=NOW)
+    live = read_live(client(routes, calls), now=NOW, declared=frozenset())
     assert [t.team_id for t in live.teams] == ["t1"]
     assert "/team/list" not in calls
     assert len(calls) == 2, "a plan reads O(pages), nothing per user"
@@ -58,8 +58,20 @@ def test_an_inconsistent_listing_is_read_once_more_then_fails() -> None:
     calls: list[str] = []
     short = page("users", [user("u1", [])], total=2)
     routes = {"/user/list": [short, page("users", [user("u1", []), user("u2", [])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[team("t1")]]}
-    assert [u.user_id for u in read_live(client(routes, calls), now=NOW).users] == ["u1", "u2"]
+    assert [u.user_id for u in read_live(client(routes, calls), now=NOW, declared=frozenset()).users] == ["u1", "u2"]
 
     routes = {"/user/list": [short], "/v2/team/list": [page("teams", [])], "/team/list": [[]]}
     with pytest.raises(IncompleteRead, match="read 1 distinct users but the proxy reports 2"):
-        read_live(client(routes, []), now=NOW)
+        read_live(client(routes, []), now=NOW, declared=frozenset())
+
+
+def test_invitations_of_users_not_in_the_file_are_never_looked_up() -> None:
+    calls: list[str] = []
+    expired = {"litellm_reconciler": {"invitation": {"id": "inv-1", "expires_at": "2026-01-01T00:00:00Z"}}}
+    gone, kept = user("gone", []), user("kept", [])
+    gone["metadata"], kept["metadata"] = expired, {"litellm_reconciler": {"invitation": {"id": "inv-2", "expires_at": "2026-01-01T00:00:00Z"}}}
+    info = {"id": "inv-2", "is_accepted": False, "accepted_at": None, "expires_at": "2026-01-01T00:00:00Z"}
+    routes = {"/user/list": [page("users", [gone, kept])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[]], "/invitation/info": [info]}
+    live = read_live(client(routes, calls), now=NOW, declared=frozenset({"kept@x.com"}))
+    assert list(live.invitations) == ["inv-2"]
+    assert calls.count("/invitation/info") == 1

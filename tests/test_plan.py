@@ -52,14 +52,7 @@ def invited_user(user_id: str, email: str, invitation_id: str, **record: Any) ->
 
 
 def invitation(invitation_id: str, user_id: str, *, expires_at: str = "2026-12-01T10:00:00Z", accepted_at: Optional[str] = None) -> LiveInvitation:
-    return LiveInvitation(
-        id=invitation_id,
-        user_id=user_id,
-        is_accepted=accepted_at is not None,
-        accepted_at=accepted_at,
-        expires_at=expires_at,
-        created_at="2026-11-24T10:00:00Z",
-    )
+    return LiveInvitation(id=invitation_id, is_accepted=accepted_at is not None, accepted_at=accepted_at, expires_at=expires_at)
 
 
 ADMIN = live_user(PROXY_ADMIN_ID, None, role="proxy_admin")
@@ -101,8 +94,7 @@ def converge(plan: Plan, live: LiveState) -> LiveState:
             old = users[p["user_id"]]
             users[p["user_id"]] = replace(old, role=p.get("user_role", old.role), alias=p.get("user_alias", old.alias))
         elif action.kind == "create_team":
-            team = live_team(p["team_id"], p["team_alias"], **{k: p[k] for k in TEAM_SETTINGS if k in p})
-            teams[p["team_id"]] = replace(team, metadata=p["metadata"])
+            teams[p["team_id"]] = live_team(p["team_id"], p["team_alias"], **{k: p[k] for k in TEAM_SETTINGS if k in p})
         elif action.kind == "update_team":
             old = teams[p["team_id"]]
             settings = {**old.settings, **{k: p[k] for k in TEAM_SETTINGS if k in p}}

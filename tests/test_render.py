@@ -49,7 +49,7 @@ users:
             LiveTeam("t-dev", "dev", SETTINGS, (LiveMember("u-stray", "user"),)),
             LiveTeam("t-extra", "extra|team", SETTINGS),
         ),
-        invitations={"inv-secret": LiveInvitation("inv-secret", "u-done", True, "2026-11-25T08:00:00Z", "2026-11-30T00:00:00Z", None)},
+        invitations={"inv-secret": LiveInvitation("inv-secret", True, "2026-11-25T08:00:00Z", "2026-11-30T00:00:00Z")},
     )
     return make_plan(desired, live, NOW)
 

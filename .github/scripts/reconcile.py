@@ -51,9 +51,10 @@ def inp(name: str, default: str = "") -> str:
 
 def scrub(text: str, all_links: bool = False) -> str:
     for name in SECRET_VARIABLES:
-        secret = os.environ.get(name, "")
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
+        raw = os.environ.get(name, "")
+        for secret in sorted({raw, raw.strip()}, key=len, reverse=True):  # a pasted secret may end in a newline
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
     return (ANY_LINK if all_links else ONBOARDING_LINK).sub("<link removed>", text)
 
 
@@ -245,9 +246,6 @@ def cmd_apply() -> int:
         if inp("send-invites") != "smtp":
             annotate("error", f"send-invites must be 'smtp' or empty, not {inp('send-invites')!r}", title="Bad input")
             return 1
-        if "--send-invites" not in cli("apply", "--help").stdout:
-            annotate("error", "this litellm-reconciler cannot send invitations by SMTP yet (no apply --send-invites)", title="SMTP unavailable")
-            return 1
         args += ["--send-invites", "smtp"]
     proc = cli(*args)
     log = scrub(proc.stdout + proc.stderr, all_links=True).strip()
@@ -272,6 +270,11 @@ def cmd_apply() -> int:
     if report.exists():
         summary += ["Onboarding links were written to the onboarding report (mode 0600); they are never shown here.", ""]
         set_output("report-file", str(report))
+        # Links whose email failed exist only in the report: the workflow must hand it over.
+        undelivered = [r for r in json.loads(report.read_text(encoding="utf-8")) if r.get("status") == "send_failed"]
+        set_output("undelivered", "true" if undelivered else "false")
+        if undelivered:
+            summary += [f"⚠️ {len(undelivered)} onboarding email(s) could not be sent; their links are only in the onboarding report.", ""]
     summary += ["<details><summary>apply log</summary>", "", "```text", log, "```", "", "</details>"]
     add_summary("\n".join(summary))
     set_output("result", "applied" if proc.returncode == 0 else "failed")

@@ -32,11 +32,20 @@ def _row(action: Action) -> str:
 
 
 def render(plan: Plan, max_chars: Optional[int] = None) -> str:
+    """The comment; rows are cut until it fits ``max_chars`` (default: GitHub's limit)."""
+    limit = max_chars or GITHUB_COMMENT_LIMIT
+    budget = limit
+    while True:
+        text = _render(plan, budget)
+        if len(text) <= limit or budget <= 0:
+            return text
+        budget -= len(text) - limit + 200  # what the headers, wrappers and notes took, and a margin
+
+
+def _render(plan: Plan, budget: int) -> str:
+    """The comment with at most ``budget`` characters of table rows."""
     head = [MARKER, HEADER, "", f"**{summary_line(plan)}** (`{plan.source}`)", ""]
     foot = [f"<sub>Plan fingerprint: `{plan.fingerprint}`</sub>", ""]
-    budget = (max_chars or GITHUB_COMMENT_LIMIT) - len("\n".join(head + foot)) - 400  # room for notes and wrappers
-
-    sections: list[str] = []
     tables = [
         (f"{len(plan.actions)} action(s)", ["| | address | action | reason | changes |", "|---|---|---|---|---|"], [_row(a) for a in plan.actions], len(plan.actions) > _FOLD_AFTER),
         (
@@ -46,6 +55,7 @@ def render(plan: Plan, max_chars: Optional[int] = None) -> str:
             True,
         ),
     ]
+    sections: list[str] = []
     for title, header, rows, fold in tables:
         if not rows:
             continue

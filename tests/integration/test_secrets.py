@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .conftest import Api
@@ -40,3 +41,23 @@ def test_no_command_prints_or_stores_the_key(api: Api, cli, tmp_path: Path, prox
         assert "Traceback" not in result.stderr, result.stderr
     assert key not in _files_text(tmp_path)
     assert (tmp_path / "onboarding_results.json").exists()
+
+
+def test_other_secrets_and_a_pasted_newline_never_leak(api: Api, cli, tmp_path: Path, proxy) -> None:
+    key = proxy[1]
+    password = "smtp-Pa55word-distinctive"
+    write(tmp_path, BASE)
+    # A secret pasted with its trailing newline still works, and is still never printed.
+    padded = cli("plan", env={"LITELLM_API_KEY": key + "\n", "LITELLM_MASTER_KEY": ""})
+    assert padded.returncode == 0, padded.stderr
+    # An SMTP server that refuses the connection: each send fails, the password stays hidden.
+    mail = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "9", "SMTP_FROM": "llm@company.com", "SMTP_SECURITY": "none",
+            "SMTP_USERNAME": "mailer", "SMTP_PASSWORD": password}
+    sent = cli("apply", "--yes", "--send-invites", "smtp", env={"LITELLM_API_KEY": key, **mail})
+    assert sent.returncode == 1 and "could not be sent" in sent.stderr
+    for result in (padded, sent):
+        for secret in (key, password):
+            assert secret not in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+    assert password not in _files_text(tmp_path) and key not in _files_text(tmp_path)
+    assert all(r["status"] == "send_failed" and r["onboarding_link"] for r in json.loads((tmp_path / "onboarding_results.json").read_text()))

@@ -229,13 +229,21 @@ def test_apply_refuses_what_reviewers_did_not_see(installed, gh_state, api, view
     assert_clean(job.summary + job.log + direct.summary + direct.log, master, viewer_key)
 
 
-def test_apply_with_smtp_configured_mails_the_links(installed, gh_state, empty_proxy) -> None:
-    """With SMTP secrets the workflow runs apply --send-invites smtp; no report is uploaded."""
+@pytest.mark.parametrize("refused", [(), ("bob@company.com",)], ids=["all-sent", "one-refused"])
+def test_apply_with_smtp_configured_mails_the_links(installed, gh_state, empty_proxy, refused) -> None:
+    """With SMTP secrets the workflow runs apply --send-invites smtp; the report is uploaded only
+    when a mail failed, because then it is the only place that link exists."""
     from aiosmtpd.controller import Controller
 
     class Inbox:
         def __init__(self) -> None:
             self.messages: list[tuple[list[str], str]] = []
+
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+            if address in refused:
+                return "550 5.1.1 No such mailbox"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
 
         async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
             self.messages.append((list(envelope.rcpt_tos), envelope.content.decode("utf-8", "replace")))
@@ -266,12 +274,20 @@ def test_apply_with_smtp_configured_mails_the_links(installed, gh_state, empty_p
         job = runner.run_job(load_yaml(WORKFLOWS / "apply.yml"), "apply")
     finally:
         smtp.stop()
-    assert job.result == "success", job.log
     assert job.steps["reviewed"]["outcome"] == "skipped"  # workflow_dispatch: the environment's approval is the review
     assert "No reviewed fingerprint was given" in job.summary
-    assert sorted(r for rcpts, _ in inbox.messages for r in rcpts) == ["alice@company.com", "bob@company.com", "carol@company.com"]
+    delivered = sorted(r for rcpts, _ in inbox.messages for r in rcpts)
+    assert delivered == sorted({"alice@company.com", "bob@company.com", "carol@company.com"} - set(refused))
     assert all(LINK.search(body) for _, body in inbox.messages)  # the links went by mail ...
-    assert not (installed["temp"] / "_artifacts" / "onboarding-report").exists()  # ... not into an artifact
+    uploaded = installed["temp"] / "_artifacts" / "onboarding-report" / "onboarding_results.json"
+    if refused:
+        assert job.result == "failure", "a link that did not reach its user is a failure"
+        assert "1 onboarding email(s) could not be sent" in job.summary
+        records = {r["email"]: r for r in json.loads(uploaded.read_text())}
+        assert records["bob@company.com"]["status"] == "send_failed" and LINK.search(records["bob@company.com"]["onboarding_link"])
+    else:
+        assert job.result == "success", job.log
+        assert not uploaded.exists()  # ... not into an artifact
     assert_clean(job.summary + job.log, master)
 
 
