@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Optional
 
@@ -198,10 +198,7 @@ def make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
             )
         )
         inviter = (f"user.{PROXY_ADMIN_ID}",)
-        invitations = [
-            Action(a.kind, a.address, a.reason, a.params, a.changes, a.depends_on + inviter) if a.kind == "create_invitation" else a
-            for a in invitations
-        ]
+        invitations = [replace(a, depends_on=a.depends_on + inviter) if a.kind == "create_invitation" else a for a in invitations]
     actions.extend(invitations)
     drift.extend(_drift(desired, live, matched))
 
