@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -266,3 +270,19 @@ def test_apply_checks_the_reviewed_fingerprint(api: Api, cli, tmp_path: Path) ->
     right = cli("apply", "--yes", "--expect-fingerprint", reviewed[:16])
     assert right.returncode == 0, right.stdout + right.stderr
     assert f"Plan fingerprint matches the reviewed plan ({reviewed[:16]})." in right.stdout
+
+
+def test_apply_on_a_terminal_asks_and_a_no_changes_nothing(api: Api, tmp_path: Path) -> None:
+    write(tmp_path, BASE)
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"n\n")  # typed ahead; the prompt reads it from the terminal
+        result = subprocess.run(
+            [sys.executable, "-m", "reconciler", "apply"], cwd=tmp_path, stdin=terminal, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert "Apply these 13 action(s)? [y/N]" in result.stdout
+    assert result.returncode == 1 and "apply cancelled; nothing was changed" in result.stderr
+    assert api.users() == [] and api.teams() == []
