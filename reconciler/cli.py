@@ -21,18 +21,18 @@ from .client import ProxyError
 from .desired import InputError, load_desired
 from .importer import import_csv
 from .invitations import onboarding_status, render_json, render_table
-from .live import read_live, utc_date
+from .live import utc_date
 from .manager import (
     KEY_VARIABLES,
     Connection,
     StalePlan,
     check_fingerprint,
     check_saved_plan,
-    declared_emails,
     execute,
     load_saved_plan,
     now,
     plan_against,
+    read_for,
 )
 from .plan import PlanConflict
 from .render import FORMATS, render, summary_line
@@ -244,8 +244,7 @@ def invitations(file: str, fmt: str, proxy_url: Optional[str], timeout: float) -
     desired = load_desired(file)
     with Connection.from_env(proxy_url, timeout).client() as client:
         moment = now()
-        live = read_live(client, now=moment, declared=declared_emails(desired), check_pending=True)
-        rows = onboarding_status(desired, live, moment)
+        rows = onboarding_status(desired, read_for(desired, client, moment, check_pending=True), moment)
     click.echo(render_json(rows) if fmt == "json" else render_table(rows), nl=False)
 
 

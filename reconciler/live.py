@@ -130,7 +130,14 @@ def invitation_from_api(raw: dict[str, Any]) -> LiveInvitation:
     )
 
 
-def read_live(client: LiteLLMClient, *, now: datetime, declared: frozenset[str], check_pending: bool = False) -> LiveState:
+def read_live(
+    client: LiteLLMClient,
+    *,
+    now: datetime,
+    declared: frozenset[str],
+    declared_teams: frozenset[str] = frozenset(),
+    check_pending: bool = False,
+) -> LiveState:
     """Read users and teams completely (one retry of an inconsistent listing), then the
     invitations this tool recorded and has not yet seen accepted.
 
@@ -140,15 +147,18 @@ def read_live(client: LiteLLMClient, *, now: datetime, declared: frozenset[str],
     checked again) or renewed. That keeps a plan at O(pages) requests. ``check_pending``
     also checks the unexpired ones, for the status report. Only users whose lower-cased
     email is in ``declared`` are looked at: a user removed from the file costs nothing.
+    ``declared_teams`` (aliases and ids from the file) must be found or are looked up in full.
     """
     for attempt in (1, 2):
         try:
             users = tuple(user_from_api(u) for u in client.list_users())
             teams = tuple(team_from_api(t) for t in client.list_teams())
+            seen = {t.team_id for t in teams} | {t.alias for t in teams if t.alias}
             referenced = {team_id for user in users for team_id in user.teams}
-            if not teams or referenced - {t.team_id for t in teams}:
-                # The paginated listing may be filtered to the caller's own teams (a
-                # read-only key on 1.80): users name teams it did not return. Read them all.
+            if not teams or referenced - seen or declared_teams - seen:
+                # The paginated listing may be filtered to the caller's own teams (a read-only
+                # key on 1.80). Before believing a team is missing, whether the file declares it
+                # or a user names it, read the complete listing.
                 teams = tuple(team_from_api(t) for t in client.list_teams_unpaginated())
             break
         except IncompleteRead:

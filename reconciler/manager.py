@@ -51,13 +51,16 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def declared_emails(desired: DesiredState) -> frozenset[str]:
-    return frozenset(user.key for user in desired.users)
+def read_for(desired: DesiredState, client: LiteLLMClient, moment: datetime, check_pending: bool = False) -> LiveState:
+    """The snapshot the file needs: its users' invitations, and certainty about its teams."""
+    teams = frozenset(t.alias for t in desired.teams) | frozenset(t.id for t in desired.teams if t.id)
+    emails = frozenset(user.key for user in desired.users)
+    return read_live(client, now=moment, declared=emails, declared_teams=teams, check_pending=check_pending)
 
 
 def plan_against(desired: DesiredState, client: LiteLLMClient) -> tuple[Plan, LiveState]:
     moment = now()
-    live = read_live(client, now=moment, declared=declared_emails(desired))
+    live = read_for(desired, client, moment)
     return make_plan(desired, live, moment), live
 
 
@@ -79,7 +82,7 @@ def check_saved_plan(saved: Plan, desired: DesiredState, client: LiteLLMClient) 
 
     The snapshot is read for the users the file declares, as the plan's was; a file whose
     users changed since therefore counts as a change too."""
-    live = read_live(client, now=now(), declared=declared_emails(desired))
+    live = read_for(desired, client, now())
     if live.fingerprint != saved.live_fingerprint:
         raise StalePlan("the proxy (or the file's list of users) changed since this plan was made; run 'plan' again and review the new plan")
     return live

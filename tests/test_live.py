@@ -75,3 +75,13 @@ def test_invitations_of_users_not_in_the_file_are_never_looked_up() -> None:
     live = read_live(client(routes, calls), now=NOW, declared=frozenset({"kept@x.com"}))
     assert list(live.invitations) == ["inv-2"]
     assert calls.count("/invitation/info") == 1
+
+
+def test_a_declared_team_missing_from_the_listing_is_checked_in_the_complete_one() -> None:
+    # A viewer key that belongs to team t1 sees only t1 on /v2/team/list; the file also declares "ops".
+    calls: list[str] = []
+    ops = {**team("t-ops"), "team_alias": "ops"}
+    routes = {"/user/list": [page("users", [user("u1", ["t1"])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[team("t1"), ops]]}
+    live = read_live(client(routes, calls), now=NOW, declared=frozenset(), declared_teams=frozenset({"t1", "ops"}))
+    assert sorted(t.alias for t in live.teams) == ["ops", "t1"]
+    assert calls.count("/team/list") == 1
