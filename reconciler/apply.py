@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
 from .client import LiteLLMClient, OutcomeUnknown, ProxyError
-from .live import OWNER_KEY, team_from_api
+from .files import read_private, write_private
+from .live import OWNER_KEY, RecordedInvitation, team_from_api, utc_date
 from .plan import Action, Plan
+from .sealing import Sealer
 
 Status = Literal["done", "failed", "skipped"]
 
@@ -74,14 +76,17 @@ class Executor:
         ui_base: str,
         on_result: Callable[[ActionResult], None] = lambda r: None,
         metadata: Optional[dict[str, dict[str, Any]]] = None,
+        sealer: Optional[Sealer] = None,
     ):
         """``metadata``: each user's metadata as read for the plan (user_id -> dict). The
         plan was made from that very snapshot (or a saved plan was checked against it), so
-        merging into it is safe and saves one read per invitation."""
+        merging into it is safe and saves one read per invitation. ``sealer``: needed by
+        any plan that invites (see ``sealing``); the caller checks that up front."""
         self.client = client
         self.ui_base = ui_base
         self.on_result = on_result
         self._metadata = dict(metadata or {})
+        self._sealer = sealer
 
     def run(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
@@ -196,7 +201,41 @@ class Executor:
         return metadata, dict(owned)
 
     def _do_create_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        return self._invite(action, report)
+
+    def _do_renew_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        """An expired link: record its acceptance if the user accepted it, else invite again."""
         user_id = action.params["user_id"]
+        metadata, owned = self._owned_metadata(user_id)
+        record = RecordedInvitation.from_metadata(owned.get("invitation"))
+        invitation_id = self._require_sealer().open(record.sealed, user_id) if record else None
+        info = self.client.invitation_info(invitation_id) if invitation_id else None
+        if info is not None and info.get("is_accepted"):
+            return self._record_acceptance(user_id, metadata, owned, info.get("accepted_at"))
+        return self._invite(action, report)
+
+    def _do_replace_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        """A link recorded in plain text (readable by read-only keys): delete it on the proxy,
+        then record the acceptance, or invite again with a sealed id."""
+        user_id = action.params["user_id"]
+        metadata, owned = self._owned_metadata(user_id)
+        record = RecordedInvitation.from_metadata(owned.get("invitation"))
+        exposed = record.exposed_id if record else None
+        info = self.client.invitation_info(exposed) if exposed else None
+        if exposed and info is not None:
+            self.client.delete_invitation(exposed)
+        accepted_at = record.accepted_at if record else None
+        if accepted_at is None and info is not None and info.get("is_accepted"):
+            accepted_at = info.get("accepted_at") or "unknown"
+        if accepted_at is not None:
+            return self._record_acceptance(user_id, metadata, owned, accepted_at, "the exposed link was deleted")
+        status, detail = self._invite(action, report)
+        return status, f"the exposed link was deleted; {detail}" if status == "done" else detail
+
+    def _invite(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        """A new link; its id is stored on the user sealed, never in the clear."""
+        user_id = action.params["user_id"]
+        sealer = self._require_sealer()
         try:
             metadata, owned = self._owned_metadata(user_id)
             invitation = self.client.new_invitation(user_id)
@@ -207,7 +246,7 @@ class Executor:
             report.invitations.append(self._record(action, None, "failed", str(exc)))
             raise
         owned["invitation"] = {
-            "id": invitation["id"],
+            "sealed": sealer.seal(str(invitation["id"]), user_id),
             "created_at": invitation.get("created_at"),
             "expires_at": invitation.get("expires_at"),
         }
@@ -218,16 +257,24 @@ class Executor:
             report.invitations.append(self._record(action, invitation, "created", error))
             return "failed", error
         report.invitations.append(self._record(action, invitation, "created"))
-        return "done", f"valid until {str(invitation.get('expires_at'))[:10]}"
+        return "done", f"valid until {utc_date(invitation.get('expires_at'))}"
 
-    def _do_record_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
-        user_id = action.params["user_id"]
-        metadata, owned = self._owned_metadata(user_id)
-        record = dict(owned.get("invitation") or {})
-        record["accepted_at"] = action.params["accepted_at"]
+    def _record_acceptance(
+        self, user_id: str, metadata: dict[str, Any], owned: dict[str, Any], accepted_at: Optional[str], note: str = ""
+    ) -> tuple[Status, str]:
+        """Keep the record, minus any plain id, with the acceptance: it is never checked again."""
+        previous = owned.get("invitation")
+        record = {k: v for k, v in previous.items() if k != "id"} if isinstance(previous, dict) else {}
+        record["accepted_at"] = accepted_at or "unknown"
         owned["invitation"] = record
         self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
-        return "done", ""
+        accepted = f"accepted on {utc_date(accepted_at) or 'an unknown date'}; recorded, no new link"
+        return "done", f"{note}; {accepted}" if note else accepted
+
+    def _require_sealer(self) -> Sealer:
+        if self._sealer is None:
+            raise ProxyError("POST", "/invitation/new", None, "no seal key: set LITELLM_MASTER_KEY or LITELLM_RECONCILER_SEAL_KEY to invite")
+        return self._sealer
 
     def _write_metadata(self, user_id: str, metadata: dict[str, Any]) -> None:
         self._metadata.pop(user_id, None)  # unknown until the write is confirmed
@@ -271,31 +318,24 @@ class OnboardingReport:
 
     Opened before the first write, so an unwritable path or an unreadable earlier report
     stops the run while nothing has changed yet. Earlier records are kept: a second run
-    must never lose the links of the first.
+    must never lose the links of the first. Written with ``files.write_private``.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._earlier: list[dict[str, Any]] = []
-        if self.path.exists():
-            try:
-                loaded = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{self.path} exists but is not a readable report ({exc}); move it away first") from None
-            if not isinstance(loaded, list):
-                raise ValueError(f"{self.path} exists but is not an onboarding report (not a list); move it away first")
-            self._earlier = loaded
+        try:
+            text = read_private(self.path)
+            loaded = json.loads(text) if text is not None else []
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{self.path} exists but is not a readable report ({exc}); move it away first") from None
+        if not isinstance(loaded, list):
+            raise ValueError(f"{self.path} exists but is not an onboarding report (not a list); move it away first")
+        self._earlier = loaded
         folder = self.path.parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise ValueError(f"cannot write the onboarding report in {folder}")
 
     def save(self, records: list[InvitationRecord]) -> Path:
         """Write the earlier records plus ``records`` atomically (safe to call again with more)."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self._earlier + [asdict(r) for r in records], handle, indent=2)
-            handle.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
-        return self.path
+        return write_private(self.path, json.dumps(self._earlier + [asdict(r) for r in records], indent=2) + "\n")

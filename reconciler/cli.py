@@ -7,7 +7,6 @@ changes), 1 error, 2 changes present (only with ``--detailed-exitcode``).
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -16,14 +15,14 @@ import click
 
 from . import __version__
 from .apply import ActionResult, InvitationRecord, OnboardingReport
+from .client import ProxyError, check_proxy_url
 from .delivery import SmtpSettings, load_template
-from .client import ProxyError
 from .desired import InputError, load_desired
+from .files import write_private
 from .importer import import_csv
 from .invitations import onboarding_status, render_json, render_table
 from .live import utc_date
 from .manager import (
-    KEY_VARIABLES,
     Connection,
     StalePlan,
     check_fingerprint,
@@ -31,12 +30,16 @@ from .manager import (
     execute,
     load_saved_plan,
     now,
+    pending_invitations,
     plan_against,
     read_for,
+    require_sealer,
 )
 from .plan import PlanConflict
 from .render import FORMATS, render, summary_line
 from .schema import SCHEMA_PATH, schema_text
+from .sealing import Sealer
+from .secrets import scrub
 
 DEFAULT_FILE = "users.yaml"
 _file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
@@ -52,12 +55,6 @@ class Failure(click.ClickException):
     exit_code = 1
 
 
-def _secrets() -> list[str]:
-    """Values that must never be printed, whatever an error message quotes."""
-    values = [os.environ.get(name, "") for name in (*KEY_VARIABLES, "SMTP_PASSWORD")]
-    return [v for value in values for v in {value, value.strip()} if len(v) >= 4]
-
-
 def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the known failures into one clear message and exit 1, with secrets scrubbed."""
 
@@ -70,10 +67,7 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
                 click.echo(f"error: {problem}", err=True)
             raise Failure(f"{len(exc.problems)} problem(s) in the input; nothing was sent to the proxy") from None
         except (ProxyError, PlanConflict, StalePlan, ValueError, OSError) as exc:
-            message = str(exc)
-            for secret in _secrets():
-                message = message.replace(secret, "***")
-            raise Failure(message) from None
+            raise Failure(scrub(str(exc))) from None
 
     return wrapper
 
@@ -141,11 +135,11 @@ def schema(check: bool, write: bool) -> None:
 def plan(file: str, fmt: str, out: Optional[str], detailed_exitcode: bool, max_chars: Optional[int], proxy_url: Optional[str], timeout: float) -> None:
     """Read the proxy, compare it with FILE and show what apply would do. Never writes."""
     desired = load_desired(file)
-    with Connection.from_env(proxy_url, timeout).client() as client:
+    with _connect(proxy_url, timeout).client() as client:
         the_plan, _ = plan_against(desired, client)
     click.echo(render(the_plan, fmt, max_chars=max_chars), nl=False)
     if out:
-        Path(out).write_text(render(the_plan, "json"), encoding="utf-8")
+        write_private(out, render(the_plan, "json"))
         click.echo(f"Saved the plan to {out}; apply it with: litellm-reconciler apply --plan {out}", err=True)
     if detailed_exitcode and the_plan.has_changes:
         sys.exit(2)
@@ -179,14 +173,14 @@ def apply(
 ) -> None:
     """Plan, show, confirm, then make exactly the planned changes; verify with a second plan."""
     desired = load_desired(file)
-    connection = Connection.from_env(proxy_url, timeout)
+    connection = _connect(proxy_url, timeout)
     # Everything that can be checked offline is checked before the first write.
     mail = (SmtpSettings.from_env(), load_template(invite_template)) if send_invites == "smtp" else None
     onboarding = OnboardingReport(report)
+    sealer = Sealer.from_env()
     with connection.client() as client:
         if plan_file:
-            the_plan = load_saved_plan(plan_file)
-            live = check_saved_plan(the_plan, desired, client)
+            the_plan, live = check_saved_plan(load_saved_plan(plan_file), desired, client)
         else:
             the_plan, live = plan_against(desired, client)
         click.echo(render(the_plan, "text"), nl=False)
@@ -195,13 +189,14 @@ def apply(
             click.echo(f"Plan fingerprint matches the reviewed plan ({the_plan.fingerprint[:16]}).")
         if not the_plan.actions:
             return
+        require_sealer(the_plan, sealer)
         if not yes:
             if not sys.stdin.isatty():
                 raise Failure("refusing to apply without confirmation: stdin is not a terminal; pass --yes")
             if not click.confirm(f"Apply these {len(the_plan.actions)} action(s)?", default=False):
                 raise Failure("apply cancelled; nothing was changed")
 
-        result = execute(the_plan, client, live, ui_url or connection.proxy_url, onboarding, mail, on_result=_print_result)
+        result = execute(the_plan, client, live, ui_url or connection.public_url, onboarding, mail, on_result=_print_result, sealer=sealer)
         if result.invitations:
             _print_invitations(result.invitations, show_links)
             click.echo(f"Onboarding links are in {onboarding.path} (mode 0600); they are credentials.")
@@ -242,9 +237,9 @@ def _print_invitations(records: list[InvitationRecord], show_links: bool) -> Non
 def invitations(file: str, fmt: str, proxy_url: Optional[str], timeout: float) -> None:
     """Show who has onboarded: accepted, pending until ..., expired, never invited. Read-only; no links."""
     desired = load_desired(file)
-    with Connection.from_env(proxy_url, timeout).client() as client:
-        moment = now()
-        rows = onboarding_status(desired, read_for(desired, client, moment, check_pending=True), moment)
+    with _connect(proxy_url, timeout).client() as client:
+        live = read_for(desired, client)
+        rows = onboarding_status(desired, live, now(), pending_invitations(desired, live, client, Sealer.from_env()))
     click.echo(render_json(rows) if fmt == "json" else render_table(rows), nl=False)
 
 
@@ -263,6 +258,14 @@ def import_csv_command(csv_file: str, yaml_file: str, team: Optional[str]) -> No
     for email, alias in result.skipped:
         click.echo(f"! {email}: already declared without team {alias!r}; edit that entry by hand")
     click.echo(f"{len(result.added)} user(s) added to {yaml_file}." if result.added else f"Nothing to add; {yaml_file} is unchanged.")
+
+
+def _connect(proxy_url: Optional[str], timeout: float) -> Connection:
+    """The connection from flags and environment; warnings about the URL go to stderr."""
+    connection = Connection.from_env(proxy_url, timeout)
+    for warning in check_proxy_url(connection.proxy_url):
+        click.echo(f"warning: {warning}", err=True)
+    return connection
 
 
 def _print_result(result: ActionResult) -> None:

@@ -15,6 +15,7 @@ Retry policy, deliberately narrow:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from typing import Any, Callable, Iterable, Optional
@@ -22,12 +23,43 @@ from typing import Any, Callable, Iterable, Optional
 import httpx
 
 from . import __version__
+from .secrets import scrub, url_without_credentials
 
 DEFAULT_PROXY_URL = "http://localhost:4000"
 CHANGED_BY = "litellm-reconciler"
 PAGE_SIZE = 100
 _RETRYABLE_GET = {429, 502, 503, 504}
 _UNKNOWN_POST = {502, 504}
+
+
+def check_proxy_url(base_url: str) -> list[str]:
+    """Refuse a proxy URL the tool cannot use safely; return warnings about one it can.
+
+    A query or fragment would be glued onto every path (and often carries a token);
+    plain ``http://`` to another host sends the master key across the network in clear.
+    The URL is quoted without its credentials part.
+    """
+    shown = url_without_credentials(base_url)
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"invalid proxy URL {shown!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"invalid proxy URL {shown!r}: expected http(s)://host[:port][/path]")
+    if url.query or url.fragment or "?" in base_url or "#" in base_url:
+        raise ValueError(f"invalid proxy URL {shown!r}: a query or fragment is not allowed; give the base URL only")
+    if url.scheme == "http" and not _is_loopback(url.host):
+        return [f"the proxy URL {shown} is plain http: the key travels unencrypted; use https"]
+    return []
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class ProxyError(Exception):
@@ -96,12 +128,7 @@ class LiteLLMClient:
         if any(not 33 <= ord(c) <= 126 for c in api_key):
             # httpx would quote the header, key included, in its error message.
             raise ValueError("the API key contains spaces, control or non-ASCII characters; check how the secret was stored")
-        try:
-            url = httpx.URL(base_url)
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"invalid proxy URL {base_url!r}: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"invalid proxy URL {base_url!r}: expected http(s)://host[:port]")
+        check_proxy_url(base_url)
         self.base_url = base_url.rstrip("/")
         self._key = api_key
         self._sleep = sleep
@@ -128,8 +155,9 @@ class LiteLLMClient:
     # ------------------------------------------------------------------ transport
 
     def redact(self, text: str) -> str:
-        """Remove the key from any text (LiteLLM echoes parts of bad keys in 401 bodies)."""
-        return text.replace(self._key, "***") if self._key else text
+        """Remove the key, links and URL credentials from any text (LiteLLM echoes keys that
+        do not start with ``sk-`` verbatim in 401 bodies)."""
+        return scrub(text, extra=[self._key])
 
     def _request(self, method: str, path: str, *, params: Optional[dict[str, Any]] = None, body: Any = None, retry_refused: bool = True) -> Any:
         headers = {"litellm-changed-by": CHANGED_BY} if method != "GET" else None
@@ -148,7 +176,7 @@ class LiteLLMClient:
                     continue
                 if method != "GET" and not isinstance(exc, httpx.ConnectError):
                     raise OutcomeUnknown(method, path, None, f"no response ({reason}); the change may or may not have been made") from None
-                raise ProxyError(method, path, None, f"cannot reach the proxy at {self.base_url} ({reason})") from None
+                raise ProxyError(method, path, None, f"cannot reach the proxy at {url_without_credentials(self.base_url)} ({reason})") from None
 
             status = response.status_code
             body = self._json_or_text(response)
@@ -293,6 +321,15 @@ class LiteLLMClient:
         except ProxyError as exc:
             if exc.kind == "team_member_already_in_team" or (exc.status == 400 and "already in team" in exc.message):
                 return {"team_id": team_id, "already_members": True}
+            raise
+
+    def delete_invitation(self, invitation_id: str) -> None:
+        """Delete a link; one that no longer exists counts as deleted."""
+        try:
+            self.post("/invitation/delete", {"invitation_id": invitation_id})
+        except ProxyError as exc:
+            if exc.status in (400, 404) and "does not exist" in exc.message:
+                return
             raise
 
     def new_invitation(self, user_id: str) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Onboarding state of the declared users, for ``litellm-reconciler invitations``.
 
-A pure function of the file and the live snapshot (which already holds
-``/invitation/info`` for every invitation still pending), so an admin sees who is
-stuck without a single extra request. Never shows links or invitation ids.
+A pure function of the file, the live snapshot and, where a seal key was available,
+``/invitation/info`` of the links still open (``manager.pending_invitations``). With a
+read-only key the ids cannot be opened, so a pending link is shown as recorded
+("not verified"). Never shows links or invitation ids.
 """
 
 from __future__ import annotations
@@ -13,9 +14,15 @@ from datetime import datetime
 from typing import Optional
 
 from .desired import DesiredState
-from .live import LiveState, invitation_expired, utc_date
+from .live import (
+    LiveInvitation,
+    LiveState,
+    RecordedInvitation,
+    invitation_expired,
+    utc_date,
+)
 
-STATES = ("accepted", "pending", "expired", "missing", "never invited", "not on the proxy")
+STATES = ("accepted", "pending", "expired", "missing", "exposed", "never invited", "not on the proxy")
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,11 @@ class OnboardingStatus:
     detail: str
 
 
-def onboarding_status(desired: DesiredState, live: LiveState, now: datetime) -> list[OnboardingStatus]:
+def onboarding_status(
+    desired: DesiredState, live: LiveState, now: datetime, checked: Optional[dict[str, LiveInvitation]] = None
+) -> list[OnboardingStatus]:
+    """One row per declared user. ``checked``: the proxy's view of open links by user id,
+    or None when they could not be looked up (no seal key)."""
     users = {u.key: u for u in live.users if u.key}
     out = []
     for spec in sorted(desired.users, key=lambda u: u.key):
@@ -35,23 +46,27 @@ def onboarding_status(desired: DesiredState, live: LiveState, now: datetime) -> 
         if user is None:
             out.append(OnboardingStatus(spec.email, None, "not on the proxy", None, "apply will create and invite"))
             continue
-        record = user.owned.get("invitation")
-        if not isinstance(record, dict):
-            out.append(OnboardingStatus(spec.email, user.user_id, "never invited", None, "set 'invite: true' to invite"))
-            continue
-        if record.get("accepted_at"):
-            out.append(OnboardingStatus(spec.email, user.user_id, "accepted", record["accepted_at"], "onboarded"))
-            continue
-        info = live.invitations.get(str(record.get("id")))
-        if info is None:
-            out.append(OnboardingStatus(spec.email, user.user_id, "missing", None, "the link was deleted on the proxy; apply re-invites"))
-        elif info.is_accepted:
-            out.append(OnboardingStatus(spec.email, user.user_id, "accepted", info.accepted_at, "onboarded"))
-        elif invitation_expired(info.expires_at, now):
-            out.append(OnboardingStatus(spec.email, user.user_id, "expired", info.expires_at, f"expired on {utc_date(info.expires_at)}; apply re-invites"))
-        else:
-            out.append(OnboardingStatus(spec.email, user.user_id, "pending", info.expires_at, f"pending until {utc_date(info.expires_at)}"))
+        row = _status(user.invitation, checked.get(user.user_id) if checked is not None else None, checked is not None, now)
+        out.append(OnboardingStatus(spec.email, user.user_id, *row))
     return out
+
+
+def _status(record: Optional[RecordedInvitation], info: Optional[LiveInvitation], verified: bool, now: datetime) -> tuple[str, Optional[str], str]:
+    if record is None:
+        return "never invited", None, "set 'invite: true' to invite"
+    if record.exposed_id:
+        return "exposed", record.expires_at, "the link was readable by read-only keys; apply replaces it"
+    if record.accepted_at:
+        return "accepted", record.accepted_at, "onboarded"
+    if verified and info is None:
+        return "missing", None, "the link is no longer on the proxy; apply re-invites once it expires"
+    if info is not None and info.is_accepted:
+        return "accepted", info.accepted_at, "onboarded (apply records it once the link expires)"
+    expires_at = info.expires_at if info is not None else record.expires_at
+    if invitation_expired(expires_at, now):
+        return "expired", expires_at, f"expired on {utc_date(expires_at)}; apply re-invites unless it was accepted"
+    unverified = "" if verified else " (not verified: needs the seal key)"
+    return "pending", expires_at, f"pending until {utc_date(expires_at)}{unverified}"
 
 
 def render_table(rows: list[OnboardingStatus]) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from .client import IncompleteRead, LiteLLMClient
 from .desired import TEAM_SETTINGS
+from .sealing import Sealer
 
 #: The one metadata key this tool owns on users and teams.
 OWNER_KEY = "litellm_reconciler"
@@ -24,10 +25,38 @@ PROXY_ADMIN_ID = "default_user_id"
 
 @dataclass(frozen=True)
 class LiveInvitation:
+    """An invitation as ``/invitation/info`` reports it (read only where the id can be opened)."""
+
     id: str
     is_accepted: bool
     accepted_at: Optional[str]
     expires_at: Optional[str]
+
+
+@dataclass(frozen=True)
+class RecordedInvitation:
+    """What this tool stored on a user about their latest invitation (``metadata``).
+
+    ``sealed`` holds the id, readable only with the seal key (see ``sealing``);
+    ``exposed_id`` is a plain id written by releases before ids were sealed: anyone
+    who can read the user (a read-only key) could use that link.
+    """
+
+    sealed: Optional[str]
+    exposed_id: Optional[str]
+    created_at: Optional[str]
+    expires_at: Optional[str]
+    accepted_at: Optional[str]
+
+    @classmethod
+    def from_metadata(cls, record: object) -> Optional["RecordedInvitation"]:
+        if not isinstance(record, dict):
+            return None
+
+        def text(name: str) -> Optional[str]:
+            return str(record[name]) if record.get(name) else None
+
+        return cls(text("sealed"), text("id"), text("created_at"), text("expires_at"), text("accepted_at"))
 
 
 @dataclass(frozen=True)
@@ -48,6 +77,11 @@ class LiveUser:
         """What this tool recorded on the user (its metadata key), or {}."""
         value = self.metadata.get(OWNER_KEY)
         return value if isinstance(value, dict) else {}
+
+    @property
+    def invitation(self) -> Optional[RecordedInvitation]:
+        """The invitation this tool recorded on the user, if any."""
+        return RecordedInvitation.from_metadata(self.owned.get("invitation"))
 
 
 @dataclass(frozen=True)
@@ -75,14 +109,9 @@ class LiveState:
 
     users: tuple[LiveUser, ...] = ()
     teams: tuple[LiveTeam, ...] = ()
-    invitations: dict[str, LiveInvitation] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "users": [asdict(u) for u in self.users],
-            "teams": [asdict(t) for t in self.teams],
-            "invitations": {k: asdict(v) for k, v in sorted(self.invitations.items())},
-        }
+        return {"users": [asdict(u) for u in self.users], "teams": [asdict(t) for t in self.teams]}
 
     @property
     def fingerprint(self) -> str:
@@ -130,52 +159,45 @@ def invitation_from_api(raw: dict[str, Any]) -> LiveInvitation:
     )
 
 
-def read_live(
-    client: LiteLLMClient,
-    *,
-    now: datetime,
-    declared: frozenset[str],
-    declared_teams: frozenset[str] = frozenset(),
-    check_pending: bool = False,
-) -> LiveState:
-    """Read users and teams completely (one retry of an inconsistent listing), then the
-    invitations this tool recorded and has not yet seen accepted.
+def read_live(client: LiteLLMClient, *, declared_teams: frozenset[str] = frozenset()) -> LiveState:
+    """Read users and teams completely (one retry of an inconsistent listing): O(pages) requests.
 
-    There is no endpoint that lists invitations, so each check is one request. A plan
-    only needs the invitations past their expiry date: an unexpired link needs nothing
-    whatever its state, while an expired one is either accepted (recorded, and never
-    checked again) or renewed. That keeps a plan at O(pages) requests. ``check_pending``
-    also checks the unexpired ones, for the status report. Only users whose lower-cased
-    email is in ``declared`` are looked at: a user removed from the file costs nothing.
+    Invitations are not looked up: whatever a plan needs about them is recorded on the
+    users, and their ids are sealed (``sealing``), so a read-only key cannot follow them.
     ``declared_teams`` (aliases and ids from the file) must be found or are looked up in full.
     """
-    for attempt in (1, 2):
-        try:
-            users = tuple(user_from_api(u) for u in client.list_users())
-            teams = tuple(team_from_api(t) for t in client.list_teams())
-            seen = {t.team_id for t in teams} | {t.alias for t in teams if t.alias}
-            referenced = {team_id for user in users for team_id in user.teams}
-            if not teams or referenced - seen or declared_teams - seen:
-                # The paginated listing may be filtered to the caller's own teams (a read-only
-                # key on 1.80). Before believing a team is missing, whether the file declares it
-                # or a user names it, read the complete listing.
-                teams = tuple(team_from_api(t) for t in client.list_teams_unpaginated())
-            break
-        except IncompleteRead:
-            if attempt == 2:
-                raise
-    invitations: dict[str, LiveInvitation] = {}
+    try:
+        return _read_once(client, declared_teams)
+    except IncompleteRead:
+        return _read_once(client, declared_teams)
+
+
+def _read_once(client: LiteLLMClient, declared_teams: frozenset[str]) -> LiveState:
+    users = tuple(user_from_api(u) for u in client.list_users())
+    teams = tuple(team_from_api(t) for t in client.list_teams())
+    seen = {t.team_id for t in teams} | {t.alias for t in teams if t.alias}
+    referenced = {team_id for user in users for team_id in user.teams}
+    if not teams or referenced - seen or declared_teams - seen:
+        # The paginated listing may be filtered to the caller's own teams (a read-only
+        # key on 1.80). Before believing a team is missing, whether the file declares it
+        # or a user names it, read the complete listing.
+        teams = tuple(team_from_api(t) for t in client.list_teams_unpaginated())
+    return LiveState(users=users, teams=teams)
+
+
+def read_invitations(client: LiteLLMClient, users: list[LiveUser], sealer: Sealer) -> dict[str, LiveInvitation]:
+    """``/invitation/info`` of each given user's sealed invitation, by user id (absent: gone
+    from the proxy or not openable with this seal key). One request per user: for the
+    status report of a few pending users, never for a plan."""
+    found: dict[str, LiveInvitation] = {}
     for user in users:
-        if user.key not in declared:
-            continue
-        record = user.owned.get("invitation")
-        if not isinstance(record, dict) or not record.get("id") or record.get("accepted_at"):
-            continue
-        if check_pending or invitation_expired(record.get("expires_at"), now):
-            info = client.invitation_info(str(record["id"]))
+        record = user.invitation
+        invitation_id = sealer.open(record.sealed, user.user_id) if record else None
+        if invitation_id:
+            info = client.invitation_info(invitation_id)
             if info is not None:
-                invitations[str(record["id"])] = invitation_from_api(info)
-    return LiveState(users=users, teams=teams, invitations=invitations)
+                found[user.user_id] = invitation_from_api(info)
+    return found
 
 
 def parse_time(value: object) -> Optional[datetime]:

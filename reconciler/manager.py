@@ -13,12 +13,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+import httpx
+
 from .apply import ActionResult, ApplyReport, Executor, OnboardingReport
 from .client import DEFAULT_PROXY_URL, LiteLLMClient
 from .delivery import SmtpSettings, send_invitations
 from .desired import DesiredState
-from .live import LiveState, read_live
-from .plan import Plan, make_plan
+from .live import LiveInvitation, LiveState, read_invitations, read_live
+from .plan import INVITING, Plan, make_plan
+from .sealing import Sealer
 
 #: Where the key comes from: a read-only key for plans may be given separately.
 KEY_VARIABLES = ("LITELLM_API_KEY", "LITELLM_MASTER_KEY")
@@ -46,22 +49,36 @@ class Connection:
     def client(self) -> LiteLLMClient:
         return LiteLLMClient(self.proxy_url, self.api_key, timeout=self.timeout)
 
+    @property
+    def public_url(self) -> str:
+        """The proxy URL without any credentials in it: the base of onboarding links."""
+        url = httpx.URL(self.proxy_url)
+        return str(url.copy_with(username=None, password=None)) if url.userinfo else self.proxy_url
+
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def read_for(desired: DesiredState, client: LiteLLMClient, moment: datetime, check_pending: bool = False) -> LiveState:
-    """The snapshot the file needs: its users' invitations, and certainty about its teams."""
+def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
+    """The snapshot the file needs, with certainty about the teams it declares."""
     teams = frozenset(t.alias for t in desired.teams) | frozenset(t.id for t in desired.teams if t.id)
-    emails = frozenset(user.key for user in desired.users)
-    return read_live(client, now=moment, declared=emails, declared_teams=teams, check_pending=check_pending)
+    return read_live(client, declared_teams=teams)
 
 
 def plan_against(desired: DesiredState, client: LiteLLMClient) -> tuple[Plan, LiveState]:
-    moment = now()
-    live = read_for(desired, client, moment)
-    return make_plan(desired, live, moment), live
+    live = read_for(desired, client)
+    return make_plan(desired, live, now()), live
+
+
+def pending_invitations(desired: DesiredState, live: LiveState, client: LiteLLMClient, sealer: Optional[Sealer]) -> Optional[dict[str, LiveInvitation]]:
+    """For the status report: ``/invitation/info`` of the declared users' unaccepted links, by
+    user id; None without a seal key (a read-only key cannot follow a sealed id)."""
+    if sealer is None:
+        return None
+    declared = {user.key for user in desired.users}
+    open_records = [u for u in live.users if u.key in declared and u.invitation and not u.invitation.accepted_at]
+    return read_invitations(client, open_records, sealer)
 
 
 def load_saved_plan(path: str | Path) -> Plan:
@@ -77,15 +94,36 @@ def load_saved_plan(path: str | Path) -> Plan:
         raise ValueError(f"{path} is not a litellm-reconciler plan ({type(exc).__name__}: {exc})") from None
 
 
-def check_saved_plan(saved: Plan, desired: DesiredState, client: LiteLLMClient) -> LiveState:
-    """Refuse a saved plan when the proxy changed since it was made (Terraform's stale plan).
+def check_saved_plan(saved: Plan, desired: DesiredState, client: LiteLLMClient) -> tuple[Plan, LiveState]:
+    """The plan to apply for a saved one: a fresh plan of the file against the proxy, refused
+    unless it is exactly the saved plan (Terraform's stale plan).
 
-    The snapshot is read for the users the file declares, as the plan's was; a file whose
-    users changed since therefore counts as a change too."""
-    live = read_for(desired, client, now())
+    The saved file is never trusted on its own: its actions are compared with what the
+    file and the proxy call for now, so an edited ``plan.json`` (fingerprint recomputed or
+    not) is refused as surely as a proxy that changed since the review.
+    """
+    fresh, live = plan_against(desired, client)
     if live.fingerprint != saved.live_fingerprint:
-        raise StalePlan("the proxy (or the file's list of users) changed since this plan was made; run 'plan' again and review the new plan")
-    return live
+        raise StalePlan("the proxy changed since this plan was made; run 'plan' again and review the new plan")
+    saved_actions = {a.address + "/" + a.kind: a.to_dict() for a in saved.actions}
+    fresh_actions = {a.address + "/" + a.kind: a.to_dict() for a in fresh.actions}
+    if [a.to_dict() for a in saved.actions] != [a.to_dict() for a in fresh.actions]:
+        differing = sorted(k for k in saved_actions.keys() | fresh_actions.keys() if saved_actions.get(k) != fresh_actions.get(k))
+        shown = ", ".join(differing[:5]) + (f" and {len(differing) - 5} more" if len(differing) > 5 else "")
+        raise StalePlan(
+            f"the saved plan is not what {desired.source} and the proxy call for now ({shown or 'the order of the actions'} differ); "
+            "it was edited or made from another file. Nothing was applied; run 'plan' again and review the new plan"
+        )
+    return fresh, live
+
+
+def require_sealer(plan: Plan, sealer: Optional[Sealer]) -> None:
+    """Refuse, before any write, a plan that invites when invitation ids cannot be sealed."""
+    if sealer is None and any(a.kind in INVITING for a in plan.actions):
+        raise ValueError(
+            "this plan creates onboarding links, whose ids are stored sealed: set LITELLM_MASTER_KEY "
+            "or LITELLM_RECONCILER_SEAL_KEY (the same one on every apply). Nothing was applied"
+        )
 
 
 def check_fingerprint(plan: Plan, expected: str) -> None:
@@ -103,11 +141,12 @@ def execute(
     report: OnboardingReport,
     mail: Optional[tuple[SmtpSettings, str]],
     on_result: Callable[[ActionResult], None],
+    sealer: Optional[Sealer],
 ) -> ApplyReport:
     """Run the plan, then deliver the links. The report is saved as soon as the links exist
     and again after mailing, so a failure while sending never loses one."""
     metadata = {user.user_id: user.metadata for user in live.users}
-    result = Executor(client, ui_base, on_result=on_result, metadata=metadata).run(plan)
+    result = Executor(client, ui_base, on_result=on_result, metadata=metadata, sealer=sealer).run(plan)
     if result.invitations:
         report.save(result.invitations)
         if mail is not None:

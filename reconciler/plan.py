@@ -14,21 +14,41 @@ import json
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from deepdiff import DeepDiff
 
 from .desired import DEFAULT_ROLE, DesiredState, TeamSpec, UserSpec
-from .live import OWNER_KEY, PROXY_ADMIN_ID, LiveState, LiveTeam, LiveUser, invitation_expired, utc_date
+from .live import (
+    OWNER_KEY,
+    PROXY_ADMIN_ID,
+    LiveState,
+    LiveTeam,
+    LiveUser,
+    invitation_expired,
+    utc_date,
+)
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: invitations renewed and replaced by apply, no record_invitation
 # Ids of objects the tool creates are derived from their names, so a plan is
 # reproducible and a create whose response was lost can be read back by id.
 _ID_NAMESPACE = uuid.UUID("6f3b1c52-8d4e-4f0a-9a57-2c1d7e9b4a10")
 
-PHASES = ("create_inviter", "create_team", "update_team", "create_user", "update_user", "add_member", "create_invitation", "record_invitation")
-#: Kinds that only keep the tool's own records current; they change nobody's access.
-BOOKKEEPING = frozenset({"record_invitation"})
+PHASES = (
+    "create_inviter",
+    "create_team",
+    "update_team",
+    "create_user",
+    "update_user",
+    "add_member",
+    "create_invitation",
+    "renew_invitation",
+    "replace_invitation",
+)
+#: Kinds that may call ``/invitation/new`` (and so need the inviter user to exist).
+INVITING = frozenset({"create_invitation", "renew_invitation", "replace_invitation"})
+#: Why an invitation recorded in plain text is replaced (the security migration).
+EXPOSED_REASON = "link was readable by read-only keys"
 
 
 @dataclass(frozen=True)
@@ -97,8 +117,7 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        """True when an action changes someone's access (bookkeeping alone does not count)."""
-        return any(a.kind not in BOOKKEEPING for a in self.actions)
+        return bool(self.actions)
 
     @property
     def fingerprint(self) -> str:
@@ -187,8 +206,8 @@ def make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
         raise PlanConflict(conflicts)
     for user in desired.users:
         actions.extend(_plan_memberships(user, desired, matched))
-    invitations = [a for user in desired.users for a in _plan_invitation(user, desired, live, matched, now)]
-    if any(a.kind == "create_invitation" for a in invitations) and PROXY_ADMIN_ID not in {u.user_id for u in live.users}:
+    invitations = [a for user in desired.users for a in _plan_invitation(user, desired, matched, now)]
+    if any(a.kind in INVITING for a in invitations) and PROXY_ADMIN_ID not in {u.user_id for u in live.users}:
         actions.append(
             Action(
                 kind="create_inviter",
@@ -198,7 +217,7 @@ def make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
             )
         )
         inviter = (f"user.{PROXY_ADMIN_ID}",)
-        invitations = [replace(a, depends_on=a.depends_on + inviter) if a.kind == "create_invitation" else a for a in invitations]
+        invitations = [replace(a, depends_on=a.depends_on + inviter) for a in invitations]
     actions.extend(invitations)
     drift.extend(_drift(desired, live, matched))
 
@@ -352,51 +371,46 @@ def _plan_memberships(user: UserSpec, desired: DesiredState, matched: _Matched) 
     return actions
 
 
-def _plan_invitation(user: UserSpec, desired: DesiredState, live: LiveState, matched: _Matched, now: datetime) -> list[Action]:
+def _plan_invitation(user: UserSpec, desired: DesiredState, matched: _Matched, now: datetime) -> list[Action]:
+    """Decided from what the tool recorded on the user alone: no invitation is looked up.
+
+    A pending link needs nothing. A link past its expiry is renewed; whether it was
+    accepted meanwhile can only be read with the sealed id, so apply checks that first
+    and records the acceptance instead of inviting again.
+    """
     address = f"invitation.{user.key}"
     user_id = matched.user_ids[user.key]
     current = matched.live_users.get(user.key)
     if current is None:
-        return [_invite(address, user, user_id, "new user", (f"user.{user.key}",))]
-    owned = current.owned
-    record = owned.get("invitation") if isinstance(owned.get("invitation"), dict) else None
+        return [_invitation("create_invitation", address, user, user_id, "new user", (f"user.{user.key}",))]
+    record = current.invitation
     if record is None:
         wants = user.invite if user.invite is not None else desired.spec.defaults.invite
-        if owned.get("managed"):
-            return [_invite(address, user, user_id, "created by this tool but never invited", ())]
+        if current.owned.get("managed"):
+            return [_invitation("create_invitation", address, user, user_id, "created by this tool but never invited", ())]
         if wants:
-            return [_invite(address, user, user_id, "invite: true and never invited by this tool", ())]
+            return [_invitation("create_invitation", address, user, user_id, "invite: true and never invited by this tool", ())]
         return []
-    if record.get("accepted_at"):
+    if record.exposed_id:
+        if record.accepted_at:
+            why = f"{EXPOSED_REASON}; accepted on {utc_date(record.accepted_at) or 'an unknown date'}, the old link is deleted"
+        else:
+            why = f"{EXPOSED_REASON}; the old link is deleted and a new one created"
+        return [_invitation("replace_invitation", address, user, user_id, why, ())]
+    if record.accepted_at or not invitation_expired(record.expires_at, now):
         return []
-    info = live.invitations.get(str(record.get("id")))
-    if info is None:
-        if not invitation_expired(record.get("expires_at"), now):
-            return []  # pending: unexpired links are not even looked up (see live.read_live)
-        return [_invite(address, user, user_id, "the previous invitation no longer exists on the proxy", ())]
-    if info.is_accepted:
-        return [
-            Action(
-                kind="record_invitation",
-                address=address,
-                reason=f"invitation accepted on {utc_date(info.accepted_at) or 'an unknown date'}; recorded so it is not checked again",
-                params={"user_id": user_id, "accepted_at": info.accepted_at or "unknown"},  # no clock: plans are reproducible
-            )
-        ]
-    if invitation_expired(info.expires_at, now):
-        return [
-            _invite(address, user, user_id, f"previous invitation expired on {utc_date(info.expires_at)}", ())
-        ]
-    return []
+    expired = utc_date(record.expires_at) or "an unreadable date"
+    why = f"the previous invitation expired on {expired}; apply records it if it was accepted, else creates a new link"
+    return [_invitation("renew_invitation", address, user, user_id, why, ())]
 
 
-def _invite(address: str, user: UserSpec, user_id: str, why: str, depends: tuple[str, ...]) -> Action:
-    # No metadata in params: the executor merges into the user's metadata as read at
-    # apply time, and a plan file never carries invitation ids of pending links.
+def _invitation(kind: str, address: str, user: UserSpec, user_id: str, why: str, depends: tuple[str, ...]) -> Action:
+    # No metadata and no ids in params: the executor merges into the user's metadata as
+    # read at apply time, and a plan file never carries an invitation id.
     return Action(
-        kind="create_invitation",
+        kind=kind,
         address=address,
-        reason=f"invitation will be created: {why}",
+        reason=why if kind != "create_invitation" else f"invitation will be created: {why}",
         params={"user_id": user_id, "user_email": user.email},
         depends_on=depends,
     )

@@ -16,9 +16,11 @@ from reconciler.apply import ApplyReport, Executor, InvitationRecord, Onboarding
 from reconciler.client import LiteLLMClient
 from reconciler.desired import TEAM_SETTINGS, parse_desired
 from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, read_live
-from reconciler.plan import Plan, make_plan, new_team_id, new_user_id
+from reconciler.plan import EXPOSED_REASON, Plan, make_plan, new_team_id, new_user_id
+from reconciler.sealing import Sealer
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+SEALER = Sealer("apply-side-secret")
 UI = "https://ui.example.test/"
 
 #: A fault that lets the proxy make the change, then loses the response.
@@ -177,6 +179,12 @@ class FakeLiteLLM:
             return error(404, f"Team not found, passed team id: {params['team_id']}.")
         return httpx.Response(200, json={"team_id": team["team_id"], "team_info": team, "keys": []})
 
+    def post_invitation_delete(self, body: dict[str, Any]) -> httpx.Response:
+        found = self.invitations.pop(body["invitation_id"], None)
+        if found is None:
+            return httpx.Response(400, json={"detail": {"error": "Invitation id does not exist in the database."}})
+        return httpx.Response(200, json=found)
+
     def get_invitation_info(self, params: httpx.QueryParams) -> httpx.Response:
         found = self.invitations.get(params["invitation_id"])
         if found is None:
@@ -192,12 +200,11 @@ def desired(body: str):
 
 
 def plan_against(proxy: FakeLiteLLM, body: str) -> Plan:
-    wanted = desired(body)
-    return make_plan(wanted, read_live(proxy.client(), now=NOW, declared=frozenset(u.key for u in wanted.users)), NOW)
+    return make_plan(desired(body), read_live(proxy.client()), NOW)
 
 
 def apply(proxy: FakeLiteLLM, plan: Plan) -> ApplyReport:
-    return Executor(proxy.client(), UI).run(plan)
+    return Executor(proxy.client(), UI, sealer=SEALER).run(plan)
 
 
 def statuses(report: ApplyReport) -> dict[str, str]:
@@ -345,7 +352,7 @@ def test_lost_member_add_is_confirmed_from_the_roster():
 # --------------------------------------------------------------------------- invitations
 
 
-def test_invitation_is_recorded_on_the_user_merging_metadata():
+def test_invitation_is_recorded_on_the_user_sealed_merging_metadata():
     proxy = FakeLiteLLM()
     proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
     proxy.add_user("u-1", "Alice@Example.com", metadata={"cost_center": "42", OWNER_KEY: {"managed": True, "note": "kept"}})
@@ -355,7 +362,11 @@ def test_invitation_is_recorded_on_the_user_merging_metadata():
     metadata = proxy.users["u-1"]["metadata"]
     assert metadata["cost_center"] == "42"
     assert metadata[OWNER_KEY]["managed"] is True and metadata[OWNER_KEY]["note"] == "kept"
-    assert metadata[OWNER_KEY]["invitation"] == {"id": invitation_id, "created_at": "2026-11-27T12:00:00Z", "expires_at": "2026-12-04T12:00:00Z"}
+    recorded = metadata[OWNER_KEY]["invitation"]
+    assert {k: v for k, v in recorded.items() if k != "sealed"} == {"created_at": "2026-11-27T12:00:00Z", "expires_at": "2026-12-04T12:00:00Z"}
+    assert invitation_id not in json.dumps(metadata), "a read-only key can read metadata: the id is sealed"
+    assert SEALER.open(recorded["sealed"], "u-1") == invitation_id
+    assert Sealer("another-secret").open(recorded["sealed"], "u-1") is None
     (record,) = report.invitations
     assert record == InvitationRecord(
         email="alice@example.com",
@@ -368,20 +379,100 @@ def test_invitation_is_recorded_on_the_user_merging_metadata():
     assert all("onboarding" not in r.detail for r in report.results), "action results never carry the link"
 
 
-def test_accepted_invitation_is_recorded_without_losing_metadata():
+def _invited(proxy: FakeLiteLLM, invitation_id: str, *, accepted_at: Optional[str], expires_at: str, sealed: bool = True) -> None:
+    """A user u-1 whose invitation ``invitation_id`` is recorded (sealed, or plain as releases before 0.2 did)."""
+    proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
+    record = {"sealed": SEALER.seal(invitation_id, "u-1")} if sealed else {"id": invitation_id}
+    record["expires_at"] = expires_at
+    proxy.add_user("u-1", "alice@example.com", metadata={"x": 1, OWNER_KEY: {"managed": True, "invitation": record}})
+    proxy.invitations[invitation_id] = {"id": invitation_id, "user_id": "u-1", "is_accepted": accepted_at is not None, "accepted_at": accepted_at, "expires_at": expires_at}
+
+
+ALICE = "version: 1\nusers: [{email: alice@example.com}]\n"
+
+
+def test_an_expired_invitation_that_was_accepted_is_recorded_at_apply_without_a_new_link():
+    proxy = FakeLiteLLM()
+    _invited(proxy, "inv-7", accepted_at="2026-11-14T09:00:00Z", expires_at="2026-11-20T00:00:00Z")
+    plan = plan_against(proxy, ALICE)
+    assert [(a.kind, a.address) for a in plan.actions] == [("renew_invitation", "invitation.alice@example.com")]
+    assert not [r for r in proxy.requests if r[1] == "/invitation/info"], "the plan never looks an invitation up"
+    report = apply(proxy, plan)
+    assert report.ok and report.invitations == [] and proxy.posts("/invitation/new") == []
+    assert "accepted on 2026-11-14" in report.results[0].detail
+    owned = proxy.users["u-1"]["metadata"][OWNER_KEY]
+    assert owned["invitation"]["accepted_at"] == "2026-11-14T09:00:00Z" and proxy.users["u-1"]["metadata"]["x"] == 1
+    assert plan_against(proxy, ALICE).actions == ()
+
+
+def test_an_expired_invitation_not_accepted_is_renewed():
+    proxy = FakeLiteLLM()
+    _invited(proxy, "inv-7", accepted_at=None, expires_at="2026-11-20T00:00:00Z")
+    report = apply(proxy, plan_against(proxy, ALICE))
+    assert report.ok and len(proxy.posts("/invitation/new")) == 1
+    (record,) = report.invitations
+    assert record.status == "created" and record.invitation_id != "inv-7"
+    assert SEALER.open(proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]["sealed"], "u-1") == record.invitation_id
+    assert plan_against(proxy, ALICE).actions == ()
+
+
+def test_a_sealed_id_that_does_not_open_is_renewed_once_expired():
+    proxy = FakeLiteLLM()
+    _invited(proxy, "inv-7", accepted_at=None, expires_at="2026-11-20T00:00:00Z")
+    report = Executor(proxy.client(), UI, sealer=Sealer("rotated")).run(plan_against(proxy, ALICE))
+    assert report.ok and len(report.invitations) == 1
+    assert not [r for r in proxy.requests if r[1] == "/invitation/info"]
+
+
+def test_a_pending_sealed_invitation_needs_nothing():
+    proxy = FakeLiteLLM()
+    _invited(proxy, "inv-7", accepted_at=None, expires_at="2026-12-01T00:00:00Z")
+    assert plan_against(proxy, ALICE).actions == ()
+
+
+@pytest.mark.parametrize("expires_at", ["2026-12-01T00:00:00Z", "2026-11-20T00:00:00Z"])
+def test_a_plain_invitation_id_is_deleted_on_the_proxy_and_replaced(expires_at):
+    proxy = FakeLiteLLM()
+    _invited(proxy, "inv-7", accepted_at=None, expires_at=expires_at, sealed=False)
+    plan = plan_against(proxy, ALICE)
+    (action,) = plan.actions
+    assert action.kind == "replace_invitation" and EXPOSED_REASON in action.reason
+    assert "inv-7" not in json.dumps(plan.to_dict()), "the plan never carries an id"
+    report = apply(proxy, plan)
+    assert report.ok
+    assert proxy.posts("/invitation/delete") == [{"invitation_id": "inv-7"}] and "inv-7" not in proxy.invitations
+    (record,) = report.invitations
+    recorded = proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]
+    assert "id" not in recorded and SEALER.open(recorded["sealed"], "u-1") == record.invitation_id
+    assert plan_against(proxy, ALICE).actions == ()
+
+
+def test_a_plain_invitation_id_that_was_accepted_is_deleted_and_not_replaced():
+    proxy = FakeLiteLLM()
+    _invited(proxy, "inv-7", accepted_at="2026-11-25T08:00:00Z", expires_at="2026-12-01T00:00:00Z", sealed=False)
+    report = apply(proxy, plan_against(proxy, ALICE))
+    assert report.ok and report.invitations == [] and proxy.posts("/invitation/new") == []
+    assert "inv-7" not in proxy.invitations, "on 1.80 an opened link stays usable until it expires"
+    recorded = proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]
+    assert recorded == {"expires_at": "2026-12-01T00:00:00Z", "accepted_at": "2026-11-25T08:00:00Z"}
+    assert plan_against(proxy, ALICE).actions == ()
+
+
+def test_a_plain_id_no_longer_on_the_proxy_is_replaced_without_a_delete():
+    proxy = FakeLiteLLM()
+    _invited(proxy, "inv-7", accepted_at=None, expires_at="2026-12-01T00:00:00Z", sealed=False)
+    del proxy.invitations["inv-7"]
+    report = apply(proxy, plan_against(proxy, ALICE))
+    assert report.ok and proxy.posts("/invitation/delete") == [] and len(report.invitations) == 1
+
+
+def test_an_invitation_without_a_seal_key_fails_before_calling_the_proxy():
     proxy = FakeLiteLLM()
     proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
-    proxy.add_user("u-1", "alice@example.com", metadata={"x": 1, OWNER_KEY: {"managed": True, "invitation": {"id": "inv-7", "expires_at": "2026-11-20"}}})
-    # Accepted, then expired: a plan looks it up (only expired links are) and records the acceptance.
-    proxy.invitations["inv-7"] = {"id": "inv-7", "user_id": "u-1", "is_accepted": True, "accepted_at": "2026-11-14T09:00:00Z", "expires_at": "2026-11-20T00:00:00Z"}
-    body = "version: 1\nusers: [{email: alice@example.com}]\n"
-    report = apply(proxy, plan_against(proxy, body))
-    assert report.ok and report.invitations == []
-    assert proxy.users["u-1"]["metadata"] == {
-        "x": 1,
-        OWNER_KEY: {"managed": True, "invitation": {"id": "inv-7", "expires_at": "2026-11-20", "accepted_at": "2026-11-14T09:00:00Z"}},
-    }
-    assert plan_against(proxy, body).actions == ()
+    proxy.add_user("u-1", "alice@example.com", metadata={OWNER_KEY: {"managed": True}})
+    report = Executor(proxy.client(), UI).run(plan_against(proxy, ALICE))
+    assert report.results[0].status == "failed" and "seal key" in report.results[0].detail
+    assert proxy.posts("/invitation/new") == []
 
 
 def test_onboarding_link():

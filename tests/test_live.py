@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import httpx
 import pytest
 
 from reconciler.client import IncompleteRead, LiteLLMClient
-from reconciler.live import read_live
-
-NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
-
+from reconciler.live import read_invitations, read_live
+from reconciler.sealing import Sealer
 
 def user(user_id: str, teams: list[str]) -> dict:
     return {"user_id": user_id, "user_email": f"{user_id}@x.com", "user_role": "internal_user", "teams": teams, "metadata": {}}
@@ -40,7 +36,7 @@ def test_a_filtered_team_listing_is_completed_from_team_list() -> None:
     # litellm 1.80 shows a proxy_admin_viewer key only its own teams on /v2/team/list.
     calls: list[str] = []
     routes = {"/user/list": [page("users", [user("u1", ["t1", "t2"])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[team("t2"), team("t1")]]}
-    live = read_live(client(routes, calls), now=NOW, declared=frozenset())
+    live = read_live(client(routes, calls))
     assert [t.team_id for t in live.teams] == ["t1", "t2"]
     assert calls.count("/team/list") == 1
 
@@ -48,7 +44,7 @@ def test_a_filtered_team_listing_is_completed_from_team_list() -> None:
 def test_a_consistent_paginated_listing_is_used_alone() -> None:
     calls: list[str] = []
     routes = {"/user/list": [page("users", [user("u1", ["t1"])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[]]}
-    live = read_live(client(routes, calls), now=NOW, declared=frozenset())
+    live = read_live(client(routes, calls))
     assert [t.team_id for t in live.teams] == ["t1"]
     assert "/team/list" not in calls
     assert len(calls) == 2, "a plan reads O(pages), nothing per user"
@@ -58,22 +54,35 @@ def test_an_inconsistent_listing_is_read_once_more_then_fails() -> None:
     calls: list[str] = []
     short = page("users", [user("u1", [])], total=2)
     routes = {"/user/list": [short, page("users", [user("u1", []), user("u2", [])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[team("t1")]]}
-    assert [u.user_id for u in read_live(client(routes, calls), now=NOW, declared=frozenset()).users] == ["u1", "u2"]
+    assert [u.user_id for u in read_live(client(routes, calls)).users] == ["u1", "u2"]
 
     routes = {"/user/list": [short], "/v2/team/list": [page("teams", [])], "/team/list": [[]]}
     with pytest.raises(IncompleteRead, match="read 1 distinct users but the proxy reports 2"):
-        read_live(client(routes, []), now=NOW, declared=frozenset())
+        read_live(client(routes, []))
 
 
-def test_invitations_of_users_not_in_the_file_are_never_looked_up() -> None:
+def test_a_plan_never_looks_an_invitation_up() -> None:
+    # Whatever users recorded, expired or not: a plan costs the pages, nothing per user.
     calls: list[str] = []
-    expired = {"litellm_reconciler": {"invitation": {"id": "inv-1", "expires_at": "2026-01-01T00:00:00Z"}}}
-    gone, kept = user("gone", []), user("kept", [])
-    gone["metadata"], kept["metadata"] = expired, {"litellm_reconciler": {"invitation": {"id": "inv-2", "expires_at": "2026-01-01T00:00:00Z"}}}
-    info = {"id": "inv-2", "is_accepted": False, "accepted_at": None, "expires_at": "2026-01-01T00:00:00Z"}
-    routes = {"/user/list": [page("users", [gone, kept])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[]], "/invitation/info": [info]}
-    live = read_live(client(routes, calls), now=NOW, declared=frozenset({"kept@x.com"}))
-    assert list(live.invitations) == ["inv-2"]
+    expired = {"litellm_reconciler": {"invitation": {"sealed": "v1.x", "expires_at": "2026-01-01T00:00:00Z"}}}
+    rows = [{**user(f"u{i}", []), "metadata": expired} for i in range(3)]
+    routes = {"/user/list": [page("users", rows)], "/v2/team/list": [page("teams", [team("t1")])]}
+    live = read_live(client(routes, calls))
+    assert calls == ["/user/list", "/v2/team/list"]
+    assert all(u.invitation is not None and u.invitation.sealed == "v1.x" for u in live.users)
+
+
+def test_read_invitations_opens_only_ids_sealed_for_that_user() -> None:
+    sealer = Sealer("apply-secret")
+    mine = {**user("u1", []), "metadata": {"litellm_reconciler": {"invitation": {"sealed": sealer.seal("inv-1", "u1")}}}}
+    # u2 carries u1's sealed id: it does not open for u2 (bound to the user), so nothing is looked up for it.
+    copied = {**user("u2", []), "metadata": {"litellm_reconciler": {"invitation": {"sealed": sealer.seal("inv-1", "u1")}}}}
+    calls: list[str] = []
+    info = {"id": "inv-1", "is_accepted": True, "accepted_at": "2026-01-02T00:00:00Z", "expires_at": "2026-01-08T00:00:00Z"}
+    routes = {"/user/list": [page("users", [mine, copied])], "/v2/team/list": [page("teams", [team("t1")])], "/invitation/info": [info]}
+    c = client(routes, calls)
+    found = read_invitations(c, list(read_live(c).users), sealer)
+    assert list(found) == ["u1"] and found["u1"].is_accepted
     assert calls.count("/invitation/info") == 1
 
 
@@ -82,6 +91,6 @@ def test_a_declared_team_missing_from_the_listing_is_checked_in_the_complete_one
     calls: list[str] = []
     ops = {**team("t-ops"), "team_alias": "ops"}
     routes = {"/user/list": [page("users", [user("u1", ["t1"])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[team("t1"), ops]]}
-    live = read_live(client(routes, calls), now=NOW, declared=frozenset(), declared_teams=frozenset({"t1", "ops"}))
+    live = read_live(client(routes, calls), declared_teams=frozenset({"t1", "ops"}))
     assert sorted(t.alias for t in live.teams) == ["ops", "t1"]
     assert calls.count("/team/list") == 1

@@ -10,8 +10,8 @@ from typing import Any, Optional
 import pytest
 
 from reconciler.desired import TEAM_SETTINGS, DesiredState, parse_desired
-from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, LiveInvitation, LiveMember, LiveState, LiveTeam, LiveUser, invitation_expired
-from reconciler.plan import PHASES, Action, Plan, PlanConflict, make_plan, new_team_id, new_user_id
+from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, LiveMember, LiveState, LiveTeam, LiveUser, invitation_expired
+from reconciler.plan import EXPOSED_REASON, PHASES, Action, Plan, PlanConflict, make_plan, new_team_id, new_user_id
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 MANAGED = {OWNER_KEY: {"managed": True}}
@@ -46,23 +46,19 @@ def live_user(
     return LiveUser(user_id=user_id, email=email, role=role, alias=alias, teams=tuple(sorted(teams)), metadata=metadata or {})
 
 
-def invited_user(user_id: str, email: str, invitation_id: str, **record: Any) -> LiveUser:
-    """A user this tool created and invited (the record it keeps in the user's metadata)."""
-    return live_user(user_id, email, metadata={OWNER_KEY: {"managed": True, "invitation": {"id": invitation_id, **record}}})
-
-
-def invitation(invitation_id: str, user_id: str, *, expires_at: str = "2026-12-01T10:00:00Z", accepted_at: Optional[str] = None) -> LiveInvitation:
-    return LiveInvitation(id=invitation_id, is_accepted=accepted_at is not None, accepted_at=accepted_at, expires_at=expires_at)
+def invited_user(user_id: str, email: str, **record: Any) -> LiveUser:
+    """A user this tool created and invited (the record it keeps in the user's metadata; the id sealed)."""
+    return live_user(user_id, email, metadata={OWNER_KEY: {"managed": True, "invitation": {"sealed": "v1.opaque", **record}}})
 
 
 ADMIN = live_user(PROXY_ADMIN_ID, None, role="proxy_admin")
 
 
-def state(*objects: Any, invitations: tuple[LiveInvitation, ...] = (), admin: bool = True) -> LiveState:
+def state(*objects: Any, admin: bool = True) -> LiveState:
     """A snapshot from a mix of LiveUser/LiveTeam; the inviter row exists unless ``admin=False``."""
     users = tuple(o for o in objects if isinstance(o, LiveUser)) + ((ADMIN,) if admin else ())
     teams = tuple(o for o in objects if isinstance(o, LiveTeam))
-    return LiveState(users=users, teams=teams, invitations={i.id: i for i in invitations})
+    return LiveState(users=users, teams=teams)
 
 
 def plan_for(spec: DesiredState, live: LiveState = LiveState(), now: datetime = NOW) -> Plan:
@@ -83,7 +79,6 @@ def converge(plan: Plan, live: LiveState) -> LiveState:
     """What the proxy would look like after a perfect apply of ``plan`` (an in-memory proxy)."""
     users = {u.user_id: u for u in live.users}
     teams = {t.team_id: t for t in live.teams}
-    invitations = dict(live.invitations)
     for action in plan.actions:
         p = action.params
         if action.kind in ("create_user", "create_inviter"):
@@ -103,19 +98,13 @@ def converge(plan: Plan, live: LiveState) -> LiveState:
             team, user = teams[p["team_id"]], users[p["user_id"]]
             teams[team.team_id] = replace(team, members=team.members + (LiveMember(user.user_id, "user"),))
             users[user.user_id] = replace(user, teams=tuple(sorted(user.teams + (team.team_id,))))
-        elif action.kind == "create_invitation":
+        elif action.kind in ("create_invitation", "renew_invitation", "replace_invitation"):
             user = users[p["user_id"]]
-            new = invitation(f"inv-{user.user_id}", user.user_id, expires_at=(NOW + timedelta(days=7)).isoformat())
-            invitations[new.id] = new
-            owned = {**user.owned, "invitation": {"id": new.id, "expires_at": new.expires_at}}
-            users[user.user_id] = replace(user, metadata={**user.metadata, OWNER_KEY: owned})
-        elif action.kind == "record_invitation":
-            user = users[p["user_id"]]
-            owned = {**user.owned, "invitation": {**user.owned["invitation"], "accepted_at": p["accepted_at"]}}
+            owned = {**user.owned, "invitation": {"sealed": f"v1.{user.user_id}", "expires_at": (NOW + timedelta(days=7)).isoformat()}}
             users[user.user_id] = replace(user, metadata={**user.metadata, OWNER_KEY: owned})
         else:  # pragma: no cover - a new kind needs a line here
             raise AssertionError(action.kind)
-    return LiveState(users=tuple(users.values()), teams=tuple(teams.values()), invitations=invitations)
+    return LiveState(users=tuple(users.values()), teams=tuple(teams.values()))
 
 
 TWO_TEAMS = """
@@ -451,8 +440,8 @@ PENDING = "2026-12-01T10:00:00Z"  # after NOW
 EXPIRED = "2026-11-20T09:00:00Z"  # a week before NOW
 
 
-def invitation_plan(user: LiveUser, *invitations_: LiveInvitation, body: str = ALICE, now: datetime = NOW) -> Plan:
-    return plan_for(desired(body), state(user, invitations=invitations_), now)
+def invitation_plan(user: LiveUser, body: str = ALICE, now: datetime = NOW) -> Plan:
+    return plan_for(desired(body), state(user), now)
 
 
 def test_new_user_is_invited_after_its_creation():
@@ -464,13 +453,7 @@ def test_new_user_is_invited_after_its_creation():
 
 
 def test_pending_unexpired_invitation_plans_nothing():
-    user = invited_user("u1", "a@example.com", "inv-1", expires_at=PENDING)
-    assert invitation_plan(user, invitation("inv-1", "u1", expires_at=PENDING)).actions == ()
-
-
-def test_unexpired_invitation_that_was_not_looked_up_plans_nothing():
-    # read_live only looks up links past their expiry date; an unexpired record needs nothing
-    assert invitation_plan(invited_user("u1", "a@example.com", "inv-1", expires_at=PENDING)).actions == ()
+    assert invitation_plan(invited_user("u1", "a@example.com", expires_at=PENDING)).actions == ()
 
 
 @pytest.mark.parametrize(
@@ -490,43 +473,44 @@ def test_invitation_expiry_is_date_granular_in_utc(expires_at, now, expired):
     assert invitation_expired(expires_at, now) is expired
 
 
-def test_expired_invitation_is_reissued_with_the_expiry_date():
-    user = invited_user("u1", "a@example.com", "inv-1", expires_at=EXPIRED)
-    (action,) = invitation_plan(user, invitation("inv-1", "u1", expires_at=EXPIRED)).actions
-    assert (action.kind, action.address) == ("create_invitation", "invitation.a@example.com")
-    assert "expired" in action.reason and "2026-11-20" in action.reason
-    assert action.depends_on == ()
-    assert "inv-1" not in str(action.to_dict())
+def test_expired_invitation_is_renewed_with_the_expiry_date_and_checked_at_apply():
+    (action,) = invitation_plan(invited_user("u1", "a@example.com", expires_at=EXPIRED)).actions
+    assert (action.kind, action.address) == ("renew_invitation", "invitation.a@example.com")
+    assert "expired on 2026-11-20" in action.reason and "if it was accepted" in action.reason
+    assert action.params == {"user_id": "u1", "user_email": "a@example.com"} and action.depends_on == ()
+    assert "v1.opaque" not in str(action.to_dict())
 
 
-def test_invitation_expiring_today_is_not_reissued():
-    today = "2026-11-27T01:00:00Z"
-    user = invited_user("u1", "a@example.com", "inv-1", expires_at=today)
-    assert invitation_plan(user, invitation("inv-1", "u1", expires_at=today)).actions == ()
+@pytest.mark.parametrize("recorded_expiry", [None, "not a date"])
+def test_an_unreadable_expiry_counts_as_expired(recorded_expiry):
+    record = {"expires_at": recorded_expiry} if recorded_expiry else {}
+    (action,) = invitation_plan(invited_user("u1", "a@example.com", **record)).actions
+    assert action.kind == "renew_invitation"
 
 
-def test_accepted_invitation_is_only_bookkeeping():
-    user = invited_user("u1", "a@example.com", "inv-1", expires_at=EXPIRED)
-    plan = invitation_plan(user, invitation("inv-1", "u1", expires_at=EXPIRED, accepted_at="2026-11-25T08:00:00Z"))
-    (action,) = plan.actions
-    assert (action.kind, action.address) == ("record_invitation", "invitation.a@example.com")
-    assert action.params == {"user_id": "u1", "accepted_at": "2026-11-25T08:00:00Z"}
-    assert "2026-11-25" in action.reason
-    assert not plan.has_changes
-    assert plan.summary() == {"record_invitation": 1}
+def test_invitation_expiring_today_is_not_renewed():
+    assert invitation_plan(invited_user("u1", "a@example.com", expires_at="2026-11-27T01:00:00Z")).actions == ()
 
 
-def test_recorded_acceptance_plans_nothing_even_without_the_invitation():
-    user = invited_user("u1", "a@example.com", "inv-1", accepted_at="2026-11-25T08:00:00Z")
+def test_recorded_acceptance_plans_nothing():
+    user = invited_user("u1", "a@example.com", expires_at=EXPIRED, accepted_at="2026-11-25T08:00:00Z")
     assert invitation_plan(user).actions == ()
 
 
-@pytest.mark.parametrize("recorded_expiry", [EXPIRED, None])
-def test_missing_invitation_is_reissued(recorded_expiry):
-    user = invited_user("u1", "a@example.com", "inv-gone", **({"expires_at": recorded_expiry} if recorded_expiry else {}))
-    (action,) = invitation_plan(user).actions
-    assert action.kind == "create_invitation"
-    assert "no longer exists" in action.reason
+@pytest.mark.parametrize(
+    "record, detail",
+    [
+        ({"expires_at": PENDING}, "a new one created"),
+        ({"expires_at": EXPIRED}, "a new one created"),
+        ({"expires_at": PENDING, "accepted_at": "2026-11-25T08:00:00Z"}, "accepted on 2026-11-25"),
+    ],
+)
+def test_a_plain_invitation_id_is_replaced_whatever_its_state(record, detail):
+    user = live_user("u1", "a@example.com", metadata={OWNER_KEY: {"managed": True, "invitation": {"id": "inv-1", **record}}})
+    plan = invitation_plan(user)
+    (action,) = plan.actions
+    assert action.kind == "replace_invitation" and action.reason.startswith(EXPOSED_REASON) and detail in action.reason
+    assert "inv-1" not in str(plan.to_dict()) and plan.has_changes
 
 
 @pytest.mark.parametrize(
@@ -561,11 +545,8 @@ def test_inviter_is_created_only_when_invitations_are_planned_and_it_is_missing(
     nobody_to_invite = state(live_user("u1", "a@example.com"), admin=False)
     assert plan_for(spec, nobody_to_invite).actions == ()
 
-    only_bookkeeping = LiveState(
-        users=(invited_user("u1", "a@example.com", "inv-1", expires_at=EXPIRED),),
-        invitations={"inv-1": invitation("inv-1", "u1", expires_at=EXPIRED, accepted_at="2026-11-25T08:00:00Z")},
-    )
-    assert addresses(plan_for(spec, only_bookkeeping)) == ["invitation.a@example.com"]
+    renewal = state(invited_user("u1", "a@example.com", expires_at=EXPIRED), admin=False)
+    assert addresses(plan_for(spec, renewal)) == [f"user.{PROXY_ADMIN_ID}", "invitation.a@example.com"]
 
 
 def test_phases_cover_every_kind_the_planner_emits():

@@ -1,0 +1,60 @@
+"""Files that hold credentials: onboarding reports (links) and saved plans.
+
+They are written the way a shared runner or a shared home directory demands: a fresh
+temporary name in the target's own directory (``mkstemp``: ``O_CREAT|O_EXCL|O_NOFOLLOW``,
+mode 0600), flushed to disk, then renamed over the target. A rename replaces a symlink
+planted at the target instead of writing through it, and no other user ever sees a
+half-written file or a moment with wider permissions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+
+def write_private(path: str | Path, text: str) -> Path:
+    """Replace ``path`` with ``text`` atomically, mode 0600, without following symlinks."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(folder)
+    return target
+
+
+def read_private(path: str | Path) -> Optional[str]:
+    """The text of ``path``, or None when it does not exist; a symlink there is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(f"{path} is a symbolic link; refusing to read or replace it (move it away first)") from None
+        raise
+    with os.fdopen(fd, "r", encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make the rename itself durable (a crash right after must not bring the old file back)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
