@@ -178,6 +178,8 @@ def apply(
     mail = (SmtpSettings.from_env(), load_template(invite_template)) if send_invites == "smtp" else None
     onboarding = OnboardingReport(report)
     sealer = Sealer.from_env()
+    if ui_url:
+        check_proxy_url(ui_url)
     with connection.client() as client:
         if plan_file:
             the_plan, live = check_saved_plan(load_saved_plan(plan_file), desired, client)
@@ -196,7 +198,7 @@ def apply(
             if not click.confirm(f"Apply these {len(the_plan.actions)} action(s)?", default=False):
                 raise Failure("apply cancelled; nothing was changed")
 
-        result = execute(the_plan, client, live, ui_url or connection.public_url, onboarding, mail, on_result=_print_result, sealer=sealer)
+        result = execute(the_plan, client, live, ui_url or connection.proxy_url, onboarding, mail, on_result=_print_result, sealer=sealer)
         if result.invitations:
             _print_invitations(result.invitations, show_links)
             click.echo(f"Onboarding links are in {onboarding.path} (mode 0600); they are credentials.")

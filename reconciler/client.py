@@ -36,8 +36,9 @@ def check_proxy_url(base_url: str) -> list[str]:
     """Refuse a proxy URL the tool cannot use safely; return warnings about one it can.
 
     A query or fragment would be glued onto every path (and often carries a token);
-    plain ``http://`` to another host sends the master key across the network in clear.
-    The URL is quoted without its credentials part.
+    credentials in the URL would replace the key's ``Authorization`` header and end up
+    in every onboarding link; plain ``http://`` to another host sends the master key
+    across the network in clear. The URL is only ever quoted without its credentials.
     """
     shown = url_without_credentials(base_url)
     try:
@@ -48,6 +49,8 @@ def check_proxy_url(base_url: str) -> list[str]:
         raise ValueError(f"invalid proxy URL {shown!r}: expected http(s)://host[:port][/path]")
     if url.query or url.fragment or "?" in base_url or "#" in base_url:
         raise ValueError(f"invalid proxy URL {shown!r}: a query or fragment is not allowed; give the base URL only")
+    if url.userinfo:
+        raise ValueError(f"invalid proxy URL {shown!r}: credentials in the URL are not allowed; the key goes in LITELLM_MASTER_KEY")
     if url.scheme == "http" and not _is_loopback(url.host):
         return [f"the proxy URL {shown} is plain http: the key travels unencrypted; use https"]
     return []

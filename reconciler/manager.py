@@ -13,8 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-import httpx
-
 from .apply import ActionResult, ApplyReport, Executor, OnboardingReport
 from .client import DEFAULT_PROXY_URL, LiteLLMClient
 from .delivery import SmtpSettings, send_invitations
@@ -48,12 +46,6 @@ class Connection:
 
     def client(self) -> LiteLLMClient:
         return LiteLLMClient(self.proxy_url, self.api_key, timeout=self.timeout)
-
-    @property
-    def public_url(self) -> str:
-        """The proxy URL without any credentials in it: the base of onboarding links."""
-        url = httpx.URL(self.proxy_url)
-        return str(url.copy_with(username=None, password=None)) if url.userinfo else self.proxy_url
 
 
 def now() -> datetime:

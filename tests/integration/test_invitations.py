@@ -34,7 +34,7 @@ def age_invitation(sql, invitation_id: str, days: int) -> None:
     expires = sql(f"select to_char(expires_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') from \"LiteLLM_InvitationLink\" where id = '{invitation_id}'")
     sql(
         "update \"LiteLLM_UserTable\" set metadata = jsonb_set(metadata::jsonb, '{litellm_reconciler,invitation,expires_at}', "
-        f"to_jsonb('{expires}'::text)) where metadata::jsonb #>> '{{litellm_reconciler,invitation,id}}' = '{invitation_id}'"
+        f"to_jsonb('{expires}'::text)) where user_id = (select user_id from \"LiteLLM_InvitationLink\" where id = '{invitation_id}')"
     )
 
 
@@ -42,6 +42,20 @@ def _jwt_claims(token: str) -> dict:
     """The payload of a JWT, unverified (the test only reads what the UI would read)."""
     payload = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def accept(url: str, record: dict) -> None:
+    """Accept a link through the proxy's own onboarding endpoints, as the UI does. From ~1.90
+    the claim needs the onboarding token that get_token returns; older proxies ignore it."""
+    opened = httpx.get(f"{url}/onboarding/get_token", params={"invite_link": record["invitation_id"]}, timeout=30)
+    opened.raise_for_status()
+    session = _jwt_claims(opened.json()["token"])["key"]  # what the UI sends back as its bearer
+    httpx.post(
+        f"{url}/onboarding/claim_token",
+        json={"invitation_link": record["invitation_id"], "user_id": record["user_id"], "password": "A-long-test-passw0rd!"},
+        headers={"Authorization": f"Bearer {session}"},
+        timeout=30,
+    ).raise_for_status()
 
 
 def links_in_db(sql) -> dict[str, int]:
@@ -95,31 +109,21 @@ def test_link_opens_the_onboarding_page_and_is_accepted_by_the_proxy(api: Api, c
     assert token.json()["user_email"] == "alice@company.com"
 
 
-def test_accepted_invitation_is_recorded_and_never_renewed(api: Api, cli, tmp_path: Path, proxy, sql) -> None:
+def test_accepted_invitation_is_recorded_at_apply_and_never_renewed(api: Api, cli, tmp_path: Path, proxy, sql) -> None:
     write(tmp_path, USERS)
     apply_ok(cli)
     alice = report(tmp_path)[0]
-    # Accept through the proxy's own onboarding endpoints, as the UI does. From ~1.90 the
-    # claim needs the onboarding token that get_token returns; older proxies ignore it.
-    opened = httpx.get(f"{proxy[0]}/onboarding/get_token", params={"invite_link": alice["invitation_id"]}, timeout=30)
-    opened.raise_for_status()
-    session = _jwt_claims(opened.json()["token"])["key"]  # what the UI sends back as its bearer
-    httpx.post(
-        f"{proxy[0]}/onboarding/claim_token",
-        json={"invitation_link": alice["invitation_id"], "user_id": alice["user_id"], "password": "A-long-test-passw0rd!"},
-        headers={"Authorization": f"Bearer {session}"},
-        timeout=30,
-    ).raise_for_status()
+    accept(proxy[0], alice)
 
     assert json_plan(cli)["actions"] == [], "an unexpired link needs nothing, accepted or not"
-    assert re.search(r"alice@company.com\s+accepted", cli("invitations").stdout)
+    assert re.search(r"alice@company.com\s+accepted", cli("invitations").stdout), "the master key opens the sealed id"
 
     age_invitation(sql, alice["invitation_id"], 30)
     plan = cli("plan", "--detailed-exitcode")
-    assert plan.returncode == 0, "recording an acceptance changes nobody's access"
-    assert "invitation.alice@company.com" in plan.stdout and "accepted on" in plan.stdout
-    assert "Plan: 1 accepted invitation to record." in plan.stdout
-    apply_ok(cli)
+    assert plan.returncode == 2, "only apply can tell an accepted link from an expired one"
+    assert "invitation.alice@company.com" in plan.stdout and "apply records it if it was accepted" in plan.stdout
+    assert "Plan: 1 expired invitation to renew or record as accepted." in plan.stdout
+    assert "accepted on" in apply_ok(cli)
     assert json_plan(cli)["actions"] == [], "an accepted invitation is never renewed, even past its expiry"
     assert links_in_db(sql)[alice["user_id"]] == 1
     assert re.search(r"alice@company.com\s+accepted", cli("invitations").stdout)
@@ -135,7 +139,11 @@ def test_expired_invitation_is_renewed_once(api: Api, cli, tmp_path: Path, sql) 
     assert re.search(r"bob@company.com\s+expired", cli("invitations").stdout)
     plan = json_plan(cli)
     assert [(a["kind"], a["address"], a["reason"]) for a in plan["actions"]] == [
-        ("create_invitation", "invitation.bob@company.com", f"invitation will be created: previous invitation expired on {expired_on}")
+        (
+            "renew_invitation",
+            "invitation.bob@company.com",
+            f"the previous invitation expired on {expired_on}; apply records it if it was accepted, else creates a new link",
+        )
     ]
     apply_ok(cli)
     renewed = report(tmp_path)[-1]

@@ -1,0 +1,144 @@
+"""What a read-only key can reach, on the real proxy: no usable onboarding link, ever.
+
+The plan job of every same-repository pull request holds a ``proxy_admin_viewer`` key,
+so anyone who can push a branch can read what that key reads. These tests read all of
+it and look for the pending invitation ids taken from the proxy's own database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+
+from .conftest import Api
+from .test_invitations import accept, age_invitation, links_in_db, report
+from .test_lifecycle import apply_ok, json_plan, write
+
+USERS = """\
+version: 1
+teams:
+  - alias: dev
+users:
+  - email: alice@company.com
+    teams: [dev]
+  - email: bob@company.com
+    teams: [dev]
+  - email: root@company.com
+    role: proxy_admin
+"""
+
+
+def viewer_key(api: Api) -> str:
+    """A key of a ``proxy_admin_viewer`` user: what the plan job of a pull request holds."""
+    api.post("/user/new", {"user_id": "plan-bot", "user_role": "proxy_admin_viewer", "auto_create_key": False})
+    return str(api.post("/key/generate", {"user_id": "plan-bot"})["key"])  # type: ignore[index]
+
+
+def everything_readable(url: str, key: str) -> str:
+    """Every answer the read-only key gets from the endpoints that show users and teams."""
+    seen: list[str] = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+
+        def get(path: str, must: bool = True, **params: object) -> object:
+            response = http.get(path, params=params)
+            seen.append(response.text)
+            assert response.status_code == 200 or (not must and response.status_code == 403), (path, response.status_code, response.text[:300])
+            return response.json()
+
+        page, users = 1, []
+        while True:
+            body = get("/user/list", page=page, page_size=2)
+            users += body["users"]  # type: ignore[index]
+            if page >= body["total_pages"]:  # type: ignore[index]
+                break
+            page += 1
+        for user in users:  # 1.80 answers 403 for other users' info; whatever it answers is read
+            get("/user/info", must=False, user_id=user["user_id"])
+        teams = get("/team/list")
+        get("/v2/team/list", page_size=100)
+        for team in teams:  # type: ignore[union-attr]
+            get("/team/info", must=False, team_id=team["team_id"])
+    assert len(users) >= 4
+    return "\n".join(seen)
+
+
+def pending_ids(sql) -> list[str]:
+    return [i for i in sql('select id from "LiteLLM_InvitationLink" where is_accepted = false').splitlines() if i]
+
+
+def test_a_read_only_key_reads_no_pending_link_and_still_plans(api: Api, cli, tmp_path: Path, proxy, sql) -> None:
+    write(tmp_path, USERS)
+    apply_ok(cli)
+    key = viewer_key(api)
+    ids = pending_ids(sql)
+    assert len(ids) == 3, "alice, bob and the pending proxy_admin"
+
+    readable = everything_readable(proxy[0], key)
+    leaked = [i for i in ids if i in readable or i.replace("-", "") in readable]
+    assert leaked == [], "a read-only key must not reach a usable onboarding link"
+
+    viewer = {"LITELLM_API_KEY": key, "LITELLM_MASTER_KEY": "", "LITELLM_RECONCILER_SEAL_KEY": ""}
+    assert cli("plan", "--detailed-exitcode", env=viewer).returncode == 0, "converged, and the viewer sees it"
+
+    # Alice accepts, then both links pass their expiry date. The viewer's plan shows both
+    # expired (it cannot open a sealed id to look further); apply, which can, records
+    # Alice's acceptance and renews only Bob's link.
+    records = {r["email"]: r for r in report(tmp_path)}
+    accept(proxy[0], records["alice@company.com"])
+    for email in ("alice@company.com", "bob@company.com"):
+        age_invitation(sql, records[email]["invitation_id"], 9)
+    plan = json.loads(cli("plan", "--format", "json", env=viewer).stdout)
+    assert [(a["kind"], a["address"]) for a in plan["actions"]] == [
+        ("renew_invitation", "invitation.alice@company.com"),
+        ("renew_invitation", "invitation.bob@company.com"),
+    ]
+    assert all("expired on" in a["reason"] and "if it was accepted" in a["reason"] for a in plan["actions"])
+    status = cli("invitations", env=viewer).stdout
+    assert re.search(r"bob@company.com\s+expired", status)
+
+    applied = apply_ok(cli)
+    assert re.search(r"invitation.alice@company.com: done \(accepted on \d{4}-\d\d-\d\d; recorded, no new link\)", applied), applied
+    assert links_in_db(sql)[records["alice@company.com"]["user_id"]] == 1
+    assert links_in_db(sql)[records["bob@company.com"]["user_id"]] == 2
+    assert cli("plan", "--detailed-exitcode", env=viewer).returncode == 0
+    status = cli("invitations", env=viewer).stdout
+    assert re.search(r"alice@company.com\s+accepted", status)
+    assert re.search(r"bob@company.com\s+pending\s+pending until [0-9-]+ \(not verified: needs the seal key\)", status)
+    assert not [i for i in pending_ids(sql) if i in everything_readable(proxy[0], key)]
+
+
+def test_plain_ids_of_the_previous_release_are_deleted_and_replaced(api: Api, cli, tmp_path: Path, proxy, sql) -> None:
+    write(tmp_path, USERS)
+    apply_ok(cli)
+    records = {r["email"]: r for r in report(tmp_path)}
+    # Rewrite the records as the previous release kept them: the id in plain text. Alice had
+    # opened hers (on 1.80 an opened link stays usable until it expires).
+    accept(proxy[0], records["alice@company.com"])
+    for email, record in records.items():
+        legacy = {"id": record["invitation_id"], "expires_at": record["expires_at"]}
+        if email == "alice@company.com":
+            legacy["accepted_at"] = "2026-11-30T10:00:00Z"
+        api.post("/user/update", {"user_id": record["user_id"], "metadata": {"litellm_reconciler": {"managed": True, "invitation": legacy}}})
+
+    plan = json.loads(cli("plan", "--format", "json").stdout)
+    assert {a["address"]: a["kind"] for a in plan["actions"]} == {f"invitation.{e}": "replace_invitation" for e in records}
+    assert all(a["reason"].startswith("link was readable by read-only keys") for a in plan["actions"])
+    assert not [r["invitation_id"] for r in records.values() if r["invitation_id"] in json.dumps(plan)]
+
+    apply_ok(cli)
+    remaining = set(sql('select id from "LiteLLM_InvitationLink"').splitlines())
+    assert not remaining & {r["invitation_id"] for r in records.values()}, "every exposed link is deleted on the proxy"
+    for record in records.values():
+        rejected = httpx.get(f"{proxy[0]}/onboarding/get_token", params={"invite_link": record["invitation_id"]}, timeout=30)
+        assert rejected.status_code in (400, 401), rejected.text
+    renewed = {r["email"] for r in report(tmp_path)[len(records):]}
+    assert renewed == {"bob@company.com", "root@company.com"}, "the accepted user gets no new link"
+    assert len(pending_ids(sql)) == 2
+    for user in api.users():
+        recorded = (user.get("metadata") or {}).get("litellm_reconciler", {}).get("invitation")
+        if recorded:
+            assert "id" not in recorded
+    assert json_plan(cli)["actions"] == []
