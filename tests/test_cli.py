@@ -104,3 +104,22 @@ def test_an_unwritable_report_stops_apply_before_the_proxy_is_read(cli, tmp_path
     result = cli("apply", "--yes", "--report", "no/such/dir/report.json", env=OFFLINE)
     assert_clean_failure(result, "cannot write the onboarding report")
     assert "cannot reach the proxy" not in result.stderr
+
+
+def test_proxy_url_problems_are_refused_or_warned_about_without_printing_secrets(cli, tmp_path: Path) -> None:
+    (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
+    creds = cli("plan", "--proxy-url", "https://admin:s3cret-pass@proxy.invalid", env=OFFLINE)
+    assert_clean_failure(creds, "credentials in the URL are not allowed")
+    assert "s3cret-pass" not in creds.stdout + creds.stderr
+    assert_clean_failure(cli("plan", "--proxy-url", "https://proxy.invalid/?key=1", env=OFFLINE), "a query or fragment is not allowed")
+    plain = cli("plan", "--proxy-url", "http://proxy.invalid:4000", env=OFFLINE)
+    assert "warning: the proxy URL http://proxy.invalid:4000 is plain http" in plain.stderr
+    assert_clean_failure(plain, "cannot reach the proxy")
+
+
+def test_error_messages_are_scrubbed_of_every_secret_in_the_environment(cli, tmp_path: Path) -> None:
+    (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
+    seal = "distinctive-seal-key-5a1"
+    result = cli("plan", "--proxy-url", f"http://127.0.0.1:9/{seal}", env={**OFFLINE, "LITELLM_RECONCILER_SEAL_KEY": seal})
+    assert_clean_failure(result, "cannot reach the proxy at http://127.0.0.1:9/***")
+    assert seal not in result.stdout + result.stderr

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable, Optional, Union
 
 import httpx
 import pytest
 
-from reconciler.client import CHANGED_BY, PAGE_SIZE, IncompleteRead, LiteLLMClient, OutcomeUnknown, ProxyError
+from reconciler.client import CHANGED_BY, PAGE_SIZE, IncompleteRead, LiteLLMClient, OutcomeUnknown, ProxyError, check_proxy_url
 from tests.conftest import SAMPLES
 
-KEY = "sk-Zq7-distinctive-test-key-91f3"
+KEY = "Zq7-distinctive-test-key-91f3"  # no sk- prefix: LiteLLM would not mask it either
 BASE = "http://proxy.test"
 
 Outcome = Union[httpx.Response, Callable[[httpx.Request], httpx.Response]]
@@ -386,3 +387,39 @@ def test_find_user_matches_the_id_exactly():
     assert client.find_user("carol-64c06e") == {"user_id": "carol-64c06e"}
     assert client.find_user("carol") is None
     assert proxy.requests[0].url.params["user_ids"] == "carol-64c06e"
+
+
+# --------------------------------------------------------------------------- the proxy URL
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://proxy.example.com/?token=abc", "a query or fragment is not allowed"),
+        ("https://proxy.example.com/#frag", "a query or fragment is not allowed"),
+        ("https://admin:s3cret-pass@proxy.example.com", "credentials in the URL are not allowed"),
+        ("ftp://proxy.example.com", "expected http(s)://host"),
+        ("proxy.example.com", "expected http(s)://host"),
+    ],
+)
+def test_unusable_proxy_urls_are_refused_without_printing_credentials(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
+        check_proxy_url(url)
+    assert "s3cret-pass" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url, warned",
+    [
+        ("https://proxy.example.com", False),
+        ("http://127.0.0.1:4000", False),
+        ("http://localhost:4000/litellm", False),
+        ("http://[::1]:4000", False),
+        ("http://proxy.example.com:4000", True),
+        ("http://10.0.0.8", True),
+    ],
+)
+def test_plain_http_beyond_loopback_is_warned_about(url: str, warned: bool) -> None:
+    warnings = check_proxy_url(url)
+    assert bool(warnings) is warned
+    assert all("unencrypted" in w for w in warnings)

@@ -8,7 +8,11 @@ import pty
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
+
+from reconciler.plan import Plan
+from reconciler.render import render
 
 from .conftest import Api
 from .faults import FaultProxy, Rule
@@ -205,6 +209,22 @@ def test_saved_plan_is_applied_or_refused_when_stale(api: Api, cli, tmp_path: Pa
     fresh = cli("apply", "--yes", "--plan", "plan.json")
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert json_plan(cli)["actions"] == []
+
+
+def test_an_edited_saved_plan_is_refused_even_with_a_recomputed_fingerprint(api: Api, cli, tmp_path: Path) -> None:
+    write(tmp_path, BASE)
+    assert cli("plan", "--out", "plan.json").returncode == 0
+    saved = Plan.from_dict(json.loads((tmp_path / "plan.json").read_text(encoding="utf-8")))
+    # Raise Carol to proxy_admin in the saved plan only, and make the file self-consistent again.
+    forged = tuple(
+        replace(a, params={**a.params, "user_role": "proxy_admin"}) if a.address == "user.carol@company.com" else a for a in saved.actions
+    )
+    (tmp_path / "plan.json").write_text(render(replace(saved, actions=forged), "json"), encoding="utf-8")
+
+    result = cli("apply", "--yes", "--plan", "plan.json")
+    assert result.returncode == 1
+    assert "the saved plan is not what users.yaml and the proxy call for now (user.carol@company.com/create_user differ)" in result.stderr
+    assert api.users() == [] and api.teams() == [], "nothing was written"
 
 
 def test_partial_failure_reports_and_converges(api: Api, cli, tmp_path: Path, proxy) -> None:

@@ -13,10 +13,17 @@ def _files_text(root: Path) -> str:
     return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in root.rglob("*") if p.is_file())
 
 
-def test_no_command_prints_or_stores_the_key(api: Api, cli, tmp_path: Path, proxy) -> None:
+def test_no_command_prints_or_stores_the_key(api: Api, cli, tmp_path: Path, proxy, monkeypatch) -> None:
     key = proxy[1]
     assert len(key) >= 12, "the test needs a distinctive key"
+    # LiteLLM masks keys that start with sk- itself, but echoes any other key verbatim in its
+    # 401 answer: only such a key shows that the tool's own scrubbing works.
+    echoed = "Zq7-distinctive-wrong-key-5d1e"
+    seal = "distinctive-seal-key-77c2"
+    monkeypatch.setenv("LITELLM_RECONCILER_SEAL_KEY", seal)
     write(tmp_path, BASE)
+    (tmp_path / "victim").write_text("precious", encoding="utf-8")
+    (tmp_path / "plan.json").symlink_to(tmp_path / "victim")
     runs = [
         cli("validate"),
         cli("schema"),
@@ -27,20 +34,23 @@ def test_no_command_prints_or_stores_the_key(api: Api, cli, tmp_path: Path, prox
         cli("apply", "--yes"),
         cli("apply", "--yes", "--report", "again.json"),
         # error paths: a refused key, an unreachable proxy, a stale plan, bad input
-        cli("plan", env={"LITELLM_API_KEY": key + "-wrong"}),
+        cli("plan", env={"LITELLM_API_KEY": echoed}),
         cli("plan", "--proxy-url", "http://127.0.0.1:9"),
         cli("apply", "--yes", "--plan", "plan.json"),
     ]
     (tmp_path / "bad.yaml").write_text("version: 1\nusers:\n  - email: nope\n", encoding="utf-8")
     runs.append(cli("plan", "bad.yaml"))
 
-    assert runs[-4].returncode == 1 and "401" in runs[-4].stderr, runs[-4].stderr
+    assert runs[-4].returncode == 1 and "401" in runs[-4].stderr and "Received=***" in runs[-4].stderr, runs[-4].stderr
     assert runs[-3].returncode == 1 and "cannot reach the proxy" in runs[-3].stderr
     for result in runs:
-        assert key not in result.stdout and key not in result.stderr, result.args
+        for secret in (key, echoed, seal):
+            assert secret not in result.stdout and secret not in result.stderr, result.args
         assert "Traceback" not in result.stderr, result.stderr
-    assert key not in _files_text(tmp_path)
-    assert (tmp_path / "onboarding_results.json").exists()
+    assert key not in _files_text(tmp_path) and seal not in _files_text(tmp_path)
+    assert (tmp_path / "victim").read_text(encoding="utf-8") == "precious", "plan --out replaced the planted symlink"
+    for private in ("plan.json", "onboarding_results.json"):
+        assert not (tmp_path / private).is_symlink() and (tmp_path / private).stat().st_mode & 0o777 == 0o600
 
 
 def test_other_secrets_and_a_pasted_newline_never_leak(api: Api, cli, tmp_path: Path, proxy) -> None:
