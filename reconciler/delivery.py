@@ -8,7 +8,8 @@ replaced by a file, and one bad recipient never stops the others: every record e
 onboarding report still has it.
 
 The SMTP password and the links are credentials: neither ever appears in a repr,
-an exception message or a record's ``error``.
+an exception message or a record's ``error``, and they are not sent without TLS
+unless the operator explicitly allows it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from string import Template
 from typing import Callable, Literal, Mapping, Optional, get_args
 
 from .apply import InvitationRecord
+from .secrets import scrub
 
 Security = Literal["starttls", "tls", "none"]
 
@@ -76,9 +78,15 @@ class SmtpSettings:
         return bool(self.username and self.password)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> SmtpSettings:
-        """Read SMTP_* variables; raise ``ValueError`` naming the variable that is missing or wrong."""
+    def from_env(cls, environ: Mapping[str, str] = os.environ, allow_insecure: bool = False) -> SmtpSettings:
+        """Read SMTP_* variables; raise ``ValueError`` naming the variable that is missing or wrong.
+
+        ``SMTP_SECURITY=none`` needs ``allow_insecure``: the messages carry onboarding
+        links, which are credentials, so plain text must be a deliberate choice.
+        """
         security = _security(_get(environ, "SMTP_SECURITY") or "starttls")
+        if security == "none" and not allow_insecure:
+            raise ValueError("SMTP_SECURITY=none sends onboarding links in clear text; pass --allow-insecure-smtp to allow it")
         username = _get(environ, "SMTP_USERNAME")
         # Not stripped: a password may legitimately start or end with a space.
         password = environ.get("SMTP_PASSWORD") or None
@@ -256,9 +264,8 @@ def _send_one(smtp: smtplib.SMTP, record: InvitationRecord, build: Callable[[], 
 
 
 def _fail(record: InvitationRecord, reason: str, secrets: list[str]) -> None:
-    for secret in secrets:
-        if secret:
-            reason = reason.replace(secret, "***")
+    """Mark ``record`` failed; servers quote what they reject, so the reason is scrubbed like all output."""
+    reason = scrub(reason, extra=secrets)
     record.status = "send_failed"
     # Appended, not replaced: an error from creating the link still matters to whoever reads the report.
     record.error = "; ".join(filter(None, [record.error, reason[:_MAX_REASON]]))

@@ -4,14 +4,22 @@ Everything here is offline. ``load_desired`` either returns a fully validated
 ``DesiredState`` or raises ``InputError`` carrying *every* problem found, each with
 the file and line it came from, so that one run of ``validate`` shows all mistakes
 before a single request reaches the proxy.
+
+The file comes from pull requests, so it is treated as hostile: whatever could make
+loading slow, huge or misleading (alias bombs, deep nesting, tags, device files,
+control and bidi characters, oversized numbers) is refused in well under a second,
+with its line, before any of it is turned into data.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, NoReturn, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,13 +28,114 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 UserRole = Literal["proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer"]
 DEFAULT_ROLE: UserRole = "internal_user"
 
-# Deliberately simple: one "@", a dot in the domain, no whitespace. LiteLLM does no
-# validation of its own, so this only catches typos such as a missing "@" or a stray space.
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 # LiteLLM's budget windows: 30s, 30m, 30h, 30d, 1mo (and w in newer releases).
 _DURATION_RE = re.compile(r"^[1-9][0-9]*(s|m|h|d|w|mo)$")
 # Limits are PostgreSQL BigInt columns; a larger value is a 500 from the proxy.
 _BIGINT_MAX = 2**63 - 1
+
+#: Larger files are refused before they are read.
+MAX_FILE_BYTES = 20 * 1024 * 1024
+#: The format nests 4 deep (users > entry > teams > item); more is a mistake or an attack.
+MAX_DEPTH = 32
+# A plain scalar that YAML reads as a number but is this long is an attack: Python refuses
+# ints over 4300 digits, and a sexagesimal int ("1:2:3:...") costs quadratic time.
+_MAX_NUMBER_CHARS = 100
+# libyaml when PyYAML was built with it: the same events and marks, several times faster.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Scalars are resolved and constructed with PyYAML's own safe rules, by one stateless instance.
+_SAFE = yaml.SafeLoader("")
+
+
+# --------------------------------------------------------------------------- emails
+
+# Any character outside these fails; which one it is decides the message.
+_EMAIL_CHARS_RE = re.compile(r"[^A-Za-z0-9.@_+'-]")
+_LOCAL_RE = re.compile(r"[A-Za-z0-9_+'-]+(?:\.[A-Za-z0-9_+'-]+)*")
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
+_DOMAIN_CHARS = "a domain has letters, digits, '-' and '.'"
+#: Marks, embeddings, overrides and isolates: they make text display in another order than it is stored.
+_BIDI_RE = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def check_email(value: str) -> str:
+    """``value`` if it is a bare address, else ``ValueError`` saying what is wrong.
+
+    Stricter than RFC 5321 on purpose: the address is an identity, reviewers read it in
+    pull requests and it ends up in email headers. So nothing that could hide or inject
+    anything is accepted: no controls, whitespace or invisible characters, no display
+    name or list. Before "@": ASCII letters, digits and ``. _ + - '`` (dots not at an
+    end, not doubled). After it: ASCII labels of letters, digits and inner hyphens (at
+    most 63 each, 253 in all, at least two, the last not all digits). An
+    internationalised domain is accepted only in its ``xn--`` form, which a look-alike
+    (homograph) domain cannot imitate.
+    """
+    reason = _email_problem(value)
+    if reason:
+        raise ValueError(f"{value!r} is not a valid email address: {reason}")
+    return value
+
+
+def _email_problem(value: str) -> Optional[str]:
+    """Why ``value`` is not a bare address, or None; regular expressions keep 100k addresses fast."""
+    if _EMAIL_CHARS_RE.search(value):
+        return _character_problem(value)
+    if value.count("@") != 1:
+        return "it must contain exactly one '@'"
+    local, domain = value.split("@")
+    if not local:
+        return "there is nothing before '@'"
+    if len(local) > 64:
+        return "the part before '@' is longer than 64 characters"
+    if not _LOCAL_RE.fullmatch(local):
+        return "the part before '@' starts or ends with '.' or contains '..'"
+    if not domain:
+        return "there is nothing after '@'"
+    if len(domain) > 253:
+        return "the domain is longer than 253 characters"
+    labels = domain.split(".")
+    if len(labels) < 2:
+        return f"the domain {domain!r} has no dot, as in example.com"
+    for label in labels:
+        if not label:
+            return "the domain has an empty label (a dot at an end, or two in a row)"
+        if len(label) > 63:
+            return f"the domain label {label[:20]!r}... is longer than 63 characters"
+        if not _LABEL_RE.fullmatch(label):
+            wrong = [char for char in label if char in "_+'"]
+            if wrong:
+                return f"{wrong[0]!r} is not allowed after '@'; {_DOMAIN_CHARS}"
+            return f"the domain label {label!r} starts or ends with '-'"
+    if labels[-1].isdigit():
+        return "the top-level domain is all digits"
+    return None
+
+
+def _character_problem(value: str) -> str:
+    """The most telling reason among the characters no address may contain."""
+    categories = {unicodedata.category(char) for char in value}
+    if "Cc" in categories:
+        return "it contains a control character"
+    if _BIDI_RE.search(value):
+        return "it contains a bidirectional text control"
+    if "Cf" in categories:
+        return "it contains an invisible formatting character"
+    if any(char in value for char in '<>"'):
+        return "give only the address, without a display name or angle brackets"
+    if any(char in value for char in ",;"):
+        return "it contains ',' or ';'; give one address per entry"
+    if any(char.isspace() for char in value):
+        return "it contains whitespace"
+    local, at, domain = value.rpartition("@")
+    wrong = _EMAIL_CHARS_RE.search(local if at else value)
+    if wrong:
+        return f"{wrong.group()!r} is not allowed before '@'; use letters, digits and . _ + - '"
+    char = _EMAIL_CHARS_RE.search(domain).group()  # type: ignore[union-attr]
+    if not char.isascii():
+        try:
+            return f"write the domain in ASCII, as {domain.encode('idna').decode('ascii')!r}"
+        except UnicodeError:  # not a domain IDNA can express either
+            pass
+    return f"{char!r} is not allowed after '@'; {_DOMAIN_CHARS}"
 
 
 class _Strict(BaseModel):
@@ -79,9 +188,7 @@ class UserSpec(_Strict):
     @field_validator("email")
     @classmethod
     def _email(cls, value: str) -> str:
-        if not _EMAIL_RE.match(value):
-            raise ValueError(f"{value!r} is not a valid email address")
-        return value
+        return check_email(value)
 
     @property
     def key(self) -> str:
@@ -111,21 +218,26 @@ class UsersFile(_Strict):
 
 @dataclass(frozen=True)
 class Problem:
-    """One input error, located in the file."""
+    """One input error, located in the file (line 0: the file as a whole).
+
+    ``column`` only for problems with a single character, which may be invisible.
+    """
 
     file: str
     line: int
     message: str
+    column: Optional[int] = None
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        column = f":{self.column}" if self.column is not None else ""
+        return f"{self.file}:{self.line}{column}: {self.message}"
 
 
 class InputError(Exception):
     """Raised when the file is unusable; carries every problem found."""
 
     def __init__(self, problems: list[Problem]):
-        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.message))
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.column or 0, p.message))
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
@@ -155,50 +267,225 @@ class DesiredState:
         raise KeyError(ref)
 
 
+# --------------------------------------------------------------------------- reading the file
+
+
+def read_input(path: str | Path) -> str:
+    """The text of ``path`` exactly as stored (BOM and line ends kept), or ``InputError``.
+
+    Only a regular file of at most ``MAX_FILE_BYTES`` is read, and never more than that:
+    a FIFO would block, and /dev/zero (or a file that grows) would fill memory.
+    """
+    file = str(path)
+    try:
+        info = os.stat(path)
+        _check_regular(info.st_mode, file)
+        if info.st_size > MAX_FILE_BYTES:
+            raise InputError([_too_large(file)])
+        # O_NONBLOCK: should the path become a FIFO after the stat, opening it must not wait for a writer.
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | getattr(os, "O_NONBLOCK", 0))) as handle:
+            _check_regular(os.fstat(handle.fileno()).st_mode, file)
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InputError([Problem(file, 0, f"cannot read file: {exc.strerror or exc}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError([_too_large(file)])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        column = len(data[start : exc.start].decode("utf-8")) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError([Problem(file, line, f"not UTF-8: byte 0x{data[exc.start]:02x}", column)]) from None
+
+
+def _check_regular(mode: int, file: str) -> None:
+    """Anything but a regular file may block (FIFO) or never end (a device)."""
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise InputError([Problem(file, 0, f"not a regular file ({kind})")])
+
+
+def _too_large(file: str) -> Problem:
+    """One message whether the size came from the stat or from reading."""
+    return Problem(file, 0, f"file too large: over {MAX_FILE_BYTES} bytes ({MAX_FILE_BYTES // 2**20} MiB)")
+
+
+def load_desired(path: str | Path) -> DesiredState:
+    """Read, parse and validate ``path``; raise ``InputError`` listing every problem."""
+    return parse_desired(read_input(path), str(path))
+
+
 # --------------------------------------------------------------------------- YAML with lines
 
 Path_ = tuple[Any, ...]
 
-
-def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], problems: list[Problem], file: str) -> Any:
-    """Turn a composed YAML node into plain data, recording the line of every path."""
-    lines[path] = node.start_mark.line + 1
-    if len(path) > 20:  # the format nests 4 deep; only a recursive alias (&a [*a]) gets here
-        raise _Unsupported(node, "recursive alias")
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node)
-            if key in result:
-                problems.append(
-                    Problem(file, key_node.start_mark.line + 1, f"duplicate key {key!r} (first on line {lines[path + (key,)]})")
-                )
-                continue
-            result[key] = _construct(value_node, path + (key,), lines, problems, file)
-            # The key's line, not the value's: "alias:" is where a reader looks.
-            lines[path + (key,)] = key_node.start_mark.line + 1
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, path + (i,), lines, problems, file) for i, item in enumerate(node.value)]
-    return _scalar(node)
+# What YAML refuses anyway (C0 and C1 controls but tab and line breaks, DEL, U+FFFE/FFFF);
+# looked for first, so that the message can say where the invisible character is.
+_NOT_PRINTABLE_RE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def _scalar(node: yaml.Node) -> Any:
-    """Resolve a scalar node with PyYAML's safe rules (ints, floats, bools, null, strings)."""
-    if not isinstance(node, yaml.ScalarNode):
-        raise _Unsupported(node, "a mapping or list cannot be used as a key")
-    try:
-        return yaml.SafeLoader("").construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        raise _Unsupported(node, getattr(exc, "problem", None) or str(exc)) from None
+def _check_characters(text: str, file: str) -> None:
+    """The first character YAML would refuse, by line and column (it may be invisible)."""
+    found = _NOT_PRINTABLE_RE.search(text)
+    if found:
+        char, index = found.group(), found.start()
+        line = text.count("\n", 0, index) + 1
+        column = index - text.rfind("\n", 0, index)
+        kind = "control character" if unicodedata.category(char) == "Cc" else "character"
+        raise InputError([Problem(file, line, f"{kind} U+{ord(char):04X} is not allowed", column)])
 
 
-class _Unsupported(Exception):
-    """YAML that parses but that this file format does not allow (custom tags, complex keys)."""
+class _Refused(Exception):
+    """YAML this file format does not allow; loading stops at the first one."""
 
-    def __init__(self, node: yaml.Node, reason: str):
-        self.line = node.start_mark.line + 1
+    def __init__(self, mark: Any, reason: str):
+        self.line = mark.line + 1
         super().__init__(reason)
+
+
+_TOO_DEEP = f"nesting deeper than {MAX_DEPTH} levels is not allowed"
+_NO_KEY = object()  # a mapping waiting for its next key
+_SKIP = object()  # the value of a duplicate key: read, then dropped
+_NOTHING = object()  # an empty stream
+
+
+class _Frame:
+    """An open mapping or list; ``path`` is None inside a dropped value."""
+
+    __slots__ = ("key", "path", "value")
+
+    def __init__(self, value: Any, path: Optional[Path_]):
+        self.value = value
+        self.path = path
+        self.key: Any = _NO_KEY
+
+
+def _read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Problem]]:
+    """Plain data from the parser's events, the line of every path, and duplicate keys.
+
+    Built from events rather than a composed tree so that anything hostile is refused
+    the moment it appears (an alias bomb at its first anchor, nesting at level
+    MAX_DEPTH + 1) and the work stays in libyaml. Raises ``InputError`` for malformed
+    or disallowed YAML.
+    """
+    lines: dict[Path_, int] = {}
+    problems: list[Problem] = []
+    stack: list[_Frame] = []
+    root: Any = _NOTHING
+    loader = _Loader(text)
+    try:
+        while True:
+            event = loader.get_event()
+            kind = type(event)  # dispatch by exact type: this loop runs once per event of a 100k-user file
+            if kind is yaml.ScalarEvent:
+                if event.anchor is not None or event.tag is not None:
+                    _refuse_node(event)
+                value = _scalar(event) if event.implicit[0] else event.value
+            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                if event.anchor is not None or event.tag is not None:
+                    _refuse_node(event)
+                value = {} if kind is yaml.MappingStartEvent else []
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                stack.pop()
+                continue
+            elif kind is yaml.AliasEvent:
+                _refuse_node(event)
+            elif kind is yaml.DocumentStartEvent and root is not _NOTHING:
+                raise _Refused(event.start_mark, "malformed YAML: expected a single document, but found another document")
+            elif kind is yaml.StreamEndEvent:
+                break
+            else:
+                continue
+            line = event.start_mark.line + 1
+            path: Optional[Path_]
+            if not stack:
+                root, path = value, ()
+                lines[path] = line
+            else:
+                frame = stack[-1]
+                if type(frame.value) is list:
+                    path = None if frame.path is None else frame.path + (len(frame.value),)
+                    if path is not None:
+                        frame.value.append(value)
+                        lines[path] = line
+                elif frame.key is _NO_KEY:
+                    if kind is not yaml.ScalarEvent:
+                        raise _Refused(event.start_mark, "unsupported YAML: a mapping or list cannot be used as a key")
+                    if frame.path is not None and value in frame.value:
+                        first = lines[frame.path + (value,)]
+                        problems.append(Problem(file, line, f"duplicate key {value!r} (first on line {first})"))
+                        value = _SKIP
+                    elif frame.path is not None:
+                        # The key's line, not the value's: "alias:" is where a reader looks.
+                        lines[frame.path + (value,)] = line
+                    frame.key = value
+                    continue
+                else:
+                    key, frame.key = frame.key, _NO_KEY
+                    path = None if key is _SKIP or frame.path is None else frame.path + (key,)
+                    if path is not None:
+                        frame.value[key] = value
+            if kind is not yaml.ScalarEvent:
+                if len(stack) == MAX_DEPTH:
+                    raise _Refused(event.start_mark, _TOO_DEEP)
+                stack.append(_Frame(value, path))
+    except _Refused as exc:
+        raise InputError(problems + [Problem(file, exc.line, str(exc))]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise InputError(problems + [Problem(file, line, _yaml_problem(exc, text))]) from None
+    finally:
+        loader.dispose()
+    return root, lines, problems
+
+
+def _refuse_node(event: yaml.NodeEvent) -> NoReturn:
+    """Anchors, aliases and tags are refused: an alias bomb and an object tag each need one."""
+    if event.anchor is not None:
+        sign = "*" if isinstance(event, yaml.AliasEvent) else "&"
+        raise _Refused(event.start_mark, f"YAML anchors and aliases are not allowed: {sign + event.anchor!r}")
+    tag: str = event.tag  # type: ignore[attr-defined]
+    shown = "!!" + tag[len("tag:yaml.org,2002:") :] if tag.startswith("tag:yaml.org,2002:") else tag
+    if tag in _SAFE.yaml_constructors:
+        raise _Refused(event.start_mark, f"YAML tag {shown!r} is not allowed: this file uses no tags, not even standard ones")
+    raise _Refused(event.start_mark, f"unknown YAML tag {shown!r}; this file uses no tags")
+
+
+def _scalar(event: yaml.ScalarEvent) -> Any:
+    """A plain scalar's value by PyYAML's safe rules: a number, bool, null, date or text."""
+    tag = _SAFE.resolve(yaml.ScalarNode, event.value, (True, False))
+    construct = _SAFE.yaml_constructors.get(tag)
+    # "<<" (merge) and "=" (value) have no constructor: they stay text.
+    if tag == "tag:yaml.org,2002:str" or construct is None:
+        return event.value
+    name = tag.rsplit(":", 1)[1]
+    if len(event.value) > _MAX_NUMBER_CHARS:
+        raise _Refused(event.start_mark, f"a YAML {name} of {len(event.value)} characters is too long; quote it if it is text")
+    try:
+        return construct(_SAFE, yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark))
+    except (ValueError, ArithmeticError, yaml.YAMLError):
+        raise _Refused(event.start_mark, f"{event.value!r} looks like a YAML {name} but is not a valid one; quote it if it is text") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """The parser's reason, with where the construct began (an unclosed quote is found at the end).
+
+    A tab, the usual cause, is spelled out, and libyaml's own depth limit (it scans
+    "[[[[..." ahead up to 1000 levels) gets the same message as ours.
+    """
+    problem, context = getattr(exc, "problem", None), getattr(exc, "context", None)
+    if problem == "exceeded maximum nesting depth":
+        return _TOO_DEEP
+    mark, context_mark = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+    if mark is not None:
+        line = (text.splitlines()[mark.line : mark.line + 1] or [""])[0]
+        if line[mark.column : mark.column + 1] == "\t":
+            return "malformed YAML: a tab cannot start a token; indent with spaces"
+    if context and context_mark is not None and (mark is None or context_mark.line != mark.line):
+        return f"malformed YAML: {problem} ({context} that starts on line {context_mark.line + 1})"
+    return f"malformed YAML: {problem or exc}"
 
 
 def _line_for(loc: Path_, lines: dict[Path_, int]) -> int:
@@ -209,34 +496,12 @@ def _line_for(loc: Path_, lines: dict[Path_, int]) -> int:
     return 1
 
 
-def load_desired(path: str | Path) -> DesiredState:
-    """Read, parse and validate ``path``; raise ``InputError`` listing every problem."""
-    file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError([Problem(file, 0, f"cannot read file: {exc.strerror or exc}")]) from None
-    return parse_desired(text, file)
-
-
 def parse_desired(text: str, file: str = "users.yaml") -> DesiredState:
-    """Validate YAML text; ``file`` is only used in messages."""
-    problems: list[Problem] = []
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise InputError([Problem(file, line, f"malformed YAML: {reason}")]) from None
-    if node is None:
-        raise InputError([Problem(file, 1, "the file is empty; expected at least 'version: 1'")])
-
-    lines: dict[Path_, int] = {}
-    try:
-        data = _construct(node, (), lines, problems, file)
-    except _Unsupported as exc:
-        raise InputError(problems + [Problem(file, exc.line, f"unsupported YAML: {exc}")]) from None
+    """Validate YAML text (the checks after reading: characters, YAML, schema); ``file`` is only used in messages."""
+    _check_characters(text, file)
+    data, lines, problems = _read_yaml(text, file)
+    if data is _NOTHING:
+        raise InputError(problems + [Problem(file, 1, "the file is empty; expected at least 'version: 1'")])
     if not isinstance(data, dict):
         raise InputError(problems + [Problem(file, 1, "the top level must be a mapping with 'version', 'teams' and 'users'")])
 

@@ -11,6 +11,7 @@ before it is written, atomically, so a failed import leaves the file untouched.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -18,9 +19,16 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
-from pydantic import ValidationError
 
-from .desired import DesiredState, InputError, Problem, UserSpec, parse_desired
+from .desired import (
+    DesiredState,
+    InputError,
+    Problem,
+    UserSpec,
+    check_email,
+    parse_desired,
+    read_input,
+)
 
 #: Where new entries go when the file has no list to copy the style from: "  - email: x".
 DEFAULT_INDENT = (2, 4)
@@ -53,15 +61,19 @@ def import_csv(csv_path: str | Path, yaml_path: str | Path, team: Optional[str] 
     plain list of emails that all join ``team``. Team ids resolve to declared teams by
     ``id:`` or ``alias:``; entries always name the team by its alias.
 
-    Raises ``InputError`` (every bad CSV row, or the yaml file's own problems),
-    ``ValueError`` (unknown ``team``; a ``users:`` layout it cannot edit) or ``OSError``.
+    Both files are read as ``validate`` reads the yaml file (regular files of limited
+    size, UTF-8, kept byte for byte). Raises ``InputError`` (an unreadable file, every
+    bad CSV row, or the yaml file's own problems), ``ValueError`` (unknown ``team``; a
+    ``users:`` layout it cannot edit) or ``OSError`` (writing).
     """
-    text = _read(yaml_path)
+    text = read_input(yaml_path)
     desired = parse_desired(text, str(yaml_path))
     refs = _team_refs(desired)
     if team is not None and team not in refs:
         raise ValueError(f"unknown team {team!r}; declare it under 'teams' in {Path(yaml_path).name} (it may be named by alias or id)")
-    rows = _plain_rows(csv_path, team) if team is not None else _csv_rows(csv_path)
+    # The BOM is what spreadsheet programs write first; it is not part of the header.
+    source = read_input(csv_path).removeprefix("\ufeff")
+    rows = _plain_rows(source, team) if team is not None else _csv_rows(source, str(csv_path))
     users = _merge(rows, refs, str(csv_path), Path(yaml_path).name)
     known = {user.key for user in desired.users}
     new = [user for key, user in users.items() if key not in known]
@@ -80,12 +92,12 @@ def import_csv(csv_path: str | Path, yaml_path: str | Path, team: Optional[str] 
 Row = tuple[int, str, str]
 
 
-def _csv_rows(csv_path: str | Path) -> list[Row]:
+def _csv_rows(text: str, csv_file: str) -> list[Row]:
     """Rows of a ``user_email,team_id`` CSV (the old script's format), blank lines skipped."""
-    with open(csv_path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
-        columns: Optional[dict[str, int]] = None
-        rows: list[Row] = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    columns: Optional[dict[str, int]] = None
+    rows: list[Row] = []
+    try:
         for cells in reader:
             cells = [cell.strip() for cell in cells]
             if not any(cells):
@@ -93,9 +105,11 @@ def _csv_rows(csv_path: str | Path) -> list[Row]:
             if columns is None:
                 columns = {name.lower(): i for i, name in enumerate(cells)}
                 if "user_email" not in columns or "team_id" not in columns:
-                    raise InputError([Problem(str(csv_path), reader.line_num, "expected a header row with the columns user_email and team_id (or give a team for a plain list of emails)")])
+                    raise InputError([Problem(csv_file, reader.line_num, "expected a header row with the columns user_email and team_id (or give a team for a plain list of emails)")])
                 continue
             rows.append((reader.line_num, _cell(cells, columns["user_email"]), _cell(cells, columns["team_id"])))
+    except csv.Error as exc:  # a NUL byte, a field over the csv module's size limit
+        raise InputError([Problem(csv_file, reader.line_num, f"malformed CSV: {exc}")]) from None
     return rows
 
 
@@ -104,14 +118,13 @@ def _cell(cells: list[str], index: int) -> str:
     return cells[index] if index < len(cells) else ""
 
 
-def _plain_rows(csv_path: str | Path, team: str) -> list[Row]:
+def _plain_rows(text: str, team: str) -> list[Row]:
     """One email per line, all for ``team``; an ``email``/``user_email`` first line is a header."""
     rows: list[Row] = []
-    with open(csv_path, encoding="utf-8-sig", newline="") as handle:
-        for number, line in enumerate(handle, start=1):
-            email = line.strip()
-            if email and (rows or email.lower() not in _PLAIN_HEADERS):
-                rows.append((number, email, team))
+    for number, line in enumerate(io.StringIO(text, newline=""), start=1):
+        email = line.strip()
+        if email and (rows or email.lower() not in _PLAIN_HEADERS):
+            rows.append((number, email, team))
     return rows
 
 
@@ -154,17 +167,16 @@ def _missing_memberships(present: list[_CsvUser], desired: DesiredState) -> list
 
 
 def _email_problem(email: str) -> Optional[str]:
-    """Why ``email`` cannot be imported, or None.
+    """Why ``email`` cannot be imported, or None: the rule ``users.yaml`` uses.
 
-    The rule is the one ``users.yaml`` uses, plus no commas: that rule accepts
-    "a@b.com,team", which here always means a CSV row read as a plain list.
+    A comma gets its own message: here it always means a CSV row read as a plain list.
     """
     if "," in email:
         return f"{email!r} has several columns; with a team give one email per line, without one use user_email,team_id columns"
     try:
-        UserSpec(email=email)
-    except ValidationError:
-        return f"{email!r} is not a valid email address"
+        check_email(email)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -259,12 +271,6 @@ def _verify(text: str, file: str, before: DesiredState, new: list[_CsvUser]) -> 
 
 
 # --------------------------------------------------------------------------- files
-
-
-def _read(path: str | Path) -> str:
-    """The file exactly as stored (``newline=""`` keeps CRLF line ends byte for byte)."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        return handle.read()
 
 
 def _write_atomically(path: Path, text: str) -> None:

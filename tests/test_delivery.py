@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 import smtplib
+import socket
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
@@ -15,7 +15,12 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from reconciler import delivery
 from reconciler.apply import InvitationRecord
-from reconciler.delivery import DEFAULT_TEMPLATE, SmtpSettings, load_template, send_invitations
+from reconciler.delivery import (
+    DEFAULT_TEMPLATE,
+    SmtpSettings,
+    load_template,
+    send_invitations,
+)
 
 PASSWORD = "s3cret-Pa55word"
 UI = "http://proxy.test:4000"
@@ -286,6 +291,21 @@ def test_server_errors_echoing_secrets_are_scrubbed() -> None:
     assert rec.onboarding_link == f"{UI}/ui/onboarding?invitation_id=inv-secret-token"
 
 
+def test_failure_reasons_are_scrubbed_like_all_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared scrubber: whole links become a marker, and secrets from the environment are hidden too."""
+    monkeypatch.setenv("LITELLM_MASTER_KEY", "sk-master-distinctive")
+    link = f"{UI}/ui/onboarding?invitation_id=inv-echoed"
+
+    class Echoing(FakeSmtp):
+        def send_message(self, message: Any) -> None:
+            raise smtplib.SMTPDataError(554, f"no {link} here, key sk-master-distinctive, id inv-echoed".encode())
+
+    rec = record("alice@company.com", "inv-echoed")
+    send_invitations([rec], SmtpSettings("h", 25, "llm@company.com", "none"), "Subject: hi\n\n$link\n", lambda s: Echoing())  # type: ignore[arg-type,return-value]
+
+    assert rec.error == "554 no <link removed> here, key ***, id ***"
+
+
 def test_header_injection_fails_that_record_only() -> None:
     fake = FakeSmtp()
     bad = record("eve@company.com\nBcc: all@company.com", "inv-e")
@@ -360,8 +380,27 @@ def test_settings_from_env_defaults() -> None:
 @pytest.mark.parametrize("security, port", [("starttls", 587), ("TLS", 465), ("none", 25)])
 def test_default_port_follows_security(security: str, port: int) -> None:
     env = {"SMTP_HOST": "h", "SMTP_FROM": "a@b.co", "SMTP_SECURITY": security}
-    assert SmtpSettings.from_env(env).port == port
-    assert SmtpSettings.from_env({**env, "SMTP_PORT": "2525"}).port == 2525
+    assert SmtpSettings.from_env(env, allow_insecure=True).port == port
+    assert SmtpSettings.from_env({**env, "SMTP_PORT": "2525"}, allow_insecure=True).port == 2525
+
+
+@pytest.mark.parametrize("security", ["none", "NONE", " none "])
+def test_plain_text_smtp_is_refused_unless_allowed(security: str) -> None:
+    env = {"SMTP_HOST": "h", "SMTP_FROM": "a@b.co", "SMTP_SECURITY": security, "SMTP_USERNAME": "u", "SMTP_PASSWORD": PASSWORD}
+
+    with pytest.raises(ValueError) as caught:
+        SmtpSettings.from_env(env)
+
+    assert str(caught.value) == "SMTP_SECURITY=none sends onboarding links in clear text; pass --allow-insecure-smtp to allow it"
+    assert PASSWORD not in str(caught.value)
+    assert SmtpSettings.from_env(env, allow_insecure=True).security == "none"
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_encrypted_smtp_needs_no_permission(security: str) -> None:
+    env = {"SMTP_HOST": "h", "SMTP_FROM": "a@b.co", "SMTP_SECURITY": security}
+    assert SmtpSettings.from_env(env).security == security
+    assert SmtpSettings.from_env(env, allow_insecure=True).security == security
 
 
 def test_settings_with_credentials() -> None:

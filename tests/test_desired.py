@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from reconciler.desired import InputError, Problem, load_desired, parse_desired
+from reconciler import desired
+from reconciler.desired import (
+    InputError,
+    Problem,
+    check_email,
+    load_desired,
+    parse_desired,
+)
 from reconciler.schema import SCHEMA_PATH, schema_text
 from tests.conftest import REPO
 
@@ -378,3 +389,314 @@ def test_all_problems_are_reported_in_one_run_sorted_by_line():
         assert expected[problem.line] in problem.message, str(problem)
     text = str(InputError(problems))
     assert text.count(f"{FILE}:") == len(problems)
+
+
+# --------------------------------------------------------------------------- hostile YAML
+
+BOMB = 'version: 1\na: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{cur}: &{cur} [{','.join(['*' + prev] * 9)}]\n" for prev, cur in zip("abcdefgh", "bcdefghi")
+)
+
+
+def refused_quickly(body: str) -> Problem:
+    """The one problem of ``body``, found in well under a second."""
+    started = time.perf_counter()
+    problem = only_problem(body)
+    assert time.perf_counter() - started < 1.0, str(problem)
+    return problem
+
+
+def test_alias_bomb_is_refused_at_its_first_anchor():
+    assert len(BOMB) < 500  # expanded, 9**9 strings: minutes and gigabytes before
+    problem = refused_quickly(BOMB)
+    assert str(problem) == f"{FILE}:2: YAML anchors and aliases are not allowed: '&a'"
+
+
+@pytest.mark.parametrize(
+    "body, line, shown",
+    [
+        ("version: 1\nteams:\n  - &dev\n    alias: dev\n", 3, "&dev"),
+        ("version: 1\nteams:\n  - alias: &name dev\n", 3, "&name"),
+        ("version: 1\nusers: &a [*a]\n", 2, "&a"),
+        ("version: 1\nteams:\n  - alias: a\n  - <<: *base\n", 4, "*base"),
+    ],
+)
+def test_anchors_and_aliases_are_refused(body, line, shown):
+    assert_problem(refused_quickly(body), line, f"YAML anchors and aliases are not allowed: '{shown}'")
+
+
+@pytest.mark.parametrize(
+    "tag, message",
+    [
+        ("!whatever", "unknown YAML tag '!whatever'; this file uses no tags"),
+        ("!!python/object/apply:os.system", "unknown YAML tag '!!python/object/apply:os.system'; this file uses no tags"),
+        ("!", "unknown YAML tag '!'; this file uses no tags"),
+        ("!!str", "YAML tag '!!str' is not allowed: this file uses no tags, not even standard ones"),
+        ("!!binary", "YAML tag '!!binary' is not allowed: this file uses no tags, not even standard ones"),
+    ],
+)
+def test_tags_are_refused(tag, message):
+    problem = refused_quickly(f"version: 1\nteams:\n  - alias: a\n  - alias: {tag} b\n")
+    assert (problem.line, problem.message) == (4, message)
+
+
+@pytest.mark.parametrize(
+    "body, line",
+    [
+        ("version: 1\nusers: " + "[" * 5000 + "]" * 5000 + "\n", 2),
+        ("version: 1\nusers: " + "{a: " * 5000 + "b" + "}" * 5000 + "\n", 2),
+        ("version: 1\nusers:\n" + "".join("  " * depth + "-\n" for depth in range(1, 5000)), 34),
+    ],
+    ids=["flow-lists", "flow-mappings", "block-lists"],
+)
+def test_deep_nesting_is_refused_not_a_recursion_error(body, line):
+    assert_problem(refused_quickly(body), line, "nesting deeper than 32 levels is not allowed")
+
+
+def test_nesting_up_to_the_limit_is_only_checked_by_the_schema():
+    depth = desired.MAX_DEPTH - 1  # the top-level mapping is the first level
+    problem = only_problem("version: 1\nextra: " + "[" * depth + "]" * depth + "\n")
+    assert_problem(problem, 2, "extra: unknown key")
+
+
+@pytest.mark.parametrize(
+    "body, line, message",
+    [
+        ("version: 1\n---\nversion: 1\n", 2, "malformed YAML: expected a single document, but found another document"),
+        ("version: 1\n? [users]\n: []\n", 2, "unsupported YAML: a mapping or list cannot be used as a key"),
+        ("version: 1\nusers:\n\t- email: a@example.com\n", 3, "malformed YAML: a tab cannot start a token; indent with spaces"),
+        (
+            "version: 1\nusers:\n  - email: 'a@example.com\n    teams: []\n",
+            5,
+            "malformed YAML: found unexpected end of stream (while scanning a quoted scalar that starts on line 3)",
+        ),
+    ],
+)
+def test_yaml_structure_problems(body, line, message):
+    problem = refused_quickly(body)
+    assert (problem.line, problem.message) == (line, message)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("9" * 5000, "a YAML int of 5000 characters is too long; quote it if it is text"),
+        ("1" + ":1" * 100_000, "a YAML int of 200001 characters is too long; quote it if it is text"),  # quadratic to compute
+        ("2024-13-45", "'2024-13-45' looks like a YAML timestamp but is not a valid one; quote it if it is text"),
+    ],
+    ids=["digits", "sexagesimal", "date"],
+)
+def test_scalars_that_cannot_be_constructed_are_refused(value, message):
+    problem = refused_quickly(f"version: 1\nteams:\n  - alias: a\n    tpm_limit: {value}\n")
+    assert (problem.line, problem.message) == (4, message)
+
+
+def test_merge_and_value_indicators_are_plain_text():
+    desired_state = parse_desired("version: 1\nteams:\n  - alias: =\n  - alias: <<\n", FILE)
+    assert [t.alias for t in desired_state.teams] == ["=", "<<"]
+
+
+def test_the_pure_python_parser_refuses_the_same(monkeypatch):
+    """Without libyaml, PyYAML's own parser is used: same events, same refusals, same lines."""
+    monkeypatch.setattr(desired, "_Loader", yaml.SafeLoader)
+    assert str(refused_quickly(BOMB)) == f"{FILE}:2: YAML anchors and aliases are not allowed: '&a'"
+    assert_problem(refused_quickly("version: 1\nusers: " + "[" * 5000 + "]" * 5000 + "\n"), 2, "nesting deeper than 32 levels")
+    assert_problem(only_problem("version: 1\nteams:\n  - alias: a\n    alias: b\n"), 4, "duplicate key 'alias' (first on line 3)")
+    assert parse_desired(yaml_text(VALID), FILE).users[0].teams == ["dev"]
+
+
+VALID = """
+    version: 1
+    teams:
+      - alias: dev
+        max_budget: 1.5
+    users:
+      - email: alice@example.com
+        teams: [dev]
+    """
+
+
+# --------------------------------------------------------------------------- characters and files
+
+
+@pytest.mark.parametrize(
+    "char, message",
+    [
+        ("\x00", "control character U+0000 is not allowed"),
+        ("\x1b", "control character U+001B is not allowed"),
+        ("\x7f", "control character U+007F is not allowed"),
+        ("\x9b", "control character U+009B is not allowed"),
+        ("\ufffe", "character U+FFFE is not allowed"),
+    ],
+)
+def test_control_characters_in_the_text_are_refused_with_line_and_column(char, message):
+    problem = refused_quickly(f"version: 1\nteams:\n  - alias: a{char}b\n")
+    assert str(problem) == f"{FILE}:3:13: {message}"
+
+
+def test_a_problem_shows_its_column_only_when_it_has_one():
+    assert str(Problem("f.yaml", 3, "msg")) == "f.yaml:3: msg"
+    assert str(Problem("f.yaml", 3, "msg", 12)) == "f.yaml:3:12: msg"
+
+
+def load_problem(path) -> str:
+    with pytest.raises(InputError) as caught:
+        load_desired(path)
+    assert len(caught.value.problems) == 1, str(caught.value)
+    return str(caught.value.problems[0])
+
+
+def test_non_utf8_byte_is_located_by_line_and_character_column(tmp_path):
+    path = tmp_path / "users.yaml"
+    path.write_bytes("version: 1\nteams:\n  - alias: café-".encode() + b"\xff\n")
+    assert load_problem(path) == f"{path}:3:17: not UTF-8: byte 0xff"
+
+
+def test_utf16_is_not_utf8(tmp_path):
+    path = tmp_path / "users.yaml"
+    path.write_bytes("version: 1\n".encode("utf-16"))
+    assert load_problem(path) == f"{path}:1:1: not UTF-8: byte 0xff"
+
+
+def test_bom_and_crlf_are_fine_and_lines_stay_right(tmp_path):
+    path = tmp_path / "users.yaml"
+    path.write_bytes(b"\xef\xbb\xbfversion: 1\r\nteams:\r\n  - alias: a\r\n    max_budget: -1\r\n")
+    assert load_problem(path).startswith(f"{path}:4: teams.0.max_budget")
+    path.write_bytes(b"\xef\xbb\xbfversion: 1\r\nteams:\r\n  - alias: a\r\n")
+    assert load_desired(path).teams[0].alias == "a"
+
+
+def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path):
+    path = tmp_path / "users.yaml"
+    with open(path, "wb") as handle:
+        handle.truncate(desired.MAX_FILE_BYTES + 1)  # sparse: costs no disk, would cost 20 MiB of reading
+    started = time.perf_counter()
+    assert load_problem(path) == f"{path}:0: file too large: over 20971520 bytes (20 MiB)"
+    assert time.perf_counter() - started < 0.1
+
+
+def test_no_more_than_the_limit_is_read_even_when_the_size_is_wrong(monkeypatch):
+    """/proc files say they are empty, like any file that grows after the stat."""
+    path = Path("/proc/self/status")
+    if not path.exists() or path.stat().st_size != 0:
+        pytest.skip("needs a Linux /proc file whose size reads as 0")
+    monkeypatch.setattr(desired, "MAX_FILE_BYTES", 64)
+    assert load_problem(path) == f"{path}:0: file too large: over 64 bytes (0 MiB)"
+
+
+@pytest.mark.parametrize("make, kind", [("directory", "a directory"), ("symlink", "a device or socket"), ("device", "a device or socket")])
+def test_only_regular_files_are_read(tmp_path, make, kind):
+    """/dev/null, not /dev/zero, so that a regression fails instead of filling memory;
+    tests/test_hostile_inputs.py tries /dev/zero in a memory-capped process."""
+    path = {"directory": tmp_path, "symlink": tmp_path / "users.yaml", "device": Path("/dev/null")}[make]
+    if make == "symlink":
+        path.symlink_to("/dev/null")
+    assert load_problem(path) == f"{path}:0: not a regular file ({kind})"
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    path = tmp_path / "users.yaml"
+    os.mkfifo(path)
+    outcome: list[str] = []
+    worker = threading.Thread(target=lambda: outcome.append(load_problem(path)), daemon=True)
+    worker.start()
+    worker.join(timeout=2)
+    if worker.is_alive():  # blocked in open(): release it, then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("loading a FIFO waited for a writer")
+    assert outcome == [f"{path}:0: not a regular file (a FIFO)"]
+
+
+# --------------------------------------------------------------------------- emails
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "alice@example.com",
+        "Alice.Smith@Example.COM",
+        "o'brien+llm@mail.example.co.uk",
+        "first_last-1@sub-1.example.io",
+        "a@xn--mller-kva.de",
+        "x@a.b.c.d.example",
+    ],
+)
+def test_plain_addresses_are_accepted(email):
+    assert check_email(email) == email
+    assert parse_desired(f'version: 1\nusers:\n  - email: "{email}"\n', FILE).users[0].email == email
+
+
+@pytest.mark.parametrize(
+    "email, reason",
+    [
+        ("a@x.com\n", "it contains a control character"),
+        ("a\x00@x.com", "it contains a control character"),
+        ("a@x.com\r\nBcc: b@x.com", "it contains a control character"),
+        ("a\t@x.com", "it contains a control character"),
+        ("alice@\u202emoc.x", "it contains a bidirectional text control"),
+        ("alice\u200f@x.com", "it contains a bidirectional text control"),
+        ("alice\u2067@x.com", "it contains a bidirectional text control"),
+        ("alice\u200b@x.com", "it contains an invisible formatting character"),
+        ("\ufeffalice@x.com", "it contains an invisible formatting character"),
+        ("alice<eve@evil.example>", "give only the address, without a display name or angle brackets"),
+        ('"Alice" <a@x.com>', "give only the address, without a display name or angle brackets"),
+        ("a@x.com,b@x.com", "it contains ',' or ';'; give one address per entry"),
+        ("a@x.com;b@x.com", "it contains ',' or ';'; give one address per entry"),
+        ("a b@x.com", "it contains whitespace"),
+        (" a@x.com", "it contains whitespace"),
+        ("a\u00a0@x.com", "it contains whitespace"),
+        ("a@@x.com", "it must contain exactly one '@'"),
+        ("a@b@x.com", "it must contain exactly one '@'"),
+        ("not-an-email", "it must contain exactly one '@'"),
+        ("", "it must contain exactly one '@'"),
+        ("@x.com", "there is nothing before '@'"),
+        ("a@", "there is nothing after '@'"),
+        ("a" * 65 + "@x.com", "the part before '@' is longer than 64 characters"),
+        (".a@x.com", "the part before '@' starts or ends with '.' or contains '..'"),
+        ("a..b@x.com", "the part before '@' starts or ends with '.' or contains '..'"),
+        ("a.@x.com", "the part before '@' starts or ends with '.' or contains '..'"),
+        ("a!b@x.com", "'!' is not allowed before '@'; use letters, digits and . _ + - '"),
+        ("jöe@x.com", "'ö' is not allowed before '@'; use letters, digits and . _ + - '"),
+        ("a@localhost", "the domain 'localhost' has no dot, as in example.com"),
+        ("a@-x.com", "the domain label '-x' starts or ends with '-'"),
+        ("a@x-.com", "the domain label 'x-' starts or ends with '-'"),
+        ("a@x..com", "the domain has an empty label (a dot at an end, or two in a row)"),
+        ("a@x.com.", "the domain has an empty label (a dot at an end, or two in a row)"),
+        ("a@" + "b" * 64 + ".com", f"the domain label {'b' * 20!r}... is longer than 63 characters"),
+        ("a@" + "b." * 127 + "com", "the domain is longer than 253 characters"),
+        ("a@x_y.com", "'_' is not allowed after '@'; a domain has letters, digits, '-' and '.'"),
+        ("a@[10.0.0.1]", "'[' is not allowed after '@'; a domain has letters, digits, '-' and '.'"),
+        ("a@10.0.0.1", "the top-level domain is all digits"),
+        ("a@müller.de", "write the domain in ASCII, as 'xn--mller-kva.de'"),
+        ("a@ex\u0430mple.com", "write the domain in ASCII, as 'xn--exmple-4nf.com'"),  # Cyrillic a
+        ("a@ｅｘａｍｐｌｅ.com", "write the domain in ASCII, as 'example.com'"),  # full-width
+    ],
+)
+def test_invalid_addresses_name_the_problem(email, reason):
+    with pytest.raises(ValueError) as caught:
+        check_email(email)
+    assert str(caught.value) == f"{email!r} is not a valid email address: {reason}"
+
+
+def test_email_problem_in_the_file_is_located_and_named():
+    problem = only_problem('version: 1\nusers:\n  - email: a@example.com\n  - email: "a@x.com\\n"\n')
+    assert str(problem) == f"{FILE}:4: users.1.email: 'a@x.com\\n' is not a valid email address: it contains a control character"
+
+
+# --------------------------------------------------------------------------- size
+
+
+def many_users(count: int) -> str:
+    """A file with 3 teams and ``count`` users, each in one team."""
+    head = "version: 1\nteams:\n  - alias: a\n  - alias: b\n  - alias: c\nusers:\n"
+    return head + "".join(f"  - email: user{i}@example.com\n    teams: [a]\n" for i in range(count))
+
+
+def test_a_hundred_thousand_users_load_in_seconds(tmp_path):
+    path = tmp_path / "users.yaml"
+    path.write_text(many_users(100_000), encoding="utf-8")
+    started = time.perf_counter()
+    loaded = load_desired(path)
+    elapsed = time.perf_counter() - started
+    assert len(loaded.users) == 100_000 and loaded.users[-1].email == "user99999@example.com"
+    assert elapsed < 10, f"{elapsed:.1f}s"  # about 2 s here; composing with PyYAML's Python loader took 17 s

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired import InputError, load_desired, parse_desired
+from reconciler.desired import InputError, check_email, load_desired, parse_desired
 from reconciler.importer import import_csv
 
 REPO_FILE = Path(__file__).resolve().parents[1] / "users.yaml"
@@ -105,7 +105,7 @@ def test_all_bad_rows_are_reported_with_csv_lines_and_nothing_is_written(tmp_pat
     problems = [(p.file, p.line, p.message) for p in caught.value.problems]
     assert problems == [
         (str(source), 2, "unknown team id '33333333-cccc'; declare it under 'teams' in users.yaml with 'id:'"),
-        (str(source), 4, "'not-an-email' is not a valid email address"),
+        (str(source), 4, "'not-an-email' is not a valid email address: it must contain exactly one '@'"),
         (str(source), 5, "missing team_id"),
         (str(source), 6, "unknown team id '99'; declare it under 'teams' in users.yaml with 'id:'"),
     ]
@@ -136,7 +136,7 @@ def test_plain_list_reports_bad_emails_by_line(tmp_path: Path, yaml_file: Path) 
 
     assert [(p.line, p.message) for p in caught.value.problems] == [
         (2, "'carol@company.com,dev-test' has several columns; with a team give one email per line, without one use user_email,team_id columns"),
-        (3, "'carol' is not a valid email address"),
+        (3, "'carol' is not a valid email address: it must contain exactly one '@'"),
     ]
 
 
@@ -201,3 +201,72 @@ def test_invalid_yaml_file_is_refused_before_reading_the_csv(tmp_path: Path) -> 
 
     with pytest.raises(InputError, match="not a valid email"):
         import_csv(csv(tmp_path, "user_email,team_id\ncarol@company.com,a\n"), yaml_file)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["alice<eve@evil.example>", "alice@company.com\u202e", "alice\u200b@company.com", "alice@c\u043empany.com", "alice@localhost", "a..b@company.com"],
+)
+def test_emails_are_checked_by_the_users_yaml_rule(tmp_path: Path, yaml_file: Path, email: str) -> None:
+    source = write(tmp_path / "users.csv", f"user_email,team_id\n{email},dev-test\n")
+
+    with pytest.raises(InputError) as caught:
+        import_csv(source, yaml_file)
+
+    with pytest.raises(ValueError) as rule:
+        check_email(email)
+    assert [(p.line, p.message) for p in caught.value.problems] == [(2, str(rule.value))]
+    assert yaml_file.read_bytes() == FILE.encode()
+
+
+def test_a_control_character_in_a_plain_list_is_refused(tmp_path: Path, yaml_file: Path) -> None:
+    source = write(tmp_path / "users.csv", "carol@company.com\ndave@company.com\x00\n")
+
+    with pytest.raises(InputError) as caught:
+        import_csv(source, yaml_file, team="dev-test")
+
+    assert [(p.line, p.message) for p in caught.value.problems] == [
+        (2, "'dave@company.com\\x00' is not a valid email address: it contains a control character")
+    ]
+
+
+def test_csv_that_the_csv_module_refuses_is_an_input_error(tmp_path: Path, yaml_file: Path) -> None:
+    source = write(tmp_path / "users.csv", "user_email,team_id\ncarol@company.com,dev-test\n" + "x" * 200_000 + ",dev-test\n")
+
+    with pytest.raises(InputError) as caught:
+        import_csv(source, yaml_file)
+
+    assert [str(p) for p in caught.value.problems] == [f"{source}:3: malformed CSV: field larger than field limit (131072)"]
+
+
+def test_a_non_utf8_csv_is_located(tmp_path: Path, yaml_file: Path) -> None:
+    source = tmp_path / "users.csv"
+    source.write_bytes(b"user_email,team_id\ncaf\xe9@company.com,dev-test\n")
+
+    with pytest.raises(InputError) as caught:
+        import_csv(source, yaml_file)
+
+    assert [str(p) for p in caught.value.problems] == [f"{source}:2:4: not UTF-8: byte 0xe9"]
+
+
+@pytest.mark.parametrize("which", ["csv", "yaml"])
+def test_special_files_are_refused_without_reading_them(tmp_path: Path, yaml_file: Path, which: str) -> None:
+    source = csv(tmp_path, "user_email,team_id\ncarol@company.com,dev-test\n")
+    device = tmp_path / "device"
+    device.symlink_to("/dev/null")  # not /dev/zero: a regression must fail, not fill memory
+
+    with pytest.raises(InputError) as caught:
+        import_csv(device, yaml_file) if which == "csv" else import_csv(source, device)
+
+    assert [str(p) for p in caught.value.problems] == [f"{device}:0: not a regular file (a device or socket)"]
+    assert yaml_file.read_bytes() == FILE.encode()
+
+
+def test_a_hostile_yaml_file_is_refused_before_the_csv_is_read(tmp_path: Path) -> None:
+    yaml_file = write(tmp_path / "users.yaml", 'version: 1\na: &a ["lol"]\nb: [*a, *a]\n')
+
+    with pytest.raises(InputError, match="YAML anchors and aliases are not allowed: '&a'"):
+        import_csv(tmp_path / "missing.csv", yaml_file)
