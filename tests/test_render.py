@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import click
 import pytest
 
 from reconciler.desired import parse_desired
-from reconciler.live import OWNER_KEY, LiveInvitation, LiveMember, LiveState, LiveTeam, LiveUser
-from reconciler.plan import FORMAT_VERSION, Plan, make_plan
+from reconciler.live import OWNER_KEY, LiveMember, LiveState, LiveTeam, LiveUser
+from reconciler.plan import FORMAT_VERSION, Action, Change, Plan, make_plan
 from reconciler.render import FORMATS, render
+from reconciler.render.comment_format import (
+    escape,
+    fence,
+    fingerprint_line,
+    is_plan_comment,
+)
+from reconciler.render.markdown import HEADER, MARKER, parse_fingerprint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tools"))
+from glue import run_glue  # noqa: E402
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 SETTINGS = {"models": [], "max_budget": 5.0, "budget_duration": None, "tpm_limit": None, "rpm_limit": None}
@@ -36,7 +49,7 @@ users:
         "people.yaml",
     )
     done = LiveUser(
-        "u-done", "done@example.com", "internal_user", None, (), {OWNER_KEY: {"managed": True, "invitation": {"id": "inv-secret"}}}
+        "u-done", "done@example.com", "internal_user", None, (), {OWNER_KEY: {"managed": True, "invitation": {"id": "inv-secret", "expires_at": "2026-11-30"}}}
     )
     live = LiveState(
         users=(
@@ -49,7 +62,6 @@ users:
             LiveTeam("t-dev", "dev", SETTINGS, (LiveMember("u-stray", "user"),)),
             LiveTeam("t-extra", "extra|team", SETTINGS),
         ),
-        invitations={"inv-secret": LiveInvitation("inv-secret", True, "2026-11-25T08:00:00Z", "2026-11-30T00:00:00Z")},
     )
     return make_plan(desired, live, NOW)
 
@@ -76,7 +88,7 @@ def plan() -> Plan:
 
 def test_the_fixture_plan_has_every_interesting_part(plan):
     kinds = {a.kind for a in plan.actions}
-    assert {"create_team", "update_team", "create_user", "update_user", "add_member", "create_invitation", "record_invitation"} <= kinds
+    assert {"create_team", "update_team", "create_user", "update_user", "add_member", "create_invitation", "replace_invitation"} <= kinds
     assert plan.drift
 
 
@@ -84,10 +96,10 @@ def test_the_fixture_plan_has_every_interesting_part(plan):
 def test_every_format_shows_every_action_and_drift_item(plan, fmt):
     out = rendered(plan, fmt)
     for action in plan.actions:
-        shown = action.address.replace("|", "\\|") if fmt == "markdown" else action.address
+        shown = f"<code>{escape(action.address)}</code>" if fmt == "markdown" else action.address
         assert shown in out, (fmt, action.address)
     for item in plan.drift:
-        shown = item.address.replace("|", "\\|") if fmt == "markdown" else item.address
+        shown = f"<code>{escape(item.address)}</code>" if fmt == "markdown" else item.address
         assert shown in out, (fmt, item.address)
 
 
@@ -96,7 +108,7 @@ def test_human_formats_carry_the_summary_and_fingerprint(plan, fmt):
     out = rendered(plan, fmt)
     assert "Plan: 2 teams to create" not in out  # one team exists: one create, one update
     assert "1 team to create, 1 team to update, 1 user to create, 1 user to update, 2 memberships to add" in out
-    assert "1 accepted invitation to record" in out
+    assert "1 exposed invitation to replace" in out
     assert plan.fingerprint[:16] in out
 
 
@@ -154,7 +166,8 @@ def test_tampered_or_foreign_plans_are_refused(plan, edit):
 
 @pytest.mark.parametrize("fmt", ["text", "markdown"])
 def test_no_changes_sentence(fmt):
-    assert "No changes. The proxy matches people.yaml." in rendered(empty_plan(), fmt)
+    sentence = "No changes. The proxy matches people.yaml."
+    assert (escape(sentence) if fmt == "markdown" else sentence) in rendered(empty_plan(), fmt)
 
 
 def test_no_changes_json():
@@ -171,12 +184,17 @@ def test_markdown_escapes_pipes_in_every_table_cell(plan):
     assert len(rows) == len(plan.actions) + len(plan.drift)
     for row in rows:
         assert unescaped_pipes(row) in (3, 6), row  # drift rows have 2 cells, action rows 5
-    assert "`team.ops\\|infra`" in out
+    assert "<code>team\\.ops\\|infra</code>" in out
     assert "New \\| Person" in out
 
 
-def test_markdown_starts_with_the_comment_marker(plan):
-    assert rendered(plan, "markdown").splitlines()[0].startswith("<!--")
+def test_markdown_starts_with_the_marker_and_the_fingerprint_line(plan):
+    lines = rendered(plan, "markdown").split("\n")
+    assert lines[0] == MARKER == "<!-- litellm-reconciler-plan -->"
+    assert lines[1] == f"<!-- litellm-reconciler-fingerprint: {plan.fingerprint} -->"
+    assert lines[2] == HEADER
+    assert parse_fingerprint(rendered(plan, "markdown")) == plan.fingerprint
+    assert f"<sub>Plan fingerprint: `{plan.fingerprint}`</sub>" in rendered(plan, "markdown")  # for reviewers
 
 
 def test_markdown_stays_under_max_chars():
@@ -186,7 +204,7 @@ def test_markdown_stays_under_max_chars():
         out = render(big, "markdown", max_chars=limit)
         assert len(out) <= limit
         assert "cut to fit" in out
-        assert big.fingerprint in out
+        assert parse_fingerprint(out) == big.fingerprint
     assert "cut to fit" not in render(build_plan(), "markdown", max_chars=10000)
 
 
@@ -199,3 +217,176 @@ def test_no_output_contains_onboarding_links_or_invitation_ids(plan, fmt):
     assert "onboarding" not in out.lower()
     assert "invitation_id=" not in out
     assert "inv-secret" not in out
+
+
+# --------------------------------------------------------------------------- hostile text
+
+FAKE = "0123456789abcdef" * 4  # a fingerprint-looking value that is not the plan's
+# What a users file may hold (its loader refuses control characters) ...
+HOSTILE_FILE = (
+    f"x`y Plan fingerprint: `{FAKE}` <!-- litellm-reconciler-fingerprint: {FAKE} --> </details> <sub>z</sub> "
+    "a|b ``[click](https://evil.example) *bold* __u__ ~~s~~ \\` &amp; www.evil.example"
+)
+# ... and what the proxy may hold, or a plan loaded from JSON: line breaks too.
+HOSTILE = HOSTILE_FILE + " line1\nline2\r\u2028\u2029\x85end"
+
+
+def hostile_plan() -> Plan:
+    """Every place user- or proxy-controlled text reaches: a team alias, a user alias (a change value),
+    a membership address, drift rows (addresses and details from the proxy), the file name, and an
+    action whose address, reason and values hold line breaks."""
+    desired = parse_desired(
+        json.dumps({"version": 1, "teams": [{"alias": HOSTILE_FILE}], "users": [{"email": "eve@example.com", "alias": HOSTILE_FILE, "teams": [HOSTILE_FILE]}]}),
+        f"users`{FAKE}`<!--|\n.yaml",
+    )
+    live = LiveState(
+        users=(LiveUser(f"id {HOSTILE}", None, "internal_user", None, ()), LiveUser(f"u {HOSTILE}", "stray@example.com", "internal_user", None, ())),
+        teams=(LiveTeam(f"t {HOSTILE}", f"proxy {HOSTILE}", SETTINGS),),
+    )
+    plan = make_plan(desired, live, NOW)
+    update = Action(
+        kind="update_team",
+        address=f"team.{HOSTILE}",
+        reason=f"settings differ: {HOSTILE}",
+        params={"team_id": "t-1"},
+        changes=(Change("max_budget", HOSTILE, 1.0),),
+    )
+    return replace(plan, actions=plan.actions + (update,))
+
+
+def _unescaped(char: str, line: str) -> int:
+    """How many times ``char`` occurs in ``line`` not escaped by a backslash (an odd run of them)."""
+    count = 0
+    for match in re.finditer(re.escape(char), line):
+        backslashes = len(line[: match.start()]) - len(line[: match.start()].rstrip("\\"))
+        count += backslashes % 2 == 0
+    return count
+
+
+def test_hostile_text_cannot_forge_the_fingerprint_or_break_the_comment(tmp_path):
+    plan = hostile_plan()
+    assert {a.kind for a in plan.actions} >= {"create_team", "create_user", "add_member"} and len(plan.drift) >= 3
+    out = render(plan, "markdown")
+    lines = out.split("\n")
+
+    # The fixed place holds the real fingerprint, and nothing else in the body looks like it.
+    assert lines[0] == MARKER and lines[1] == fingerprint_line(plan.fingerprint)
+    assert parse_fingerprint(out) == plan.fingerprint
+    assert re.findall(r"Plan fingerprint: `([0-9a-f]{64})`", out) == [plan.fingerprint]
+    assert re.findall(r"litellm-reconciler-fingerprint: ([0-9a-f]{64})", out) == [plan.fingerprint]
+
+    # No HTML from the hostile text: exactly our own comments, folds and <sub>.
+    assert out.count("<!--") == out.count("-->") == 2
+    assert out.count("<details>") == out.count("</details>") == 1  # the drift fold
+    assert out.count("<sub>") == out.count("</sub>") == 1
+    assert escape(f"<!-- litellm-reconciler-fingerprint: {FAKE} -->") in out
+    assert "&lt;/details&gt;" in out and "&lt;sub&gt;z&lt;/sub&gt;" in out and "&amp;amp;" in out
+
+    # No line breaks: every hostile fragment stays on its row; no row starts with its text.
+    assert not any(line.lstrip().startswith(("line2", "\u2028", "end")) for line in lines)
+    for separator in ("\r", "\u2028", "\u2029", "\x85"):
+        assert separator not in out
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith(("| |", "| address"))]
+    assert len(rows) == len(plan.actions) + len(plan.drift)
+    for row in rows:
+        assert _unescaped("|", row) in (3, 6), row  # drift rows have 2 cells, action rows 5
+
+    # No code span, emphasis, link or strikethrough from the hostile text: every backtick,
+    # '*', '_', '[', '~' and ':' of it is escaped (ours are only in the <sub> line and the cut note).
+    own = f"<sub>Plan fingerprint: `{plan.fingerprint}`</sub>"
+    for line in lines[2:]:
+        line = line.replace(own, "")
+        summary = re.fullmatch(r"\*\*(.*)\*\* \((.*)\)", line)  # our bold summary line and the file name
+        line = f"{summary[1]} {summary[2]}" if summary else line
+        for char in "`*_[]~":
+            assert _unescaped(char, line) == 0, (char, line)
+        assert "https://" not in line and "www.evil" not in line  # no autolinks
+    # The hostile text is there, escaped, where reviewers expect it.
+    assert f"<code>{escape('team.' + HOSTILE_FILE)}</code>" in out
+    assert f"| <code>{escape('team.' + HOSTILE)}</code> | update team | {escape('settings differ: ' + HOSTILE)} |" in out
+    assert f"<code>{escape('team.proxy ' + HOSTILE)}</code> | {escape(f'on the proxy (team_id t {HOSTILE}), not in the file')} |" in out
+    assert f"<code>{escape(plan.source)}</code>" in out
+
+    # The glue takes the real fingerprint from the posted comment (run without site-packages).
+    sha = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    state = {
+        "comments": {"7": [{"id": 1, "user": {"login": "github-actions[bot]"}, "body": out}]},
+        "pulls": {sha: [{"number": 7, "merge_commit_sha": sha, "merged_at": "2026-01-01T00:00:00Z"}]},
+    }
+    found = run_glue(tmp_path / "glue", "reviewed-fingerprint", gh_state=state, isolated=True)
+    assert found.code == 0, found.stderr
+    assert found.outputs["fingerprint"] == plan.fingerprint and found.outputs["pull-request"] == "7"
+
+
+def test_a_comment_without_the_fingerprint_line_has_no_fingerprint(tmp_path):
+    """Text that imitates the fingerprint anywhere but line 2 is never taken for it."""
+    forged = f"{MARKER}\n{HEADER}\n\n<!-- litellm-reconciler-fingerprint: {FAKE} -->\n<sub>Plan fingerprint: `{FAKE}`</sub>\n"
+    assert parse_fingerprint(forged) is None
+    assert parse_fingerprint(f"{HEADER}\n{fingerprint_line(FAKE)}\n") is None  # line 1 must be the marker
+    assert parse_fingerprint(f"{MARKER}\n{fingerprint_line(FAKE)} \n") is None  # exactly the line
+    assert parse_fingerprint(f"{MARKER}\n{fingerprint_line(FAKE).upper()}\n") is None
+    assert parse_fingerprint(f"{MARKER}\r\n{fingerprint_line(FAKE)}\r\nrest") == FAKE  # GitHub may store CRLF
+    assert is_plan_comment(forged) and not is_plan_comment(" " + forged)
+    with pytest.raises(ValueError):
+        fingerprint_line(FAKE[:-1])
+    sha = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    state = {
+        "comments": {"7": [{"id": 1, "user": {"login": "github-actions[bot]"}, "body": forged}]},
+        "pulls": {sha: [{"number": 7, "merge_commit_sha": sha, "merged_at": "2026-01-01T00:00:00Z"}]},
+    }
+    found = run_glue(tmp_path, "reviewed-fingerprint", gh_state=state, isolated=True)
+    assert found.code == 0, found.stderr
+    assert found.outputs["fingerprint"] == "" and "no plan comment with a fingerprint" in found.stdout
+
+
+@pytest.mark.parametrize(
+    "raw, forbidden",
+    [
+        ("`code`", "`code`"),
+        ("<!-- c -->", "<!--"),
+        ("</details>", "</details>"),
+        ("<sub>x</sub>", "<sub>"),
+        ("a & b", "a & b"),
+        ("a|b", "a|b"),
+        ("a\nb", "\n"),
+        ("a\r\nb", "\r"),
+        ("a\u2028b\u2029c\x85d\x1be", "\u2028"),
+        ("[t](http://x)", "[t]("),
+        ("*e* _e_ ~~s~~", "*e*"),
+        ("https://evil.example", "https://"),
+        ("$x^2$", "$x^"),
+        ("\u202eevil", "\u202e"),
+    ],
+)
+def test_escape_neutralises(raw, forbidden):
+    escaped = escape(raw)
+    assert forbidden not in escaped
+    assert "\n" not in escaped and "<" not in escaped and ">" not in escaped
+    assert all(_unescaped(c, escaped) == 0 for c in "`|*_[]~$")
+
+
+def test_escape_keeps_ordinary_text_readable():
+    assert escape("alice@company.com") == "alice@company\\.com"
+    assert escape("Ünïcode ✓ 42") == "Ünïcode ✓ 42"
+
+
+def test_fence_cannot_be_closed_by_its_content():
+    text = "before\n```\n<!-- x -->\n````\nafter"
+    fenced = fence(text)
+    opening = fenced.split("\n", 1)[0]
+    assert opening == "`````text" and fenced.endswith("\n`````")
+    assert all(len(line.strip("`")) or len(line) < 5 for line in text.split("\n"))
+
+
+def test_text_format_keeps_hostile_text_on_its_line():
+    plan = hostile_plan()
+    raw = render(plan, "text")
+    out = click.unstyle(raw)
+    assert not any(line.lstrip().startswith("line2") for line in out.splitlines())
+    assert "line1\\nline2\\r\\u2028\\u2029\\x85end" in out
+    assert "\r" not in raw and "\u2028" not in raw
+    live = LiveState(teams=(LiveTeam("t-1", "t\x1b]8;;https://evil\x07x\x1b[2J", SETTINGS),))
+    evil = make_plan(parse_desired("version: 1\n", "people.yaml"), live, NOW)
+    shown = render(evil, "text")
+    assert "\x1b]8" not in shown and "\x1b[2J" not in shown and "\x07" not in shown
+    assert "t\\x1b]8;;https://evil\\x07x\\x1b[2J" in shown

@@ -1,11 +1,17 @@
-"""Outputs of a Plan: each format is one small module rendering the same Plan object."""
+"""Outputs of a Plan: each format is one small module rendering the same Plan object.
+
+Importing this package needs only the standard library (``Plan`` is imported for type
+checking only), so the GitHub glue can import :mod:`.comment_format` without the package's
+dependencies installed.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ..plan import Plan
+if TYPE_CHECKING:
+    from ..plan import Plan
 
 #: How each action kind reads in a summary: (singular, plural, verb).
 _KIND_WORDS = {
@@ -16,7 +22,9 @@ _KIND_WORDS = {
     "update_user": ("user", "users", "to update"),
     "add_member": ("membership", "memberships", "to add"),
     "create_invitation": ("invitation", "invitations", "to create"),
-    "record_invitation": ("accepted invitation", "accepted invitations", "to record"),
+    "renew_invitation": ("expired invitation", "expired invitations", "to renew or record as accepted"),
+    "replace_invitation": ("exposed invitation", "exposed invitations", "to replace"),
+    "deliver_invitation": ("undelivered invitation", "undelivered invitations", "to deliver again"),
 }
 
 #: A short label for an action kind, as shown in tables.
@@ -28,7 +36,9 @@ KIND_LABELS = {
     "update_user": "update user",
     "add_member": "add to team",
     "create_invitation": "invite",
-    "record_invitation": "record acceptance",
+    "renew_invitation": "renew invitation",
+    "replace_invitation": "replace exposed link",
+    "deliver_invitation": "deliver link again",
 }
 
 

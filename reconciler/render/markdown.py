@@ -1,37 +1,47 @@
 """The plan as a pull-request comment: the summary first, then one table of actions, drift folded away.
 
-A hidden marker on the first line lets CI find and update its own comment in place.
-``max_chars`` keeps the comment under GitHub's 65,536-character limit: long tables
-are folded into ``<details>`` and rows that do not fit are cut with a note.
+The first two lines are a fixed frame (see :mod:`.comment_format`): the marker that lets CI
+find and update its own comment in place, and the plan's fingerprint, the one place the
+apply workflow reads it from. Everything that comes from the users file or the proxy
+(addresses, reasons, drift details, values, the file name) goes through :func:`escape`, so it
+cannot close a code span, inject HTML, break a table row or imitate the tool's own text.
+``max_chars`` keeps the comment under GitHub's 65,536-character limit: long tables are
+folded into ``<details>`` and rows that do not fit are cut with a note.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from ..plan import Action, Plan
 from . import KIND_LABELS, summary_line, value
+from .comment_format import (
+    HEADER,
+    MARKER,
+    code,
+    escape,
+    fingerprint_line,
+    parse_fingerprint,
+)
 
-MARKER = "<!-- litellm-reconciler-plan -->"
-HEADER = "### litellm-reconciler plan"
+if TYPE_CHECKING:
+    from ..plan import Action, Plan
+
+__all__ = ["GITHUB_COMMENT_LIMIT", "HEADER", "MARKER", "escape", "fingerprint_line", "parse_fingerprint", "render"]
+
 GITHUB_COMMENT_LIMIT = 65536
 _ICONS = {"+": "➕", "~": "✏️"}
 _FOLD_AFTER = 20  # rows; longer tables are collapsed
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _row(action: Action) -> str:
+def _row(action: "Action") -> str:
     changes = "<br>".join(
-        f"`{c.field}`: {_cell(value(c.new))}" if action.symbol == "+" else f"`{c.field}`: {_cell(value(c.old))} → {_cell(value(c.new))}"
+        f"{code(c.field)}: {code(value(c.new))}" if action.symbol == "+" else f"{code(c.field)}: {code(value(c.old))} → {code(value(c.new))}"
         for c in action.changes
     )
-    return f"| {_ICONS[action.symbol]} | `{_cell(action.address)}` | {KIND_LABELS[action.kind]} | {_cell(action.reason)} | {changes} |"
+    return f"| {_ICONS[action.symbol]} | {code(action.address)} | {KIND_LABELS[action.kind]} | {escape(action.reason)} | {changes} |"
 
 
-def render(plan: Plan, max_chars: Optional[int] = None) -> str:
+def render(plan: "Plan", max_chars: Optional[int] = None) -> str:
     """The comment; rows are cut until it fits ``max_chars`` (default: GitHub's limit)."""
     limit = max_chars or GITHUB_COMMENT_LIMIT
     budget = limit
@@ -42,16 +52,16 @@ def render(plan: Plan, max_chars: Optional[int] = None) -> str:
         budget -= len(text) - limit + 200  # what the headers, wrappers and notes took, and a margin
 
 
-def _render(plan: Plan, budget: int) -> str:
+def _render(plan: "Plan", budget: int) -> str:
     """The comment with at most ``budget`` characters of table rows."""
-    head = [MARKER, HEADER, "", f"**{summary_line(plan)}** (`{plan.source}`)", ""]
-    foot = [f"<sub>Plan fingerprint: `{plan.fingerprint}`</sub>", ""]
+    head = [MARKER, fingerprint_line(plan.fingerprint), HEADER, "", f"**{escape(summary_line(plan))}** ({code(plan.source)})", ""]
+    foot = [f"<sub>Plan fingerprint: `{plan.fingerprint}`</sub>", ""]  # for reviewers; CI reads line 2
     tables = [
         (f"{len(plan.actions)} action(s)", ["| | address | action | reason | changes |", "|---|---|---|---|---|"], [_row(a) for a in plan.actions], len(plan.actions) > _FOLD_AFTER),
         (
             f"Drift: {len(plan.drift)} item(s) on the proxy not in the file (not acted on)",
             ["| address | detail |", "|---|---|"],
-            [f"| `{_cell(d.address)}` | {_cell(d.detail)} |" for d in plan.drift],
+            [f"| {code(d.address)} | {escape(d.detail)} |" for d in plan.drift],
             True,
         ),
     ]

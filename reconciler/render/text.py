@@ -1,39 +1,61 @@
 """The terminal plan, in the spirit of ``terraform plan``: symbols, field changes, a summary line.
 
 Colour is added with click styles; ``click.echo`` strips it when stdout is not a terminal.
+Text from the users file or the proxy (addresses, reasons, drift details, the file name) is
+shown with its control characters escaped: a name cannot start a new line of the plan or
+send terminal escape sequences.
 """
 
 from __future__ import annotations
 
+import unicodedata
+from typing import TYPE_CHECKING
+
 import click
 
-from ..plan import Plan
 from . import summary_line, value
 
+if TYPE_CHECKING:
+    from ..plan import Plan
+
 _COLOURS = {"+": "green", "~": "yellow", "?": "cyan"}
+# Bidirectional overrides and isolates reorder what a terminal shows.
+_BIDI = frozenset("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def render(plan: Plan) -> str:
+def printable(text: object) -> str:
+    """``text`` on one line: control, line-separator and bidi characters as ``\\n``, ``\\x1b``, ``\\u2028``..."""
+    out = []
+    for ch in str(text):
+        if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def render(plan: "Plan") -> str:
     lines: list[str] = []
     if plan.actions:
-        lines.append(f"litellm-reconciler will perform the following actions ({plan.source}):")
+        lines.append(f"litellm-reconciler will perform the following actions ({printable(plan.source)}):")
         lines.append("")
         for action in plan.actions:
             symbol = click.style(action.symbol, fg=_COLOURS[action.symbol], bold=True)
-            lines.append(f"  {symbol} {click.style(action.address, bold=True)}")
-            lines.append(f"      # {action.reason}")
+            lines.append(f"  {symbol} {click.style(printable(action.address), bold=True)}")
+            lines.append(f"      # {printable(action.reason)}")
             width = max((len(c.field) for c in action.changes), default=0)
             for change in action.changes:
+                name = printable(change.field).ljust(width)
                 if action.symbol == "+":
-                    lines.append(f"      {change.field.ljust(width)} = {value(change.new)}")
+                    lines.append(f"      {name} = {value(change.new)}")
                 else:
-                    lines.append(f"      {change.field.ljust(width)} = {value(change.old)} -> {value(change.new)}")
+                    lines.append(f"      {name} = {value(change.old)} -> {value(change.new)}")
             lines.append("")
     if plan.drift:
         lines.append("Drift: on the proxy but not in the file (shown only, nothing is changed):")
         for item in plan.drift:
-            lines.append(f"  {click.style('?', fg=_COLOURS['?'], bold=True)} {item.address}: {item.detail}")
+            lines.append(f"  {click.style('?', fg=_COLOURS['?'], bold=True)} {printable(item.address)}: {printable(item.detail)}")
         lines.append("")
-    lines.append(click.style(summary_line(plan), bold=True))
+    lines.append(click.style(printable(summary_line(plan)), bold=True))
     lines.append(f"Plan fingerprint: {plan.fingerprint[:16]}")
     return "\n".join(lines) + "\n"

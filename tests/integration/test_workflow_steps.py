@@ -18,20 +18,23 @@ import shutil
 import stat
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "tests" / "tools"
 sys.path.insert(0, str(TOOLS))
 from gha import JobResult, Runner, load_yaml  # noqa: E402
 
+from reconciler.onboarding import load_report  # noqa: E402
+from reconciler.render.markdown import MARKER, escape, parse_fingerprint  # noqa: E402
+
 WORKFLOWS = REPO / ".github" / "workflows"
-MARKER = "<!-- litellm-reconciler-plan -->"
 REPOSITORY = "acme/llm-access"
 MERGE_SHA = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-LINK = re.compile(r"https?://|invitation_id|/ui/\?", re.IGNORECASE)
+# A link, also as Markdown-escaped text (https\://...), or an invitation id in link form.
+LINK = re.compile(r"https?\\?:|invitation(?:\\?_)id|/ui/\?", re.IGNORECASE)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shutil.copytree(
         REPO,
         workspace,
-        ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "tests", "bench", "build", "*.egg-info", "__pycache__", ".pytest_cache", "onboarding_results.json", "plan.json"),
+        ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "tests", "bench", "build", "*.egg-info", "__pycache__", ".pytest_cache", "onboarding_results.jsonl", "plan.json"),
     )
     bin_dir = root / "bin"
     bin_dir.mkdir()
@@ -100,9 +103,11 @@ def comments(gh_state: Path, pr: int) -> list[dict]:
 
 
 def assert_clean(text: str, *secrets: str) -> None:
-    """No secret and no link (an onboarding link is a credential) in what GitHub would show."""
-    for secret in secrets:
-        assert secret and secret not in text
+    """No secret, no proxy address and no link (an onboarding link is a credential) in what GitHub would show,
+    neither as such nor Markdown-escaped."""
+    address = urlsplit(os.environ["LITELLM_PROXY_URL"]).netloc
+    for secret in (*secrets, address):
+        assert secret and secret not in text and escape(secret) not in text
     assert not LINK.search(text), LINK.search(text)
 
 
@@ -123,18 +128,20 @@ def test_plan_posts_one_comment_and_updates_it_in_place(installed, gh_state, api
     assert comment.result == "success", comment.log
     [posted] = comments(gh_state, 7)
     body = posted["body"]
-    assert body.startswith(MARKER) and "team.dev-test" in body and "user.alice@company.com" in body
-    fingerprint = re.search(r"Plan fingerprint: `([0-9a-f]{64})`", body)[1]
+    assert body.startswith(MARKER + "\n") and escape("team.dev-test") in body and escape("user.alice@company.com") in body
+    fingerprint = parse_fingerprint(body)  # line 2, the only place CI reads it from
+    assert body.split("\n")[1] == f"<!-- litellm-reconciler-fingerprint: {fingerprint} -->"
     assert plan.outputs["fingerprint"] == fingerprint and plan.outputs["result"] == "changes"
+    assert f"Plan fingerprint: `{fingerprint}`" in body  # and shown to reviewers
     assert body.strip() in plan.summary  # the job summary shows the same plan
-    assert "user.ci-viewer@example.com" in body  # drift is shown (folded), not acted on
+    assert escape("user.ci-viewer@example.com") in body  # drift is shown (folded), not acted on
     assert api.teams() == []  # plan never writes
 
     write_users(installed, USERS_PLUS_DAVE)  # a second push to the same pull request
     plan2, comment2 = run_plan(installed, gh_state, pr_event(7), secrets)
     assert plan2.result == comment2.result == "success"
     [updated] = comments(gh_state, 7)  # still ONE comment, edited in place
-    assert updated["id"] == posted["id"] and "user.dave@company.com" in updated["body"]
+    assert updated["id"] == posted["id"] and escape("user.dave@company.com") in updated["body"]
     assert plan2.outputs["fingerprint"] != fingerprint
     methods = [json.loads(line)["method"] for line in Path(str(gh_state) + ".calls").read_text().splitlines()]
     assert methods == ["GET", "POST", "GET", "PATCH"]
@@ -163,7 +170,7 @@ def test_invalid_file_fails_the_check_and_says_why(installed, gh_state, empty_pr
 def test_fork_pull_request_gets_no_secrets_and_says_so(installed, gh_state, empty_proxy) -> None:
     write_users(installed, USERS)
     plan, comment = run_plan(installed, gh_state, pr_event(11, head_repo="stranger/llm-access"), secrets={})
-    assert plan.result == "success" and plan.outputs["result"] == "no-key"
+    assert plan.result == "success" and plan.outputs["result"] == "no-key", plan.log[-3000:]
     assert "Pull request from a fork" in plan.log and "no secrets" in plan.summary
     assert "plan against the proxy was skipped" in plan.summary
     assert comment.result == "skipped" and comments(gh_state, 11) == []
@@ -194,7 +201,7 @@ def test_apply_on_merge_applies_the_reviewed_plan(installed, gh_state, api, view
     assert "matches the reviewed plan" in job.summary and "Apply complete: 13 done, 0 failed, 0 skipped." in job.summary
     assert {t["team_alias"] for t in api.teams()} == {"dev-test", "research"}
     # the onboarding report went to a short-lived artifact, mode 0600, and left the runner
-    report = installed["temp"] / "_artifacts" / "onboarding-report" / "onboarding_results.json"
+    report = installed["temp"] / "_artifacts" / "onboarding-report" / "onboarding_results.jsonl"
     assert report.exists() and stat.S_IMODE(report.stat().st_mode) == 0o600
     assert "alice@company.com" in report.read_text()
     assert not Path(job.steps["apply"]["outputs"]["report-file"]).exists()
@@ -215,7 +222,7 @@ def test_apply_refuses_what_reviewers_did_not_see(installed, gh_state, api, view
     job = _apply(installed, gh_state, {"LITELLM_MASTER_KEY": master, "LITELLM_PROXY_URL": url})
     assert job.result == "failure"
     assert "does not match the reviewed" in job.log and "does **not** match the reviewed plan" in job.summary
-    assert job.steps["apply"]["outputs"]["fingerprint-matches"] == "false"
+    assert job.steps["apply"]["outputs"]["fingerprint-matches"] == "false"  # the CLI's refusal, exit 1
     assert [t["team_alias"] for t in api.teams()] == ["research"]  # nothing applied
     assert {u["user_email"] for u in api.users()} - {None} == {"ci-viewer@example.com"}
 
@@ -268,6 +275,7 @@ def test_apply_with_smtp_configured_mails_the_links(installed, gh_state, empty_p
             "SMTP_PORT": str(port),
             "SMTP_FROM": "LLM proxy <llm@company.com>",
             "SMTP_SECURITY": "none",
+            "SMTP_ALLOW_INSECURE": "true",  # a relay without TLS, as on the runner's own network
         }
         runner = make_runner(installed, gh_state, "workflow_dispatch", push_event(), secrets, sha=MERGE_SHA)
         runner.inputs = {"expect-fingerprint": ""}
@@ -279,11 +287,11 @@ def test_apply_with_smtp_configured_mails_the_links(installed, gh_state, empty_p
     delivered = sorted(r for rcpts, _ in inbox.messages for r in rcpts)
     assert delivered == sorted({"alice@company.com", "bob@company.com", "carol@company.com"} - set(refused))
     assert all(LINK.search(body) for _, body in inbox.messages)  # the links went by mail ...
-    uploaded = installed["temp"] / "_artifacts" / "onboarding-report" / "onboarding_results.json"
+    uploaded = installed["temp"] / "_artifacts" / "onboarding-report" / "onboarding_results.jsonl"
     if refused:
         assert job.result == "failure", "a link that did not reach its user is a failure"
         assert "1 onboarding email(s) could not be sent" in job.summary
-        records = {r["email"]: r for r in json.loads(uploaded.read_text())}
+        records = {r["email"]: r for r in load_report(uploaded)}
         assert records["bob@company.com"]["status"] == "send_failed" and LINK.search(records["bob@company.com"]["onboarding_link"])
     else:
         assert job.result == "success", job.log
@@ -312,7 +320,7 @@ def test_drift_check_fails_and_says_what_drifted(installed, gh_state, api, viewe
     drifted = make_runner(installed, gh_state, "schedule", {"schedule": "17 6 * * *"}, secrets).run_job(workflow, "drift")
     assert drifted.result == "failure"
     assert "❌ The proxy drifted from" in drifted.summary
-    assert "team.dev-test" in drifted.summary and "user.mallory@company.com" in drifted.summary
+    assert escape("team.dev-test") in drifted.summary and escape("user.mallory@company.com") in drifted.summary
     assert "::error title=Drift" in drifted.log
     assert_clean(drifted.summary + drifted.log, master, viewer_key)
 
@@ -356,4 +364,42 @@ def test_long_plan_is_folded_and_cut_below_the_comment_limit(installed, gh_state
     body = posted["body"]
     assert len(body) < 65536 and body.startswith(MARKER)
     assert "<details><summary>" in body and "cut to fit a GitHub comment" in body
-    assert re.search(r"Plan fingerprint: `[0-9a-f]{64}`", body)  # the binding survives the cut
+    assert parse_fingerprint(body) == plan.outputs["fingerprint"]  # the binding survives the cut
+
+
+FAKE_FINGERPRINT = "0123456789abcdef" * 4
+HOSTILE_ALIAS = (
+    f"ops`x Plan fingerprint: `{FAKE_FINGERPRINT}` <!-- litellm-reconciler-fingerprint: {FAKE_FINGERPRINT} --> "
+    "</details> <sub>s</sub> a|b ``[c](https://evil.example)``"
+)
+
+
+def test_hostile_alias_cannot_change_the_reviewed_fingerprint(installed, gh_state, api, viewer_key) -> None:
+    """A team alias that imitates the fingerprint, the hidden line, HTML and a table break (in the file),
+    and one with a line break (on the proxy, shown as drift): the comment shows them escaped,
+    reviewed-fingerprint reads the real fingerprint, and apply applies the reviewed plan."""
+    master, url = os.environ["LITELLM_MASTER_KEY"], os.environ["LITELLM_PROXY_URL"]
+    api.post("/team/new", {"team_alias": f"proxy {HOSTILE_ALIAS}\nline2"})  # made by hand on the proxy
+    users = USERS + f"  - email: eve@company.com\n    teams: [{json.dumps(HOSTILE_ALIAS)}]\n"
+    users = users.replace("teams:\n", f"teams:\n  - alias: {json.dumps(HOSTILE_ALIAS)}\n    max_budget: 1\n", 1)
+    write_users(installed, users)
+    plan, comment = run_plan(installed, gh_state, pr_event(13), {"LITELLM_PLAN_KEY": viewer_key, "LITELLM_PROXY_URL": url})
+    assert plan.result == comment.result == "success", plan.log
+    [posted] = comments(gh_state, 13)
+    body = posted["body"]
+    real = plan.outputs["fingerprint"]
+    assert parse_fingerprint(body) == real != FAKE_FINGERPRINT
+    assert re.findall(r"[0-9a-f]{64}", body.replace(FAKE_FINGERPRINT, "")) == [real, real]  # line 2 and the <sub> line
+    assert body.count("<!--") == 2 and body.count("<sub>") == 1 and body.count("</details>") == body.count("<details>")
+    assert escape("team." + HOSTILE_ALIAS) in body
+    assert escape(f"team.proxy {HOSTILE_ALIAS} line2") in body and "\nline2" not in body  # drift, on its row
+    _merged(gh_state, 13)
+
+    job = _apply(installed, gh_state, {"LITELLM_MASTER_KEY": master, "LITELLM_PROXY_URL": url})
+    assert job.result == "success", job.log[-3000:]
+    assert job.steps["reviewed"]["outputs"]["fingerprint"] == real
+    assert job.steps["apply"]["outputs"]["fingerprint-matches"] == "true"
+    assert HOSTILE_ALIAS in {t["team_alias"] for t in api.teams()}
+    assert "\nline2" not in job.log  # the text plan shows the proxy's line break as \n
+    shown = (body + plan.summary + job.summary).replace(escape("https://evil.example"), "")  # the alias's own link, escaped
+    assert_clean(shown, master, viewer_key)

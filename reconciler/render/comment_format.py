@@ -1,0 +1,120 @@
+"""The fixed, machine-readable frame of a plan comment, and Markdown escaping for untrusted text.
+
+Standard library only: the GitHub glue (.github/scripts/reconcile.py) imports this module
+from the action's checkout, before (or without) the package and its dependencies being
+installed. Keep it that way (tests/test_workflows_lint.py runs the glue without site-packages).
+
+Every comment the tool writes starts with two fixed lines::
+
+    <!-- litellm-reconciler-plan -->
+    <!-- litellm-reconciler-fingerprint: <64 lowercase hex digits> -->
+
+Line 1 (:data:`MARKER`) lets CI find its own comment; line 2 carries the fingerprint of the
+plan that reviewers saw. Comments without a plan (invalid file, no key, failed plan) have
+something else on line 2 and so no fingerprint. :func:`parse_fingerprint` reads only these
+two lines. Text from the users file or from the proxy can never be there: it is rendered
+further down and always through :func:`escape`, which cannot produce a line break, ``<`` or
+``>`` (so no HTML comment either).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Optional
+
+MARKER = "<!-- litellm-reconciler-plan -->"
+HEADER = "### litellm-reconciler plan"
+FINGERPRINT_PREFIX = "<!-- litellm-reconciler-fingerprint: "
+FINGERPRINT_SUFFIX = " -->"
+_FINGERPRINT_LINE = re.compile(re.escape(FINGERPRINT_PREFIX) + r"([0-9a-f]{64})" + re.escape(FINGERPRINT_SUFFIX))
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+# ASCII punctuation that means something to CommonMark / GitHub Flavored Markdown: emphasis,
+# code spans, links and images, strikethrough, tables, headings and lists, and the ':' and '.'
+# that extended autolinks (https://..., www....) need. Every ASCII punctuation character may be
+# backslash-escaped in CommonMark, so escaping one more than needed changes nothing visible.
+_BACKSLASHED = frozenset("\\`*_{}[]()#+-.!|~:=\"'$^")
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# Characters that reorder what is shown (bidirectional overrides and isolates): a name could
+# otherwise display as something else than it is.
+_BIDI = frozenset("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def fingerprint_line(fingerprint: str) -> str:
+    """Line 2 of a plan comment; refuses anything but a full SHA-256 in lowercase hex."""
+    if not _HEX64.fullmatch(fingerprint):
+        raise ValueError(f"a plan fingerprint is 64 lowercase hex digits, not {fingerprint!r}")
+    return f"{FINGERPRINT_PREFIX}{fingerprint}{FINGERPRINT_SUFFIX}"
+
+
+def _fixed_lines(body: str) -> list[str]:
+    lines = body.split("\n", 2)[:2]
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def is_plan_comment(body: str) -> bool:
+    """True when line 1 is exactly the marker."""
+    lines = _fixed_lines(body)
+    return bool(lines) and lines[0] == MARKER
+
+
+def parse_fingerprint(body: str) -> Optional[str]:
+    """The fingerprint on line 2 of a comment whose line 1 is the marker, else None.
+
+    Nothing else in the body is looked at: a fingerprint-like text further down (a team alias,
+    a reason, a drift detail) is never taken for the real one.
+    """
+    lines = _fixed_lines(body)
+    if len(lines) < 2 or lines[0] != MARKER:
+        return None
+    found = _FINGERPRINT_LINE.fullmatch(lines[1])
+    return found[1] if found else None
+
+
+def split_frame(body: str) -> tuple[str, str]:
+    """(the fixed lines at the top, exactly as the tool writes them; the rest of the body)."""
+    lines = _fixed_lines(body)
+    if not lines or lines[0] != MARKER:
+        return "", body
+    keep = 2 if len(lines) > 1 and _FINGERPRINT_LINE.fullmatch(lines[1]) else 1
+    parts = body.split("\n", keep)
+    return "\n".join(parts[:keep]) + "\n", parts[keep] if len(parts) > keep else ""
+
+
+def escape(text: object) -> str:
+    """``text`` as literal Markdown text: one line, no HTML, no formatting, no links.
+
+    ``&``, ``<`` and ``>`` become entities; Markdown punctuation gets a backslash (so a
+    backtick cannot open or close a code span, ``|`` cannot end a table cell, ``*``/``_``/``[``
+    cannot make emphasis or links); line breaks (CR, LF, NEL, U+2028, U+2029) and other control
+    characters become spaces; bidirectional controls become U+FFFD.
+
+    The result is meant for running text, table cells and ``<code>`` elements, never for a
+    code span or a fenced block (backslashes are literal there).
+    """
+    out: list[str] = []
+    for ch in str(text):
+        if ch in _ENTITIES:
+            out.append(_ENTITIES[ch])
+        elif ch in _BACKSLASHED:
+            out.append("\\" + ch)
+        elif ch in _BIDI:
+            out.append("\ufffd")
+        elif unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def code(text: object) -> str:
+    """``text`` escaped and shown in monospace (a ``<code>`` element, not a code span)."""
+    return f"<code>{escape(text)}</code>"
+
+
+def fence(text: str, info: str = "text") -> str:
+    """``text`` verbatim in a fenced code block whose fence no backtick run in it can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    marks = "`" * max(3, longest + 1)
+    return f"{marks}{info}\n{text}\n{marks}"
