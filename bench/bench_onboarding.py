@@ -33,8 +33,9 @@ from reconciler.apply import Executor  # noqa: E402
 from reconciler.client import LiteLLMClient  # noqa: E402
 from reconciler.desired import parse_desired  # noqa: E402
 from reconciler.live import read_live  # noqa: E402
-from reconciler.plan import make_plan  # noqa: E402
 from reconciler.manager import now  # noqa: E402
+from reconciler.plan import make_plan  # noqa: E402
+from reconciler.sealing import Sealer
 
 HARNESS = Path(os.environ.get("LITELLM_HARNESS") or REPO.parent / "shared" / "litellm-proxy" / "start.sh")
 
@@ -99,17 +100,16 @@ def main() -> None:
     reset()
     with LiteLLMClient(url, key) as client:
         def reconcile() -> object:
-            moment = now()
-            live = read_live(client, now=moment, declared=frozenset(u.key for u in desired.users))
-            plan = make_plan(desired, live, moment)
-            return Executor(client, url, metadata={u.user_id: u.metadata for u in live.users}).run(plan)
+            live = read_live(client)
+            plan = make_plan(desired, live, now())
+            return Executor(client, url, metadata={u.user_id: u.metadata for u in live.users}, sealer=Sealer(key)).run(plan)
 
         seconds, report = timed(reconcile)
         users, keys, members = count_state(http)
         rows.append(("reconciler apply", seconds, client.requests_made, f"{users} users, {keys} stray keys, {members} roster entries; {report.summary_line()}"))  # type: ignore[attr-defined]
 
         before = client.requests_made
-        seconds, live = timed(lambda: read_live(client, now=now(), declared=frozenset(u.key for u in desired.users)))
+        seconds, live = timed(lambda: read_live(client))
         rows.append(("reconciler read (paginated snapshot)", seconds, client.requests_made - before, f"{len(live.users)} users, {len(live.teams)} teams"))  # type: ignore[attr-defined]
 
         before, writes = client.requests_made, client.writes_made

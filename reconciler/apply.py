@@ -12,16 +12,21 @@ Rules:
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Literal, Optional, Protocol
 
-from .client import LiteLLMClient, OutcomeUnknown, ProxyError
-from .files import read_private, write_private
-from .live import OWNER_KEY, RecordedInvitation, team_from_api, utc_date
-from .plan import Action, Plan
+from .client import DeadlineExceeded, LiteLLMClient, OutcomeUnknown, ProxyError
+from .live import (
+    INVITATION_DAYS,
+    OWNER_KEY,
+    RecordedInvitation,
+    parse_time,
+    team_from_api,
+    utc_date,
+)
+from .onboarding import InvitationRecord, onboarding_link
+from .plan import INVITING, Action, Plan
 from .sealing import Sealer
 
 Status = Literal["done", "failed", "skipped"]
@@ -33,19 +38,8 @@ class ActionResult:
     kind: str
     status: Status
     detail: str = ""
-
-
-@dataclass
-class InvitationRecord:
-    """One line of the onboarding report: the same fields the old hand-run script wrote."""
-
-    email: str
-    user_id: str
-    invitation_id: Optional[str]
-    expires_at: Optional[str]
-    onboarding_link: Optional[str]
-    status: str
-    error: Optional[str] = None
+    #: The HTTP status of the proxy's refusal, when it refused (judges whether a re-run can help).
+    http_status: Optional[int] = None
 
 
 @dataclass
@@ -64,9 +58,30 @@ class ApplyReport:
         return f"Apply complete: {self.count('done')} done, {self.count('failed')} failed, {self.count('skipped')} skipped."
 
 
-def onboarding_link(ui_base: str, invitation_id: str) -> str:
-    """The link the LiteLLM UI's onboarding page understands (it reads ``invitation_id``)."""
-    return f"{ui_base.rstrip('/')}/ui/onboarding?invitation_id={invitation_id}"
+def _steps(actions: tuple[Action, ...]) -> list[list[Action]]:
+    """The plan cut into what goes out in one request: one action, or every adjacent
+    membership of one team (one ``/team/member_add`` per team: no lost members)."""
+    steps: list[list[Action]] = []
+    for action in actions:
+        previous = steps[-1][-1] if steps else None
+        if action.kind == "add_member" and previous is not None and previous.kind == "add_member" and previous.params["team_id"] == action.params["team_id"]:
+            steps[-1].append(action)
+        else:
+            steps.append([action])
+    return steps
+
+
+class Courier(Protocol):
+    """Hands a new link over the moment it exists; says how: ``reported``, ``emailed`` or ``email_failed``."""
+
+    def hand_over(self, record: InvitationRecord) -> str: ...
+
+
+class _Nowhere:
+    """No report, no email: for callers that only want the actions (tests, benchmarks)."""
+
+    def hand_over(self, record: InvitationRecord) -> str:
+        return "reported"
 
 
 class Executor:
@@ -77,24 +92,32 @@ class Executor:
         on_result: Callable[[ActionResult], None] = lambda r: None,
         metadata: Optional[dict[str, dict[str, Any]]] = None,
         sealer: Optional[Sealer] = None,
+        courier: Optional[Courier] = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
         """``metadata``: each user's metadata as read for the plan (user_id -> dict). The
         plan was made from that very snapshot (or a saved plan was checked against it), so
         merging into it is safe and saves one read per invitation. ``sealer``: needed by
-        any plan that invites (see ``sealing``); the caller checks that up front."""
+        any plan that invites (see ``sealing``); the caller checks that up front.
+        ``courier``: hands each new link over (report, email) before it is recorded."""
         self.client = client
         self.ui_base = ui_base
         self.on_result = on_result
         self._metadata = dict(metadata or {})
         self._sealer = sealer
+        self._courier = courier or _Nowhere()
+        self._clock = clock
+        self._inviting: frozenset[str] = frozenset()
+        #: Users whose intent to invite this run has recorded (any other intent is an interrupted run's).
+        self._intents: set[str] = set()
 
     def run(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
         status: dict[str, Status] = {}
 
-        def finish(action: Action, outcome: Status, detail: str = "") -> None:
+        def finish(action: Action, outcome: Status, detail: str = "", http_status: Optional[int] = None) -> None:
             status[action.address] = outcome
-            result = ActionResult(action.address, action.kind, outcome, detail)
+            result = ActionResult(action.address, action.kind, outcome, detail, http_status)
             report.results.append(result)
             self.on_result(result)
 
@@ -102,54 +125,54 @@ class Executor:
             bad = [d for d in action.depends_on if status.get(d, "done") != "done"]
             return f"{', '.join(bad)} did not succeed" if bad else None
 
-        actions = list(plan.actions)
-        i = 0
-        while i < len(actions):
-            action = actions[i]
-            if action.kind == "add_member":
-                batch = [action]
-                while i + 1 < len(actions) and actions[i + 1].kind == "add_member" and actions[i + 1].params["team_id"] == action.params["team_id"]:
-                    i += 1
-                    batch.append(actions[i])
-                ready = []
-                for member in batch:
-                    why = blocked(member)
-                    if why:
-                        finish(member, "skipped", why)
-                    else:
-                        ready.append(member)
-                if ready:
-                    for member, outcome, detail in self._add_members(ready):
-                        finish(member, outcome, detail)
-                i += 1
-                continue
-            why = blocked(action)
-            if why:
+        self._inviting = frozenset(a.params["user_id"] for a in plan.actions if a.kind in INVITING)
+        steps = _steps(plan.actions)
+        for n, step in enumerate(steps):
+            ready = []
+            for action in step:
+                why = blocked(action)
+                if why is None:
+                    ready.append(action)
+                    continue
                 finish(action, "skipped", why)
-                if action.kind == "create_invitation":
+                if action.kind in INVITING:
                     report.invitations.append(self._record(action, None, "skipped", why))
-            else:
-                outcome, detail = self._execute(action, report)
-                finish(action, outcome, detail)
-            i += 1
+            try:
+                if ready and ready[0].kind == "add_member":
+                    for member, outcome, detail, http_status in self._add_members(ready):
+                        finish(member, outcome, detail, http_status)
+                elif ready:
+                    finish(ready[0], *self._execute(ready[0], report))
+            except DeadlineExceeded as exc:
+                for action in ready:
+                    finish(action, "failed", str(exc))
+                for action in (a for later in steps[n + 1 :] for a in later):
+                    finish(action, "skipped", "the run's deadline passed before this action")
+                break
         return report
 
     # ------------------------------------------------------------------ one action
 
-    def _execute(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+    def _execute(self, action: Action, report: ApplyReport) -> tuple[Status, str, Optional[int]]:
+        """(outcome, detail, HTTP status of a refusal); ``DeadlineExceeded`` stops the run."""
         handler = getattr(self, f"_do_{action.kind}")
         try:
-            return handler(action, report)
+            outcome, detail = handler(action, report)
+            return outcome, detail, None
+        except DeadlineExceeded:
+            raise
         except OutcomeUnknown as exc:
             try:
                 confirmed = self._read_back(action)
+            except DeadlineExceeded:
+                raise
             except ProxyError as read_error:
-                return "failed", f"{exc}; reading back failed too ({read_error}); not re-sent, the next plan will tell"
+                return "failed", f"{exc}; reading back failed too ({read_error}); not re-sent, the next plan will tell", None
             if confirmed:
-                return "done", "confirmed by reading back after the response was lost"
-            return "failed", f"{exc}; not re-sent; re-run to converge"
+                return "done", "confirmed by reading back after the response was lost", None
+            return "failed", f"{exc}; not re-sent; re-run to converge", None
         except ProxyError as exc:
-            return "failed", str(exc)
+            return "failed", str(exc), exc.status
 
     def _read_back(self, action: Action) -> bool:
         p = action.params
@@ -179,9 +202,16 @@ class Executor:
         return "done", ""
 
     def _do_create_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
-        self.client.create_user(action.params)
-        self._metadata[action.params["user_id"]] = dict(action.params.get("metadata") or {})
-        return "done", f"user_id {action.params['user_id']}"
+        params = action.params
+        user_id = params["user_id"]
+        if user_id in self._inviting:
+            # The intent to invite rides along with the user row: no extra request.
+            owned = {**params.get("metadata", {}).get(OWNER_KEY, {}), "invitation": {"intent_at": self._now()}}
+            params = {**params, "metadata": {**params.get("metadata", {}), OWNER_KEY: owned}}
+            self._intents.add(user_id)
+        self.client.create_user(params)
+        self._metadata[user_id] = dict(params.get("metadata") or {})
+        return "done", f"user_id {user_id}"
 
     def _do_update_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         self.client.update_user(action.params)
@@ -197,8 +227,8 @@ class Executor:
                 raise ProxyError("GET", "/user/list", 200, f"user {user_id} is not on the proxy")
             self._metadata[user_id] = dict(user.get("metadata") or {})
         metadata = dict(self._metadata[user_id])
-        owned = metadata.get(OWNER_KEY) if isinstance(metadata.get(OWNER_KEY), dict) else {}
-        return metadata, dict(owned)
+        owned = metadata.get(OWNER_KEY)
+        return metadata, dict(owned) if isinstance(owned, dict) else {}
 
     def _do_create_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         return self._invite(action, report)
@@ -232,39 +262,78 @@ class Executor:
         status, detail = self._invite(action, report)
         return status, f"the exposed link was deleted; {detail}" if status == "done" else detail
 
+    def _do_deliver_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        """A recorded link whose delivery failed: hand it over again (a new one if it cannot be opened)."""
+        user_id = action.params["user_id"]
+        metadata, owned = self._owned_metadata(user_id)
+        recorded = RecordedInvitation.from_metadata(owned.get("invitation"))
+        invitation_id = self._require_sealer().open(recorded.sealed, user_id) if recorded else None
+        if recorded is None or invitation_id is None:
+            return self._invite(action, report)
+        record = self._record(action, {"id": invitation_id, "expires_at": recorded.expires_at}, "redelivered")
+        report.invitations.append(record)
+        delivery = self._courier.hand_over(record)
+        owned["invitation"] = {**owned["invitation"], "delivery": delivery}
+        self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
+        return "done", f"delivered again ({delivery})"
+
     def _invite(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
-        """A new link; its id is stored on the user sealed, never in the clear."""
+        """A new link, crash-safe: the intent is recorded before ``/invitation/new``, the link is
+        handed over (report, email) the moment it exists, then recorded sealed with its delivery."""
         user_id = action.params["user_id"]
         sealer = self._require_sealer()
         try:
             metadata, owned = self._owned_metadata(user_id)
+            if user_id not in self._intents:
+                previous = dict(owned.get("invitation") or {})
+                if previous.get("intent_at"):
+                    report.invitations.append(self._unrecorded(action, str(previous["intent_at"])))
+                owned["invitation"] = {**previous, "intent_at": self._now()}
+                self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
+                self._intents.add(user_id)
             invitation = self.client.new_invitation(user_id)
         except OutcomeUnknown:
-            report.invitations.append(self._record(action, None, "failed", "no response from /invitation/new; re-run to create a new link"))
+            report.invitations.append(self._record(action, None, "failed", "no response from /invitation/new; the next apply reports the link as unrecorded and creates another"))
             raise
         except ProxyError as exc:
             report.invitations.append(self._record(action, None, "failed", str(exc)))
             raise
+        record = self._record(action, invitation, "created")
+        report.invitations.append(record)
+        delivery = self._courier.hand_over(record)
         owned["invitation"] = {
             "sealed": sealer.seal(str(invitation["id"]), user_id),
             "created_at": invitation.get("created_at"),
             "expires_at": invitation.get("expires_at"),
+            "delivery": delivery,
         }
         try:
             self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
         except ProxyError as exc:
-            error = f"link created but not recorded on the user ({exc}); the next apply will create another"
-            report.invitations.append(self._record(action, invitation, "created", error))
+            error = f"link created and handed over, but not recorded on the user ({exc}); the next apply reports it as unrecorded and creates another"
+            record.error = error
             return "failed", error
-        report.invitations.append(self._record(action, invitation, "created"))
         return "done", f"valid until {utc_date(invitation.get('expires_at'))}"
+
+    def _unrecorded(self, action: Action, intent_at: str) -> InvitationRecord:
+        """The report line for a link an interrupted apply may have created and never recorded."""
+        latest = parse_time(intent_at)
+        until = utc_date((latest + timedelta(days=INVITATION_DAYS)).isoformat()) if latest else "unknown"
+        why = (
+            f"an apply at {intent_at} was interrupted after asking for a link and before recording it; "
+            f"that link, if it was created, cannot be found on the proxy and stays valid until {until} at the latest"
+        )
+        return InvitationRecord(action.params["user_email"], action.params["user_id"], None, until, None, "unrecorded", why)
+
+    def _now(self) -> str:
+        return self._clock().isoformat(timespec="seconds")
 
     def _record_acceptance(
         self, user_id: str, metadata: dict[str, Any], owned: dict[str, Any], accepted_at: Optional[str], note: str = ""
     ) -> tuple[Status, str]:
         """Keep the record, minus any plain id, with the acceptance: it is never checked again."""
         previous = owned.get("invitation")
-        record = {k: v for k, v in previous.items() if k != "id"} if isinstance(previous, dict) else {}
+        record = {k: v for k, v in previous.items() if k not in ("id", "intent_at")} if isinstance(previous, dict) else {}
         record["accepted_at"] = accepted_at or "unknown"
         owned["invitation"] = record
         self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
@@ -294,48 +363,66 @@ class Executor:
 
     # ------------------------------------------------------------------ memberships
 
-    def _add_members(self, batch: list[Action]) -> list[tuple[Action, Status, str]]:
+    def _add_members(self, batch: list[Action]) -> list[tuple[Action, Status, str, Optional[int]]]:
         team_id = batch[0].params["team_id"]
         try:
             self.client.add_members(team_id, [a.params["user_id"] for a in batch])
+        except DeadlineExceeded:
+            raise
         except OutcomeUnknown as exc:
             try:
                 team = self.client.team_info(team_id)
+            except DeadlineExceeded:
+                raise
             except ProxyError as read_error:
-                return [(a, "failed", f"{exc}; reading back failed too ({read_error})") for a in batch]
+                return [(a, "failed", f"{exc}; reading back failed too ({read_error})", None) for a in batch]
             present = team_from_api(team).member_ids if team else frozenset()
             return [
-                (a, "done", "confirmed by reading back") if a.params["user_id"] in present else (a, "failed", f"{exc}; not on the roster; re-run to converge")
+                (a, "done", "confirmed by reading back", None)
+                if a.params["user_id"] in present
+                else (a, "failed", f"{exc}; not on the roster; re-run to converge", None)
                 for a in batch
             ]
         except ProxyError as exc:
-            return [(a, "failed", str(exc)) for a in batch]
-        return [(a, "done", "") for a in batch]
+            return [(a, "failed", str(exc), exc.status) for a in batch]
+        return [(a, "done", "", None) for a in batch]
 
 
-class OnboardingReport:
-    """The onboarding report: a JSON list of records, mode 0600 (the links are credentials).
+def _refused_for_good(status: Optional[int]) -> bool:
+    """A refusal about the request itself, not about the moment it was sent."""
+    return status is not None and 400 <= status < 500 and status not in (408, 409, 425, 429)
 
-    Opened before the first write, so an unwritable path or an unreadable earlier report
-    stops the run while nothing has changed yet. Earlier records are kept: a second run
-    must never lose the links of the first. Written with ``files.write_private``.
-    """
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._earlier: list[dict[str, Any]] = []
-        try:
-            text = read_private(self.path)
-            loaded = json.loads(text) if text is not None else []
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{self.path} exists but is not a readable report ({exc}); move it away first") from None
-        if not isinstance(loaded, list):
-            raise ValueError(f"{self.path} exists but is not an onboarding report (not a list); move it away first")
-        self._earlier = loaded
-        folder = self.path.parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise ValueError(f"cannot write the onboarding report in {folder}")
+def remember_failures(results: list[ActionResult], before: dict[str, Any], now: str) -> dict[str, Any]:
+    """What this run leaves for the next (kept on the lock row): each failure, counted with the
+    previous runs that failed the same action with the same message."""
+    memory: dict[str, Any] = {}
+    for result in results:
+        if result.status != "failed":
+            continue
+        key = f"{result.kind} {result.address}"
+        found = before.get(key)
+        previous: dict[str, Any] = found if isinstance(found, dict) else {}
+        same = previous.get("detail") == result.detail
+        memory[key] = {
+            "detail": result.detail,
+            "runs": int(previous.get("runs") or 0) + 1 if same else 1,
+            "since": previous.get("since") or now if same else now,
+        }
+    return memory
 
-    def save(self, records: list[InvitationRecord]) -> Path:
-        """Write the earlier records plus ``records`` atomically (safe to call again with more)."""
-        return write_private(self.path, json.dumps(self._earlier + [asdict(r) for r in records], indent=2) + "\n")
+
+def stubborn_failures(results: list[ActionResult], memory: dict[str, Any]) -> list[tuple[ActionResult, str]]:
+    """Failures a re-run will not fix, with why: the proxy refused the request itself (4xx),
+    or the same action failed the same way on the previous run too (e.g. a 500 from data
+    PostgreSQL rejects). ``memory`` is this run's ``remember_failures``."""
+    stubborn = []
+    for result in results:
+        if result.status != "failed":
+            continue
+        runs = int((memory.get(f"{result.kind} {result.address}") or {}).get("runs") or 1)
+        if _refused_for_good(result.http_status):
+            stubborn.append((result, f"refused by the proxy (HTTP {result.http_status})"))
+        elif runs > 1:
+            stubborn.append((result, f"failed the same way on {runs} runs in a row"))
+    return stubborn

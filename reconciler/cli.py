@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import click
 
 from . import __version__
-from .apply import ActionResult, InvitationRecord, OnboardingReport
+from .apply import ActionResult, remember_failures, stubborn_failures
 from .client import ProxyError, check_proxy_url
 from .delivery import SmtpSettings, load_template
 from .desired import InputError, load_desired
@@ -22,9 +22,12 @@ from .files import write_private
 from .importer import import_csv
 from .invitations import onboarding_status, render_json, render_table
 from .live import utc_date
+from .lock import LockHeld
 from .manager import (
     Connection,
+    ReportCourier,
     StalePlan,
+    apply_lock,
     check_fingerprint,
     check_saved_plan,
     execute,
@@ -35,7 +38,8 @@ from .manager import (
     read_for,
     require_sealer,
 )
-from .plan import PlanConflict
+from .onboarding import InvitationRecord, OnboardingReport
+from .plan import Plan, PlanConflict
 from .render import FORMATS, render, summary_line
 from .schema import SCHEMA_PATH, schema_text
 from .sealing import Sealer
@@ -46,7 +50,8 @@ _file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(di
 _proxy_option = click.option(
     "--proxy-url", envvar="LITELLM_PROXY_URL", default=None, help="Proxy base URL [env LITELLM_PROXY_URL; default http://localhost:4000]"
 )
-_timeout_option = click.option("--timeout", default=30.0, show_default=True, help="Seconds per request.")
+_timeout_option = click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds per request, the whole answer included.")
+_deadline_option = click.option("--deadline", default=None, type=click.FloatRange(min=1), help="Seconds the whole run may take; no request is sent after it.")
 
 
 class Failure(click.ClickException):
@@ -66,7 +71,7 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             for problem in exc.problems:
                 click.echo(f"error: {problem}", err=True)
             raise Failure(f"{len(exc.problems)} problem(s) in the input; nothing was sent to the proxy") from None
-        except (ProxyError, PlanConflict, StalePlan, ValueError, OSError) as exc:
+        except (ProxyError, PlanConflict, StalePlan, LockHeld, ValueError, OSError) as exc:
             raise Failure(scrub(str(exc))) from None
 
     return wrapper
@@ -131,11 +136,14 @@ def schema(check: bool, write: bool) -> None:
 @click.option("--max-chars", type=click.IntRange(1000), default=None, help="Markdown: fold and cut to stay under this size (GitHub comments: 65536).")
 @_proxy_option
 @_timeout_option
+@_deadline_option
 @guard
-def plan(file: str, fmt: str, out: Optional[str], detailed_exitcode: bool, max_chars: Optional[int], proxy_url: Optional[str], timeout: float) -> None:
+def plan(
+    file: str, fmt: str, out: Optional[str], detailed_exitcode: bool, max_chars: Optional[int], proxy_url: Optional[str], timeout: float, deadline: Optional[float]
+) -> None:
     """Read the proxy, compare it with FILE and show what apply would do. Never writes."""
     desired = load_desired(file)
-    with _connect(proxy_url, timeout).client() as client:
+    with _connect(proxy_url, timeout, deadline).client() as client:
         the_plan, _ = plan_against(desired, client)
     click.echo(render(the_plan, fmt, max_chars=max_chars), nl=False)
     if out:
@@ -147,16 +155,20 @@ def plan(file: str, fmt: str, out: Optional[str], detailed_exitcode: bool, max_c
 
 @main.command()
 @_file_argument
-@click.option("--plan", "plan_file", type=click.Path(dir_okay=False, exists=True), help="Apply this saved plan; refused if the proxy changed since.")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False, exists=True), help="Apply this saved plan; refused unless a fresh plan is exactly the same.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (CI).")
-@click.option("--report", default="onboarding_results.json", show_default=True, type=click.Path(dir_okay=False), help="Onboarding report (mode 0600): one record per invited user, with the link.")
+@click.option("--report", default="onboarding_results.jsonl", show_default=True, type=click.Path(dir_okay=False), help="Onboarding report (JSON Lines, mode 0600): each link, written the moment it exists.")
 @click.option("--show-links", is_flag=True, help="Also print onboarding links (they are credentials).")
 @click.option("--ui-url", default=None, help="Base URL of the UI for onboarding links [default: the proxy URL].")
 @click.option("--expect-fingerprint", default=None, help="Refuse unless the plan's fingerprint starts with this (the one reviewers saw).")
 @click.option("--send-invites", type=click.Choice(["smtp"]), default=None, help="Email each new link to its user (SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM, SMTP_SECURITY).")
+@click.option("--allow-insecure-smtp", is_flag=True, help="Allow SMTP_SECURITY=none: links cross the network in clear text.")
 @click.option("--invite-template", type=click.Path(dir_okay=False, exists=True), default=None, help="Plain-text email template ($email, $link, $expires_at, $proxy_url); first line 'Subject: ...'.")
+@click.option("--lock-timeout", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait for another apply on the same proxy to finish.")
+@click.option("--lock-ttl", default=600.0, show_default=True, type=click.FloatRange(min=5), help="Seconds the apply lock lasts without renewal (a killed apply's lock is broken after it).")
 @_proxy_option
 @_timeout_option
+@_deadline_option
 @guard
 def apply(
     file: str,
@@ -167,48 +179,66 @@ def apply(
     ui_url: Optional[str],
     expect_fingerprint: Optional[str],
     send_invites: Optional[str],
+    allow_insecure_smtp: bool,
     invite_template: Optional[str],
+    lock_timeout: float,
+    lock_ttl: float,
     proxy_url: Optional[str],
     timeout: float,
+    deadline: Optional[float],
 ) -> None:
-    """Plan, show, confirm, then make exactly the planned changes; verify with a second plan."""
+    """Plan, show, confirm, then make exactly the planned changes; verify with a second plan.
+
+    Changes are made under a lock on the proxy (one apply at a time); an apply with nothing
+    to do writes nothing, not even the lock."""
     desired = load_desired(file)
-    connection = _connect(proxy_url, timeout)
+    connection = _connect(proxy_url, timeout, deadline)
     # Everything that can be checked offline is checked before the first write.
-    mail = (SmtpSettings.from_env(), load_template(invite_template)) if send_invites == "smtp" else None
+    mail = (SmtpSettings.from_env(allow_insecure=allow_insecure_smtp), load_template(invite_template)) if send_invites == "smtp" else None
     onboarding = OnboardingReport(report)
     sealer = Sealer.from_env()
     if ui_url:
         check_proxy_url(ui_url)
+    saved = load_saved_plan(plan_file) if plan_file else None
     with connection.client() as client:
-        if plan_file:
-            the_plan, live = check_saved_plan(load_saved_plan(plan_file), desired, client)
-        else:
-            the_plan, live = plan_against(desired, client)
-        click.echo(render(the_plan, "text"), nl=False)
-        if expect_fingerprint is not None:
-            check_fingerprint(the_plan, expect_fingerprint)
-            click.echo(f"Plan fingerprint matches the reviewed plan ({the_plan.fingerprint[:16]}).")
+        the_plan, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
         if not the_plan.actions:
+            _show(the_plan, expect_fingerprint)
             return
-        require_sealer(the_plan, sealer)
-        if not yes:
-            if not sys.stdin.isatty():
-                raise Failure("refusing to apply without confirmation: stdin is not a terminal; pass --yes")
-            if not click.confirm(f"Apply these {len(the_plan.actions)} action(s)?", default=False):
-                raise Failure("apply cancelled; nothing was changed")
+        with apply_lock(client, lock_timeout, lock_ttl) as lock:
+            # Read again under the lock: another apply may have finished in between.
+            the_plan, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
+            _show(the_plan, expect_fingerprint)
+            if not the_plan.actions:
+                return
+            require_sealer(the_plan, sealer)
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise Failure("refusing to apply without confirmation: stdin is not a terminal; pass --yes")
+                if not click.confirm(f"Apply these {len(the_plan.actions)} action(s)?", default=False):
+                    raise Failure("apply cancelled; nothing was changed")
 
-        result = execute(the_plan, client, live, ui_url or connection.proxy_url, onboarding, mail, on_result=_print_result, sealer=sealer)
-        if result.invitations:
-            _print_invitations(result.invitations, show_links)
-            click.echo(f"Onboarding links are in {onboarding.path} (mode 0600); they are credentials.")
-        click.echo(click.style(result.summary_line(), bold=True))
+            def progress(result: ActionResult) -> None:
+                _print_result(result)
+                lock.refresh()
 
-        verify, _ = plan_against(desired, client)
+            courier = ReportCourier(onboarding, mail)
+            result = execute(the_plan, client, live, ui_url or connection.proxy_url, courier, on_result=progress, sealer=sealer)
+            lock.memory = remember_failures(result.results, lock.memory, now().isoformat(timespec="seconds"))
+            if result.invitations:
+                _print_invitations(result.invitations, show_links)
+                click.echo(f"Onboarding links are in {onboarding.path} (mode 0600); they are credentials.")
+            click.echo(click.style(result.summary_line(), bold=True))
+            verify, _ = plan_against(desired, client)
     if verify.has_changes:
         click.echo(f"The proxy does not match {file} yet: {summary_line(verify)}", err=True)
     if not result.ok:
-        raise Failure("some actions failed or were skipped; fix the cause and run apply again (it converges)")
+        stubborn = stubborn_failures(result.results, lock.memory)
+        if stubborn:
+            for failed, why in stubborn:
+                click.echo(f"error: {failed.address}: {why}: {failed.detail}", err=True)
+            raise Failure(f"{len(stubborn)} action(s) will not converge by re-running; fix the cause in {file} or on the proxy first")
+        raise Failure("some actions failed or were skipped; run apply again (it converges)")
     unsent = [r.email for r in result.invitations if r.status == "send_failed"]
     if unsent:
         raise Failure(f"{len(unsent)} invitation email(s) could not be sent ({', '.join(unsent)}); their links are in {onboarding.path}")
@@ -216,13 +246,25 @@ def apply(
         raise Failure("apply finished but a new plan is not empty")
 
 
+def _show(the_plan: Plan, expect_fingerprint: Optional[str]) -> None:
+    """Print the plan about to be applied and hold it to the reviewed fingerprint."""
+    click.echo(render(the_plan, "text"), nl=False)
+    if expect_fingerprint is not None:
+        check_fingerprint(the_plan, expect_fingerprint)
+        click.echo(f"Plan fingerprint matches the reviewed plan ({the_plan.fingerprint[:16]}).")
+
+
 def _print_invitations(records: list[InvitationRecord], show_links: bool) -> None:
     """Who was invited and until when; the link itself only with --show-links."""
     for record in records:
+        if record.status == "unrecorded":
+            click.echo(f"Unrecorded link for {record.email}: {record.error}")
+            continue
         if not record.invitation_id:
             click.echo(f"Not invited {record.email}: {record.error}")
             continue
-        line = f"Invited {record.email} (valid until {utc_date(record.expires_at)})"
+        verb = "Delivered again the link of" if record.status == "redelivered" else "Invited"
+        line = f"{verb} {record.email} (valid until {utc_date(record.expires_at)})"
         if record.status == "sent":
             line += ", emailed"
         elif record.status == "send_failed":
@@ -235,11 +277,12 @@ def _print_invitations(records: list[InvitationRecord], show_links: bool) -> Non
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @_proxy_option
 @_timeout_option
+@_deadline_option
 @guard
-def invitations(file: str, fmt: str, proxy_url: Optional[str], timeout: float) -> None:
+def invitations(file: str, fmt: str, proxy_url: Optional[str], timeout: float, deadline: Optional[float]) -> None:
     """Show who has onboarded: accepted, pending until ..., expired, never invited. Read-only; no links."""
     desired = load_desired(file)
-    with _connect(proxy_url, timeout).client() as client:
+    with _connect(proxy_url, timeout, deadline).client() as client:
         live = read_for(desired, client)
         rows = onboarding_status(desired, live, now(), pending_invitations(desired, live, client, Sealer.from_env()))
     click.echo(render_json(rows) if fmt == "json" else render_table(rows), nl=False)
@@ -262,9 +305,9 @@ def import_csv_command(csv_file: str, yaml_file: str, team: Optional[str]) -> No
     click.echo(f"{len(result.added)} user(s) added to {yaml_file}." if result.added else f"Nothing to add; {yaml_file} is unchanged.")
 
 
-def _connect(proxy_url: Optional[str], timeout: float) -> Connection:
+def _connect(proxy_url: Optional[str], timeout: float, deadline: Optional[float] = None) -> Connection:
     """The connection from flags and environment; warnings about the URL go to stderr."""
-    connection = Connection.from_env(proxy_url, timeout)
+    connection = Connection.from_env(proxy_url, timeout, deadline)
     for warning in check_proxy_url(connection.proxy_url):
         click.echo(f"warning: {warning}", err=True)
     return connection

@@ -30,6 +30,8 @@ CHANGED_BY = "litellm-reconciler"
 PAGE_SIZE = 100
 _RETRYABLE_GET = {429, 502, 503, 504}
 _UNKNOWN_POST = {502, 504}
+#: The largest answer read: a page of 100 users is ~100 KB; anything near this is not LiteLLM.
+MAX_BODY_BYTES = 64 * 2**20
 
 
 def check_proxy_url(base_url: str) -> list[str]:
@@ -76,6 +78,10 @@ class ProxyError(Exception):
         self.message = message
         where = f"{method} {path}"
         super().__init__(f"{where}: HTTP {status}: {message}" if status else f"{where}: {message}")
+
+
+class DeadlineExceeded(ProxyError):
+    """The run's total deadline passed; nothing more is sent."""
 
 
 class OutcomeUnknown(ProxyError):
@@ -125,7 +131,10 @@ class LiteLLMClient:
         max_attempts: int = 4,
         transport: Optional[httpx.BaseTransport] = None,
         sleep: Callable[[float], None] = time.sleep,
+        deadline: Optional[float] = None,
     ):
+        """``timeout``: seconds for one request as a whole; ``deadline``: a ``time.monotonic()``
+        moment after which no request is sent (the run's total budget)."""
         if not api_key:
             raise ValueError("no API key: set LITELLM_MASTER_KEY (or LITELLM_API_KEY for a read-only key)")
         if any(not 33 <= ord(c) <= 126 for c in api_key):
@@ -136,6 +145,8 @@ class LiteLLMClient:
         self._key = api_key
         self._sleep = sleep
         self._max_attempts = max_attempts
+        self._timeout = timeout
+        self._deadline = deadline
         self.requests_made = 0
         self.writes_made = 0
         self._http = httpx.Client(
@@ -171,7 +182,7 @@ class LiteLLMClient:
             if method != "GET":
                 self.writes_made += 1
             try:
-                response = self._http.request(method, path, params=params, json=body, headers=headers)
+                response, content = self._send(method, path, params, body, headers)
             except httpx.TransportError as exc:
                 reason = self.redact(f"{type(exc).__name__}: {exc}") or type(exc).__name__
                 if method == "GET" and attempt < self._max_attempts:
@@ -182,11 +193,11 @@ class LiteLLMClient:
                 raise ProxyError(method, path, None, f"cannot reach the proxy at {url_without_credentials(self.base_url)} ({reason})") from None
 
             status = response.status_code
-            body = self._json_or_text(response)
+            answer = self._json_or_text(content)
             if status < 400:
-                if isinstance(body, str):
+                if isinstance(answer, str):
                     raise ProxyError(method, path, status, "the response is not JSON; is this a LiteLLM proxy?")
-                return body
+                return answer
             retry_after = response.headers.get("retry-after")
             if attempt < self._max_attempts and (
                 (method == "GET" and status in _RETRYABLE_GET)
@@ -194,10 +205,32 @@ class LiteLLMClient:
             ):
                 self._sleep(self._backoff(attempt, retry_after))
                 continue
-            message = self.redact(error_message(body, response.reason_phrase))
+            message = self.redact(error_message(answer, response.reason_phrase))
             if method != "GET" and status in _UNKNOWN_POST:
                 raise OutcomeUnknown(method, path, status, message)
-            raise ProxyError(method, path, status, message, kind=error_type(body)) from None
+            raise ProxyError(method, path, status, message, kind=error_type(answer)) from None
+
+    def _send(self, method: str, path: str, params: Optional[dict[str, Any]], body: Any, headers: Optional[dict[str, str]]) -> tuple[httpx.Response, bytes]:
+        """One attempt, bounded as a whole: httpx's timeout bounds each read, so a server that
+        trickles its answer a byte at a time is cut off here once ``timeout`` has passed since
+        the request started (and never after the run's deadline). The body is capped too."""
+        limit = self._timeout
+        if self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(method, path, None, "the run's deadline (--deadline) has passed; stopped before this request")
+            limit = min(limit, remaining)
+        stop = time.monotonic() + limit
+        with self._http.stream(method, path, params=params, json=body, headers=headers, timeout=limit) as response:
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if time.monotonic() > stop:
+                    raise httpx.ReadTimeout(f"the answer took longer than {limit:g} s", request=response.request)
+                if size > MAX_BODY_BYTES:
+                    raise httpx.ReadError(f"the answer is larger than {MAX_BODY_BYTES // 2**20} MB", request=response.request)
+        return response, b"".join(chunks)
 
     @staticmethod
     def _backoff(attempt: int, retry_after: Optional[str]) -> float:
@@ -209,12 +242,12 @@ class LiteLLMClient:
         return min(0.5 * 2 ** (attempt - 1), 8.0)
 
     @staticmethod
-    def _json_or_text(response: httpx.Response) -> Any:
+    def _json_or_text(content: bytes) -> Any:
         """The JSON body, or its text (at most 500 characters) when it is not JSON."""
         try:
-            return response.json()
+            return json.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return response.text[:500]
+            return content[:500].decode("utf-8", "replace")
 
     def get(self, path: str, **params: Any) -> Any:
         return self._request("GET", path, params={k: v for k, v in params.items() if v is not None})

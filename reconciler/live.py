@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from .client import IncompleteRead, LiteLLMClient
 from .desired import TEAM_SETTINGS
+from .lock import LOCK_USER_ID
 from .sealing import Sealer
 
 #: The one metadata key this tool owns on users and teams.
@@ -47,6 +48,11 @@ class RecordedInvitation:
     created_at: Optional[str]
     expires_at: Optional[str]
     accepted_at: Optional[str]
+    #: Set before ``/invitation/new`` and dropped with the record that follows it: still set
+    #: means an apply was interrupted in between, and a link may exist that nobody recorded.
+    intent_at: Optional[str] = None
+    #: How the link was handed over: reported (onboarding report), emailed, email_failed.
+    delivery: Optional[str] = None
 
     @classmethod
     def from_metadata(cls, record: object) -> Optional["RecordedInvitation"]:
@@ -56,7 +62,9 @@ class RecordedInvitation:
         def text(name: str) -> Optional[str]:
             return str(record[name]) if record.get(name) else None
 
-        return cls(text("sealed"), text("id"), text("created_at"), text("expires_at"), text("accepted_at"))
+        return cls(
+            text("sealed"), text("id"), text("created_at"), text("expires_at"), text("accepted_at"), text("intent_at"), text("delivery")
+        )
 
 
 @dataclass(frozen=True)
@@ -173,7 +181,8 @@ def read_live(client: LiteLLMClient, *, declared_teams: frozenset[str] = frozens
 
 
 def _read_once(client: LiteLLMClient, declared_teams: frozenset[str]) -> LiveState:
-    users = tuple(user_from_api(u) for u in client.list_users())
+    # The apply lock is a row of this tool's, not a person: never planned, never drift.
+    users = tuple(user_from_api(u) for u in client.list_users() if u.get("user_id") != LOCK_USER_ID)
     teams = tuple(team_from_api(t) for t in client.list_teams())
     seen = {t.team_id for t in teams} | {t.alias for t in teams if t.alias}
     referenced = {team_id for user in users for team_id in user.teams}
@@ -216,6 +225,10 @@ def utc_date(value: object) -> str:
     """The UTC calendar date of a LiteLLM timestamp, as YYYY-MM-DD ("" when absent or unreadable)."""
     moment = parse_time(value)
     return moment.astimezone(timezone.utc).date().isoformat() if moment else ""
+
+
+#: How long LiteLLM keeps a new link valid (``/invitation/new``: created_at + 7 days).
+INVITATION_DAYS = 7
 
 
 def invitation_expired(expires_at: object, now: datetime) -> bool:

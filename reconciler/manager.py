@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
-from .apply import ActionResult, ApplyReport, Executor, OnboardingReport
-from .client import DEFAULT_PROXY_URL, LiteLLMClient
+from .apply import ActionResult, ApplyReport, Executor
+from .client import DEFAULT_PROXY_URL, LiteLLMClient, ProxyError
 from .delivery import SmtpSettings, send_invitations
 from .desired import DesiredState
 from .live import LiveInvitation, LiveState, read_invitations, read_live
+from .lock import ApplyLock, describe_runner
+from .onboarding import InvitationRecord, OnboardingReport
 from .plan import INVITING, Plan, make_plan
 from .sealing import Sealer
 
@@ -34,18 +38,21 @@ class Connection:
     proxy_url: str
     api_key: str
     timeout: float = 30.0
+    #: Seconds the whole run may take (None: no limit); counted from ``client()``.
+    deadline: Optional[float] = None
 
     @classmethod
-    def from_env(cls, proxy_url: Optional[str], timeout: float = 30.0) -> "Connection":
+    def from_env(cls, proxy_url: Optional[str], timeout: float = 30.0, deadline: Optional[float] = None) -> "Connection":
         """``proxy_url`` is the flag (click also fills it from LITELLM_PROXY_URL). Surrounding
         whitespace of a key is dropped: a secret pasted with its newline is still that key."""
         key = next((os.environ[name].strip() for name in KEY_VARIABLES if os.environ.get(name, "").strip()), "")
         if not key:
             raise ValueError("no API key: set LITELLM_MASTER_KEY (or LITELLM_API_KEY, e.g. a read-only key for plan)")
-        return cls(proxy_url or DEFAULT_PROXY_URL, key, timeout)
+        return cls(proxy_url or DEFAULT_PROXY_URL, key, timeout, deadline)
 
     def client(self) -> LiteLLMClient:
-        return LiteLLMClient(self.proxy_url, self.api_key, timeout=self.timeout)
+        until = time.monotonic() + self.deadline if self.deadline is not None else None
+        return LiteLLMClient(self.proxy_url, self.api_key, timeout=self.timeout, deadline=until)
 
 
 def now() -> datetime:
@@ -109,6 +116,21 @@ def check_saved_plan(saved: Plan, desired: DesiredState, client: LiteLLMClient) 
     return fresh, live
 
 
+@contextmanager
+def apply_lock(client: LiteLLMClient, wait: float, ttl: float) -> Iterator[ApplyLock]:
+    """Hold the proxy's apply lock for the block; released even when the block fails (a
+    failed release leaves the lock to expire rather than hide the block's own error)."""
+    lock = ApplyLock(client, describe_runner(), ttl)
+    lock.acquire(wait)
+    try:
+        yield lock
+    except BaseException:
+        with suppress(ProxyError):
+            lock.release()
+        raise
+    lock.release()
+
+
 def require_sealer(plan: Plan, sealer: Optional[Sealer]) -> None:
     """Refuse, before any write, a plan that invites when invitation ids cannot be sealed."""
     if sealer is None and any(a.kind in INVITING for a in plan.actions):
@@ -125,23 +147,32 @@ def check_fingerprint(plan: Plan, expected: str) -> None:
         raise StalePlan(f"plan fingerprint {plan.fingerprint[:16]} does not match the reviewed {wanted[:16] or '(empty)'}; nothing was applied")
 
 
+class ReportCourier:
+    """Hands each link over the moment it exists: into the report (on disk before anything
+    else happens), then by email when configured, with the outcome appended to the report."""
+
+    def __init__(self, report: OnboardingReport, mail: Optional[tuple[SmtpSettings, str]]):
+        self.report = report
+        self.mail = mail
+
+    def hand_over(self, record: InvitationRecord) -> str:
+        self.report.append(record)
+        if self.mail is None:
+            return "reported"
+        send_invitations([record], *self.mail)
+        self.report.append(record)
+        return "emailed" if record.status == "sent" else "email_failed"
+
+
 def execute(
     plan: Plan,
     client: LiteLLMClient,
     live: LiveState,
     ui_base: str,
-    report: OnboardingReport,
-    mail: Optional[tuple[SmtpSettings, str]],
+    courier: ReportCourier,
     on_result: Callable[[ActionResult], None],
     sealer: Optional[Sealer],
 ) -> ApplyReport:
-    """Run the plan, then deliver the links. The report is saved as soon as the links exist
-    and again after mailing, so a failure while sending never loses one."""
+    """Run the plan; each link is handed over by ``courier`` as soon as it exists."""
     metadata = {user.user_id: user.metadata for user in live.users}
-    result = Executor(client, ui_base, on_result=on_result, metadata=metadata, sealer=sealer).run(plan)
-    if result.invitations:
-        report.save(result.invitations)
-        if mail is not None:
-            send_invitations(result.invitations, *mail)
-            report.save(result.invitations)
-    return result
+    return Executor(client, ui_base, on_result=on_result, metadata=metadata, sealer=sealer, courier=courier).run(plan)

@@ -44,9 +44,10 @@ PHASES = (
     "create_invitation",
     "renew_invitation",
     "replace_invitation",
+    "deliver_invitation",
 )
-#: Kinds that may call ``/invitation/new`` (and so need the inviter user to exist).
-INVITING = frozenset({"create_invitation", "renew_invitation", "replace_invitation"})
+#: Kinds that may call ``/invitation/new`` (and so need the inviter user and the seal key).
+INVITING = frozenset({"create_invitation", "renew_invitation", "replace_invitation", "deliver_invitation"})
 #: Why an invitation recorded in plain text is replaced (the security migration).
 EXPOSED_REASON = "link was readable by read-only keys"
 
@@ -397,7 +398,17 @@ def _plan_invitation(user: UserSpec, desired: DesiredState, matched: _Matched, n
         else:
             why = f"{EXPOSED_REASON}; the old link is deleted and a new one created"
         return [_invitation("replace_invitation", address, user, user_id, why, ())]
-    if record.accepted_at or not invitation_expired(record.expires_at, now):
+    if record.intent_at:
+        why = (
+            f"an apply on {utc_date(record.intent_at) or 'an unknown date'} was interrupted after asking for a link and before "
+            "recording it; that link cannot be found on the proxy (apply reports it) and a new one is created"
+        )
+        return [_invitation("create_invitation", address, user, user_id, why, ())]
+    if record.accepted_at:
+        return []
+    if not invitation_expired(record.expires_at, now):
+        if record.delivery == "email_failed":
+            return [_invitation("deliver_invitation", address, user, user_id, "the email with the link could not be sent; apply hands it over again", ())]
         return []
     expired = utc_date(record.expires_at) or "an unreadable date"
     why = f"the previous invitation expired on {expired}; apply records it if it was accepted, else creates a new link"
@@ -416,19 +427,32 @@ def _invitation(kind: str, address: str, user: UserSpec, user_id: str, why: str,
     )
 
 
+#: Roles that administer the proxy: whoever holds one unreviewed is drift that must never go unseen.
+PRIVILEGED_ROLES = frozenset({"proxy_admin", "proxy_admin_viewer"})
+
+
 def _drift(desired: DesiredState, live: LiveState, matched: _Matched) -> list[Drift]:
-    """What the proxy has and the file does not say: extra users, extra teams, extra memberships."""
+    """What the proxy has and the file does not say: extra users, extra teams, extra memberships,
+    and any privileged role the file does not grant (kind ``privilege``), whether or not the
+    file manages that user's role."""
     items: list[Drift] = []
-    declared_users = {u.key for u in desired.users}
+    declared_roles = {u.key: u.role for u in desired.users}
     declared_team_ids = set(matched.team_ids.values())
     ids_to_email = {u.user_id: (u.email or u.user_id) for u in live.users}
     for user in live.users:
         if user.user_id == PROXY_ADMIN_ID:
             continue
-        if user.key is None:
-            items.append(Drift("user", f"user.{user.user_id}", "on the proxy without an email; not managed"))
-        elif user.key not in declared_users:
-            items.append(Drift("user", f"user.{user.key}", f"on the proxy (user_id {user.user_id}), not in the file"))
+        address = f"user.{user.key or user.user_id}"
+        if user.role in PRIVILEGED_ROLES and declared_roles.get(user.key or "") != user.role:
+            if user.key in declared_roles:
+                granted = f"the file declares {declared_roles[user.key] or 'no role (internal_user for new users)'}"
+            else:
+                granted = "the file does not declare this user"
+            items.append(Drift("privilege", address, f"has the role {user.role} on the proxy (user_id {user.user_id}); {granted}"))
+        elif user.key is None:
+            items.append(Drift("user", address, "on the proxy without an email; not managed"))
+        elif user.key not in declared_roles:
+            items.append(Drift("user", address, f"on the proxy (user_id {user.user_id}), not in the file"))
     for team in live.teams:
         if team.team_id not in declared_team_ids:
             items.append(Drift("team", f"team.{team.alias or team.team_id}", f"on the proxy (team_id {team.team_id}), not in the file"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import stat
 import textwrap
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Union
@@ -12,15 +11,23 @@ from typing import Any, Callable, Optional, Union
 import httpx
 import pytest
 
-from reconciler.apply import ApplyReport, Executor, InvitationRecord, OnboardingReport, onboarding_link
+from reconciler.apply import (
+    ActionResult,
+    ApplyReport,
+    Executor,
+    remember_failures,
+    stubborn_failures,
+)
 from reconciler.client import LiteLLMClient
 from reconciler.desired import TEAM_SETTINGS, parse_desired
 from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, read_live
+from reconciler.onboarding import InvitationRecord
 from reconciler.plan import EXPOSED_REASON, Plan, make_plan, new_team_id, new_user_id
 from reconciler.sealing import Sealer
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 SEALER = Sealer("apply-side-secret")
+ALICE = "version: 1\nusers: [{email: alice@example.com}]\n"
 UI = "https://ui.example.test/"
 
 #: A fault that lets the proxy make the change, then loses the response.
@@ -204,7 +211,7 @@ def plan_against(proxy: FakeLiteLLM, body: str) -> Plan:
 
 
 def apply(proxy: FakeLiteLLM, plan: Plan) -> ApplyReport:
-    return Executor(proxy.client(), UI, sealer=SEALER).run(plan)
+    return Executor(proxy.client(), UI, sealer=SEALER, clock=lambda: NOW).run(plan)
 
 
 def statuses(report: ApplyReport) -> dict[str, str]:
@@ -337,8 +344,84 @@ def test_a_lost_invitation_fails_and_is_not_resent():
     assert len(proxy.posts("/invitation/new")) == 1
     (record,) = report.invitations
     assert record.status == "failed" and record.invitation_id is None and record.onboarding_link is None
-    assert "invitation" not in proxy.users["u-1"]["metadata"][OWNER_KEY]
-    assert proxy.posts("/user/update") == []
+    # Only the intent was recorded (before /invitation/new): the next run knows a link may exist.
+    assert set(proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]) == {"intent_at"}
+    assert len(proxy.posts("/user/update")) == 1
+
+    plan = plan_against(proxy, ALICE)
+    (action,) = plan.actions
+    assert action.kind == "create_invitation" and "interrupted after asking for a link" in action.reason
+    again = apply(proxy, plan)
+    assert again.ok
+    unrecorded, created = again.invitations
+    assert unrecorded.status == "unrecorded" and unrecorded.invitation_id is None and "cannot be found on the proxy" in (unrecorded.error or "")
+    assert unrecorded.expires_at == "2026-12-04", "a link asked for on 11-27 is valid until 12-04 at the latest"
+    assert created.status == "created" and created.invitation_id
+    assert "intent_at" not in proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]
+    assert plan_against(proxy, ALICE).actions == ()
+
+
+class Collect:
+    """A courier that keeps what it is handed, answering with a scripted delivery state."""
+
+    def __init__(self, state: str = "reported"):
+        self.state, self.records = state, []
+
+    def hand_over(self, record: InvitationRecord) -> str:
+        self.records.append((record.email, record.status, record.invitation_id))
+        return self.state
+
+
+def test_each_link_is_handed_over_before_it_is_recorded_and_its_delivery_kept():
+    proxy = FakeLiteLLM()
+    proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
+    courier = Collect("email_failed")
+    # The record write fails: the link was handed over all the same.
+    proxy.fail("/user/update", error(500, "db down"), when=lambda body: "sealed" in json.dumps(body))
+    report = Executor(proxy.client(), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(plan_against(proxy, ALICE))
+    (invitation_id,) = proxy.invitations
+    assert courier.records == [("alice@example.com", "created", invitation_id)]
+    assert not report.ok and "handed over, but not recorded" in report.results[-1].detail
+
+    # Next run: the intent is still there, so the link is reported as unrecorded and replaced.
+    courier = Collect("email_failed")
+    Executor(proxy.client(), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(plan_against(proxy, ALICE))
+    user = next(u for u in proxy.users.values() if u["user_email"] == "alice@example.com")
+    recorded = user["metadata"][OWNER_KEY]["invitation"]
+    assert recorded["delivery"] == "email_failed" and "intent_at" not in recorded
+
+    # The email failed: the following plan hands the same link over again, and nothing more.
+    plan = plan_against(proxy, ALICE)
+    assert [a.kind for a in plan.actions] == ["deliver_invitation"]
+    courier = Collect("emailed")
+    assert Executor(proxy.client(), UI, sealer=SEALER, courier=courier).run(plan).ok
+    (second_id,) = [i for i in proxy.invitations if i != invitation_id]
+    assert courier.records == [("alice@example.com", "redelivered", second_id)]
+    assert user["metadata"][OWNER_KEY]["invitation"]["delivery"] == "emailed"
+    assert plan_against(proxy, ALICE).actions == ()
+
+
+def test_a_new_users_intent_rides_with_its_creation():
+    proxy = FakeLiteLLM()
+    proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
+    report = apply(proxy, plan_against(proxy, ALICE))
+    assert report.ok
+    (created,) = proxy.posts("/user/new")
+    assert "intent_at" in created["metadata"][OWNER_KEY]["invitation"]
+    assert len(proxy.posts("/user/update")) == 1, "one write per invitation: the sealed record"
+
+
+def test_failure_memory_tells_a_stubborn_failure_from_a_passing_one():
+    refused = ActionResult("team.a", "create_team", "failed", "POST /team/new: HTTP 400: bad", 400)
+    flaky = ActionResult("team.b", "create_team", "failed", "POST /team/new: HTTP 500: db", 500)
+    first = remember_failures([refused, flaky], {}, "T1")
+    assert [why for _, why in stubborn_failures([refused, flaky], first)] == ["refused by the proxy (HTTP 400)"]
+    second = remember_failures([flaky], first, "T2")
+    assert second == {"create_team team.b": {"detail": flaky.detail, "runs": 2, "since": "T1"}}
+    assert [why for _, why in stubborn_failures([flaky], second)] == ["failed the same way on 2 runs in a row"]
+    other = ActionResult("team.b", "create_team", "failed", "POST /team/new: HTTP 500: other", 500)
+    assert remember_failures([other], second, "T3")["create_team team.b"]["runs"] == 1
+    assert remember_failures([], second, "T3") == {}
 
 
 def test_lost_member_add_is_confirmed_from_the_roster():
@@ -363,7 +446,7 @@ def test_invitation_is_recorded_on_the_user_sealed_merging_metadata():
     assert metadata["cost_center"] == "42"
     assert metadata[OWNER_KEY]["managed"] is True and metadata[OWNER_KEY]["note"] == "kept"
     recorded = metadata[OWNER_KEY]["invitation"]
-    assert {k: v for k, v in recorded.items() if k != "sealed"} == {"created_at": "2026-11-27T12:00:00Z", "expires_at": "2026-12-04T12:00:00Z"}
+    assert {k: v for k, v in recorded.items() if k != "sealed"} == {"created_at": "2026-11-27T12:00:00Z", "expires_at": "2026-12-04T12:00:00Z", "delivery": "reported"}
     assert invitation_id not in json.dumps(metadata), "a read-only key can read metadata: the id is sealed"
     assert SEALER.open(recorded["sealed"], "u-1") == invitation_id
     assert Sealer("another-secret").open(recorded["sealed"], "u-1") is None
@@ -386,9 +469,6 @@ def _invited(proxy: FakeLiteLLM, invitation_id: str, *, accepted_at: Optional[st
     record["expires_at"] = expires_at
     proxy.add_user("u-1", "alice@example.com", metadata={"x": 1, OWNER_KEY: {"managed": True, "invitation": record}})
     proxy.invitations[invitation_id] = {"id": invitation_id, "user_id": "u-1", "is_accepted": accepted_at is not None, "accepted_at": accepted_at, "expires_at": expires_at}
-
-
-ALICE = "version: 1\nusers: [{email: alice@example.com}]\n"
 
 
 def test_an_expired_invitation_that_was_accepted_is_recorded_at_apply_without_a_new_link():
@@ -473,59 +553,3 @@ def test_an_invitation_without_a_seal_key_fails_before_calling_the_proxy():
     report = Executor(proxy.client(), UI).run(plan_against(proxy, ALICE))
     assert report.results[0].status == "failed" and "seal key" in report.results[0].detail
     assert proxy.posts("/invitation/new") == []
-
-
-def test_onboarding_link():
-    assert onboarding_link("https://ui.example.test/", "abc") == "https://ui.example.test/ui/onboarding?invitation_id=abc"
-    assert onboarding_link("http://h:4000", "abc") == "http://h:4000/ui/onboarding?invitation_id=abc"
-
-
-# --------------------------------------------------------------------------- the onboarding report
-
-
-def record(email: str) -> InvitationRecord:
-    return InvitationRecord(email, f"id-{email}", f"inv-{email}", "2026-12-04", f"{UI}ui/onboarding?invitation_id=inv-{email}", "created")
-
-
-def test_onboarding_report_is_private_and_keeps_earlier_records(tmp_path):
-    path = tmp_path / "onboarding_results.json"
-    OnboardingReport(path).save([record("a@example.com")])
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    OnboardingReport(path).save([record("b@example.com")])
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    data = json.loads(path.read_text())
-    assert [r["email"] for r in data] == ["a@example.com", "b@example.com"]
-    assert data[0]["onboarding_link"].endswith("invitation_id=inv-a@example.com")
-    assert not list(tmp_path.glob(".*.tmp"))
-
-
-def test_onboarding_report_tightens_an_existing_world_readable_file(tmp_path):
-    path = tmp_path / "report.json"
-    path.write_text(json.dumps([{"email": "old@example.com"}]))
-    path.chmod(0o644)
-    OnboardingReport(path).save([record("new@example.com")])
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [r["email"] for r in json.loads(path.read_text())] == ["old@example.com", "new@example.com"]
-
-
-def test_onboarding_report_saved_twice_in_one_run_holds_each_record_once(tmp_path):
-    report = OnboardingReport(tmp_path / "r.json")
-    first = record("a@example.com")
-    report.save([first])
-    first.status = "sent"
-    report.save([first, record("b@example.com")])
-    assert [(r["email"], r["status"]) for r in json.loads((tmp_path / "r.json").read_text())] == [("a@example.com", "sent"), ("b@example.com", "created")]
-
-
-@pytest.mark.parametrize("content", ["{not json", '{"a": 1}'])
-def test_an_unreadable_earlier_report_is_refused_not_replaced(tmp_path, content):
-    path = tmp_path / "r.json"
-    path.write_text(content)
-    with pytest.raises(ValueError, match="move it away first"):
-        OnboardingReport(path)
-    assert path.read_text() == content
-
-
-def test_an_unwritable_report_location_is_refused_up_front(tmp_path):
-    with pytest.raises(ValueError, match="cannot write the onboarding report"):
-        OnboardingReport(tmp_path / "missing" / "r.json")

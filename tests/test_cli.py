@@ -87,7 +87,7 @@ def test_bad_inputs_are_messages_not_tracebacks(cli, tmp_path: Path) -> None:
     assert_clean_failure(cli("apply", "--yes", "--plan", "list.json", env=OFFLINE), "is not a litellm-reconciler plan")
     assert_clean_failure(cli("apply", "--yes", "--plan", "edited.json", env=OFFLINE), "is not a litellm-reconciler plan")
     assert_clean_failure(cli("plan", "--proxy-url", "http://[::1", env=OFFLINE), "invalid proxy URL")
-    assert_clean_failure(cli("validate", "loop.yaml"), "recursive alias")
+    assert_clean_failure(cli("validate", "loop.yaml"), "YAML anchors and aliases are not allowed")
     assert_clean_failure(cli("plan", env={**OFFLINE, "LITELLM_API_KEY": ""}), "no API key")
 
 

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any, Callable, Optional, Union
 
 import httpx
 import pytest
 
-from reconciler.client import CHANGED_BY, PAGE_SIZE, IncompleteRead, LiteLLMClient, OutcomeUnknown, ProxyError, check_proxy_url
+from reconciler.client import (
+    CHANGED_BY,
+    PAGE_SIZE,
+    DeadlineExceeded,
+    IncompleteRead,
+    LiteLLMClient,
+    OutcomeUnknown,
+    ProxyError,
+    check_proxy_url,
+)
 from tests.conftest import SAMPLES
 
 KEY = "Zq7-distinctive-test-key-91f3"  # no sk- prefix: LiteLLM would not mask it either
@@ -423,3 +433,67 @@ def test_plain_http_beyond_loopback_is_warned_about(url: str, warned: bool) -> N
     warnings = check_proxy_url(url)
     assert bool(warnings) is warned
     assert all("unencrypted" in w for w in warnings)
+
+
+# --------------------------------------------------------------------------- deadlines
+
+
+class Trickle(httpx.SyncByteStream):
+    """A body sent one byte at a time, ``delay`` seconds apart: each read is quick, the whole is not."""
+
+    def __init__(self, body: bytes, delay: float):
+        self.body, self.delay = body, delay
+
+    def __iter__(self):
+        for byte in self.body:
+            time.sleep(self.delay)
+            yield bytes([byte])
+
+
+def test_a_trickling_answer_is_cut_off_after_the_timeout_per_attempt() -> None:
+    attempts: list[float] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        attempts.append(time.monotonic())
+        return httpx.Response(200, stream=Trickle(b'{"users": [], "total": 0, "total_pages": 0}' * 10, 0.05))
+
+    client = LiteLLMClient(BASE, KEY, timeout=0.3, max_attempts=2, transport=httpx.MockTransport(handle), sleep=lambda s: None)
+    started = time.monotonic()
+    with pytest.raises(ProxyError, match="the answer took longer than 0.3 s"):
+        client.list_users()
+    assert len(attempts) == 2 and time.monotonic() - started < 1.5
+
+
+def test_the_run_deadline_stops_requests_and_bounds_each_one() -> None:
+    calls: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(200, stream=Trickle(b'{"team_info": {}}', 0.05))
+
+    client = LiteLLMClient(BASE, KEY, timeout=30, transport=httpx.MockTransport(handle), sleep=lambda s: None, deadline=time.monotonic() + 0.2)
+    with pytest.raises(ProxyError):
+        client.team_info("t")
+    with pytest.raises(DeadlineExceeded, match="deadline"):
+        client.team_info("t")
+    assert calls.count("/team/info") >= 1 and client.requests_made >= 2
+
+
+def test_an_oversized_answer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("reconciler.client.MAX_BODY_BYTES", 1000)
+    proxy = httpx.MockTransport(lambda request: httpx.Response(200, content=b"[" + b"0," * 2000 + b"0]"))
+    with pytest.raises(ProxyError, match="larger than"):
+        LiteLLMClient(BASE, KEY, transport=proxy, max_attempts=1, sleep=lambda s: None).list_teams_unpaginated()
+
+
+def test_a_refused_post_is_retried_with_the_same_body() -> None:
+    bodies: list[bytes] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        if len(bodies) == 1:
+            return httpx.Response(429, headers={"retry-after": "0"}, json={"error": {"message": "slow down"}})
+        return httpx.Response(200, json={"team_id": "t"})
+
+    LiteLLMClient(BASE, KEY, transport=httpx.MockTransport(handle), sleep=lambda s: None).create_team({"team_alias": "a"})
+    assert len(bodies) == 2 and bodies[0] == bodies[1]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from reconciler.apply import InvitationRecord, OnboardingReport
-from reconciler.files import read_private, write_private
+from reconciler.files import append_private, read_private, write_private
+from reconciler.onboarding import OnboardingReport
 
 
 def mode(path: Path) -> int:
@@ -71,13 +70,16 @@ def test_reading_refuses_a_symlink(tmp_path: Path) -> None:
 
 
 def test_the_onboarding_report_refuses_a_planted_symlink_before_any_write(tmp_path: Path) -> None:
-    (tmp_path / "elsewhere.json").write_text("[]")
-    (tmp_path / "onboarding_results.json").symlink_to(tmp_path / "elsewhere.json")
+    (tmp_path / "elsewhere.jsonl").write_text("[]")
+    (tmp_path / "onboarding_results.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
     with pytest.raises(ValueError, match="symbolic link"):
-        OnboardingReport(tmp_path / "onboarding_results.json")
+        OnboardingReport(tmp_path / "onboarding_results.jsonl")
 
 
-def test_the_onboarding_report_is_written_through_the_private_writer(tmp_path: Path) -> None:
-    report = OnboardingReport(tmp_path / "r.json")
-    report.save([InvitationRecord("a@x.com", "u1", "inv-1", None, "https://h/ui/onboarding?invitation_id=inv-1", "created")])
-    assert mode(tmp_path / "r.json") == 0o600 and json.loads((tmp_path / "r.json").read_text())[0]["invitation_id"] == "inv-1"
+def test_append_creates_a_private_file_and_refuses_a_file_that_is_not_regular(tmp_path: Path) -> None:
+    append_private(tmp_path / "log", "one\n")
+    append_private(tmp_path / "log", "two\n")
+    assert (tmp_path / "log").read_text() == "one\ntwo\n" and mode(tmp_path / "log") == 0o600
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(OSError):
+        append_private(tmp_path / "fifo", "x")

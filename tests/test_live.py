@@ -9,6 +9,7 @@ from reconciler.client import IncompleteRead, LiteLLMClient
 from reconciler.live import read_invitations, read_live
 from reconciler.sealing import Sealer
 
+
 def user(user_id: str, teams: list[str]) -> dict:
     return {"user_id": user_id, "user_email": f"{user_id}@x.com", "user_role": "internal_user", "teams": teams, "metadata": {}}
 

@@ -10,8 +10,25 @@ from typing import Any, Optional
 import pytest
 
 from reconciler.desired import TEAM_SETTINGS, DesiredState, parse_desired
-from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, LiveMember, LiveState, LiveTeam, LiveUser, invitation_expired
-from reconciler.plan import EXPOSED_REASON, PHASES, Action, Plan, PlanConflict, make_plan, new_team_id, new_user_id
+from reconciler.live import (
+    OWNER_KEY,
+    PROXY_ADMIN_ID,
+    LiveMember,
+    LiveState,
+    LiveTeam,
+    LiveUser,
+    invitation_expired,
+)
+from reconciler.plan import (
+    EXPOSED_REASON,
+    PHASES,
+    Action,
+    Plan,
+    PlanConflict,
+    make_plan,
+    new_team_id,
+    new_user_id,
+)
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 MANAGED = {OWNER_KEY: {"managed": True}}
@@ -554,3 +571,35 @@ def test_phases_cover_every_kind_the_planner_emits():
     assert {a.kind for a in plan.actions} <= set(PHASES)
     order = [PHASES.index(a.kind) for a in plan.actions]
     assert order == sorted(order)
+
+
+# --------------------------------------------------------------------------- privileged drift
+
+
+@pytest.mark.parametrize(
+    "body, live_role, detail",
+    [
+        ("version: 1\nusers: [{email: a@example.com}]\n", "proxy_admin", "the file declares no role (internal_user for new users)"),
+        ("version: 1\nusers: [{email: a@example.com, role: proxy_admin_viewer}]\n", "proxy_admin", "the file declares proxy_admin_viewer"),
+        ("version: 1\nusers: [{email: a@example.com, role: internal_user}]\n", "proxy_admin_viewer", "the file declares internal_user"),
+        ("version: 1\n", "proxy_admin", "the file does not declare this user"),
+    ],
+)
+def test_a_privileged_role_the_file_does_not_grant_is_always_drift(body: str, live_role: str, detail: str) -> None:
+    user = live_user("u1", "a@example.com", role=live_role, metadata=MANAGED)
+    plan = plan_for(desired(body), state(user))
+    (item,) = [d for d in plan.drift if d.kind == "privilege"]
+    assert item.address == "user.a@example.com"
+    assert item.detail == f"has the role {live_role} on the proxy (user_id u1); {detail}"
+
+
+def test_privileges_the_file_grants_and_the_master_keys_own_user_are_not_drift() -> None:
+    admin = live_user("u1", "a@example.com", role="proxy_admin", metadata=MANAGED)
+    plan = plan_for(desired("version: 1\nusers: [{email: a@example.com, role: proxy_admin}]\n"), state(admin))
+    assert [d for d in plan.drift if d.kind == "privilege"] == []
+    assert plan_for(desired("version: 1\n"), state()).drift == (), "default_user_id is the master key's own user"
+
+
+def test_a_privileged_user_without_an_email_is_privilege_drift() -> None:
+    plan = plan_for(desired("version: 1\n"), state(live_user("bot", None, role="proxy_admin_viewer")))
+    assert [(d.kind, d.address) for d in plan.drift] == [("privilege", "user.bot")]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.secrets import LINK_MASK, MASK, URL_MASK, scrub, secret_values, url_without_credentials
+from reconciler.secrets import (
+    LINK_MASK,
+    MASK,
+    URL_MASK,
+    scrub,
+    secret_values,
+    url_without_credentials,
+)
 
 ENV = {
     "LITELLM_MASTER_KEY": "sk-master-0123456789",

@@ -29,7 +29,7 @@ class Rule:
     path: str
     fault: str  # "fail" | "drop"
     when: Callable[[dict], bool] = lambda body: True
-    times: int = 1
+    times: Optional[int] = 1  # None: every matching request
     hits: int = 0
 
 
@@ -62,7 +62,7 @@ class FaultProxy:
 
     def _match(self, method: str, path: str, body: Optional[dict]) -> Optional[Rule]:
         for rule in self.rules:
-            if rule.method == method and rule.path == path and rule.hits < rule.times and rule.when(body or {}):
+            if rule.method == method and rule.path == path and (rule.times is None or rule.hits < rule.times) and rule.when(body or {}):
                 rule.hits += 1
                 return rule
         return None

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import Api
+from reconciler.onboarding import load_report
+
 from ..test_delivery import Collector, serve  # noqa: F401 (serve is a fixture)
+from .conftest import Api
 from .test_lifecycle import apply_ok, json_plan, write
 
 USERS = """\
@@ -22,8 +24,8 @@ users:
 LINK = re.compile(r"invitation_id=[0-9a-f-]{36}")
 
 
-def report(tmp_path: Path) -> list[dict]:
-    return json.loads((tmp_path / "onboarding_results.json").read_text(encoding="utf-8"))
+def report(tmp_path: Path, name: str = "onboarding_results.jsonl") -> list[dict]:
+    return load_report(tmp_path / name)
 
 
 def age_invitation(sql, invitation_id: str, days: int) -> None:
@@ -79,7 +81,7 @@ def test_fresh_proxy_new_users_get_one_pending_invitation_each(api: Api, cli, tm
         ("alice@company.com", "created", None),
         ("bob@company.com", "created", None),
     ]
-    assert (tmp_path / "onboarding_results.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "onboarding_results.jsonl").stat().st_mode & 0o777 == 0o600
     assert links_in_db(sql) == {r["user_id"]: 1 for r in records}
     for r in records:
         assert r["onboarding_link"].endswith(f"/ui/onboarding?invitation_id={r['invitation_id']}")
@@ -190,7 +192,10 @@ def test_send_invites_smtp_delivers_each_new_link(api: Api, cli, tmp_path: Path,
     env = {"SMTP_HOST": server.host, "SMTP_PORT": str(server.port), "SMTP_FROM": "llm@company.com", "SMTP_SECURITY": "none"}
     write(tmp_path, USERS)
 
-    result = cli("apply", "--yes", "--send-invites", "smtp", env=env)
+    refused = cli("apply", "--yes", "--send-invites", "smtp", env=env)
+    assert refused.returncode == 1 and "--allow-insecure-smtp" in refused.stderr, "no clear-text SMTP unless asked"
+    assert api.users() == [], "refused before any write"
+    result = cli("apply", "--yes", "--send-invites", "smtp", "--allow-insecure-smtp", env=env)
 
     assert result.returncode == 1, "a failed send is an error the operator must see"
     assert "Invited alice@company.com (valid until " in result.stdout and ", emailed" in result.stdout
@@ -202,7 +207,16 @@ def test_send_invites_smtp_delivers_each_new_link(api: Api, cli, tmp_path: Path,
     assert recipients == ["alice@company.com"] and sender == "llm@company.com"
     assert records["alice@company.com"]["onboarding_link"] in message.get_payload(decode=True).decode()
     assert not LINK.search(result.stdout + result.stderr)
-    assert json_plan(cli)["actions"] == [], "the invitations exist; only the email failed"
+
+    # The failed delivery is recorded on the proxy: the next apply, on any runner, sends the same link again.
+    plan = json_plan(cli)
+    assert [(a["kind"], a["address"]) for a in plan["actions"]] == [("deliver_invitation", "invitation.bob@company.com")]
+    mailbox.reject = ()
+    again = cli("apply", "--yes", "--send-invites", "smtp", "--allow-insecure-smtp", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [r for _, r, _ in mailbox.messages] == [["alice@company.com"], ["bob@company.com"]]
+    assert records["bob@company.com"]["onboarding_link"] in mailbox.messages[-1][2].get_payload(decode=True).decode()
+    assert json_plan(cli)["actions"] == []
 
 
 def test_bad_mail_settings_stop_before_any_write(api: Api, cli, tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from reconciler.onboarding import load_report
 
 from .conftest import Api
 from .test_lifecycle import BASE, write
@@ -49,7 +50,7 @@ def test_no_command_prints_or_stores_the_key(api: Api, cli, tmp_path: Path, prox
         assert "Traceback" not in result.stderr, result.stderr
     assert key not in _files_text(tmp_path) and seal not in _files_text(tmp_path)
     assert (tmp_path / "victim").read_text(encoding="utf-8") == "precious", "plan --out replaced the planted symlink"
-    for private in ("plan.json", "onboarding_results.json"):
+    for private in ("plan.json", "onboarding_results.jsonl"):
         assert not (tmp_path / private).is_symlink() and (tmp_path / private).stat().st_mode & 0o777 == 0o600
 
 
@@ -63,11 +64,11 @@ def test_other_secrets_and_a_pasted_newline_never_leak(api: Api, cli, tmp_path: 
     # An SMTP server that refuses the connection: each send fails, the password stays hidden.
     mail = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "9", "SMTP_FROM": "llm@company.com", "SMTP_SECURITY": "none",
             "SMTP_USERNAME": "mailer", "SMTP_PASSWORD": password}
-    sent = cli("apply", "--yes", "--send-invites", "smtp", env={"LITELLM_API_KEY": key, **mail})
+    sent = cli("apply", "--yes", "--send-invites", "smtp", "--allow-insecure-smtp", env={"LITELLM_API_KEY": key, **mail})
     assert sent.returncode == 1 and "could not be sent" in sent.stderr
     for result in (padded, sent):
         for secret in (key, password):
             assert secret not in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
     assert password not in _files_text(tmp_path) and key not in _files_text(tmp_path)
-    assert all(r["status"] == "send_failed" and r["onboarding_link"] for r in json.loads((tmp_path / "onboarding_results.json").read_text()))
+    assert all(r["status"] == "send_failed" and r["onboarding_link"] for r in load_report(tmp_path / "onboarding_results.jsonl"))

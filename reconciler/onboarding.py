@@ -1,0 +1,82 @@
+"""The onboarding report: where every link this tool creates is written the moment it exists.
+
+A JSON Lines file, one record per line, appended and flushed to disk before the apply
+moves on, so a killed apply loses no link it handed out: whatever it created is either
+in the report or, when the kill came between ``/invitation/new`` and the line, reported
+by the next apply as unrecorded. Appending (never rewriting) also lets two runs share a
+report without one erasing the other's records. A later line about the same link (an
+email sent or failed) supersedes the earlier one; ``load_report`` merges them.
+
+The file holds credentials: mode 0600, never written through a symlink (``files``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .files import append_private, read_private
+
+#: What a record's ``status`` may say.
+STATUSES = ("created", "sent", "send_failed", "failed", "skipped", "unrecorded", "redelivered")
+
+
+@dataclass
+class InvitationRecord:
+    """One line of the report: the fields the old hand-run script wrote, plus a status."""
+
+    email: str
+    user_id: str
+    invitation_id: Optional[str]
+    expires_at: Optional[str]
+    onboarding_link: Optional[str]
+    status: str
+    error: Optional[str] = None
+
+
+def onboarding_link(ui_base: str, invitation_id: str) -> str:
+    """The link the LiteLLM UI's onboarding page understands (it reads ``invitation_id``)."""
+    return f"{ui_base.rstrip('/')}/ui/onboarding?invitation_id={invitation_id}"
+
+
+class OnboardingReport:
+    """Opened before the first write, so an unusable path stops the run while nothing has changed."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        folder = self.path.parent if str(self.path.parent) else Path(".")
+        if not folder.is_dir():
+            raise ValueError(f"cannot write the onboarding report in {folder}: no such directory")
+        text = read_private(self.path)
+        if text and not _looks_like_a_report(text):
+            raise ValueError(f"{self.path} exists but is not an onboarding report (JSON Lines); move it away first")
+
+    def append(self, record: InvitationRecord) -> None:
+        """Add one record, on disk when this returns."""
+        append_private(self.path, json.dumps(asdict(record), sort_keys=True) + "\n")
+
+
+def load_report(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a report, one per link (or per user, for lines without a link), in the
+    order they first appeared; a later line about the same link replaces the earlier one.
+    A line cut short by a crash is skipped."""
+    merged: dict[str, dict[str, Any]] = {}
+    for n, line in enumerate((read_private(path) or "").splitlines()):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            key = record.get("invitation_id") or f"line {n}"
+            merged[key] = {**merged.get(key, {}), **record}
+    return list(merged.values())
+
+
+def _looks_like_a_report(text: str) -> bool:
+    try:
+        first = json.loads(text.splitlines()[0])
+    except (json.JSONDecodeError, IndexError):
+        return False
+    return isinstance(first, dict) and "email" in first and "status" in first
