@@ -72,9 +72,11 @@ def _steps(actions: tuple[Action, ...]) -> list[list[Action]]:
 
 
 class Courier(Protocol):
-    """Hands a new link over the moment it exists; says how: ``reported``, ``emailed`` or ``email_failed``."""
+    def hand_over(self, record: InvitationRecord) -> str:
+        """Deliver a link the moment it exists; say how: ``reported``, ``emailed`` or ``email_failed``."""
 
-    def hand_over(self, record: InvitationRecord) -> str: ...
+    def note(self, record: InvitationRecord) -> None:
+        """Put a record without a link (an unrecorded one) where the links go."""
 
 
 class _Nowhere:
@@ -82,6 +84,9 @@ class _Nowhere:
 
     def hand_over(self, record: InvitationRecord) -> str:
         return "reported"
+
+    def note(self, record: InvitationRecord) -> None:
+        pass
 
 
 class Executor:
@@ -287,7 +292,9 @@ class Executor:
             if user_id not in self._intents:
                 previous = dict(owned.get("invitation") or {})
                 if previous.get("intent_at"):
-                    report.invitations.append(self._unrecorded(action, str(previous["intent_at"])))
+                    unrecorded = self._unrecorded(action, str(previous["intent_at"]))
+                    report.invitations.append(unrecorded)
+                    self._courier.note(unrecorded)
                 owned["invitation"] = {**previous, "intent_at": self._now()}
                 self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
                 self._intents.add(user_id)

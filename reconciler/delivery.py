@@ -24,7 +24,7 @@ from pathlib import Path
 from string import Template
 from typing import Callable, Literal, Mapping, Optional, get_args
 
-from .apply import InvitationRecord
+from .onboarding import InvitationRecord
 from .secrets import scrub
 
 Security = Literal["starttls", "tls", "none"]

@@ -22,7 +22,9 @@ from .live import (
     utc_date,
 )
 
-STATES = ("accepted", "pending", "expired", "missing", "exposed", "never invited", "not on the proxy")
+STATES = ("accepted", "pending", "expired", "missing", "exposed", "interrupted", "never invited", "not on the proxy")
+#: How each recorded delivery reads after "pending until ...".
+_DELIVERY = {"emailed": "emailed", "email_failed": "the email failed; apply sends it again", "reported": "in an onboarding report"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ def _status(record: Optional[RecordedInvitation], info: Optional[LiveInvitation]
         return "never invited", None, "set 'invite: true' to invite"
     if record.exposed_id:
         return "exposed", record.expires_at, "the link was readable by read-only keys; apply replaces it"
+    if record.intent_at:
+        return "interrupted", record.intent_at, "an apply was interrupted while inviting; the next apply reports the lost link and invites again"
     if record.accepted_at:
         return "accepted", record.accepted_at, "onboarded"
     if verified and info is None:
@@ -65,8 +69,10 @@ def _status(record: Optional[RecordedInvitation], info: Optional[LiveInvitation]
     expires_at = info.expires_at if info is not None else record.expires_at
     if invitation_expired(expires_at, now):
         return "expired", expires_at, f"expired on {utc_date(expires_at)}; apply re-invites unless it was accepted"
-    unverified = "" if verified else " (not verified: needs the seal key)"
-    return "pending", expires_at, f"pending until {utc_date(expires_at)}{unverified}"
+    notes = [_DELIVERY[record.delivery]] if record.delivery in _DELIVERY else []
+    if not verified:
+        notes.append("not verified: needs the seal key")
+    return "pending", expires_at, f"pending until {utc_date(expires_at)}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def render_table(rows: list[OnboardingStatus]) -> str:

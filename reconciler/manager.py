@@ -163,6 +163,9 @@ class ReportCourier:
         self.report.append(record)
         return "emailed" if record.status == "sent" else "email_failed"
 
+    def note(self, record: InvitationRecord) -> None:
+        self.report.append(record)
+
 
 def execute(
     plan: Plan,

@@ -371,6 +371,9 @@ class Collect:
         self.records.append((record.email, record.status, record.invitation_id))
         return self.state
 
+    def note(self, record: InvitationRecord) -> None:
+        self.records.append((record.email, record.status, record.invitation_id))
+
 
 def test_each_link_is_handed_over_before_it_is_recorded_and_its_delivery_kept():
     proxy = FakeLiteLLM()
@@ -386,6 +389,7 @@ def test_each_link_is_handed_over_before_it_is_recorded_and_its_delivery_kept():
     # Next run: the intent is still there, so the link is reported as unrecorded and replaced.
     courier = Collect("email_failed")
     Executor(proxy.client(), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(plan_against(proxy, ALICE))
+    assert [status for _, status, _ in courier.records] == ["unrecorded", "created"]
     user = next(u for u in proxy.users.values() if u["user_email"] == "alice@example.com")
     recorded = user["metadata"][OWNER_KEY]["invitation"]
     assert recorded["delivery"] == "email_failed" and "intent_at" not in recorded

@@ -170,6 +170,27 @@ def test_no_changes_sentence(fmt):
     assert (escape(sentence) if fmt == "markdown" else sentence) in rendered(empty_plan(), fmt)
 
 
+def drift_only_plan() -> Plan:
+    live = LiveState(
+        users=(
+            LiveUser("u-x", "x@example.com", "internal_user", None, ()),
+            LiveUser("u-root", "root@example.com", "proxy_admin", None, ()),
+        )
+    )
+    return make_plan(parse_desired("version: 1\n", "people.yaml"), live, NOW)
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_no_changes_above_drift_says_both_and_calls_out_privileges(fmt):
+    out = rendered(drift_only_plan(), fmt)
+    sentence = "No changes. 2 object(s) on the proxy are not in people.yaml. 1 user(s) hold a privileged role the file does not grant."
+    assert (escape(sentence) if fmt == "markdown" else sentence) in out
+    if fmt == "text":
+        assert "  ! user.root@example.com: has the role proxy_admin" in out and "  ? user.x@example.com" in out
+    else:
+        assert "| ⚠️ <code>" in out
+
+
 def test_no_changes_json():
     data = json.loads(render(empty_plan(), "json"))
     assert data["has_changes"] is False and data["actions"] == [] and data["summary"] == {}

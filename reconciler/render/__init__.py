@@ -46,12 +46,20 @@ def summary_line(plan: Plan) -> str:
     """``Plan: 1 team to create, 2 users to create.`` or the no-changes sentence."""
     counts = plan.summary()
     if not counts:
-        return f"No changes. The proxy matches {plan.source}."
+        if not plan.drift:
+            return f"No changes. The proxy matches {plan.source}."
+        return f"No changes. {len(plan.drift)} object(s) on the proxy are not in {plan.source}." + privilege_note(plan)
     parts = []
     for kind, n in counts.items():
         one, many, verb = _KIND_WORDS[kind]
         parts.append(f"{n} {one if n == 1 else many} {verb}")
     return "Plan: " + ", ".join(parts) + "."
+
+
+def privilege_note(plan: Plan) -> str:
+    """A sentence about privileged roles the file does not grant ("" when there are none)."""
+    n = sum(1 for d in plan.drift if d.kind == "privilege")
+    return f" {n} user(s) hold a privileged role the file does not grant." if n else ""
 
 
 def value(v: Any) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from . import KIND_LABELS, summary_line, value
+from . import KIND_LABELS, privilege_note, summary_line, value
 from .comment_format import (
     HEADER,
     MARKER,
@@ -55,13 +55,15 @@ def render(plan: "Plan", max_chars: Optional[int] = None) -> str:
 def _render(plan: "Plan", budget: int) -> str:
     """The comment with at most ``budget`` characters of table rows."""
     head = [MARKER, fingerprint_line(plan.fingerprint), HEADER, "", f"**{escape(summary_line(plan))}** ({code(plan.source)})", ""]
+    if plan.actions and privilege_note(plan):
+        head += [f"**⚠️ {escape(privilege_note(plan).strip())}**", ""]
     foot = [f"<sub>Plan fingerprint: `{plan.fingerprint}`</sub>", ""]  # for reviewers; CI reads line 2
     tables = [
         (f"{len(plan.actions)} action(s)", ["| | address | action | reason | changes |", "|---|---|---|---|---|"], [_row(a) for a in plan.actions], len(plan.actions) > _FOLD_AFTER),
         (
             f"Drift: {len(plan.drift)} item(s) on the proxy not in the file (not acted on)",
             ["| address | detail |", "|---|---|"],
-            [f"| {code(d.address)} | {escape(d.detail)} |" for d in plan.drift],
+            [f"| {'⚠️ ' if d.kind == 'privilege' else ''}{code(d.address)} | {escape(d.detail)} |" for d in plan.drift],
             True,
         ),
     ]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from . import summary_line, value
+from . import privilege_note, summary_line, value
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -54,8 +54,11 @@ def render(plan: "Plan") -> str:
     if plan.drift:
         lines.append("Drift: on the proxy but not in the file (shown only, nothing is changed):")
         for item in plan.drift:
-            lines.append(f"  {click.style('?', fg=_COLOURS['?'], bold=True)} {printable(item.address)}: {printable(item.detail)}")
+            mark = click.style("!", fg="red", bold=True) if item.kind == "privilege" else click.style("?", fg=_COLOURS["?"], bold=True)
+            lines.append(f"  {mark} {printable(item.address)}: {printable(item.detail)}")
         lines.append("")
     lines.append(click.style(printable(summary_line(plan)), bold=True))
+    if plan.actions and privilege_note(plan):
+        lines.append(click.style(privilege_note(plan).strip(), fg="red", bold=True))
     lines.append(f"Plan fingerprint: {plan.fingerprint[:16]}")
     return "\n".join(lines) + "\n"

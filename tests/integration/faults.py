@@ -6,7 +6,9 @@ matches, one of two faults:
 
 * ``"fail"``: answer with a recorded LiteLLM 500 envelope *without* forwarding;
 * ``"drop"``: forward (the write happens on the real proxy), then close the
-  connection without a response, the way a timeout or a dying load balancer does.
+  connection without a response, the way a timeout or a dying load balancer does;
+* ``"hold"``: never forward, never answer (until the proxy shuts down), so the test can
+  kill the client at exactly that request; ``held`` is set when it happens.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ RECORDED_500 = {"error": {"message": "Internal Server Error (injected by the tes
 class Rule:
     method: str
     path: str
-    fault: str  # "fail" | "drop"
+    fault: str  # "fail" | "drop" | "hold"
     when: Callable[[dict], bool] = lambda body: True
     times: Optional[int] = 1  # None: every matching request
     hits: int = 0
@@ -40,6 +42,8 @@ class FaultProxy:
     seen: list[tuple[str, str, Optional[dict]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.held = threading.Event()
+        self._release = threading.Event()
         self._client = httpx.Client(base_url=self.upstream, timeout=60)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -53,6 +57,7 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._release.set()
         self._server.shutdown()
         self._server.server_close()
         self._client.close()
@@ -83,6 +88,11 @@ class FaultProxy:
                 rule = outer._match(self.command, path, body)
                 if rule is not None and rule.fault == "fail":
                     self._reply(500, json.dumps(RECORDED_500).encode())
+                    return
+                if rule is not None and rule.fault == "hold":
+                    outer.held.set()
+                    outer._release.wait(120)
+                    self.close_connection = True
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 upstream = outer._client.request(self.command, self.path, content=raw, headers=headers)

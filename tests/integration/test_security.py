@@ -106,7 +106,7 @@ def test_a_read_only_key_reads_no_pending_link_and_still_plans(api: Api, cli, tm
     assert cli("plan", "--detailed-exitcode", env=viewer).returncode == 0
     status = cli("invitations", env=viewer).stdout
     assert re.search(r"alice@company.com\s+accepted", status)
-    assert re.search(r"bob@company.com\s+pending\s+pending until [0-9-]+ \(not verified: needs the seal key\)", status)
+    assert re.search(r"bob@company.com\s+pending\s+pending until [0-9-]+ \(in an onboarding report; not verified: needs the seal key\)", status)
     assert not [i for i in pending_ids(sql) if i in everything_readable(proxy[0], key)]
 
 
@@ -142,3 +142,19 @@ def test_plain_ids_of_the_previous_release_are_deleted_and_replaced(api: Api, cl
         if recorded:
             assert "id" not in recorded
     assert json_plan(cli)["actions"] == []
+
+
+def test_a_silent_privilege_escalation_is_always_drift(api: Api, cli, tmp_path: Path) -> None:
+    write(tmp_path, USERS)
+    apply_ok(cli)
+    alice = next(u for u in api.users() if u["user_email"] == "alice@company.com")
+    api.post("/user/update", {"user_id": alice["user_id"], "user_role": "proxy_admin"})  # not through the file
+    viewer_key(api)
+
+    plan = json.loads(cli("plan", "--format", "json").stdout)
+    assert plan["actions"] == [], "alice's role is not managed by the file"
+    privileged = {d["address"]: d["detail"] for d in plan["drift"] if d["kind"] == "privilege"}
+    assert privileged == {
+        "user.alice@company.com": f"has the role proxy_admin on the proxy (user_id {alice['user_id']}); the file declares no role (internal_user for new users)",
+        "user.plan-bot": "has the role proxy_admin_viewer on the proxy (user_id plan-bot); the file does not declare this user",
+    }

@@ -1,0 +1,119 @@
+"""kill -9 in the middle of an apply, on the real proxy, judged from the proxy's own database:
+the next apply converges, nobody is created twice, no key appears, and every link that was
+created is either in a report or reported as unrecorded, with at most one recorded per user."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from reconciler.onboarding import load_report
+from reconciler.sealing import Sealer
+
+from .conftest import Api
+from .faults import FaultProxy, Rule
+from .test_lifecycle import json_plan, write
+
+USERS = 200
+FILE = "version: 1\nteams:\n  - alias: dev\n  - alias: research\nusers:\n" + "".join(
+    f"  - email: person{i:03d}@company.com\n    teams: [{'dev' if i % 2 else 'research'}]\n" for i in range(USERS)
+)
+REPORT = "onboarding_results.jsonl"
+
+
+def start_apply(tmp_path: Path, url: str) -> subprocess.Popen[str]:
+    """An apply whose lock expires 5 s after it stops renewing it (i.e. after the kill)."""
+    command = [sys.executable, "-m", "reconciler", "apply", "--yes", "--lock-ttl", "5", "--proxy-url", url]
+    with open(tmp_path / "killed.log", "w", encoding="utf-8") as log:  # a file: a full pipe would stall the apply
+        return subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def wait_for(process: subprocess.Popen[str], predicate: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, "the apply ended before it got there"
+        assert time.monotonic() < deadline, "timed out waiting for the apply to get there"
+        time.sleep(0.02)
+
+
+def links(sql) -> dict[str, str]:
+    """Every link on the proxy: invitation id -> user id."""
+    rows = sql('select id, user_id from "LiteLLM_InvitationLink"').splitlines()
+    return dict(line.split("|") for line in rows if line)
+
+
+def rerun_and_check(api: Api, cli, tmp_path: Path, proxy, sql) -> str:
+    """The second apply (it waits out the killed one's lock) and everything the issue asks of the end state."""
+    again = cli("apply", "--yes", "--lock-timeout", "60")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr
+
+    emails = sql('select lower(user_email), count(*) from "LiteLLM_UserTable" where user_email is not null group by 1').splitlines()
+    assert len(emails) == USERS and all(line.endswith("|1") for line in emails), "every user exactly once"
+    assert sql('select count(*) from "LiteLLM_VerificationToken"') == "0", "no keys"
+    rosters = {t["team_alias"]: {m["user_id"] for m in t["members_with_roles"]} - {"default_user_id"} for t in api.teams()}
+    assert sorted(len(r) for r in rosters.values()) == [USERS // 2, USERS // 2], "nobody missing from a team"
+
+    records = load_report(tmp_path / REPORT)
+    reported = {r["invitation_id"] for r in records if r.get("invitation_id")}
+    unrecorded = {r["user_id"] for r in records if r["status"] == "unrecorded"}
+    lost = {i: u for i, u in links(sql).items() if i not in reported and u not in unrecorded}
+    assert lost == {}, "every link is in a report or reported as unrecorded"
+
+    sealer = Sealer(proxy[1])
+    on_proxy = links(sql)
+    for user in api.users():
+        if user["user_id"] == "default_user_id":
+            continue
+        record = user["metadata"]["litellm_reconciler"]["invitation"]
+        invitation_id = sealer.open(record.get("sealed"), user["user_id"])
+        assert invitation_id in on_proxy and "intent_at" not in record, (user["user_email"], record)
+    assert json_plan(cli)["actions"] == []
+    return again.stdout
+
+
+@pytest.mark.parametrize("links_before_kill", [1, 60, 150])
+def test_kill_during_the_invitation_phase_then_apply_again(api: Api, cli, tmp_path: Path, proxy, sql, links_before_kill: int) -> None:
+    write(tmp_path, FILE)
+    process = start_apply(tmp_path, proxy[0])
+    wait_for(process, lambda: len(links(sql)) >= links_before_kill)
+    kill(process)
+    created = len(links(sql))
+    assert created < USERS, "killed before the end"
+    reported_before = {r["invitation_id"] for r in load_report(tmp_path / REPORT) if r.get("invitation_id")}
+    assert len(reported_before) >= created - 1, "links are on disk the moment they exist (one may be in flight)"
+    rerun_and_check(api, cli, tmp_path, proxy, sql)
+
+
+def test_kill_between_a_link_and_its_record_is_reported_as_unrecorded(api: Api, cli, tmp_path: Path, proxy, sql) -> None:
+    write(tmp_path, FILE)
+    records = {"n": 0}
+
+    def the_tenth_record(body: dict) -> bool:
+        if "sealed" not in str(body.get("metadata")):
+            return False
+        records["n"] += 1
+        return records["n"] == 10
+
+    with FaultProxy(proxy[0], [Rule("POST", "/user/update", "hold", when=the_tenth_record)]) as faulty:
+        process = start_apply(tmp_path, faulty.url)
+        assert faulty.held.wait(120), "the apply never reached the tenth record"
+        kill(process)
+    held = load_report(tmp_path / REPORT)[-1]
+    assert held["status"] == "created" and held["onboarding_link"], "the link was handed over before its record"
+    out = rerun_and_check(api, cli, tmp_path, proxy, sql)
+    assert f"Unrecorded link for {held['email']}: an apply at" in out
+    mine = [r for r in load_report(tmp_path / REPORT) if r["user_id"] == held["user_id"]]
+    assert [r["status"] for r in mine] == ["created", "unrecorded", "created"]
+    assert len([i for i, u in links(sql).items() if u == held["user_id"]]) == 2, "the old link cannot be found; a new one is recorded"
