@@ -402,6 +402,18 @@ def test_drift_summary_escapes_what_the_proxy_holds(tmp_path: Path) -> None:
     assert "::error title=Drift%3A apply would change this::team.x`</details><!-- y -->|%0Az: settings differ" in run.stdout
 
 
+@pytest.mark.parametrize("kind, fails", [("privilege", True), ("user", False)])
+def test_privilege_drift_fails_the_drift_check_even_when_unmanaged_objects_may_pass(tmp_path: Path, kind: str, fails: bool) -> None:
+    data = {"fingerprint": REVIEWED, "has_changes": False, "actions": [], "drift": [{"kind": kind, "address": "user.eve@x.com", "detail": "has the role proxy_admin"}]}
+    markdown = f"{MARKER}\n{fingerprint_line(REVIEWED)}\n{HEADER}\n"
+    cli = {"validate": {"stdout": "ok\n"}, "plan": {"stdout": markdown, "code": 0, "plan_json": data}}
+    run = run_glue(tmp_path, "drift", inputs={"file": "users.yaml", "fail-on-unmanaged": "false"}, env={"LITELLM_API_KEY": "sk-plan-5678"}, cli=cli)
+    assert (run.code, run.outputs["result"]) == ((1, "drift") if fails else (0, "no-drift"))
+    if fails:
+        assert "::error title=Drift%3A a privileged role the file does not grant::user.eve@x.com" in run.stdout
+        assert "declare them in users.yaml (with their role) or remove them on the proxy" in run.stderr
+
+
 @pytest.mark.parametrize("allow", ["true", "false"])
 def test_apply_passes_allow_insecure_smtp_only_when_asked(tmp_path: Path, allow: str) -> None:
     run = run_glue(
