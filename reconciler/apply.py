@@ -96,6 +96,7 @@ class Executor:
         ui_base: str,
         on_result: Callable[[ActionResult], None] = lambda r: None,
         metadata: Optional[dict[str, dict[str, Any]]] = None,
+        team_metadata: Optional[dict[str, dict[str, Any]]] = None,
         sealer: Optional[Sealer] = None,
         courier: Optional[Courier] = None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
@@ -109,6 +110,7 @@ class Executor:
         self.ui_base = ui_base
         self.on_result = on_result
         self._metadata = dict(metadata or {})
+        self._team_metadata = dict(team_metadata or {})
         self._sealer = sealer
         self._courier = courier or _Nowhere()
         self._clock = clock
@@ -187,6 +189,13 @@ class Executor:
         if action.kind in ("create_user", "update_user", "create_inviter"):
             user = self.client.find_user(p["user_id"])
             return user is not None and all(user.get(k) == v for k, v in p.items() if k not in ("metadata",))
+        if action.kind == "delete_user":
+            return self.client.find_user(p["user_id"]) is None
+        if action.kind == "delete_team":
+            return self.client.team_info(p["team_id"]) is None
+        if action.kind == "remove_member":
+            team = self.client.team_info(p["team_id"])
+            return team is None or p["user_id"] not in team_from_api(team).member_ids
         return False  # invitations cannot be listed; a lost /invitation/new is reported as failed
 
     def _do_create_inviter(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -221,6 +230,31 @@ class Executor:
     def _do_update_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         self.client.update_user(action.params)
         return "done", ""
+
+    def _do_adopt_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        user_id = action.params["user_id"]
+        metadata, owned = self._owned_metadata(user_id)
+        self._write_metadata(user_id, {**metadata, OWNER_KEY: {**owned, "managed": True, "adopted": True}})
+        return "done", "ownership recorded"
+
+    def _do_adopt_team(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        team_id = action.params["team_id"]
+        metadata = dict(self._team_metadata.get(team_id) or {})
+        owned = metadata.get(OWNER_KEY) if isinstance(metadata.get(OWNER_KEY), dict) else {}
+        self.client.update_team({"team_id": team_id, "metadata": {**metadata, OWNER_KEY: {**owned, "managed": True, "adopted": True}}})
+        return "done", "ownership recorded"
+
+    def _do_remove_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        self.client.remove_member(action.params["team_id"], action.params["user_id"])
+        return "done", ""
+
+    def _do_delete_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        self.client.delete_user(action.params["user_id"])
+        return "done", "deleted with its keys and onboarding links"
+
+    def _do_delete_team(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        self.client.delete_team(action.params["team_id"])
+        return "done", "deleted with its keys"
 
     def _owned_metadata(self, user_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The user's metadata and this tool's part of it, to merge into (other keys are kept).

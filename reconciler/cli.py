@@ -29,6 +29,7 @@ from .manager import (
     StalePlan,
     apply_lock,
     check_fingerprint,
+    check_removals,
     check_saved_plan,
     execute,
     load_saved_plan,
@@ -164,6 +165,7 @@ def plan(
 @click.option("--send-invites", type=click.Choice(["smtp"]), default=None, help="Email each new link to its user (SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM, SMTP_SECURITY).")
 @click.option("--allow-insecure-smtp", is_flag=True, help="Allow SMTP_SECURITY=none: links cross the network in clear text.")
 @click.option("--invite-template", type=click.Path(dir_okay=False, exists=True), default=None, help="Plain-text email template ($email, $link, $expires_at, $proxy_url); first line 'Subject: ...'.")
+@click.option("--allow-mass-removal", is_flag=True, help="Apply even when the removals exceed removals.max_percent of the managed objects.")
 @click.option("--lock-timeout", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait for another apply on the same proxy to finish.")
 @click.option("--lock-ttl", default=600.0, show_default=True, type=click.FloatRange(min=5), help="Seconds the apply lock lasts without renewal (a killed apply's lock is broken after it).")
 @_proxy_option
@@ -181,6 +183,7 @@ def apply(
     send_invites: Optional[str],
     allow_insecure_smtp: bool,
     invite_template: Optional[str],
+    allow_mass_removal: bool,
     lock_timeout: float,
     lock_ttl: float,
     proxy_url: Optional[str],
@@ -205,12 +208,14 @@ def apply(
         if not the_plan.actions:
             _show(the_plan, expect_fingerprint)
             return
+        check_removals(the_plan, allow_mass_removal)
         with apply_lock(client, lock_timeout, lock_ttl) as lock:
             # Read again under the lock: another apply may have finished in between.
             the_plan, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
             _show(the_plan, expect_fingerprint)
             if not the_plan.actions:
                 return
+            check_removals(the_plan, allow_mass_removal)
             require_sealer(the_plan, sealer)
             if not yes:
                 if not sys.stdin.isatty():

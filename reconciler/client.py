@@ -307,13 +307,29 @@ class LiteLLMClient:
 
     def team_info(self, team_id: str) -> Optional[dict[str, Any]]:
         """The team, or None when it does not exist."""
+        full = self.team_info_full(team_id)
+        return full.get("team_info") if full else None
+
+    def team_info_full(self, team_id: str) -> Optional[dict[str, Any]]:
+        """``/team/info`` as a whole (``team_info`` plus ``keys``), or None when the team does not exist."""
         try:
             body = self.get("/team/info", team_id=team_id)
         except ProxyError as exc:
             if exc.status == 404:
                 return None
             raise
-        return body.get("team_info") if isinstance(body, dict) else None
+        return body if isinstance(body, dict) else None
+
+    def caller_user_id(self) -> Optional[str]:
+        """The user that owns the key in use (``/key/info`` of the caller), or None when the
+        proxy does not say (the master key belongs to no stored key)."""
+        try:
+            body = self.get("/key/info")
+        except ProxyError:
+            return None
+        info = body.get("info") if isinstance(body, dict) else None
+        user_id = info.get("user_id") if isinstance(info, dict) else None
+        return str(user_id) if user_id else None
 
     def find_user(self, user_id: str) -> Optional[dict[str, Any]]:
         """The user with exactly this id, or None (``/user/info`` answers 200 for unknown ids ≤1.80)."""
@@ -365,6 +381,33 @@ class LiteLLMClient:
             self.post("/invitation/delete", {"invitation_id": invitation_id})
         except ProxyError as exc:
             if exc.status in (400, 404) and "does not exist" in exc.message:
+                return
+            raise
+
+    def remove_member(self, team_id: str, user_id: str) -> None:
+        """Take a user off a team; one already absent counts as removed."""
+        try:
+            self.post("/team/member_delete", {"team_id": team_id, "user_id": user_id})
+        except ProxyError as exc:
+            if exc.status == 400 and "not found in team" in exc.message.lower():
+                return
+            raise
+
+    def delete_user(self, user_id: str) -> None:
+        """Delete a user (LiteLLM deletes its keys and invitation links with it); gone counts as deleted."""
+        try:
+            self.post("/user/delete", {"user_ids": [user_id]})
+        except ProxyError as exc:
+            if exc.status == 404:
+                return
+            raise
+
+    def delete_team(self, team_id: str) -> None:
+        """Delete a team (LiteLLM deletes its keys with it); gone counts as deleted."""
+        try:
+            self.post("/team/delete", {"team_ids": [team_id]})
+        except ProxyError as exc:
+            if exc.status == 404:
                 return
             raise
 

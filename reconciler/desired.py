@@ -18,6 +18,7 @@ import re
 import stat
 import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, NoReturn, Optional
 
@@ -205,6 +206,21 @@ class Defaults(_Strict):
     )
 
 
+class Removals(_Strict):
+    """What the file may take away. Every scope is off unless switched on (add-only by default),
+    and only objects this tool owns are ever deleted."""
+
+    memberships: bool = Field(default=False, description="each declared team's members are exactly the users the file lists in it")
+    users: bool = Field(default=False, description="users this tool owns that the file no longer lists are deleted")
+    teams: bool = Field(default=False, description="teams this tool owns that the file no longer declares are deleted")
+    max_percent: int = Field(
+        default=25,
+        ge=0,
+        le=100,
+        description="apply refuses (unless --allow-mass-removal) to remove more than this percentage of the managed objects",
+    )
+
+
 class UsersFile(_Strict):
     """The whole ``users.yaml``."""
 
@@ -212,6 +228,7 @@ class UsersFile(_Strict):
 
     version: Literal[1] = Field(description="file format version")
     defaults: Defaults = Field(default_factory=Defaults)
+    removals: Removals = Field(default_factory=Removals)
     teams: list[TeamSpec] = Field(default_factory=list)
     users: list[UserSpec] = Field(default_factory=list)
 
@@ -258,13 +275,14 @@ class DesiredState:
 
     def team_for_ref(self, ref: str) -> TeamSpec:
         """The declared team a user's ``teams`` entry names (by alias first, then by id)."""
-        for team in self.spec.teams:
-            if team.alias == ref:
-                return team
-        for team in self.spec.teams:
-            if team.id == ref:
-                return team
-        raise KeyError(ref)
+        return self._team_refs[ref]
+
+    @cached_property
+    def _team_refs(self) -> dict[str, TeamSpec]:
+        """Alias or id -> team, built once (a lookup per membership must not scan the teams)."""
+        refs = {team.id: team for team in self.spec.teams if team.id}
+        refs.update({team.alias: team for team in self.spec.teams})
+        return refs
 
 
 # --------------------------------------------------------------------------- reading the file

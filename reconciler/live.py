@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -75,6 +76,8 @@ class LiveUser:
     alias: Optional[str]
     teams: tuple[str, ...]
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+    #: The user's virtual keys (``/user/list`` reports it): what deleting the user deletes.
+    key_count: Optional[int] = None
 
     @property
     def key(self) -> Optional[str]:
@@ -85,6 +88,11 @@ class LiveUser:
         """What this tool recorded on the user (its metadata key), or {}."""
         value = self.metadata.get(OWNER_KEY)
         return value if isinstance(value, dict) else {}
+
+    @property
+    def managed(self) -> bool:
+        """Owned by this tool: created by it, or adopted by the file."""
+        return self.owned.get("managed") is True
 
     @property
     def invitation(self) -> Optional[RecordedInvitation]:
@@ -105,10 +113,19 @@ class LiveTeam:
     alias: Optional[str]
     settings: dict[str, Any] = field(hash=False)
     members: tuple[LiveMember, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+    #: The team's keys, read only for teams a plan may delete (``/team/info``); None when not read.
+    key_count: Optional[int] = None
 
     @property
     def member_ids(self) -> frozenset[str]:
         return frozenset(m.user_id for m in self.members)
+
+    @property
+    def managed(self) -> bool:
+        """Owned by this tool: created by it, or adopted by the file."""
+        owned = self.metadata.get(OWNER_KEY)
+        return isinstance(owned, dict) and owned.get("managed") is True
 
 
 @dataclass(frozen=True)
@@ -117,9 +134,38 @@ class LiveState:
 
     users: tuple[LiveUser, ...] = ()
     teams: tuple[LiveTeam, ...] = ()
+    #: The user that owns the key this run reads with, when the proxy says (protected from removal).
+    #: Not part of the fingerprint: a plan key and an apply key see the same proxy.
+    caller_id: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"users": [asdict(u) for u in self.users], "teams": [asdict(t) for t in self.teams]}
+
+    # Indexes, built once per snapshot: the planner looks objects up, it never scans for them.
+
+    @cached_property
+    def users_by_key(self) -> dict[str, list[LiveUser]]:
+        found: dict[str, list[LiveUser]] = {}
+        for user in self.users:
+            if user.key:
+                found.setdefault(user.key, []).append(user)
+        return found
+
+    @cached_property
+    def users_by_id(self) -> dict[str, LiveUser]:
+        return {user.user_id: user for user in self.users}
+
+    @cached_property
+    def teams_by_id(self) -> dict[str, LiveTeam]:
+        return {team.team_id: team for team in self.teams}
+
+    @cached_property
+    def teams_by_alias(self) -> dict[str, list[LiveTeam]]:
+        found: dict[str, list[LiveTeam]] = {}
+        for team in self.teams:
+            if team.alias:
+                found.setdefault(team.alias, []).append(team)
+        return found
 
     @property
     def fingerprint(self) -> str:
@@ -135,6 +181,7 @@ def user_from_api(raw: dict[str, Any]) -> LiveUser:
         alias=raw.get("user_alias"),
         teams=tuple(sorted(str(t) for t in raw.get("teams") or [])),
         metadata=dict(raw.get("metadata") or {}),
+        key_count=raw["key_count"] if isinstance(raw.get("key_count"), int) else None,
     )
 
 
@@ -155,6 +202,7 @@ def team_from_api(raw: dict[str, Any]) -> LiveTeam:
         alias=raw.get("team_alias"),
         settings={name: raw.get(name) for name in TEAM_SETTINGS},
         members=members,
+        metadata=dict(raw.get("metadata") or {}) if isinstance(raw.get("metadata"), dict) else {},
     )
 
 
@@ -192,6 +240,19 @@ def _read_once(client: LiteLLMClient, declared_teams: frozenset[str]) -> LiveSta
         # or a user names it, read the complete listing.
         teams = tuple(team_from_api(t) for t in client.list_teams_unpaginated())
     return LiveState(users=users, teams=teams)
+
+
+def with_team_key_counts(client: LiteLLMClient, live: LiveState, team_ids: set[str]) -> LiveState:
+    """The snapshot with the key count of the given teams (``/team/info``, one request each):
+    only for the teams a plan may delete, so a plan stays O(pages + removals)."""
+    teams = []
+    for team in live.teams:
+        if team.team_id in team_ids:
+            info = client.team_info_full(team.team_id)
+            keys = info.get("keys") if isinstance(info, dict) else None
+            team = replace(team, key_count=len(keys) if isinstance(keys, list) else None)
+        teams.append(team)
+    return replace(live, teams=tuple(teams))
 
 
 def read_invitations(client: LiteLLMClient, users: list[LiveUser], sealer: Sealer) -> dict[str, LiveInvitation]:

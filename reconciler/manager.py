@@ -10,7 +10,7 @@ import json
 import os
 import time
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -19,7 +19,7 @@ from .apply import ActionResult, ApplyReport, Executor
 from .client import DEFAULT_PROXY_URL, LiteLLMClient, ProxyError
 from .delivery import SmtpSettings, send_invitations
 from .desired import DesiredState
-from .live import LiveInvitation, LiveState, read_invitations, read_live
+from .live import LiveInvitation, LiveState, read_invitations, read_live, with_team_key_counts
 from .lock import ApplyLock, describe_runner
 from .onboarding import InvitationRecord, OnboardingReport
 from .plan import INVITING, Plan, make_plan
@@ -60,9 +60,18 @@ def now() -> datetime:
 
 
 def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
-    """The snapshot the file needs, with certainty about the teams it declares."""
+    """The snapshot the file needs: certainty about the teams it declares and, when the file
+    switches removals on, who the caller is (protected) and the key count of each owned team
+    it no longer declares (what deleting it deletes). O(pages + teams to delete) requests."""
     teams = frozenset(t.alias for t in desired.teams) | frozenset(t.id for t in desired.teams if t.id)
-    return read_live(client, declared_teams=teams)
+    live = read_live(client, declared_teams=teams)
+    scopes = desired.spec.removals
+    if scopes.users or scopes.memberships or scopes.teams:
+        live = replace(live, caller_id=client.caller_user_id())
+    if scopes.teams:
+        undeclared = {t.team_id for t in live.teams if t.managed and t.team_id not in teams and t.alias not in teams}
+        live = with_team_key_counts(client, live, undeclared)
+    return live
 
 
 def plan_against(desired: DesiredState, client: LiteLLMClient) -> tuple[Plan, LiveState]:
@@ -131,6 +140,12 @@ def apply_lock(client: LiteLLMClient, wait: float, ttl: float) -> Iterator[Apply
     lock.release()
 
 
+def check_removals(plan: Plan, allow_mass_removal: bool) -> None:
+    """Refuse, before any write, a plan whose removals trip the guard (unless explicitly allowed)."""
+    if plan.guard.tripped and not allow_mass_removal:
+        raise ValueError(f"{plan.guard.message()}. Nothing was written; pass --allow-mass-removal if this is intended")
+
+
 def require_sealer(plan: Plan, sealer: Optional[Sealer]) -> None:
     """Refuse, before any write, a plan that invites when invitation ids cannot be sealed."""
     if sealer is None and any(a.kind in INVITING for a in plan.actions):
@@ -178,4 +193,6 @@ def execute(
 ) -> ApplyReport:
     """Run the plan; each link is handed over by ``courier`` as soon as it exists."""
     metadata = {user.user_id: user.metadata for user in live.users}
-    return Executor(client, ui_base, on_result=on_result, metadata=metadata, sealer=sealer, courier=courier).run(plan)
+    team_metadata = {team.team_id: team.metadata for team in live.teams}
+    executor = Executor(client, ui_base, on_result=on_result, metadata=metadata, team_metadata=team_metadata, sealer=sealer, courier=courier)
+    return executor.run(plan)

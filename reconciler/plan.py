@@ -45,9 +45,20 @@ PHASES = (
     "renew_invitation",
     "replace_invitation",
     "deliver_invitation",
+    "adopt_team",
+    "adopt_user",
+    "remove_member",
+    "delete_user",
+    "delete_team",
 )
 #: Kinds that may call ``/invitation/new`` (and so need the inviter user and the seal key).
 INVITING = frozenset({"create_invitation", "renew_invitation", "replace_invitation", "deliver_invitation"})
+#: Kinds that only record ownership: they change nobody's access and are not "changes".
+BOOKKEEPING = frozenset({"adopt_team", "adopt_user"})
+#: Kinds that take access away; only ever planned for scopes the file switches on.
+REMOVING = frozenset({"remove_member", "delete_user", "delete_team"})
+#: The guard does not judge proxies with fewer managed objects than this (every removal is a large share).
+GUARD_MIN_MANAGED = 10
 #: Why an invitation recorded in plain text is replaced (the security migration).
 EXPOSED_REASON = "link was readable by read-only keys"
 
@@ -73,7 +84,14 @@ class Action:
     depends_on: tuple[str, ...] = ()
 
     @property
+    def bookkeeping(self) -> bool:
+        """Only records ownership; changes nobody's access."""
+        return self.kind in BOOKKEEPING
+
+    @property
     def symbol(self) -> str:
+        if self.kind in REMOVING:
+            return "-"
         return "+" if self.kind.startswith(("create", "add")) else "~"
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,15 +128,41 @@ class Drift:
 
 
 @dataclass(frozen=True)
+class RemovalGuard:
+    """peribolos's --maximum-removal-delta, octoDNS's raise_if_unsafe: a property of the plan."""
+
+    removals: int = 0
+    managed: int = 0
+    max_percent: int = 25
+
+    @property
+    def tripped(self) -> bool:
+        """More than ``max_percent`` of the managed objects go, and there are enough to judge."""
+        return self.managed >= GUARD_MIN_MANAGED and self.removals * 100 > self.max_percent * self.managed
+
+    def message(self) -> str:
+        share = f"{100 * self.removals / self.managed:.0f}%" if self.managed else "all"
+        return (
+            f"this plan removes {self.removals} of the {self.managed} objects under management ({share}), "
+            f"more than removals.max_percent ({self.max_percent}%)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"removals": self.removals, "managed": self.managed, "max_percent": self.max_percent, "tripped": self.tripped}
+
+
+@dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...]
     drift: tuple[Drift, ...]
     live_fingerprint: str
     source: str = "users.yaml"
+    guard: RemovalGuard = RemovalGuard()
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.actions)
+        """True when an action changes someone's access (recording ownership alone does not)."""
+        return any(not a.bookkeeping for a in self.actions)
 
     @property
     def fingerprint(self) -> str:
@@ -141,6 +185,7 @@ class Plan:
             "live_fingerprint": self.live_fingerprint,
             "has_changes": self.has_changes,
             "summary": self.summary(),
+            "removal_guard": self.guard.to_dict(),
             "actions": [a.to_dict() for a in self.actions],
             "drift": [{"kind": d.kind, "address": d.address, "detail": d.detail} for d in self.drift],
         }
@@ -155,6 +200,7 @@ class Plan:
             drift=tuple(Drift(d["kind"], d["address"], d["detail"]) for d in data.get("drift", [])),
             live_fingerprint=data["live_fingerprint"],
             source=data.get("source", "users.yaml"),
+            guard=RemovalGuard(**{k: int(v) for k, v in (data.get("removal_guard") or {}).items() if k in ("removals", "managed", "max_percent")}),
         )
         if data.get("fingerprint") != plan.fingerprint:
             raise ValueError("the plan's actions do not match its fingerprint; the file was edited")
@@ -188,14 +234,17 @@ class _Matched:
     live_teams: dict[str, LiveTeam] = field(default_factory=dict)  # alias -> live
     user_ids: dict[str, str] = field(default_factory=dict)  # email key -> user_id
     live_users: dict[str, LiveUser] = field(default_factory=dict)  # email key -> live
+    claimed_teams: set[str] = field(default_factory=set)  # team ids already matched to a declared team
 
 
 def make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
-    """Compare and decide. Raises ``PlanConflict`` instead of guessing between duplicates."""
+    """Compare and decide. Raises ``PlanConflict`` instead of guessing between duplicates.
+
+    Linear in the size of the file and of the proxy: every live object is found through the
+    snapshot's indexes, never by scanning."""
     conflicts: list[str] = []
     matched = _Matched()
     actions: list[Action] = []
-    drift: list[Drift] = []
 
     # Teams with a declared id claim their live team first, so an alias match never
     # hands the same live team to a second declared team.
@@ -205,10 +254,13 @@ def make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
         actions.extend(_plan_user(user, live, matched, conflicts))
     if conflicts:
         raise PlanConflict(conflicts)
+    adds: dict[str, list[str]] = {}
     for user in desired.users:
-        actions.extend(_plan_memberships(user, desired, matched))
+        for action in _plan_memberships(user, desired, matched):
+            actions.append(action)
+            adds.setdefault(action.params["user_id"], []).append(action.address)
     invitations = [a for user in desired.users for a in _plan_invitation(user, desired, matched, now)]
-    if any(a.kind in INVITING for a in invitations) and PROXY_ADMIN_ID not in {u.user_id for u in live.users}:
+    if any(a.kind in INVITING for a in invitations) and PROXY_ADMIN_ID not in live.users_by_id:
         actions.append(
             Action(
                 kind="create_inviter",
@@ -220,11 +272,14 @@ def make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
         inviter = (f"user.{PROXY_ADMIN_ID}",)
         invitations = [replace(a, depends_on=a.depends_on + inviter) for a in invitations]
     actions.extend(invitations)
-    drift.extend(_drift(desired, live, matched))
+    removals, protected = _plan_removals(desired, live, matched, adds)
+    actions.extend(removals)
+    drift = _drift(desired, live, matched, {a.address for a in removals}, protected)
 
     actions.sort(key=_order)
     drift.sort(key=lambda d: (d.kind, d.address, d.detail))
-    return Plan(actions=tuple(actions), drift=tuple(drift), live_fingerprint=live.fingerprint, source=desired.source)
+    guard = RemovalGuard(len(removals), _managed_count(desired, live, matched), desired.spec.removals.max_percent)
+    return Plan(actions=tuple(actions), drift=tuple(drift), live_fingerprint=live.fingerprint, source=desired.source, guard=guard)
 
 
 _PHASE = {kind: i for i, kind in enumerate(PHASES)}
@@ -239,21 +294,22 @@ def _order(action: Action) -> tuple[Any, ...]:
 
 def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: list[str]) -> list[Action]:
     address = f"team.{team.alias}"
-    claimed = set(matched.team_ids.values())
     if team.id:
-        found = [t for t in live.teams if t.team_id == team.id]
+        found = [live.teams_by_id[team.id]] if team.id in live.teams_by_id else []
     else:
-        found = [t for t in live.teams if t.alias == team.alias and t.team_id not in claimed]
+        claimed = matched.claimed_teams
+        found = [t for t in live.teams_by_alias.get(team.alias, []) if t.team_id not in claimed]
         if len(found) > 1:
             ids = ", ".join(t.team_id for t in found)
             conflicts.append(f"{address}: {len(found)} teams on the proxy have the alias {team.alias!r} ({ids}); add 'id:' to the file to pick one")
             return []
     if not found:
         team_id = team.id or new_team_id(team.alias)
-        if any(t.team_id == team_id for t in live.teams):
+        if team_id in live.teams_by_id:
             conflicts.append(f"{address}: team id {team_id} is taken by a team with another alias; add 'id:' to adopt it")
             return []
         matched.team_ids[team.alias] = team_id
+        matched.claimed_teams.add(team_id)
         settings = team.managed_settings
         return [
             Action(
@@ -266,43 +322,67 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
         ]
     current = found[0]
     matched.team_ids[team.alias] = current.team_id
+    matched.claimed_teams.add(current.team_id)
     matched.live_teams[team.alias] = current
+    actions = []
+    if not current.managed:
+        actions.append(
+            Action(
+                kind="adopt_team",
+                address=address,
+                reason="on the proxy before this tool managed it; the file adopts it (ownership is recorded, nothing else changes)",
+                params={"team_id": current.team_id},
+            )
+        )
     wanted = dict(team.managed_settings)
     if team.id and current.alias != team.alias:
         wanted["team_alias"] = team.alias
     have = {**current.settings, "team_alias": current.alias}
     changes = _diff({k: have.get(k) for k in wanted}, wanted)
-    if not changes:
-        return []
-    return [
-        Action(
-            kind="update_team",
-            address=address,
-            reason="settings differ: " + ", ".join(c.field for c in changes),
-            params={"team_id": current.team_id, **{c.field: c.new for c in changes}},
-            changes=changes,
+    if changes:
+        actions.append(
+            Action(
+                kind="update_team",
+                address=address,
+                reason="settings differ: " + ", ".join(c.field for c in changes),
+                params={"team_id": current.team_id, **{c.field: c.new for c in changes}},
+                changes=changes,
+            )
         )
-    ]
+    return actions
 
 
 def _diff(have: dict[str, Any], want: dict[str, Any]) -> tuple[Change, ...]:
-    """Field-level differences; model lists compare as sets, numbers by value (1 == 1.0)."""
-    changed = DeepDiff(have, want, ignore_order=True, ignore_numeric_type_changes=True)
+    """Field-level differences; model lists compare as sets, numbers by value (1 == 1.0).
+
+    The common case (nothing differs) is settled by a cheap comparison; DeepDiff only
+    looks at the fields that comparison could not call equal."""
+    suspects = [name for name in want if not _same(have.get(name), want[name])]
+    if not suspects:
+        return ()
+    changed = DeepDiff({k: have.get(k) for k in suspects}, {k: want[k] for k in suspects}, ignore_order=True, ignore_numeric_type_changes=True)
     return tuple(Change(name, have.get(name), want[name]) for name in sorted(changed.affected_root_keys))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal for certain (a False only means "ask DeepDiff")."""
+    if isinstance(a, list) and isinstance(b, list):
+        return sorted(map(str, a)) == sorted(map(str, b))
+    return type(a) is type(b) and a == b
 
 
 def _plan_user(user: UserSpec, live: LiveState, matched: _Matched, conflicts: list[str]) -> list[Action]:
     address = f"user.{user.key}"
-    found = [u for u in live.users if u.key == user.key]
+    found = live.users_by_key.get(user.key, [])
     if len(found) > 1:
         ids = ", ".join(u.user_id for u in found)
         conflicts.append(f"{address}: {len(found)} users on the proxy have this email ({ids}); remove the duplicates first")
         return []
     if not found:
         user_id = new_user_id(user.email)
-        clash = [u for u in live.users if u.user_id == user_id]
-        if clash:
-            conflicts.append(f"{address}: user id {user_id} already exists with email {clash[0].email!r}; the email was changed on the proxy")
+        clash = live.users_by_id.get(user_id)
+        if clash is not None:
+            conflicts.append(f"{address}: user id {user_id} already exists with email {clash.email!r}; the email was changed on the proxy")
             return []
         matched.user_ids[user.key] = user_id
         params = {"user_id": user_id, "user_email": user.email, "user_role": user.role or DEFAULT_ROLE, "metadata": {OWNER_KEY: {"managed": True}}}
@@ -321,6 +401,16 @@ def _plan_user(user: UserSpec, live: LiveState, matched: _Matched, conflicts: li
     current = found[0]
     matched.user_ids[user.key] = current.user_id
     matched.live_users[user.key] = current
+    actions = []
+    if not current.managed:
+        actions.append(
+            Action(
+                kind="adopt_user",
+                address=address,
+                reason="on the proxy before this tool managed it; the file adopts it (ownership is recorded, nothing else changes)",
+                params={"user_id": current.user_id},
+            )
+        )
     wanted: dict[str, Any] = {}
     if user.role is not None:
         wanted["user_role"] = user.role
@@ -328,17 +418,17 @@ def _plan_user(user: UserSpec, live: LiveState, matched: _Matched, conflicts: li
         wanted["user_alias"] = user.alias
     have = {"user_role": current.role, "user_alias": current.alias}
     changes = _diff({k: have[k] for k in wanted}, wanted)
-    if not changes:
-        return []
-    return [
-        Action(
-            kind="update_user",
-            address=address,
-            reason="differs: " + ", ".join(c.field for c in changes),
-            params={"user_id": current.user_id, **{c.field: c.new for c in changes}},
-            changes=changes,
+    if changes:
+        actions.append(
+            Action(
+                kind="update_user",
+                address=address,
+                reason="differs: " + ", ".join(c.field for c in changes),
+                params={"user_id": current.user_id, **{c.field: c.new for c in changes}},
+                changes=changes,
+            )
         )
-    ]
+    return actions
 
 
 def _plan_memberships(user: UserSpec, desired: DesiredState, matched: _Matched) -> list[Action]:
@@ -387,7 +477,7 @@ def _plan_invitation(user: UserSpec, desired: DesiredState, matched: _Matched, n
     record = current.invitation
     if record is None:
         wants = user.invite if user.invite is not None else desired.spec.defaults.invite
-        if current.owned.get("managed"):
+        if current.managed and not current.owned.get("adopted"):
             return [_invitation("create_invitation", address, user, user_id, "created by this tool but never invited", ())]
         if wants:
             return [_invitation("create_invitation", address, user, user_id, "invite: true and never invited by this tool", ())]
@@ -431,14 +521,106 @@ def _invitation(kind: str, address: str, user: UserSpec, user_id: str, why: str,
 PRIVILEGED_ROLES = frozenset({"proxy_admin", "proxy_admin_viewer"})
 
 
-def _drift(desired: DesiredState, live: LiveState, matched: _Matched) -> list[Drift]:
-    """What the proxy has and the file does not say: extra users, extra teams, extra memberships,
-    and any privileged role the file does not grant (kind ``privilege``), whether or not the
-    file manages that user's role."""
+def _member_address(alias: str, user_id: str, live: LiveState) -> str:
+    user = live.users_by_id.get(user_id)
+    return f"membership.{alias}.{(user.key if user and user.key else user_id)}"
+
+
+def _wanted_memberships(desired: DesiredState, matched: _Matched) -> set[tuple[str, str]]:
+    return {(matched.team_ids[desired.team_for_ref(ref).alias], matched.user_ids[u.key]) for u in desired.users for ref in u.teams}
+
+
+def _plan_removals(
+    desired: DesiredState, live: LiveState, matched: _Matched, adds: dict[str, list[str]]
+) -> tuple[list[Action], dict[str, str]]:
+    """The removals the file's scopes ask for, and the principals protected from any removal
+    (user id -> why). Only owned users and teams are deleted; memberships only of declared teams."""
+    scopes = desired.spec.removals
+    protected = {PROXY_ADMIN_ID: "the master key's own user"}
+    if live.caller_id:
+        protected[live.caller_id] = "it owns the key this tool runs with"
+    actions: list[Action] = []
+    declared = {u.key for u in desired.users}
+
+    deleting: list[LiveUser] = []
+    if scopes.users:
+        deleting = sorted(
+            (u for u in live.users if u.managed and u.key not in declared and u.user_id not in protected), key=lambda u: u.key or u.user_id
+        )
+        admins = [u for u in live.users if u.role == "proxy_admin" and u.user_id != PROXY_ADMIN_ID]
+        doomed_admins = [u for u in deleting if u.role == "proxy_admin"]
+        if admins and len(doomed_admins) == len(admins):
+            last = doomed_admins[0]
+            protected[last.user_id] = "the last proxy_admin"
+            deleting.remove(last)
+        for user in deleting:
+            keys = f"{user.key_count} key(s)" if user.key_count is not None else "keys"
+            actions.append(
+                Action(
+                    kind="delete_user",
+                    address=f"user.{user.key or user.user_id}",
+                    reason=f"owned by this tool and no longer in the file; LiteLLM deletes its {keys} and onboarding links with it",
+                    params={"user_id": user.user_id, "user_email": user.email},
+                    changes=(Change("keys", user.key_count, 0),) if user.key_count else (),
+                )
+            )
+
+    if scopes.memberships:
+        wanted = _wanted_memberships(desired, matched)
+        gone = {u.user_id for u in deleting}
+        for alias, team in sorted(matched.live_teams.items()):
+            for member in team.members:
+                if member.user_id in protected or member.user_id in gone or (team.team_id, member.user_id) in wanted:
+                    continue
+                user = live.users_by_id.get(member.user_id)
+                stays = "" if user is not None and user.key in declared else "; the user is not in the file and stays on the proxy"
+                actions.append(
+                    Action(
+                        kind="remove_member",
+                        address=_member_address(alias, member.user_id, live),
+                        reason=f"not listed in the file for this team{stays}",
+                        params={"team_id": team.team_id, "user_id": member.user_id, "team_alias": alias, "user_email": user.email if user else None},
+                        # A move adds first: the user is never without a team in between.
+                        depends_on=tuple(a for a in adds.get(member.user_id, ()) if a != _member_address(alias, member.user_id, live)),
+                    )
+                )
+
+    if scopes.teams:
+        for team in sorted(live.teams, key=lambda t: t.alias or t.team_id):
+            if team.managed and team.team_id not in matched.claimed_teams:
+                keys = f"{team.key_count} key(s)" if team.key_count is not None else "keys"
+                actions.append(
+                    Action(
+                        kind="delete_team",
+                        address=f"team.{team.alias or team.team_id}",
+                        reason=f"owned by this tool and no longer declared; LiteLLM deletes its {keys} with it",
+                        params={"team_id": team.team_id, "team_alias": team.alias},
+                        changes=(Change("keys", team.key_count, 0),) if team.key_count else (),
+                    )
+                )
+    return actions, protected
+
+
+def _managed_count(desired: DesiredState, live: LiveState, matched: _Matched) -> int:
+    """What the removal guard measures against: owned users and teams, and the memberships of
+    the declared teams."""
+    users = sum(1 for u in live.users if u.managed and u.user_id != PROXY_ADMIN_ID)
+    teams = sum(1 for t in live.teams if t.managed)
+    members = sum(1 for t in matched.live_teams.values() for m in t.members if m.user_id != PROXY_ADMIN_ID)
+    return users + teams + members
+
+
+#: Roles that administer the proxy: whoever holds one unreviewed is drift that must never go unseen.
+PRIVILEGED_ROLES = frozenset({"proxy_admin", "proxy_admin_viewer"})
+
+
+def _drift(desired: DesiredState, live: LiveState, matched: _Matched, removed: set[str], protected: dict[str, str]) -> list[Drift]:
+    """What the proxy has and the file does not say (and no removal takes away): extra users,
+    teams and memberships, and any privileged role the file does not grant (kind
+    ``privilege``), whether or not the file manages that user's role. Each says how to resolve it."""
     items: list[Drift] = []
     declared_roles = {u.key: u.role for u in desired.users}
-    declared_team_ids = set(matched.team_ids.values())
-    ids_to_email = {u.user_id: (u.email or u.user_id) for u in live.users}
+    scopes = desired.spec.removals
     for user in live.users:
         if user.user_id == PROXY_ADMIN_ID:
             continue
@@ -449,20 +631,31 @@ def _drift(desired: DesiredState, live: LiveState, matched: _Matched) -> list[Dr
             else:
                 granted = "the file does not declare this user"
             items.append(Drift("privilege", address, f"has the role {user.role} on the proxy (user_id {user.user_id}); {granted}"))
+        elif address in removed or user.key in declared_roles:
+            continue
+        elif user.user_id in protected:
+            items.append(Drift("user", address, f"not in the file, and protected from removal: {protected[user.user_id]}"))
         elif user.key is None:
-            items.append(Drift("user", address, "on the proxy without an email; not managed"))
-        elif user.key not in declared_roles:
-            items.append(Drift("user", address, f"on the proxy (user_id {user.user_id}), not in the file"))
+            items.append(Drift("user", address, "on the proxy without an email; not managed (never deleted)"))
+        elif user.managed:
+            hint = "" if scopes.users else "; removals.users would delete it"
+            items.append(Drift("user", address, f"owned by this tool (user_id {user.user_id}), not in the file{hint}"))
+        else:
+            items.append(Drift("user", address, f"on the proxy (user_id {user.user_id}), not in the file; not owned by this tool, never deleted"))
     for team in live.teams:
-        if team.team_id not in declared_team_ids:
-            items.append(Drift("team", f"team.{team.alias or team.team_id}", f"on the proxy (team_id {team.team_id}), not in the file"))
-    wanted = {
-        (matched.team_ids[desired.team_for_ref(ref).alias], matched.user_ids[u.key]) for u in desired.users for ref in u.teams
-    }
+        address = f"team.{team.alias or team.team_id}"
+        if team.team_id not in matched.claimed_teams and address not in removed:
+            owner = "owned by this tool" if team.managed else "not owned by this tool, never deleted"
+            items.append(Drift("team", address, f"on the proxy (team_id {team.team_id}), not in the file; {owner}"))
+    wanted = _wanted_memberships(desired, matched)
     for alias, team in sorted(matched.live_teams.items()):
         for member in team.members:
-            if member.user_id == PROXY_ADMIN_ID or (team.team_id, member.user_id) in wanted:
+            address = _member_address(alias, member.user_id, live)
+            if member.user_id == PROXY_ADMIN_ID or (team.team_id, member.user_id) in wanted or address in removed:
                 continue
-            who = ids_to_email.get(member.user_id, member.user_id)
-            items.append(Drift("membership", f"membership.{alias}.{str(who).lower()}", f"member ({member.role}) on the proxy, not listed in the file"))
+            if member.user_id in protected:
+                detail = f"member ({member.role}) on the proxy, not listed in the file; protected: {protected[member.user_id]}"
+            else:
+                detail = f"member ({member.role}) on the proxy, not listed in the file" + ("" if scopes.memberships else "; removals.memberships would remove it")
+            items.append(Drift("membership", address, detail))
     return items

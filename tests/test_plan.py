@@ -32,6 +32,8 @@ from reconciler.plan import (
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 MANAGED = {OWNER_KEY: {"managed": True}}
+#: A user that was on the proxy before the tool and that the file adopted earlier.
+ADOPTED = {OWNER_KEY: {"managed": True, "adopted": True}}
 
 # --------------------------------------------------------------------------- builders
 
@@ -40,14 +42,15 @@ def desired(body: str) -> DesiredState:
     return parse_desired(textwrap.dedent(body).lstrip("\n"), "users.yaml")
 
 
-def live_team(team_id: str, alias: Optional[str], members: tuple[str, ...] = (), **settings: Any) -> LiveTeam:
-    """A team as the proxy shows it: unset settings are LiteLLM's defaults."""
+def live_team(team_id: str, alias: Optional[str], members: tuple[str, ...] = (), managed: bool = True, **settings: Any) -> LiveTeam:
+    """A team as the proxy shows it (owned by this tool unless ``managed=False``): unset settings are LiteLLM's defaults."""
     base = {"models": [], "max_budget": None, "budget_duration": None, "tpm_limit": None, "rpm_limit": None}
     return LiveTeam(
         team_id=team_id,
         alias=alias,
         settings={**base, **settings},
         members=tuple(LiveMember(user_id=m, role="user") for m in members),
+        metadata=MANAGED if managed else {},
     )
 
 
@@ -60,7 +63,8 @@ def live_user(
     teams: tuple[str, ...] = (),
     metadata: Optional[dict[str, Any]] = None,
 ) -> LiveUser:
-    return LiveUser(user_id=user_id, email=email, role=role, alias=alias, teams=tuple(sorted(teams)), metadata=metadata or {})
+    """A user as the proxy shows it; adopted by the file earlier unless ``metadata`` says otherwise."""
+    return LiveUser(user_id=user_id, email=email, role=role, alias=alias, teams=tuple(sorted(teams)), metadata=ADOPTED if metadata is None else metadata)
 
 
 def invited_user(user_id: str, email: str, **record: Any) -> LiveUser:
@@ -252,7 +256,7 @@ def test_declared_id_disambiguates_duplicate_aliases():
     spec = desired("version: 1\nteams: [{alias: dev, id: t-2}]\n")
     plan = plan_for(spec, state(live_team("t-1", "dev"), live_team("t-2", "dev")))
     assert plan.actions == ()
-    assert [(d.kind, d.detail) for d in plan.drift] == [("team", "on the proxy (team_id t-1), not in the file")]
+    assert [(d.kind, d.detail) for d in plan.drift] == [("team", "on the proxy (team_id t-1), not in the file; owned by this tool")]
 
 
 def test_a_live_team_is_adopted_at_most_once():
@@ -603,3 +607,124 @@ def test_privileges_the_file_grants_and_the_master_keys_own_user_are_not_drift()
 def test_a_privileged_user_without_an_email_is_privilege_drift() -> None:
     plan = plan_for(desired("version: 1\n"), state(live_user("bot", None, role="proxy_admin_viewer")))
     assert [(d.kind, d.address) for d in plan.drift] == [("privilege", "user.bot")]
+
+
+# --------------------------------------------------------------------------- ownership and removals
+
+
+def removals(body: str, scopes: str) -> DesiredState:
+    return desired(textwrap.dedent(body).lstrip("\n") + f"removals: {scopes}\n")
+
+
+def kinds(plan: Plan) -> list[tuple[str, str]]:
+    return [(a.kind, a.address) for a in plan.actions]
+
+
+def test_pre_existing_objects_are_adopted_as_bookkeeping_not_as_changes():
+    live = state(live_user("u1", "a@example.com", metadata={}, teams=("t",)), live_team("t", "dev", members=("u1",), managed=False))
+    plan = plan_for(desired(ONE_MEMBERSHIP), live)
+    assert kinds(plan) == [("adopt_team", "team.dev"), ("adopt_user", "user.a@example.com")]
+    assert not plan.has_changes and plan.summary() == {"adopt_team": 1, "adopt_user": 1}
+    assert plan_for(desired(ONE_MEMBERSHIP), state(live_user("u1", "a@example.com", teams=("t",)), live_team("t", "dev", members=("u1",)))).actions == ()
+
+
+def test_an_adopted_user_is_not_invited_unless_asked():
+    adopted = live_user("u1", "a@example.com", metadata=ADOPTED)
+    assert plan_for(desired(ALICE), state(adopted)).actions == ()
+
+
+@pytest.mark.parametrize("scopes, expected", [
+    ("{}", []),
+    ("{users: true}", [("delete_user", "user.gone@example.com")]),
+    ("{memberships: true}", [("remove_member", "membership.dev.gone@example.com"), ("remove_member", "membership.dev.stranger@example.com")]),
+    ("{teams: true}", [("delete_team", "team.old")]),
+    ("{users: true, memberships: true, teams: true}", [
+        ("remove_member", "membership.dev.stranger@example.com"), ("delete_user", "user.gone@example.com"), ("delete_team", "team.old"),
+    ]),
+])
+def test_each_scope_removes_only_what_it_names(scopes: str, expected: list[tuple[str, str]]):
+    live = state(
+        live_user("u1", "a@example.com", teams=("t",), metadata=ADOPTED),
+        live_user("u-gone", "gone@example.com", teams=("t",), metadata=ADOPTED),
+        live_user("u-stranger", "stranger@example.com", teams=("t",), metadata={}),
+        live_team("t", "dev", members=(PROXY_ADMIN_ID, "u1", "u-gone", "u-stranger")),
+        live_team("t-old", "old", members=("u1",)),
+        live_team("t-foreign", "foreign", members=("u1",), managed=False),
+    )
+    plan = plan_for(removals(ONE_MEMBERSHIP, scopes), live)
+    assert kinds(plan) == expected
+    assert all(a.symbol == "-" for a in plan.actions)
+    assert "user.stranger@example.com" in {d.address for d in plan.drift}, "an unowned user is never deleted"
+    assert "team.foreign" in {d.address for d in plan.drift}, "an unowned team is never deleted"
+
+
+def test_a_move_adds_before_it_removes_and_the_removal_waits_for_the_add():
+    live = state(live_user("u1", "a@example.com", teams=("t-a",)), live_team("t-a", "a", members=("u1",)), live_team("t-b", "b"))
+    spec = removals("version: 1\nteams: [{alias: a}, {alias: b}]\nusers: [{email: a@example.com, teams: [b]}]\n", "{memberships: true}")
+    plan = plan_for(spec, live)
+    assert kinds(plan) == [("add_member", "membership.b.a@example.com"), ("remove_member", "membership.a.a@example.com")]
+    assert plan.actions[1].depends_on == ("membership.b.a@example.com",)
+    assert plan.summary() == {"add_member": 1, "remove_member": 1}
+
+
+def test_deleting_a_user_says_how_many_keys_go_with_it():
+    gone = LiveUser("u-gone", "gone@example.com", "internal_user", None, (), ADOPTED, key_count=3)
+    (action,) = plan_for(removals("version: 1\n", "{users: true}"), state(gone)).actions
+    assert "LiteLLM deletes its 3 key(s) and onboarding links with it" in action.reason
+    assert action.params == {"user_id": "u-gone", "user_email": "gone@example.com"}
+
+
+def test_deleting_a_team_says_how_many_keys_go_with_it():
+    old = replace(live_team("t-old", "old"), key_count=2)
+    (action,) = plan_for(removals("version: 1\n", "{teams: true}"), state(old)).actions
+    assert "LiteLLM deletes its 2 key(s) with it" in action.reason
+
+
+def test_protected_principals_are_never_removed():
+    me = live_user("u-ci", "ci@example.com", metadata=ADOPTED, teams=("t",))
+    admin = live_user("u-root", "root@example.com", role="proxy_admin", metadata=ADOPTED, teams=("t",))
+    live = replace(state(me, admin, live_team("t", "dev", members=(PROXY_ADMIN_ID, "u-ci", "u-root"))), caller_id="u-ci")
+    plan = plan_for(removals("version: 1\nteams: [{alias: dev}]\n", "{users: true, memberships: true}"), live)
+    assert kinds(plan) == [], "the caller's user, the last proxy_admin and default_user_id all stay"
+    details = {d.address: d.detail for d in plan.drift}
+    assert details["user.ci@example.com"].endswith("protected from removal: it owns the key this tool runs with")
+    assert details["membership.dev.root@example.com"].endswith("protected: the last proxy_admin")
+
+
+def test_a_proxy_admin_may_go_while_another_stays():
+    one = live_user("u-1", "one@example.com", role="proxy_admin", metadata=ADOPTED)
+    two = live_user("u-2", "two@example.com", role="proxy_admin", metadata=ADOPTED)
+    plan = plan_for(removals("version: 1\nusers: [{email: two@example.com, role: proxy_admin}]\n", "{users: true}"), state(one, two))
+    assert kinds(plan) == [("delete_user", "user.one@example.com")]
+
+
+def _guard(managed_users: int, doomed: int, max_percent: int = 25) -> Plan:
+    keep = [live_user(f"u{i}", f"u{i}@example.com", metadata=ADOPTED) for i in range(managed_users - doomed)]
+    gone = [live_user(f"g{i}", f"g{i}@example.com", metadata=ADOPTED) for i in range(doomed)]
+    body = "version: 1\nusers:\n" + "".join(f"  - email: {u.email}\n" for u in keep) if keep else "version: 1\n"
+    return plan_for(removals(body, f"{{users: true, max_percent: {max_percent}}}"), state(*keep, *gone))
+
+
+@pytest.mark.parametrize("managed, doomed, tripped", [
+    (9, 9, False),    # fewer than 10 under management: not judged
+    (10, 3, True),    # 30 % > 25 %
+    (12, 3, False),   # exactly 25 %: allowed
+    (16, 4, False),   # exactly 25 %
+    (16, 5, True),    # 31 %
+])
+def test_the_guard_arithmetic_at_its_edges(managed: int, doomed: int, tripped: bool):
+    plan = _guard(managed, doomed)
+    assert (plan.guard.removals, plan.guard.managed) == (doomed, managed)
+    assert plan.guard.tripped is tripped
+    assert plan.to_dict()["removal_guard"]["tripped"] is tripped
+
+
+def test_the_guard_counts_memberships_of_declared_teams_and_owned_teams():
+    live = state(
+        live_user("u1", "a@example.com", teams=("t",), metadata=ADOPTED),
+        live_team("t", "dev", members=tuple(["u1"] + [f"x{i}" for i in range(9)])),
+        *[live_user(f"x{i}", f"x{i}@example.com", metadata={}) for i in range(9)],
+    )
+    plan = plan_for(removals(ONE_MEMBERSHIP, "{memberships: true}"), live)
+    assert (plan.guard.removals, plan.guard.managed, plan.guard.tripped) == (9, 1 + 1 + 10, True)
+    assert "removes 9 of the 12 objects under management (75%)" in plan.guard.message()

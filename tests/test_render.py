@@ -325,7 +325,7 @@ def test_hostile_text_cannot_forge_the_fingerprint_or_break_the_comment(tmp_path
     # The hostile text is there, escaped, where reviewers expect it.
     assert f"<code>{escape('team.' + HOSTILE_FILE)}</code>" in out
     assert f"| <code>{escape('team.' + HOSTILE)}</code> | update team | {escape('settings differ: ' + HOSTILE)} |" in out
-    assert f"<code>{escape('team.proxy ' + HOSTILE)}</code> | {escape(f'on the proxy (team_id t {HOSTILE}), not in the file')} |" in out
+    assert f"<code>{escape('team.proxy ' + HOSTILE)}</code> | {escape(f'on the proxy (team_id t {HOSTILE}), not in the file; not owned by this tool, never deleted')} |" in out
     assert f"<code>{escape(plan.source)}</code>" in out
 
     # The glue takes the real fingerprint from the posted comment (run without site-packages).

@@ -25,6 +25,11 @@ _KIND_WORDS = {
     "renew_invitation": ("expired invitation", "expired invitations", "to renew or record as accepted"),
     "replace_invitation": ("exposed invitation", "exposed invitations", "to replace"),
     "deliver_invitation": ("undelivered invitation", "undelivered invitations", "to deliver again"),
+    "adopt_team": ("team", "teams", "to adopt"),
+    "adopt_user": ("user", "users", "to adopt"),
+    "remove_member": ("membership", "memberships", "to remove"),
+    "delete_user": ("user", "users", "to delete"),
+    "delete_team": ("team", "teams", "to delete"),
 }
 
 #: A short label for an action kind, as shown in tables.
@@ -39,21 +44,28 @@ KIND_LABELS = {
     "renew_invitation": "renew invitation",
     "replace_invitation": "replace exposed link",
     "deliver_invitation": "deliver link again",
+    "adopt_team": "adopt team",
+    "adopt_user": "adopt user",
+    "remove_member": "remove from team",
+    "delete_user": "delete user",
+    "delete_team": "delete team",
 }
 
 
 def summary_line(plan: Plan) -> str:
     """``Plan: 1 team to create, 2 users to create.`` or the no-changes sentence."""
     counts = plan.summary()
-    if not counts:
-        if not plan.drift:
-            return f"No changes. The proxy matches {plan.source}."
-        return f"No changes. {len(plan.drift)} object(s) on the proxy are not in {plan.source}." + privilege_note(plan)
     parts = []
     for kind, n in counts.items():
         one, many, verb = _KIND_WORDS[kind]
         parts.append(f"{n} {one if n == 1 else many} {verb}")
-    return "Plan: " + ", ".join(parts) + "."
+    if not plan.has_changes:
+        sentence = f"No changes. The proxy matches {plan.source}." if not plan.drift else f"No changes. {len(plan.drift)} object(s) on the proxy are not in {plan.source}."
+        bookkeeping = f" Bookkeeping only: {', '.join(parts)}." if parts else ""
+        return sentence + bookkeeping + (privilege_note(plan) if plan.drift else "")
+    symbols = [a.symbol for a in plan.actions if not a.bookkeeping]
+    totals = f"{symbols.count('+')} to add, {symbols.count('~')} to change, {symbols.count('-')} to remove"
+    return f"Plan: {totals} ({', '.join(parts)})."
 
 
 def privilege_note(plan: Plan) -> str:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["GITHUB_COMMENT_LIMIT", "HEADER", "MARKER", "escape", "fingerprint_line", "parse_fingerprint", "render"]
 
 GITHUB_COMMENT_LIMIT = 65536
-_ICONS = {"+": "➕", "~": "✏️"}
+_ICONS = {"+": "➕", "~": "✏️", "-": "➖"}
 _FOLD_AFTER = 20  # rows; longer tables are collapsed
 
 
@@ -55,6 +55,8 @@ def render(plan: "Plan", max_chars: Optional[int] = None) -> str:
 def _render(plan: "Plan", budget: int) -> str:
     """The comment with at most ``budget`` characters of table rows."""
     head = [MARKER, fingerprint_line(plan.fingerprint), HEADER, "", f"**{escape(summary_line(plan))}** ({code(plan.source)})", ""]
+    if plan.guard.tripped:
+        head += [f"**🛑 Mass removal: {escape(plan.guard.message())}. Apply refuses unless run with `--allow-mass-removal`.**", ""]
     if plan.actions and privilege_note(plan):
         head += [f"**⚠️ {escape(privilege_note(plan).strip())}**", ""]
     foot = [f"<sub>Plan fingerprint: `{plan.fingerprint}`</sub>", ""]  # for reviewers; CI reads line 2

@@ -18,7 +18,7 @@ from . import privilege_note, summary_line, value
 if TYPE_CHECKING:
     from ..plan import Plan
 
-_COLOURS = {"+": "green", "~": "yellow", "?": "cyan"}
+_COLOURS = {"+": "green", "~": "yellow", "-": "red", "?": "cyan"}
 # Bidirectional overrides and isolates reorder what a terminal shows.
 _BIDI = frozenset("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -58,6 +58,8 @@ def render(plan: "Plan") -> str:
             lines.append(f"  {mark} {printable(item.address)}: {printable(item.detail)}")
         lines.append("")
     lines.append(click.style(printable(summary_line(plan)), bold=True))
+    if plan.guard.tripped:
+        lines.append(click.style(f"Mass removal: {plan.guard.message()}; apply refuses unless --allow-mass-removal.", fg="red", bold=True))
     if plan.actions and privilege_note(plan):
         lines.append(click.style(privilege_note(plan).strip(), fg="red", bold=True))
     lines.append(f"Plan fingerprint: {plan.fingerprint[:16]}")
