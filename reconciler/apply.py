@@ -240,7 +240,8 @@ class Executor:
     def _do_adopt_team(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         team_id = action.params["team_id"]
         metadata = dict(self._team_metadata.get(team_id) or {})
-        owned = metadata.get(OWNER_KEY) if isinstance(metadata.get(OWNER_KEY), dict) else {}
+        found = metadata.get(OWNER_KEY)
+        owned = found if isinstance(found, dict) else {}
         self.client.update_team({"team_id": team_id, "metadata": {**metadata, OWNER_KEY: {**owned, "managed": True, "adopted": True}}})
         return "done", "ownership recorded"
 

@@ -18,10 +18,11 @@ from .apply import ActionResult, remember_failures, stubborn_failures
 from .client import ProxyError, check_proxy_url
 from .delivery import SmtpSettings, load_template
 from .desired import InputError, load_desired
+from .export import export_yaml
 from .files import write_private
 from .importer import import_csv
 from .invitations import onboarding_status, render_json, render_table
-from .live import utc_date
+from .live import read_live, utc_date
 from .lock import LockHeld
 from .manager import (
     Connection,
@@ -291,6 +292,24 @@ def invitations(file: str, fmt: str, proxy_url: Optional[str], timeout: float, d
         live = read_for(desired, client)
         rows = onboarding_status(desired, live, now(), pending_invitations(desired, live, client, Sealer.from_env()))
     click.echo(render_json(rows) if fmt == "json" else render_table(rows), nl=False)
+
+
+@main.command()
+@click.option("--team", "teams", multiple=True, help="Export only this team (by alias) and its members; repeatable.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout.")
+@_proxy_option
+@_timeout_option
+@_deadline_option
+@guard
+def export(teams: tuple[str, ...], out: Optional[str], proxy_url: Optional[str], timeout: float, deadline: Optional[float]) -> None:
+    """Write a users.yaml from the live proxy (sorted, deterministic); nothing is written if the read is incomplete."""
+    with _connect(proxy_url, timeout, deadline).client() as client:
+        text = export_yaml(read_live(client), set(teams) if teams else None)
+    if out:
+        write_private(out, text)
+        click.echo(f"Wrote {out}; review it, then 'litellm-reconciler plan {out}' should show no changes.", err=True)
+    else:
+        click.echo(text, nl=False)
 
 
 @main.command("import-csv")

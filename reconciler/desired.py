@@ -20,13 +20,14 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NoReturn, Optional
+from typing import Any, Literal, NoReturn, Optional, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 #: The roles ``/user/new`` and ``/user/update`` accept; anything else is a 422 on the proxy.
 UserRole = Literal["proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer"]
+USER_ROLES: tuple[str, ...] = get_args(UserRole)
 DEFAULT_ROLE: UserRole = "internal_user"
 
 # LiteLLM's budget windows: 30s, 30m, 30h, 30d, 1mo (and w in newer releases).
@@ -542,7 +543,7 @@ def _describe(loc: Path_, error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown key {loc[-1]!r}"
     if error["type"] == "literal_error" and loc and loc[-1] == "role":
-        return f"{where}: invalid role {error.get('input')!r}; expected one of {', '.join(UserRole.__args__)}"
+        return f"{where}: invalid role {error.get('input')!r}; expected one of {', '.join(USER_ROLES)}"
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]

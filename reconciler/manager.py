@@ -19,7 +19,13 @@ from .apply import ActionResult, ApplyReport, Executor
 from .client import DEFAULT_PROXY_URL, LiteLLMClient, ProxyError
 from .delivery import SmtpSettings, send_invitations
 from .desired import DesiredState
-from .live import LiveInvitation, LiveState, read_invitations, read_live, with_team_key_counts
+from .live import (
+    LiveInvitation,
+    LiveState,
+    read_invitations,
+    read_live,
+    with_team_key_counts,
+)
 from .lock import ApplyLock, describe_runner
 from .onboarding import InvitationRecord, OnboardingReport
 from .plan import INVITING, Plan, make_plan

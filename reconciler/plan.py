@@ -572,14 +572,14 @@ def _plan_removals(
             for member in team.members:
                 if member.user_id in protected or member.user_id in gone or (team.team_id, member.user_id) in wanted:
                     continue
-                user = live.users_by_id.get(member.user_id)
-                stays = "" if user is not None and user.key in declared else "; the user is not in the file and stays on the proxy"
+                member_user = live.users_by_id.get(member.user_id)
+                stays = "" if member_user is not None and member_user.key in declared else "; the user is not in the file and stays on the proxy"
                 actions.append(
                     Action(
                         kind="remove_member",
                         address=_member_address(alias, member.user_id, live),
                         reason=f"not listed in the file for this team{stays}",
-                        params={"team_id": team.team_id, "user_id": member.user_id, "team_alias": alias, "user_email": user.email if user else None},
+                        params={"team_id": team.team_id, "user_id": member.user_id, "team_alias": alias, "user_email": member_user.email if member_user else None},
                         # A move adds first: the user is never without a team in between.
                         depends_on=tuple(a for a in adds.get(member.user_id, ()) if a != _member_address(alias, member.user_id, live)),
                     )
@@ -630,7 +630,8 @@ def _drift(desired: DesiredState, live: LiveState, matched: _Matched, removed: s
                 granted = f"the file declares {declared_roles[user.key] or 'no role (internal_user for new users)'}"
             else:
                 granted = "the file does not declare this user"
-            items.append(Drift("privilege", address, f"has the role {user.role} on the proxy (user_id {user.user_id}); {granted}"))
+            kept = f"; protected from removal: {protected[user.user_id]}" if user.user_id in protected else ""
+            items.append(Drift("privilege", address, f"has the role {user.role} on the proxy (user_id {user.user_id}); {granted}{kept}"))
         elif address in removed or user.key in declared_roles:
             continue
         elif user.user_id in protected:

@@ -101,20 +101,28 @@ def test_the_guard_refuses_a_mass_removal_until_allowed(api: Api, cli, tmp_path)
 
 
 def test_protected_principals_survive_a_file_that_omits_them(api: Api, cli, tmp_path) -> None:
-    write(tmp_path, TEAMS + "users:\n  - email: root@company.com\n    role: proxy_admin\n    teams: [a]\n  - email: ci@company.com\n    teams: [a]\n")
+    write(tmp_path, TEAMS + "users:\n  - email: root@company.com\n    role: proxy_admin\n    teams: [a]\n  - email: ci@company.com\n    role: proxy_admin\n    teams: [a]\n")
     apply_ok(cli)
     ci = user_named(api, "ci@company.com")
-    ci_admin = api.post("/user/update", {"user_id": ci["user_id"], "user_role": "proxy_admin"})
-    assert ci_admin
     key = api.post("/key/generate", {"user_id": ci["user_id"]})["key"]  # type: ignore[index]
 
-    write(tmp_path, TEAMS + "removals:\n  users: true\n  memberships: true\n")
+    # Run with CI's own key: the file keeps root and drops CI, whose key the tool runs with.
+    write(tmp_path, TEAMS + "removals:\n  users: true\n  memberships: true\nusers:\n  - email: root@company.com\n    role: proxy_admin\n    teams: [a]\n")
     result = cli("apply", "--yes", "--allow-mass-removal", env={"LITELLM_API_KEY": key})
     assert result.returncode == 0, result.stdout + result.stderr
     assert user_named(api, "ci@company.com") is not None, "the user that owns the key the tool runs with"
-    assert user_named(api, "root@company.com") is not None, "the last proxy_admin besides the key's own user"
-    assert any(u["user_id"] == "default_user_id" for u in api.get("/user/list", page_size=100)["users"])  # type: ignore[index]
     assert roster(api, "a") == {"ci@company.com", "root@company.com"}
+
+    # With the master key, a file that omits everyone: one proxy_admin stays (the first by email,
+    # so the choice is reproducible), and so does default_user_id.
+    write(tmp_path, TEAMS + "removals:\n  users: true\n  memberships: true\n")
+    plan = cli("plan")
+    assert "protected from removal: the last proxy_admin" in plan.stdout
+    result = cli("apply", "--yes", "--allow-mass-removal")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert user_named(api, "ci@company.com") is not None and user_named(api, "root@company.com") is None
+    assert roster(api, "a") == {"ci@company.com"}
+    assert any(u["user_id"] == "default_user_id" for u in api.get("/user/list", page_size=100)["users"])  # type: ignore[index]
 
 
 def test_a_team_declared_by_id_is_renamed_not_recreated(api: Api, cli, tmp_path) -> None:
@@ -140,3 +148,27 @@ def test_an_owned_team_no_longer_declared_is_deleted_with_its_keys(api: Api, cli
     assert "LiteLLM deletes its 1 key(s) with it" in action["reason"]
     apply_ok(cli)
     assert [t["team_alias"] for t in api.teams()] == ["a"]
+
+
+def test_export_then_plan_is_no_changes_on_a_proxy_made_only_through_the_api(api: Api, cli, tmp_path) -> None:
+    dev = api.post("/team/new", {"team_alias": "dev", "models": ["gpt-4o-mini"], "max_budget": 50, "budget_duration": "30d", "rpm_limit": 60})
+    nameless = api.post("/team/new", {})
+    alice = api.post("/user/new", {"user_email": "alice@company.com", "user_alias": "Alice", "auto_create_key": False})
+    api.post("/user/new", {"user_email": "viewer@company.com", "user_role": "proxy_admin_viewer", "auto_create_key": False})
+    anonymous = api.post("/user/new", {"user_id": "svc-batch", "auto_create_key": False})
+    for user_id in (alice["user_id"], anonymous["user_id"]):  # type: ignore[index]
+        for team in (dev, nameless):
+            api.post("/team/member_add", {"team_id": team["team_id"], "member": [{"user_id": user_id, "role": "user"}]})  # type: ignore[index]
+
+    exported = cli("export", "--out", "users.yaml")
+    assert exported.returncode == 0, exported.stderr
+    text = (tmp_path / "users.yaml").read_text(encoding="utf-8")
+    assert f"team {nameless['team_id']}: no alias" in text and "user svc-batch: no email" in text  # type: ignore[index]
+    assert cli("validate").returncode == 0
+
+    plan = cli("plan", "--detailed-exitcode")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "No changes." in plan.stdout and "Bookkeeping only:" in plan.stdout
+    apply_ok(cli)  # records ownership
+    assert json_plan(cli)["actions"] == []
+    assert cli("export").stdout == text, "export is deterministic, and adoption changed nothing it shows"

@@ -1,0 +1,97 @@
+"""``export``: a users.yaml written from the live proxy, so an existing proxy comes under
+management in one pull request.
+
+Pure: a function of the snapshot. Sorted and deterministic, so exporting twice gives the
+same bytes. What a users.yaml cannot express is never dropped silently: a team without an
+alias, a user without a usable email, or two users sharing an email are listed in the
+header comment, with their ids. Planning the exported file against the same proxy makes no
+changes (adopting the objects is bookkeeping).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Optional
+
+import yaml
+
+from .desired import TEAM_SETTINGS, USER_ROLES, check_email, parse_desired
+from .live import PROXY_ADMIN_ID, LiveState, LiveTeam, LiveUser
+
+
+def export_yaml(live: LiveState, only_teams: Optional[set[str]] = None) -> str:
+    """The users.yaml text for ``live`` (restricted to the teams named in ``only_teams``, by
+    alias, and their members, when given). Raises ``ValueError`` for a name not on the proxy."""
+    skipped: list[str] = []
+    aliases = Counter(t.alias for t in live.teams if t.alias)
+    teams = []
+    for team in sorted(live.teams, key=lambda t: (t.alias or "", t.team_id)):
+        if not team.alias:
+            skipped.append(f"team {team.team_id}: no alias (give it one, then declare it with 'alias:' and 'id:')")
+        elif aliases[team.alias] > 1:
+            skipped.append(f"team {team.team_id}: {aliases[team.alias]} teams share the alias {team.alias!r} (declare the one you mean with 'id:')")
+        elif only_teams is None or team.alias in only_teams:
+            teams.append(team)
+    if only_teams is not None and only_teams - {t.alias for t in teams}:
+        raise ValueError(f"no team with the alias {', '.join(sorted(only_teams - {t.alias for t in teams}))} on the proxy")
+
+    members: dict[str, list[str]] = {}
+    for team in teams:
+        for member in team.members:
+            members.setdefault(member.user_id, []).append(str(team.alias))
+    emails = Counter(u.key for u in live.users if u.key)
+    users = []
+    for user in sorted(live.users, key=lambda u: (u.key or "", u.user_id)):
+        if user.user_id == PROXY_ADMIN_ID or (only_teams is not None and user.user_id not in members):
+            continue
+        problem = _unexportable(user, emails)
+        if problem:
+            skipped.append(f"user {user.user_id}: {problem}")
+        else:
+            users.append(user)
+
+    document: dict[str, Any] = {"version": 1}
+    if teams:
+        document["teams"] = [_team(t) for t in teams]
+    if users:
+        document["users"] = [_user(u, sorted(members.get(u.user_id, []))) for u in users]
+    header = ["# users.yaml exported from the live proxy by `litellm-reconciler export`.", "# Review it, then commit it: the next plan adopts these objects (bookkeeping, no changes)."]
+    if skipped:
+        header.append("# Not exported (a users.yaml cannot express them as they are):")
+        header += [f"#   - {line}" for line in sorted(skipped)]
+    text = "\n".join(header) + "\n" + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
+    parse_desired(text, "export")  # what we write must be a valid file; a failure here is a bug
+    return text
+
+
+def _unexportable(user: LiveUser, emails: Counter[str]) -> Optional[str]:
+    if not user.email:
+        return "no email (users.yaml identifies users by email)"
+    try:
+        check_email(user.email)
+    except ValueError as exc:
+        return f"email {user.email!r} is not valid in users.yaml ({exc})"
+    if user.key and emails[user.key] > 1:
+        return f"{emails[user.key]} users share the email {user.email!r} (remove the duplicates on the proxy first)"
+    return None
+
+
+def _team(team: LiveTeam) -> dict[str, Any]:
+    """The alias and every setting that is set (the rest stays unmanaged)."""
+    entry: dict[str, Any] = {"alias": team.alias}
+    for name in TEAM_SETTINGS:
+        value = team.settings.get(name)
+        if value not in (None, []):
+            entry[name] = value
+    return entry
+
+
+def _user(user: LiveUser, teams: list[str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"email": user.email}
+    if user.role in USER_ROLES:  # any other role (org_admin, ...) stays unmanaged
+        entry["role"] = user.role
+    if user.alias:
+        entry["alias"] = user.alias
+    if teams:
+        entry["teams"] = teams
+    return entry
