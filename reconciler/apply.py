@@ -239,7 +239,10 @@ class Executor:
 
     def _do_adopt_team(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         team_id = action.params["team_id"]
-        metadata = dict(self._team_metadata.get(team_id) or {})
+        if team_id not in self._team_metadata:  # not from the plan's snapshot: read it, never clobber it
+            team = self.client.team_info(team_id)
+            self._team_metadata[team_id] = dict((team or {}).get("metadata") or {})
+        metadata = dict(self._team_metadata[team_id])
         found = metadata.get(OWNER_KEY)
         owned = found if isinstance(found, dict) else {}
         self.client.update_team({"team_id": team_id, "metadata": {**metadata, OWNER_KEY: {**owned, "managed": True, "adopted": True}}})

@@ -186,6 +186,30 @@ class FakeLiteLLM:
             return error(404, f"Team not found, passed team id: {params['team_id']}.")
         return httpx.Response(200, json={"team_id": team["team_id"], "team_info": team, "keys": []})
 
+    def post_user_delete(self, body: dict[str, Any]) -> httpx.Response:
+        if any(i not in self.users for i in body["user_ids"]):
+            return httpx.Response(404, json={"detail": {"error": "User not found"}})
+        for user_id in body["user_ids"]:
+            del self.users[user_id]
+            for team in self.teams.values():
+                team["members_with_roles"] = [m for m in team["members_with_roles"] if m["user_id"] != user_id]
+        return httpx.Response(200, json=len(body["user_ids"]))
+
+    def post_team_delete(self, body: dict[str, Any]) -> httpx.Response:
+        if any(i not in self.teams for i in body["team_ids"]):
+            return httpx.Response(404, json={"detail": {"error": "Team not found"}})
+        for team_id in body["team_ids"]:
+            del self.teams[team_id]
+        return httpx.Response(200, json={"deleted_teams": body["team_ids"]})
+
+    def post_team_member_delete(self, body: dict[str, Any]) -> httpx.Response:
+        team = self.teams[body["team_id"]]
+        if body["user_id"] not in {m["user_id"] for m in team["members_with_roles"]}:
+            return httpx.Response(400, json={"detail": {"error": "User not found in team"}})
+        team["members_with_roles"] = [m for m in team["members_with_roles"] if m["user_id"] != body["user_id"]]
+        self.users[body["user_id"]]["teams"].remove(body["team_id"])
+        return httpx.Response(200, json=team)
+
     def post_invitation_delete(self, body: dict[str, Any]) -> httpx.Response:
         found = self.invitations.pop(body["invitation_id"], None)
         if found is None:
@@ -557,3 +581,40 @@ def test_an_invitation_without_a_seal_key_fails_before_calling_the_proxy():
     report = Executor(proxy.client(), UI).run(plan_against(proxy, ALICE))
     assert report.results[0].status == "failed" and "seal key" in report.results[0].detail
     assert proxy.posts("/invitation/new") == []
+
+
+# --------------------------------------------------------------------------- removals and adoption
+
+
+def test_removals_whose_answers_are_lost_are_confirmed_by_reading_back():
+    proxy = FakeLiteLLM()
+    proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
+    body = "version: 1\nteams: [{alias: a}, {alias: b}]\nusers: [{email: alice@example.com, teams: [a]}, {email: bob@example.com, teams: [a]}]\n"
+    assert apply(proxy, plan_against(proxy, body)).ok
+    moved = "version: 1\nremovals: {users: true, memberships: true, teams: true, max_percent: 100}\nteams: [{alias: b}]\nusers: [{email: alice@example.com, teams: [b]}]\n"
+    for path in ("/user/delete", "/team/delete", "/team/member_delete"):
+        proxy.fail(path, LOST_RESPONSE)
+    plan = plan_against(proxy, moved)
+    assert [a.kind for a in plan.actions] == ["add_member", "delete_user", "delete_team"], "team a goes: its memberships go with it"
+    report = apply(proxy, plan)
+    assert report.ok, report.results
+    assert all("confirmed by reading back" in r.detail for r in report.results if r.kind.startswith("delete"))
+    assert plan_against(proxy, moved).actions == ()
+
+
+def test_a_member_already_gone_counts_as_removed_and_adoption_merges_metadata():
+    proxy = FakeLiteLLM()
+    proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
+    proxy.add_user("u-1", "alice@example.com", metadata={"cost_center": "42"})
+    proxy.post_team_new({"team_id": "t-1", "team_alias": "a", "metadata": {"owner": "finance"}})
+    proxy.post_team_member_add({"team_id": "t-1", "member": [{"user_id": "u-1", "role": "user"}]})
+    proxy.add_user("u-2", "bob@example.com")
+    proxy.post_team_member_add({"team_id": "t-1", "member": [{"user_id": "u-2", "role": "user"}]})
+    body = "version: 1\nremovals: {memberships: true, max_percent: 100}\nteams: [{alias: a}]\nusers: [{email: alice@example.com, teams: [a]}]\n"
+    plan = plan_against(proxy, body)
+    assert [a.kind for a in plan.actions] == ["adopt_team", "adopt_user", "remove_member"]
+    proxy.post_team_member_delete({"team_id": "t-1", "user_id": "u-2"})  # someone was quicker
+    assert apply(proxy, plan).ok
+    assert proxy.users["u-1"]["metadata"] == {"cost_center": "42", OWNER_KEY: {"managed": True, "adopted": True}}
+    assert proxy.teams["t-1"]["metadata"] == {"owner": "finance", OWNER_KEY: {"managed": True, "adopted": True}}
+    assert "u-2" in proxy.users, "leaving a team never deletes the user"

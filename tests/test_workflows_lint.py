@@ -411,7 +411,7 @@ def test_privilege_drift_fails_the_drift_check_even_when_unmanaged_objects_may_p
     assert (run.code, run.outputs["result"]) == ((1, "drift") if fails else (0, "no-drift"))
     if fails:
         assert "::error title=Drift%3A a privileged role the file does not grant::user.eve@x.com" in run.stdout
-        assert "declare them in users.yaml (with their role) or remove them on the proxy" in run.stderr
+        assert "adopt them in users.yaml" in run.stderr and "turn on the matching removal scope" in run.stderr
 
 
 @pytest.mark.parametrize("allow", ["true", "false"])

@@ -252,8 +252,9 @@ def _report_drift(file: str, markdown: str, data: dict[str, Any]) -> int:
             annotate("error" if fail_on_unmanaged else "warning", f"{d['address']}: {d['detail']}", title="Drift: on the proxy, not in the file")
     if failing:
         print(
-            "To resolve: run apply for the changes; for items on the proxy that the file does not list, "
-            f"declare them in {file} (with their role) or remove them on the proxy.",
+            "To resolve: run apply for the changes; for objects on the proxy that the file does not list, either adopt them "
+            f"in {file} (`litellm-reconciler export` writes them out, with their roles) or turn on the matching removal scope "
+            "(removals: memberships / users / teams) so apply takes them away; a privileged role must be declared or revoked.",
             file=sys.stderr,
         )
     add_summary(clean("\n".join(lines)) + "\n" + markdown)

@@ -77,7 +77,10 @@ def test_empty_proxy_plan_apply_converges(api: Api, cli, tmp_path: Path) -> None
 
     planned = cli("plan", "--detailed-exitcode")
     assert planned.returncode == 2, planned.stderr
-    assert "Plan: 1 inviter user to create, 2 teams to create, 3 users to create, 4 memberships to add, 3 invitations to create." in planned.stdout
+    assert (
+        "Plan: 13 to add, 0 to change, 0 to remove (1 inviter user to create, 2 teams to create, 3 users to create, "
+        "4 memberships to add, 3 invitations to create)." in planned.stdout
+    )
     assert api.users() == [] and api.teams() == [], "plan must not write"
 
     apply_ok(cli)
@@ -171,15 +174,20 @@ def test_adopts_existing_users_and_teams(api: Api, cli, tmp_path: Path) -> None:
 
     plan = json_plan(cli)
     assert addresses(plan) == {
+        ("adopt_team", "team.dev-test"),
+        ("adopt_team", "team.research"),
+        ("adopt_user", "user.alice@company.com"),
         ("update_team", "team.research"),
         ("add_member", "membership.research.alice@company.com"),
-    }, "adopted by alias, by id and by case-insensitive email; nothing created"
+    }, "adopted by alias, by id and by case-insensitive email (ownership recorded); nothing created"
     rename = next(a for a in plan["actions"] if a["kind"] == "update_team")
     assert rename["changes"] == [{"field": "team_alias", "old": "renamed-on-proxy", "new": "research"}]
 
     apply_ok(cli)
     assert json_plan(cli)["actions"] == []
     assert len(api.teams()) == 2 and len(by_email(api)["alice@company.com"]) == 1
+    owned = [u["metadata"]["litellm_reconciler"] for u in by_email(api)["alice@company.com"]] + [t["metadata"]["litellm_reconciler"] for t in api.teams()]
+    assert owned == [{"managed": True, "adopted": True}] * 3
     assert rosters(api)["research"] >= {alice["user_id"]}
 
 
