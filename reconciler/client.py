@@ -376,40 +376,28 @@ class LiteLLMClient:
             raise
 
     def delete_invitation(self, invitation_id: str) -> None:
-        """Delete a link; one that no longer exists counts as deleted."""
-        try:
-            self.post("/invitation/delete", {"invitation_id": invitation_id})
-        except ProxyError as exc:
-            if exc.status in (400, 404) and "does not exist" in exc.message:
-                return
-            raise
+        """Delete a link; one that no longer exists (400 "does not exist") counts as deleted."""
+        self._post_unless_gone("/invitation/delete", {"invitation_id": invitation_id}, 400, "does not exist")
 
     def remove_member(self, team_id: str, user_id: str) -> None:
         """Take a user off a team; one already absent counts as removed."""
-        try:
-            self.post("/team/member_delete", {"team_id": team_id, "user_id": user_id})
-        except ProxyError as exc:
-            if exc.status == 400 and "not found in team" in exc.message.lower():
-                return
-            raise
+        self._post_unless_gone("/team/member_delete", {"team_id": team_id, "user_id": user_id}, 400, "not found in team")
 
     def delete_user(self, user_id: str) -> None:
         """Delete a user (LiteLLM deletes its keys and invitation links with it); gone counts as deleted."""
-        try:
-            self.post("/user/delete", {"user_ids": [user_id]})
-        except ProxyError as exc:
-            if exc.status == 404:
-                return
-            raise
+        self._post_unless_gone("/user/delete", {"user_ids": [user_id]}, 404)
 
     def delete_team(self, team_id: str) -> None:
         """Delete a team (LiteLLM deletes its keys with it); gone counts as deleted."""
+        self._post_unless_gone("/team/delete", {"team_ids": [team_id]}, 404)
+
+    def _post_unless_gone(self, path: str, body: dict[str, Any], status: int, says: str = "") -> None:
+        """A removal: the proxy answering that the object is already gone means it is done."""
         try:
-            self.post("/team/delete", {"team_ids": [team_id]})
+            self.post(path, body)
         except ProxyError as exc:
-            if exc.status == 404:
-                return
-            raise
+            if exc.status != status or says not in exc.message.lower():
+                raise
 
     def new_invitation(self, user_id: str) -> dict[str, Any]:
         """A new link; never retried (LiteLLM makes a new valid link on every call)."""

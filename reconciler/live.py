@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any, Optional
+from typing import Any, Iterable, Optional, TypeVar
 
 from .client import IncompleteRead, LiteLLMClient
 from .desired import TEAM_SETTINGS
@@ -145,11 +145,7 @@ class LiveState:
 
     @cached_property
     def users_by_key(self) -> dict[str, list[LiveUser]]:
-        found: dict[str, list[LiveUser]] = {}
-        for user in self.users:
-            if user.key:
-                found.setdefault(user.key, []).append(user)
-        return found
+        return _group((user.key, user) for user in self.users)
 
     @cached_property
     def users_by_id(self) -> dict[str, LiveUser]:
@@ -161,16 +157,24 @@ class LiveState:
 
     @cached_property
     def teams_by_alias(self) -> dict[str, list[LiveTeam]]:
-        found: dict[str, list[LiveTeam]] = {}
-        for team in self.teams:
-            if team.alias:
-                found.setdefault(team.alias, []).append(team)
-        return found
+        return _group((team.alias, team) for team in self.teams)
 
     @property
     def fingerprint(self) -> str:
         """A digest of everything planning depends on; a saved plan is refused when it changes."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+T = TypeVar("T")
+
+
+def _group(pairs: Iterable[tuple[Optional[str], T]]) -> dict[str, list[T]]:
+    """Items by a key that may repeat (duplicates are the planner's to report); no key, no entry."""
+    found: dict[str, list[T]] = {}
+    for key, item in pairs:
+        if key:
+            found.setdefault(key, []).append(item)
+    return found
 
 
 def user_from_api(raw: dict[str, Any]) -> LiveUser:

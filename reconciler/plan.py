@@ -14,7 +14,7 @@ import json
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Optional
 
 from deepdiff import DeepDiff
 
@@ -59,6 +59,7 @@ BOOKKEEPING = frozenset({"adopt_team", "adopt_user"})
 REMOVING = frozenset({"remove_member", "delete_user", "delete_team"})
 #: The guard does not judge proxies with fewer managed objects than this (every removal is a large share).
 GUARD_MIN_MANAGED = 10
+ADOPT_REASON = "on the proxy before this tool managed it; the file adopts it (ownership is recorded, nothing else changes)"
 #: Why an invitation recorded in plain text is replaced (the security migration).
 EXPOSED_REASON = "link was readable by read-only keys"
 
@@ -324,28 +325,28 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
     matched.team_ids[team.alias] = current.team_id
     matched.claimed_teams.add(current.team_id)
     matched.live_teams[team.alias] = current
-    actions = []
-    if not current.managed:
-        actions.append(
-            Action(
-                kind="adopt_team",
-                address=address,
-                reason="on the proxy before this tool managed it; the file adopts it (ownership is recorded, nothing else changes)",
-                params={"team_id": current.team_id},
-            )
-        )
     wanted = dict(team.managed_settings)
     if team.id and current.alias != team.alias:
         wanted["team_alias"] = team.alias
     have = {**current.settings, "team_alias": current.alias}
+    return _existing("team", address, {"team_id": current.team_id}, current.managed, have, wanted, "settings differ")
+
+
+def _existing(
+    kind: str, address: str, ids: dict[str, str], managed: bool, have: dict[str, Any], wanted: dict[str, Any], differs: str
+) -> list[Action]:
+    """An object already on the proxy: adopted if the tool does not own it yet, updated where it differs."""
+    actions = []
+    if not managed:
+        actions.append(Action(kind=f"adopt_{kind}", address=address, reason=ADOPT_REASON, params=ids))
     changes = _diff({k: have.get(k) for k in wanted}, wanted)
     if changes:
         actions.append(
             Action(
-                kind="update_team",
+                kind=f"update_{kind}",
                 address=address,
-                reason="settings differ: " + ", ".join(c.field for c in changes),
-                params={"team_id": current.team_id, **{c.field: c.new for c in changes}},
+                reason=f"{differs}: " + ", ".join(c.field for c in changes),
+                params={**ids, **{c.field: c.new for c in changes}},
                 changes=changes,
             )
         )
@@ -401,34 +402,13 @@ def _plan_user(user: UserSpec, live: LiveState, matched: _Matched, conflicts: li
     current = found[0]
     matched.user_ids[user.key] = current.user_id
     matched.live_users[user.key] = current
-    actions = []
-    if not current.managed:
-        actions.append(
-            Action(
-                kind="adopt_user",
-                address=address,
-                reason="on the proxy before this tool managed it; the file adopts it (ownership is recorded, nothing else changes)",
-                params={"user_id": current.user_id},
-            )
-        )
     wanted: dict[str, Any] = {}
     if user.role is not None:
         wanted["user_role"] = user.role
     if user.alias is not None:
         wanted["user_alias"] = user.alias
     have = {"user_role": current.role, "user_alias": current.alias}
-    changes = _diff({k: have[k] for k in wanted}, wanted)
-    if changes:
-        actions.append(
-            Action(
-                kind="update_user",
-                address=address,
-                reason="differs: " + ", ".join(c.field for c in changes),
-                params={"user_id": current.user_id, **{c.field: c.new for c in changes}},
-                changes=changes,
-            )
-        )
-    return actions
+    return _existing("user", address, {"user_id": current.user_id}, current.managed, have, wanted, "differs")
 
 
 def _plan_memberships(user: UserSpec, desired: DesiredState, matched: _Matched) -> list[Action]:
@@ -554,16 +534,8 @@ def _plan_removals(
             protected[last.user_id] = "the last proxy_admin"
             deleting.remove(last)
         for user in deleting:
-            keys = f"{user.key_count} key(s)" if user.key_count is not None else "keys"
-            actions.append(
-                Action(
-                    kind="delete_user",
-                    address=f"user.{user.key or user.user_id}",
-                    reason=f"owned by this tool and no longer in the file; LiteLLM deletes its {keys} and onboarding links with it",
-                    params={"user_id": user.user_id, "user_email": user.email},
-                    changes=(Change("keys", user.key_count, 0),) if user.key_count else (),
-                )
-            )
+            why = "owned by this tool and no longer in the file; LiteLLM deletes its {keys} and onboarding links with it"
+            actions.append(_deletion("delete_user", f"user.{user.key or user.user_id}", why, {"user_id": user.user_id, "user_email": user.email}, user.key_count))
 
     if scopes.memberships:
         wanted = _wanted_memberships(desired, matched)
@@ -588,17 +560,15 @@ def _plan_removals(
     if scopes.teams:
         for team in sorted(live.teams, key=lambda t: t.alias or t.team_id):
             if team.managed and team.team_id not in matched.claimed_teams:
-                keys = f"{team.key_count} key(s)" if team.key_count is not None else "keys"
-                actions.append(
-                    Action(
-                        kind="delete_team",
-                        address=f"team.{team.alias or team.team_id}",
-                        reason=f"owned by this tool and no longer declared; LiteLLM deletes its {keys} with it",
-                        params={"team_id": team.team_id, "team_alias": team.alias},
-                        changes=(Change("keys", team.key_count, 0),) if team.key_count else (),
-                    )
-                )
+                why = "owned by this tool and no longer declared; LiteLLM deletes its {keys} with it"
+                actions.append(_deletion("delete_team", f"team.{team.alias or team.team_id}", why, {"team_id": team.team_id, "team_alias": team.alias}, team.key_count))
     return actions, protected
+
+
+def _deletion(kind: str, address: str, why: str, params: dict[str, Any], key_count: Optional[int]) -> Action:
+    """A deletion, saying how many keys go with it (``why`` has a ``{keys}`` slot)."""
+    keys = f"{key_count} key(s)" if key_count is not None else "keys"
+    return Action(kind=kind, address=address, reason=why.format(keys=keys), params=params, changes=(Change("keys", key_count, 0),) if key_count else ())
 
 
 def _managed_count(desired: DesiredState, live: LiveState, matched: _Matched) -> int:
