@@ -29,7 +29,9 @@ from .live import (
     utc_date,
 )
 
-FORMAT_VERSION = "1.1"  # 1.1: invitations renewed and replaced by apply, no record_invitation
+# 1.1: invitations renewed, replaced and delivered by apply, no record_invitation; 1.2: adoption,
+# removals (remove_member, delete_user, delete_team) and the removal_guard.
+FORMAT_VERSION = "1.2"
 # Ids of objects the tool creates are derived from their names, so a plan is
 # reproducible and a create whose response was lost can be read back by id.
 _ID_NAMESPACE = uuid.UUID("6f3b1c52-8d4e-4f0a-9a57-2c1d7e9b4a10")

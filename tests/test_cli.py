@@ -82,7 +82,7 @@ def test_usage_errors_exit_1_not_2_which_means_changes(cli, tmp_path: Path) -> N
 def test_bad_inputs_are_messages_not_tracebacks(cli, tmp_path: Path) -> None:
     (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
     (tmp_path / "list.json").write_text("[]", encoding="utf-8")
-    (tmp_path / "edited.json").write_text('{"format_version": "1.1", "actions": [{"kind": "create_team"}]}', encoding="utf-8")
+    (tmp_path / "edited.json").write_text('{"format_version": "1.2", "actions": [{"kind": "create_team"}]}', encoding="utf-8")
     (tmp_path / "loop.yaml").write_text("version: 1\nusers: &a [*a]\n", encoding="utf-8")
     assert_clean_failure(cli("apply", "--yes", "--plan", "list.json", env=OFFLINE), "is not a litellm-reconciler plan")
     assert_clean_failure(cli("apply", "--yes", "--plan", "edited.json", env=OFFLINE), "is not a litellm-reconciler plan")
