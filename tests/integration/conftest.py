@@ -41,6 +41,8 @@ def proxy() -> tuple[str, str]:
     if not (url and key):
         if not HARNESS.exists():
             _unavailable("LITELLM_PROXY_URL / LITELLM_MASTER_KEY are not set and the harness is absent")
+        # `start` returns at once when the harness runs; `env` only prints its exports.
+        subprocess.run(["bash", str(HARNESS), "start"], check=True, stdout=subprocess.DEVNULL)
         exports = subprocess.run(["bash", str(HARNESS), "env"], check=True, capture_output=True, text=True).stdout
         words = [w for line in exports.splitlines() if line.startswith("export ") for w in shlex.split(line)[1:]]
         values = dict(w.split("=", 1) for w in words if "=" in w)
