@@ -117,6 +117,9 @@ class Executor:
         self._inviting: frozenset[str] = frozenset()
         #: Users whose intent to invite this run has recorded (any other intent is an interrupted run's).
         self._intents: set[str] = set()
+        #: The invitation record each intent replaced (None: there was none), to put back when
+        #: no link was asked for after all, so the next run reports no phantom "unrecorded" link.
+        self._before_intent: dict[str, Optional[dict[str, Any]]] = {}
 
     def run(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
@@ -144,6 +147,7 @@ class Executor:
                 finish(action, "skipped", why)
                 if action.kind in INVITING:
                     report.invitations.append(self._record(action, None, "skipped", why))
+                    self._undo_intent(action.params["user_id"])
             try:
                 if ready and ready[0].kind == "add_member":
                     for member, outcome, detail, http_status in self._add_members(ready):
@@ -223,6 +227,7 @@ class Executor:
             owned = {**params.get("metadata", {}).get(OWNER_KEY, {}), "invitation": {"intent_at": self._now()}}
             params = {**params, "metadata": {**params.get("metadata", {}), OWNER_KEY: owned}}
             self._intents.add(user_id)
+            self._before_intent[user_id] = None
         self.client.create_user(params)
         self._metadata[user_id] = dict(params.get("metadata") or {})
         return "done", f"user_id {user_id}"
@@ -336,12 +341,14 @@ class Executor:
                 owned["invitation"] = {**previous, "intent_at": self._now()}
                 self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
                 self._intents.add(user_id)
+                self._before_intent[user_id] = previous or None
             invitation = self.client.new_invitation(user_id)
         except OutcomeUnknown:
             report.invitations.append(self._record(action, None, "failed", "no response from /invitation/new; the next apply reports the link as unrecorded and creates another"))
             raise
-        except ProxyError as exc:
+        except ProxyError as exc:  # a definite refusal (or not sent at all): no link exists
             report.invitations.append(self._record(action, None, "failed", str(exc)))
+            self._undo_intent(user_id)
             raise
         record = self._record(action, invitation, "created")
         report.invitations.append(record)
@@ -353,12 +360,32 @@ class Executor:
             "delivery": delivery,
         }
         try:
-            self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
+            with self.client.past_deadline():  # the link exists: record it even past the run's deadline
+                self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
+            self._before_intent.pop(user_id, None)
         except ProxyError as exc:
             error = f"link created and handed over, but not recorded on the user ({exc}); the next apply reports it as unrecorded and creates another"
             record.error = error
             return "failed", error
         return "done", f"valid until {utc_date(invitation.get('expires_at'))}"
+
+    def _undo_intent(self, user_id: str) -> None:
+        """Put back the record an intent replaced, when no link was asked for (best effort: if it
+        fails, the next run reports a link that may exist, which is the safe side)."""
+        if user_id not in self._before_intent:
+            return
+        previous = self._before_intent.pop(user_id)
+        self._intents.discard(user_id)
+        try:
+            with self.client.past_deadline():
+                metadata, owned = self._owned_metadata(user_id)
+                if previous is None:
+                    owned.pop("invitation", None)
+                else:
+                    owned["invitation"] = previous
+                self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
+        except ProxyError:
+            pass
 
     def _unrecorded(self, action: Action, intent_at: str) -> InvitationRecord:
         """The report line for a link an interrupted apply may have created and never recorded."""

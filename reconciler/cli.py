@@ -205,24 +205,27 @@ def apply(
         check_proxy_url(ui_url)
     saved = load_saved_plan(plan_file) if plan_file else None
     with connection.client() as client:
-        the_plan, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
-        if not the_plan.actions:
-            _show(the_plan, expect_fingerprint)
+        shown, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
+        _show(shown, expect_fingerprint)
+        if not shown.actions:
             return
-        check_removals(the_plan, allow_mass_removal)
+        check_removals(shown, allow_mass_removal)
+        require_sealer(shown, sealer)
+        if not yes:
+            # Asked before the lock is taken: a person thinking it over must not hold up CI.
+            if not sys.stdin.isatty():
+                raise Failure("refusing to apply without confirmation: stdin is not a terminal; pass --yes")
+            if not click.confirm(f"Apply these {len(shown.actions)} action(s)?", default=False):
+                raise Failure("apply cancelled; nothing was changed")
         with apply_lock(client, lock_timeout, lock_ttl) as lock:
-            # Read again under the lock: another apply may have finished in between.
+            # Read again under the lock: another apply may have finished in between. Only the plan
+            # that was shown (and confirmed, and bound to the reviewed fingerprint) is applied.
             the_plan, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
-            _show(the_plan, expect_fingerprint)
             if not the_plan.actions:
+                click.echo("No changes left: another apply made them while this one waited for the lock.")
                 return
-            check_removals(the_plan, allow_mass_removal)
-            require_sealer(the_plan, sealer)
-            if not yes:
-                if not sys.stdin.isatty():
-                    raise Failure("refusing to apply without confirmation: stdin is not a terminal; pass --yes")
-                if not click.confirm(f"Apply these {len(the_plan.actions)} action(s)?", default=False):
-                    raise Failure("apply cancelled; nothing was changed")
+            if the_plan.fingerprint != shown.fingerprint:
+                raise StalePlan("the proxy changed while this apply waited for the lock; nothing was applied. Run apply again to see the new plan")
 
             def progress(result: ActionResult) -> None:
                 _print_result(result)
@@ -235,8 +238,10 @@ def apply(
                 _print_invitations(result.invitations, show_links)
                 click.echo(f"Onboarding links are in {onboarding.path} (mode 0600); they are credentials.")
             click.echo(click.style(result.summary_line(), bold=True))
-            verify, _ = plan_against(desired, client)
-    if verify.has_changes:
+            verify = None if client.deadline_passed else plan_against(desired, client)[0]
+    if verify is None:
+        click.echo("The run's deadline passed: the proxy was not read again to verify.", err=True)
+    elif verify.has_changes:
         click.echo(f"The proxy does not match {file} yet: {summary_line(verify)}", err=True)
     if not result.ok:
         stubborn = stubborn_failures(result.results, lock.memory)
@@ -248,8 +253,8 @@ def apply(
     unsent = [r.email for r in result.invitations if r.status == "send_failed"]
     if unsent:
         raise Failure(f"{len(unsent)} invitation email(s) could not be sent ({', '.join(unsent)}); their links are in {onboarding.path}")
-    if verify.has_changes:
-        raise Failure("apply finished but a new plan is not empty")
+    if verify is None or verify.has_changes:
+        raise Failure("apply finished but a new plan is not empty" if verify else "apply finished, unverified: the run's deadline passed")
 
 
 def _show(the_plan: Plan, expect_fingerprint: Optional[str]) -> None:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from typing import Any, Callable, Iterable, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import httpx
 
@@ -82,6 +83,10 @@ class ProxyError(Exception):
 
 class DeadlineExceeded(ProxyError):
     """The run's total deadline passed; nothing more is sent."""
+
+
+class LockLost(ProxyError):
+    """Another apply took the proxy's apply lock (ours had expired); this run must stop writing."""
 
 
 class OutcomeUnknown(ProxyError):
@@ -209,6 +214,23 @@ class LiteLLMClient:
             if method != "GET" and status in _UNKNOWN_POST:
                 raise OutcomeUnknown(method, path, status, message)
             raise ProxyError(method, path, status, message, kind=error_type(answer)) from None
+
+    @property
+    def deadline_passed(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    @contextmanager
+    def past_deadline(self, grace: float = 30.0) -> Iterator[None]:
+        """Requests that must go out even when the run's deadline has passed (releasing the
+        lock, recording a link that already exists), each still bounded by ``timeout``, for at
+        most ``grace`` seconds more."""
+        saved = self._deadline
+        if saved is not None:
+            self._deadline = max(saved, time.monotonic() + grace)
+        try:
+            yield
+        finally:
+            self._deadline = saved
 
     def _send(self, method: str, path: str, params: Optional[dict[str, Any]], body: Any, headers: Optional[dict[str, str]]) -> tuple[httpx.Response, bytes]:
         """One attempt, bounded as a whole: httpx's timeout bounds each read, so a server that
@@ -400,7 +422,11 @@ class LiteLLMClient:
                 raise
 
     def new_invitation(self, user_id: str) -> dict[str, Any]:
-        """A new link; never retried (LiteLLM makes a new valid link on every call)."""
+        """A new link; never retried (LiteLLM makes a new valid link on every call). Not started
+        unless a whole ``timeout`` of the run's deadline is left: cut short, it would leave a link
+        that may exist and cannot be found."""
+        if self._deadline is not None and self._deadline - time.monotonic() < self._timeout:
+            raise DeadlineExceeded("POST", "/invitation/new", None, "too little of the run's deadline (--deadline) is left to create a link safely")
         body = self.post("/invitation/new", {"user_id": user_id}, retry_refused=False)
         if not isinstance(body, dict) or not body.get("id"):
             raise OutcomeUnknown("POST", "/invitation/new", 200, "the answer has no invitation id; a link may exist that was not recorded")

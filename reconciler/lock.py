@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Optional
 
-from .client import LiteLLMClient, ProxyError
+from .client import LiteLLMClient, LockLost, ProxyError
 
 LOCK_USER_ID = "litellm-reconciler-lock"
 _KEY = "litellm_reconciler"
@@ -116,20 +116,35 @@ class ApplyLock:
 
     def refresh(self) -> None:
         """Push the expiry forward once a third of the TTL has passed (call it between actions).
-        A refresh that fails is not fatal: the lock keeps its expiry and the run goes on."""
+
+        Raises ``LockLost`` when another apply holds the lock now (ours expired: this run
+        stalled past the TTL); the run must stop writing. A refresh that fails for another
+        reason is not fatal: the lock keeps its expiry and the run goes on."""
         now = self._clock()
-        if self._refreshed is not None and (now - self._refreshed).total_seconds() >= self.ttl / 3:
-            try:
-                self._write(self._ours(now))
-            except ProxyError:
-                pass
+        if self._refreshed is None or (now - self._refreshed).total_seconds() < self.ttl / 3:
+            return
+        try:
+            self._check_still_ours()
+            self._write(self._ours(now))
+        except LockLost:
+            raise
+        except ProxyError:
+            pass
 
     def release(self) -> None:
-        """Free the lock (if it is still ours), leaving ``memory`` for the next run to compare."""
+        """Free the lock, leaving ``memory`` for the next run to compare; ``LockLost`` when it was
+        no longer ours (then it is left to its holder). Goes out even past the run's deadline."""
+        with self.client.past_deadline():
+            self._check_still_ours()
+            self._write({"lock": None, "failures": self.memory})
+
+    def _check_still_ours(self) -> None:
         row = self.client.find_user(LOCK_USER_ID)
         current = Holder.from_metadata(row.get("metadata")) if row else None
-        if current is None or current.token == self._token:
-            self._write({"lock": None, "failures": self.memory})
+        if current is not None and current.token != self._token:
+            raise LockLost(
+                "GET", "/user/list", None, f"the apply lock expired while this apply ran and {current.who} took it; this apply stopped writing"
+            )
 
     # ------------------------------------------------------------------ internals
 
@@ -170,7 +185,8 @@ class ApplyLock:
             return holder
         self._write(self._ours(now))
         self._sleep(self._settle)
-        return self._confirm(now)
+        with self.client.past_deadline():  # a lock written and never confirmed would block others
+            return self._confirm(now)
 
     def _confirm(self, now: datetime) -> Optional[Holder]:
         """Read the row back: ours, or the rival's whose write won."""

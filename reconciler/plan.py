@@ -281,7 +281,10 @@ def make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
 
     actions.sort(key=_order)
     drift.sort(key=lambda d: (d.kind, d.address, d.detail))
-    guard = RemovalGuard(len(removals), _managed_count(desired, live, matched), desired.spec.removals.max_percent)
+    # A deleted user's memberships go with it: they count as removals too.
+    deleted = {a.params["user_id"] for a in removals if a.kind == "delete_user"}
+    implied = sum(1 for team in matched.live_teams.values() for m in team.members if m.user_id in deleted)
+    guard = RemovalGuard(len(removals) + implied, _managed_count(desired, live, matched), desired.spec.removals.max_percent)
     return Plan(actions=tuple(actions), drift=tuple(drift), live_fingerprint=live.fingerprint, source=desired.source, guard=guard)
 
 
@@ -555,7 +558,7 @@ def _plan_removals(
                         reason=f"not listed in the file for this team{stays}",
                         params={"team_id": team.team_id, "user_id": member.user_id, "team_alias": alias, "user_email": member_user.email if member_user else None},
                         # A move adds first: the user is never without a team in between.
-                        depends_on=tuple(a for a in adds.get(member.user_id, ()) if a != _member_address(alias, member.user_id, live)),
+                        depends_on=tuple(sorted(a for a in adds.get(member.user_id, ()) if a != _member_address(alias, member.user_id, live))),
                     )
                 )
 

@@ -618,3 +618,24 @@ def test_a_member_already_gone_counts_as_removed_and_adoption_merges_metadata():
     assert proxy.users["u-1"]["metadata"] == {"cost_center": "42", OWNER_KEY: {"managed": True, "adopted": True}}
     assert proxy.teams["t-1"]["metadata"] == {"owner": "finance", OWNER_KEY: {"managed": True, "adopted": True}}
     assert "u-2" in proxy.users, "leaving a team never deletes the user"
+
+
+def test_no_phantom_unrecorded_link_when_no_link_was_asked_for():
+    proxy = FakeLiteLLM()
+    proxy.fail("/user/new", error(500, "db down"), when=lambda body: body.get("user_id") == PROXY_ADMIN_ID)
+    report = apply(proxy, plan_against(proxy, ALICE))
+    assert [r.status for r in report.results] == ["failed", "done", "skipped"], "the inviter failed, so no invitation"
+    (user,) = [u for u in proxy.users.values() if u["user_email"] == "alice@example.com"]
+    assert "invitation" not in user["metadata"][OWNER_KEY], "the intent written with the user is taken back"
+    plan = plan_against(proxy, ALICE)
+    assert [a.reason for a in plan.actions if a.kind == "create_invitation"] == ["invitation will be created: created by this tool but never invited"]
+
+
+def test_a_refused_invitation_puts_the_previous_record_back():
+    proxy = FakeLiteLLM()
+    _invited(proxy, "inv-7", accepted_at=None, expires_at="2026-11-20T00:00:00Z")
+    before = dict(proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"])
+    proxy.fail("/invitation/new", error(400, "refused"))
+    report = apply(proxy, plan_against(proxy, ALICE))
+    assert not report.ok
+    assert proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"] == before

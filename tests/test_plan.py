@@ -728,3 +728,22 @@ def test_the_guard_counts_memberships_of_declared_teams_and_owned_teams():
     plan = plan_for(removals(ONE_MEMBERSHIP, "{memberships: true}"), live)
     assert (plan.guard.removals, plan.guard.managed, plan.guard.tripped) == (9, 1 + 1 + 10, True)
     assert "removes 9 of the 12 objects under management (75%)" in plan.guard.message()
+
+
+def test_the_memberships_of_deleted_users_count_as_removals():
+    keep = [live_user(f"k{i}", f"k{i}@example.com", teams=("t",), metadata=ADOPTED) for i in range(12)]
+    gone = [live_user(f"g{i}", f"g{i}@example.com", teams=("t",), metadata=ADOPTED) for i in range(8)]
+    team = live_team("t", "dev", members=tuple(u.user_id for u in keep + gone))
+    body = "version: 1\nteams: [{alias: dev}]\nusers:\n" + "".join(f"  - {{email: {u.email}, teams: [dev]}}\n" for u in keep)
+    plan = plan_for(removals(body, "{users: true, memberships: true}"), state(*keep, *gone, team))
+    assert (plan.guard.removals, plan.guard.managed, plan.guard.tripped) == (16, 41, True)
+
+
+def test_a_removal_waits_for_the_adds_in_a_stable_order_whatever_the_file_order():
+    live = state(live_user("u1", "a@example.com", teams=("t-c",)), live_team("t-a", "a"), live_team("t-b", "b"), live_team("t-c", "c", members=("u1",)))
+    plans = [
+        plan_for(removals(f"version: 1\nteams: [{{alias: a}}, {{alias: b}}, {{alias: c}}]\nusers: [{{email: a@example.com, teams: [{order}]}}]\n", "{memberships: true}"), live)
+        for order in ("a, b", "b, a")
+    ]
+    assert plans[0].fingerprint == plans[1].fingerprint
+    assert the_action(plans[0], "membership.c.a@example.com").depends_on == ("membership.a.a@example.com", "membership.b.a@example.com")

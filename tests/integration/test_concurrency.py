@@ -63,7 +63,7 @@ def test_two_applies_at_once_one_waits_no_link_twice_no_member_lost(api: Api, tm
     second = subprocess.Popen([*command, "--report", "two.jsonl"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     outputs = [p.communicate(timeout=300) for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
-    assert sum("No changes." in out for out, _ in outputs) == 1, "the second one waited, then found nothing to do"
+    assert sum("No changes left: another apply made them while this one waited for the lock." in out for out, _ in outputs) == 1, outputs
     links = links_in_db(sql)
     assert len(links) == 40 and set(links.values()) == {1}, "nobody got two links"
     for team in api.teams():
