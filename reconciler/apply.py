@@ -8,6 +8,12 @@ Rules:
 * An action whose dependency did not succeed is skipped; independent actions go on.
 * A write whose outcome is unknown is never re-sent: the object is read back and
   the action counts as done only if the proxy shows it.
+* A link is crash-safe: the intent is recorded on the user before ``/invitation/new``, the
+  link is handed to the courier (report on disk, email) the moment it exists, then its id is
+  recorded sealed with how it was delivered. A leftover intent tells the next run a link may
+  exist that nobody recorded.
+* The run's deadline stops it: what is left is skipped. Failures are remembered across runs
+  (on the lock row) to tell a write that will never pass from one that may.
 """
 
 from __future__ import annotations

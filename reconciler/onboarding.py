@@ -19,13 +19,11 @@ from typing import Any, Optional
 
 from .files import append_private, read_private
 
-#: What a record's ``status`` may say.
-STATUSES = ("created", "sent", "send_failed", "failed", "skipped", "unrecorded", "redelivered")
-
-
 @dataclass
 class InvitationRecord:
-    """One line of the report: the fields the old hand-run script wrote, plus a status."""
+    """One line of the report: the fields the old hand-run script wrote, plus a status: created,
+    sent, send_failed, failed, skipped, unrecorded (a link an interrupted apply may have made) or
+    redelivered (a recorded link handed over again)."""
 
     email: str
     user_id: str
