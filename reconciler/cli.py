@@ -16,7 +16,7 @@ import click
 from . import __version__
 from .apply import ActionResult, remember_failures, stubborn_failures
 from .client import ProxyError, check_proxy_url
-from .delivery import SmtpSettings, load_template
+from .delivery import Mailer, SmtpSettings, load_template
 from .desired import InputError, load_desired
 from .export import export_yaml
 from .files import write_private
@@ -198,7 +198,7 @@ def apply(
     desired = load_desired(file)
     connection = _connect(proxy_url, timeout, deadline)
     # Everything that can be checked offline is checked before the first write.
-    mail = (SmtpSettings.from_env(allow_insecure=allow_insecure_smtp), load_template(invite_template)) if send_invites == "smtp" else None
+    mailer = Mailer(SmtpSettings.from_env(allow_insecure=allow_insecure_smtp), load_template(invite_template)) if send_invites == "smtp" else None
     onboarding = OnboardingReport(report)
     sealer = Sealer.from_env()
     if ui_url:
@@ -231,8 +231,11 @@ def apply(
                 _print_result(result)
                 lock.refresh()
 
-            courier = ReportCourier(onboarding, mail)
-            result = execute(the_plan, client, live, ui_url or connection.proxy_url, courier, on_result=progress, sealer=sealer)
+            try:
+                result = execute(the_plan, client, live, ui_url or connection.proxy_url, ReportCourier(onboarding, mailer), on_result=progress, sealer=sealer)
+            finally:
+                if mailer is not None:
+                    mailer.close()
             lock.memory = remember_failures(result.results, lock.memory, now().isoformat(timespec="seconds"))
             if result.invitations:
                 _print_invitations(result.invitations, show_links)

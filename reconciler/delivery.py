@@ -185,37 +185,58 @@ def _connect(settings: SmtpSettings) -> smtplib.SMTP:
     return smtplib.SMTP(settings.host, settings.port, timeout=TIMEOUT)
 
 
+class Mailer:
+    """One SMTP connection for a whole apply, opened at the first link and kept open, so each
+    link is mailed the moment it exists without a handshake per user.
+
+    ``send`` never raises for mail problems: the record becomes ``sent`` or ``send_failed``
+    (reason appended to ``error``, scrubbed) and keeps its link for the report. A server that
+    refuses the connection is not asked again in the same run: every later record fails with
+    the same reason, and the next apply delivers them (their delivery state says so).
+    Only a malformed template raises ``ValueError``, here, before anything is sent.
+    """
+
+    def __init__(self, settings: SmtpSettings, template: str, smtp_factory: Optional[SmtpFactory] = None):
+        self.settings = settings
+        self._subject, self._body = _split_template(template)
+        self._factory = smtp_factory or _connect
+        self._smtp: Optional[smtplib.SMTP] = None
+        self._refused: Optional[str] = None
+
+    def send(self, record: InvitationRecord) -> None:
+        if not record.onboarding_link:
+            return
+        # Link first, then its id: a server quoting part of a link still must not leak the token.
+        secrets = [self.settings.password or "", record.onboarding_link, record.invitation_id or ""]
+        if self._smtp is None and self._refused is None:
+            try:
+                self._smtp = _open(self.settings, self._factory)
+            except (OSError, ValueError) as exc:
+                self._refused = f"SMTP connection to {self.settings.host}:{self.settings.port} failed: {_reason(exc)}"
+        if self._smtp is None:
+            _fail(record, self._refused or "no SMTP connection", secrets)
+            return
+        _send_one(self._smtp, record, lambda: _message(record, self.settings.sender, self._subject, self._body), secrets)
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            _close(self._smtp)
+            self._smtp = None
+
+
 def send_invitations(
     records: list[InvitationRecord],
     settings: SmtpSettings,
     template: str,
     smtp_factory: Optional[SmtpFactory] = None,
 ) -> None:
-    """Email each record's onboarding link over one connection; update the records in place.
-
-    A record with a link becomes ``sent`` or ``send_failed`` (with the reason added to
-    ``error``); records without a link are left alone. Nothing raises for mail problems:
-    the caller reads the statuses, and the links stay in the records for the report.
-    Only a malformed ``template`` raises ``ValueError``, before anything is sent.
-    """
-    subject, body = _split_template(template)
-    pending = [record for record in records if record.onboarding_link]
-    if not pending:
-        return
-    # Links first, then their ids: a server quoting part of a link still must not leak the token.
-    secrets = [settings.password or ""] + [r.onboarding_link or "" for r in pending] + [r.invitation_id or "" for r in pending]
+    """Email each record's link over one connection (see ``Mailer``); update the records in place."""
+    mailer = Mailer(settings, template, smtp_factory)
     try:
-        smtp = _open(settings, smtp_factory or _connect)
-    except (OSError, ValueError) as exc:
-        reason = f"SMTP connection to {settings.host}:{settings.port} failed: {_reason(exc)}"
-        for record in pending:
-            _fail(record, reason, secrets)
-        return
-    try:
-        for record in pending:
-            _send_one(smtp, record, lambda: _message(record, settings.sender, subject, body), secrets)
+        for record in records:
+            mailer.send(record)
     finally:
-        _close(smtp)
+        mailer.close()
 
 
 def _open(settings: SmtpSettings, factory: SmtpFactory) -> smtplib.SMTP:

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Optional
 
 from .apply import ActionResult, ApplyReport, Executor
 from .client import DEFAULT_PROXY_URL, LiteLLMClient, ProxyError
-from .delivery import SmtpSettings, send_invitations
+from .delivery import Mailer
 from .desired import DesiredState
 from .live import (
     LiveInvitation,
@@ -172,15 +172,15 @@ class ReportCourier:
     """Hands each link over the moment it exists: into the report (on disk before anything
     else happens), then by email when configured, with the outcome appended to the report."""
 
-    def __init__(self, report: OnboardingReport, mail: Optional[tuple[SmtpSettings, str]]):
+    def __init__(self, report: OnboardingReport, mailer: Optional[Mailer]):
         self.report = report
-        self.mail = mail
+        self.mailer = mailer
 
     def hand_over(self, record: InvitationRecord) -> str:
         self.report.append(record)
-        if self.mail is None:
+        if self.mailer is None:
             return "reported"
-        send_invitations([record], *self.mail)
+        self.mailer.send(record)
         self.report.append(record)
         return "emailed" if record.status == "sent" else "email_failed"
 

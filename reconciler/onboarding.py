@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from .files import append_private, read_private
 
+
 @dataclass
 class InvitationRecord:
     """One line of the report: the fields the old hand-run script wrote, plus a status: created,

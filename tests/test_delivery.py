@@ -17,6 +17,7 @@ from reconciler import delivery
 from reconciler.apply import InvitationRecord
 from reconciler.delivery import (
     DEFAULT_TEMPLATE,
+    Mailer,
     SmtpSettings,
     load_template,
     send_invitations,
@@ -438,3 +439,39 @@ def test_password_is_never_in_repr_or_str() -> None:
         assert PASSWORD not in text
         assert "password='***'" in text
     assert "password=None" in repr(SmtpSettings("h", 587, "a@b.co"))
+
+
+def test_a_mailer_keeps_one_connection_for_links_handed_over_one_at_a_time(serve) -> None:
+    handler = Collector()
+    settings = serve(handler)
+    opened: list[SmtpSettings] = []
+
+    def factory(chosen: SmtpSettings) -> smtplib.SMTP:
+        opened.append(chosen)
+        return smtplib.SMTP(chosen.host, chosen.port, timeout=10)
+
+    mailer = Mailer(settings, DEFAULT_TEMPLATE, smtp_factory=factory)
+    records = [record(f"user{i}@company.com", f"inv-{i}") for i in range(3)]
+    try:
+        for one in records:  # as the executor does: each link the moment it exists
+            mailer.send(one)
+            assert one.status == "sent"
+    finally:
+        mailer.close()
+    assert len(opened) == 1 and len(handler.messages) == 3
+
+
+def test_a_refused_connection_is_not_retried_for_every_link_in_the_run() -> None:
+    attempts: list[int] = []
+
+    def refusing(settings: SmtpSettings) -> smtplib.SMTP:
+        attempts.append(1)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    mailer = Mailer(SmtpSettings("127.0.0.1", 1, "a@b.co", "none"), DEFAULT_TEMPLATE, smtp_factory=refusing)
+    records = [record(f"user{i}@company.com", f"inv-{i}") for i in range(3)]
+    for one in records:
+        mailer.send(one)
+    mailer.close()
+    assert len(attempts) == 1
+    assert all(r.status == "send_failed" and "SMTP connection to 127.0.0.1:1 failed" in (r.error or "") for r in records)
