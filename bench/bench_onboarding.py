@@ -29,6 +29,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from table import print_table  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from reconciler.apply import Executor  # noqa: E402
 from reconciler.client import LiteLLMClient  # noqa: E402
 from reconciler.desired import parse_desired  # noqa: E402
@@ -116,10 +118,7 @@ def main() -> None:
         seconds, report = timed(reconcile)
         rows.append(("reconciler second apply", seconds, client.requests_made - before, f"{client.writes_made - writes} writes"))
 
-    width = max(len(r[0]) for r in rows)
-    print(f"{'run'.ljust(width)}  {'seconds':>8}  {'requests':>8}  outcome")
-    for name, seconds, requests, outcome in rows:
-        print(f"{name.ljust(width)}  {seconds:8.2f}  {requests:8d}  {outcome}")
+    print_table(("run", "seconds", "requests", "outcome"), ("8.2f", "8d", ""), rows)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from table import print_table  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from reconciler.desired import load_desired, parse_desired  # noqa: E402
 from reconciler.live import OWNER_KEY, LiveState, team_from_api, user_from_api  # noqa: E402
 from reconciler.plan import make_plan, new_user_id  # noqa: E402
@@ -95,10 +97,7 @@ def main() -> None:
         cpu, peak, _ = measure(lambda: load_desired(path))
         results.append((f"validate {n} users (load_desired)", cpu, peak, f"{cpu / parsed:.2f}x baseline"))
 
-    width = max(len(r[0]) for r in results)
-    print(f"{'figure'.ljust(width)}  {'CPU s':>7}  {'peak MB':>8}  note")
-    for name, cpu, peak, note in results:
-        print(f"{name.ljust(width)}  {cpu:7.2f}  {peak:8.1f}  {note}")
+    print_table(("figure", "CPU s", "peak MB", "note"), ("7.2f", "8.1f", ""), results)
 
 
 if __name__ == "__main__":
