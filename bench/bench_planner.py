@@ -28,8 +28,8 @@ from table import print_table  # noqa: E402  (bench/ is on sys.path when run as 
 
 from reconciler.desired import load_desired, parse_desired  # noqa: E402
 from reconciler.live import OWNER_KEY, LiveState, team_from_api, user_from_api  # noqa: E402
-from reconciler.plan import make_plan, new_user_id  # noqa: E402
 from reconciler.manager import now  # noqa: E402
+from reconciler.plan import make_plan, new_user_id  # noqa: E402
 
 TEAMS = ("dev", "research", "ops")
 
