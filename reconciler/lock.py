@@ -176,7 +176,8 @@ class ApplyLock:
             except ProxyError as exc:
                 if exc.status not in (400, 409):
                     raise
-            return self._confirm(now)
+            with self.client.past_deadline():  # a lock written and never confirmed would block others
+                return self._confirm(now)
         metadata = row.get("metadata") or {}
         failures = (metadata.get(_KEY) or {}).get("failures") if isinstance(metadata, dict) else None
         self.memory = dict(failures) if isinstance(failures, dict) else {}
