@@ -2,27 +2,38 @@
 
 Rules:
 
-* Writes are sequential. LiteLLM loses team members under concurrent roster writes,
-  and one proxy worker gains little from parallel requests anyway.
-* Memberships of one team that are ready together go out as one ``/team/member_add``.
+* The plan runs phase by phase (teams, users, memberships, invitations, removals). Within a
+  phase, independent writes go out concurrently, at most ``client.parallelism`` at once.
+  What LiteLLM cannot take concurrently stays serialized: roster writes (concurrent
+  membership writes lose team members, and removals rewrite rosters too), so memberships
+  of one team that are ready together go out as one ``/team/member_add``, one team after
+  another, and removals run one at a time.
 * An action whose dependency did not succeed is skipped; independent actions go on.
 * A write whose outcome is unknown is never re-sent: the object is read back and
   the action counts as done only if the proxy shows it.
 * A link is crash-safe: the intent is recorded on the user before ``/invitation/new``, the
   link is handed to the courier (report on disk, email) the moment it exists, then its id is
   recorded sealed with how it was delivered. A leftover intent tells the next run a link may
-  exist that nobody recorded.
+  exist that nobody recorded. Links go in batches of ``BULK_SIZE``: one ``/user/bulk_update``
+  records the intents of a batch, and one its links.
 * The run's deadline stops it: what is left is skipped. Failures are remembered across runs
   (on the lock row) to tell a write that will never pass from one that may.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Literal, Optional, Protocol
+from typing import Any, Callable, Iterator, Literal, Optional, Protocol, Union
 
-from .client import DeadlineExceeded, LiteLLMClient, OutcomeUnknown, ProxyError
+from .client import (
+    BULK_SIZE,
+    DeadlineExceeded,
+    LiteLLMClient,
+    OutcomeUnknown,
+    ProxyError,
+)
 from .live import (
     INVITATION_DAYS,
     OWNER_KEY,
@@ -64,17 +75,56 @@ class ApplyReport:
         return f"Apply complete: {self.count('done')} done, {self.count('failed')} failed, {self.count('skipped')} skipped."
 
 
-def _steps(actions: tuple[Action, ...]) -> list[list[Action]]:
-    """The plan cut into what goes out in one request: one action, or every adjacent
-    membership of one team (one ``/team/member_add`` per team: no lost members)."""
-    steps: list[list[Action]] = []
+#: Kinds that rewrite team rosters (or the user rows behind them): never two at once.
+SERIAL = frozenset({"create_inviter", "add_member", "remove_member", "delete_user", "delete_team"})
+
+
+def _waves(actions: tuple[Action, ...]) -> list[list[Action]]:
+    """The plan cut into waves: adjacent actions of one kind, none depending on another of
+    the same wave. A wave finishes before the next starts, so every dependency is settled."""
+    waves: list[list[Action]] = []
+    addresses: set[str] = set()
     for action in actions:
-        previous = steps[-1][-1] if steps else None
-        if action.kind == "add_member" and previous is not None and previous.kind == "add_member" and previous.params["team_id"] == action.params["team_id"]:
-            steps[-1].append(action)
+        if waves and waves[-1][0].kind == action.kind and not addresses.intersection(action.depends_on):
+            waves[-1].append(action)
         else:
-            steps.append([action])
-    return steps
+            waves.append([action])
+            addresses = set()
+        addresses.add(action.address)
+    return waves
+
+
+def _team_batches(members: list[Action]) -> list[list[Action]]:
+    """Memberships by team, in plan order: one ``/team/member_add`` per team (no lost members)."""
+    batches: dict[str, list[Action]] = {}
+    for action in members:
+        batches.setdefault(action.params["team_id"], []).append(action)
+    return list(batches.values())
+
+
+#: What one action came to: outcome, detail, and the HTTP status of a refusal (judges whether a re-run can help).
+Outcome = tuple[Status, str, Optional[int]]
+
+
+@dataclass
+class _NeedsLink:
+    """An invitation action whose checks are done and which now needs a new link; ``note``
+    says what the checks already did (e.g. deleted an exposed link)."""
+
+    note: str = ""
+
+
+@dataclass
+class _Pending:
+    """One new link of a batch, between its intent and its record."""
+
+    action: Action
+    note: str
+    metadata: dict[str, Any]
+    owned: dict[str, Any]
+    invitation: Optional[dict[str, Any]] = None
+    record: Optional[InvitationRecord] = None
+    outcome: Optional[Outcome] = None
 
 
 class Courier(Protocol):
@@ -126,6 +176,10 @@ class Executor:
         #: The invitation record each intent replaced (None: there was none), to put back when
         #: no link was asked for after all, so the next run reports no phantom "unrecorded" link.
         self._before_intent: dict[str, Optional[dict[str, Any]]] = {}
+        #: One link handed over at a time: the report is one file, the mailer one connection.
+        self._courier_lock = threading.Lock()
+        #: Set when the run's deadline stopped an action: the waves after it are skipped.
+        self._stopped = False
 
     def run(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
@@ -142,10 +196,10 @@ class Executor:
             return f"{', '.join(bad)} did not succeed" if bad else None
 
         self._inviting = frozenset(a.params["user_id"] for a in plan.actions if a.kind in INVITING)
-        steps = _steps(plan.actions)
-        for n, step in enumerate(steps):
+        waves = _waves(plan.actions)
+        for n, wave in enumerate(waves):
             ready = []
-            for action in step:
+            for action in wave:
                 why = blocked(action)
                 if why is None:
                     ready.append(action)
@@ -154,28 +208,52 @@ class Executor:
                 if action.kind in INVITING:
                     report.invitations.append(self._record(action, None, "skipped", why))
                     self._undo_intent(action.params["user_id"])
-            try:
-                if ready and ready[0].kind == "add_member":
-                    for member, outcome, detail, http_status in self._add_members(ready):
-                        finish(member, outcome, detail, http_status)
-                elif ready:
-                    finish(ready[0], *self._execute(ready[0], report))
-            except DeadlineExceeded as exc:
-                for action in ready:
-                    finish(action, "failed", str(exc))
-                for action in (a for later in steps[n + 1 :] for a in later):
+            for action, (outcome, detail, http_status) in self._run_wave(ready, report):
+                finish(action, outcome, detail, http_status)
+            if self._stopped:
+                for action in (a for later in waves[n + 1 :] for a in later):
                     finish(action, "skipped", "the run's deadline passed before this action")
                 break
+        report.invitations.sort(key=lambda record: record.email.lower())
         return report
+
+    def _run_wave(self, wave: list[Action], report: ApplyReport) -> Iterator[tuple[Action, Outcome]]:
+        """(action, outcome) pairs of one wave, in plan order, as they become known."""
+        if not wave:
+            return
+        kind = wave[0].kind
+        if kind == "add_member":
+            for batch in _team_batches(wave):
+                yield from zip(batch, self._add_members(batch))
+        elif kind in INVITING:
+            for start in range(0, len(wave), BULK_SIZE):
+                batch = wave[start : start + BULK_SIZE]
+                yield from zip(batch, self._invite_batch(batch, report))
+        elif kind in SERIAL or self.client.parallelism == 1:
+            for action in wave:
+                yield action, self._outcome(action, report)
+        else:
+            yield from zip(wave, self.client.concurrently(lambda a: self._outcome(a, report), wave))
+
+    def _outcome(self, action: Action, report: ApplyReport) -> Outcome:
+        """One action's outcome; a deadline fails it and stops the run after this wave."""
+        try:
+            result = self._execute(action, report)
+        except DeadlineExceeded as exc:
+            self._stopped = True
+            return "failed", str(exc), None
+        assert not isinstance(result, _NeedsLink), "invitations run in batches"
+        return result
 
     # ------------------------------------------------------------------ one action
 
-    def _execute(self, action: Action, report: ApplyReport) -> tuple[Status, str, Optional[int]]:
-        """(outcome, detail, HTTP status of a refusal); ``DeadlineExceeded`` stops the run."""
+    def _execute(self, action: Action, report: ApplyReport) -> Union[Outcome, _NeedsLink]:
+        """(outcome, detail, HTTP status of a refusal), or an invitation's need of a new link;
+        ``DeadlineExceeded`` stops the run."""
         handler = getattr(self, f"_do_{action.kind}")
         try:
-            outcome, detail = handler(action, report)
-            return outcome, detail, None
+            result = handler(action, report)
+            return result if isinstance(result, _NeedsLink) else (*result, None)
         except DeadlineExceeded:
             raise
         except OutcomeUnknown as exc:
@@ -284,10 +362,10 @@ class Executor:
         owned = metadata.get(OWNER_KEY)
         return metadata, dict(owned) if isinstance(owned, dict) else {}
 
-    def _do_create_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
-        return self._invite(action, report)
+    def _do_create_invitation(self, action: Action, report: ApplyReport) -> _NeedsLink:
+        return _NeedsLink()
 
-    def _do_renew_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+    def _do_renew_invitation(self, action: Action, report: ApplyReport) -> Union[tuple[Status, str], _NeedsLink]:
         """An expired link: record its acceptance if the user accepted it, else invite again."""
         user_id = action.params["user_id"]
         metadata, owned = self._owned_metadata(user_id)
@@ -296,9 +374,9 @@ class Executor:
         info = self.client.invitation_info(invitation_id) if invitation_id else None
         if info is not None and info.get("is_accepted"):
             return self._record_acceptance(user_id, metadata, owned, info.get("accepted_at"))
-        return self._invite(action, report)
+        return _NeedsLink()
 
-    def _do_replace_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+    def _do_replace_invitation(self, action: Action, report: ApplyReport) -> Union[tuple[Status, str], _NeedsLink]:
         """A link recorded in plain text (readable by read-only keys): delete it on the proxy,
         then record the acceptance, or invite again with a sealed id."""
         user_id = action.params["user_id"]
@@ -313,67 +391,131 @@ class Executor:
             accepted_at = info.get("accepted_at") or "unknown"
         if accepted_at is not None:
             return self._record_acceptance(user_id, metadata, owned, accepted_at, "the exposed link was deleted")
-        status, detail = self._invite(action, report)
-        return status, f"the exposed link was deleted; {detail}" if status == "done" else detail
+        return _NeedsLink("the exposed link was deleted")
 
-    def _do_deliver_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+    def _do_deliver_invitation(self, action: Action, report: ApplyReport) -> Union[tuple[Status, str], _NeedsLink]:
         """A recorded link whose delivery failed: hand it over again (a new one if it cannot be opened)."""
         user_id = action.params["user_id"]
         metadata, owned = self._owned_metadata(user_id)
         recorded = RecordedInvitation.from_metadata(owned.get("invitation"))
         invitation_id = self._require_sealer().open(recorded.sealed, user_id) if recorded else None
         if recorded is None or invitation_id is None:
-            return self._invite(action, report)
+            return _NeedsLink()
         record = self._record(action, {"id": invitation_id, "expires_at": recorded.expires_at}, "redelivered")
         report.invitations.append(record)
-        delivery = self._courier.hand_over(record)
+        delivery = self._hand_over(record)
         owned["invitation"] = {**owned["invitation"], "delivery": delivery}
         self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
         return "done", f"delivered again ({delivery})"
 
-    def _invite(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
-        """A new link, crash-safe: the intent is recorded before ``/invitation/new``, the link is
-        handed over (report, email) the moment it exists, then recorded sealed with its delivery."""
-        user_id = action.params["user_id"]
-        sealer = self._require_sealer()
+    # ------------------------------------------------------------------ new links, in batches
+
+    def _invite_batch(self, batch: list[Action], report: ApplyReport) -> list[Outcome]:
+        """The outcomes of up to ``BULK_SIZE`` invitation actions of one kind.
+
+        Each action's checks run first (concurrently). Those that need a new link then go
+        through three steps: their intents are recorded (one ``/user/bulk_update``; new users
+        recorded theirs when created), their links are asked for (concurrently) and each is
+        handed over the moment it exists, and the links are recorded sealed (one more
+        ``/user/bulk_update``). A crash anywhere leaves at most this batch's links reported
+        but unrecorded, which the next run says and replaces."""
+        checked = list(self.client.concurrently(lambda a: self._check(a, report), batch))
+        pending = [result for result in checked if isinstance(result, _Pending)]
+        self._record_intents([p for p in pending if p.action.params["user_id"] not in self._intents], report)
+        asking = [p for p in pending if p.outcome is None]
+        for _ in self.client.concurrently(lambda p: self._ask_for_link(p, report), asking):
+            pass
+        self._record_links([p for p in asking if p.outcome is None])
+        return [(result.outcome or ("failed", "no outcome", None)) if isinstance(result, _Pending) else result for result in checked]
+
+    def _check(self, action: Action, report: ApplyReport) -> Union[Outcome, _Pending]:
+        """An invitation action's checks (acceptance, exposed link, redelivery): its outcome, or
+        the user's metadata to record a new link in."""
         try:
-            metadata, owned = self._owned_metadata(user_id)
-            if user_id not in self._intents:
-                previous = dict(owned.get("invitation") or {})
-                if previous.get("intent_at"):
-                    unrecorded = self._unrecorded(action, str(previous["intent_at"]))
-                    report.invitations.append(unrecorded)
+            result = self._execute(action, report)
+            if not isinstance(result, _NeedsLink):
+                return result
+            return _Pending(action, result.note, *self._owned_metadata(action.params["user_id"]))
+        except DeadlineExceeded as exc:
+            self._stopped = True
+            return "failed", str(exc), None
+        except ProxyError as exc:
+            return "failed", str(exc), exc.status
+
+    def _record_intents(self, pending: list[_Pending], report: ApplyReport) -> None:
+        """Record, in one write, that these users are about to get a link; a user whose
+        intent could not be recorded gets no link (its outcome is set)."""
+        if not pending:
+            return
+        for p in pending:
+            previous = dict(p.owned.get("invitation") or {})
+            if previous.get("intent_at"):
+                unrecorded = self._unrecorded(p.action, str(previous["intent_at"]))
+                report.invitations.append(unrecorded)
+                with self._courier_lock:
                     self._courier.note(unrecorded)
-                owned["invitation"] = {**previous, "intent_at": self._now()}
-                self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
+            p.owned["invitation"] = {**previous, "intent_at": self._now()}
+            self._before_intent[p.action.params["user_id"]] = previous or None
+        errors = self._write_many({p.action.params["user_id"]: {**p.metadata, OWNER_KEY: p.owned} for p in pending})
+        for p in pending:
+            user_id = p.action.params["user_id"]
+            error = errors.get(user_id)
+            if error is None:
                 self._intents.add(user_id)
-                self._before_intent[user_id] = previous or None
-            invitation = self.client.new_invitation(user_id)
-        except OutcomeUnknown:
-            report.invitations.append(self._record(action, None, "failed", "no response from /invitation/new; the next apply reports the link as unrecorded and creates another"))
-            raise
-        except ProxyError as exc:  # a definite refusal (or not sent at all): no link exists
-            report.invitations.append(self._record(action, None, "failed", str(exc)))
+                continue
+            self._before_intent.pop(user_id, None)
+            p.outcome = ("failed", f"the intent to invite could not be recorded, so no link was created ({error})", None)
+            report.invitations.append(self._record(p.action, None, "failed", error))
+
+    def _ask_for_link(self, p: _Pending, report: ApplyReport) -> None:
+        """``/invitation/new`` for one user, and the link handed over at once."""
+        user_id = p.action.params["user_id"]
+        try:
+            self._require_sealer()
+            p.invitation = self.client.new_invitation(user_id)
+        except OutcomeUnknown as exc:
+            report.invitations.append(self._record(p.action, None, "failed", "no response from /invitation/new; the next apply reports the link as unrecorded and creates another"))
+            p.outcome = ("failed", str(exc), None)
+            return
+        except ProxyError as exc:  # a definite refusal, or not sent at all: no link exists
+            if isinstance(exc, DeadlineExceeded):
+                self._stopped = True
+            report.invitations.append(self._record(p.action, None, "failed", str(exc)))
             self._undo_intent(user_id)
-            raise
-        record = self._record(action, invitation, "created")
-        report.invitations.append(record)
-        delivery = self._courier.hand_over(record)
-        owned["invitation"] = {
-            "sealed": sealer.seal(str(invitation["id"]), user_id),
-            "created_at": invitation.get("created_at"),
-            "expires_at": invitation.get("expires_at"),
+            p.outcome = ("failed", str(exc), exc.status)
+            return
+        p.record = self._record(p.action, p.invitation, "created")
+        report.invitations.append(p.record)
+        delivery = self._hand_over(p.record)
+        p.owned["invitation"] = {
+            "sealed": self._require_sealer().seal(str(p.invitation["id"]), user_id),
+            "created_at": p.invitation.get("created_at"),
+            "expires_at": p.invitation.get("expires_at"),
             "delivery": delivery,
         }
-        try:
-            with self.client.past_deadline():  # the link exists: record it even past the run's deadline
-                self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
+
+    def _record_links(self, created: list[_Pending]) -> None:
+        """Record the batch's new links sealed, in one write, even past the run's deadline
+        (the links exist); set each outcome."""
+        if not created:
+            return
+        with self.client.past_deadline():
+            errors = self._write_many({p.action.params["user_id"]: {**p.metadata, OWNER_KEY: p.owned} for p in created})
+        for p in created:
+            user_id = p.action.params["user_id"]
+            assert p.invitation is not None and p.record is not None
+            error = errors.get(user_id)
+            if error is not None:
+                p.record.error = f"link created and handed over, but not recorded on the user ({error}); the next apply reports it as unrecorded and creates another"
+                p.outcome = ("failed", p.record.error, None)
+                continue
             self._before_intent.pop(user_id, None)
-        except ProxyError as exc:
-            error = f"link created and handed over, but not recorded on the user ({exc}); the next apply reports it as unrecorded and creates another"
-            record.error = error
-            return "failed", error
-        return "done", f"valid until {utc_date(invitation.get('expires_at'))}"
+            detail = f"valid until {utc_date(p.invitation.get('expires_at'))}"
+            p.outcome = ("done", f"{p.note}; {detail}" if p.note else detail, None)
+
+    def _hand_over(self, record: InvitationRecord) -> str:
+        with self._courier_lock:
+            return self._courier.hand_over(record)
 
     def _undo_intent(self, user_id: str) -> None:
         """Put back the record an intent replaced, when no link was asked for (best effort: if it
@@ -428,6 +570,21 @@ class Executor:
         self.client.update_user({"user_id": user_id, "metadata": metadata})
         self._metadata[user_id] = metadata
 
+    def _write_many(self, metadata: dict[str, dict[str, Any]]) -> dict[str, Optional[str]]:
+        """``_write_metadata`` for several users in one request: the error of each that failed.
+        A whole request whose outcome is unknown counts as failed for all (never re-sent)."""
+        for user_id in metadata:
+            self._metadata.pop(user_id, None)
+        try:
+            errors = self.client.update_users([{"user_id": user_id, "metadata": value} for user_id, value in metadata.items()])
+        except ProxyError as exc:
+            self._stopped = self._stopped or isinstance(exc, DeadlineExceeded)
+            return {user_id: str(exc) for user_id in metadata}
+        for user_id, value in metadata.items():
+            if errors.get(user_id) is None:
+                self._metadata[user_id] = value
+        return {user_id: error for user_id, error in errors.items() if error is not None}
+
     def _record(self, action: Action, invitation: Optional[dict[str, Any]], status: str, error: Optional[str] = None) -> InvitationRecord:
         return InvitationRecord(
             email=action.params["user_email"],
@@ -441,29 +598,33 @@ class Executor:
 
     # ------------------------------------------------------------------ memberships
 
-    def _add_members(self, batch: list[Action]) -> list[tuple[Action, Status, str, Optional[int]]]:
+    def _add_members(self, batch: list[Action]) -> list[Outcome]:
+        """One ``/team/member_add`` for one team's new members; a lost answer is settled by
+        reading the roster back."""
         team_id = batch[0].params["team_id"]
         try:
-            self.client.add_members(team_id, [a.params["user_id"] for a in batch])
-        except DeadlineExceeded:
-            raise
-        except OutcomeUnknown as exc:
             try:
-                team = self.client.team_info(team_id)
-            except DeadlineExceeded:
-                raise
-            except ProxyError as read_error:
-                return [(a, "failed", f"{exc}; reading back failed too ({read_error})", None) for a in batch]
-            present = team_from_api(team).member_ids if team else frozenset()
-            return [
-                (a, "done", "confirmed by reading back", None)
-                if a.params["user_id"] in present
-                else (a, "failed", f"{exc}; not on the roster; re-run to converge", None)
-                for a in batch
-            ]
+                self.client.add_members(team_id, [a.params["user_id"] for a in batch])
+            except OutcomeUnknown as exc:
+                try:
+                    team = self.client.team_info(team_id)
+                except DeadlineExceeded:
+                    raise
+                except ProxyError as read_error:
+                    return [("failed", f"{exc}; reading back failed too ({read_error})", None)] * len(batch)
+                present = team_from_api(team).member_ids if team else frozenset()
+                return [
+                    ("done", "confirmed by reading back", None)
+                    if a.params["user_id"] in present
+                    else ("failed", f"{exc}; not on the roster; re-run to converge", None)
+                    for a in batch
+                ]
+        except DeadlineExceeded as exc:
+            self._stopped = True
+            return [("failed", str(exc), None)] * len(batch)
         except ProxyError as exc:
-            return [(a, "failed", str(exc), exc.status) for a in batch]
-        return [(a, "done", "", None) for a in batch]
+            return [("failed", str(exc), exc.status)] * len(batch)
+        return [("done", "", None)] * len(batch)
 
 
 def _refused_for_good(status: Optional[int]) -> bool:

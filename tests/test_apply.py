@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import textwrap
+import threading
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Union
 
@@ -53,6 +54,8 @@ class FakeLiteLLM:
         self.requests: list[tuple[str, str, Any]] = []
         self._faults: list[tuple[str, Callable[[Any], bool], Fault]] = []
         self._ids = itertools.count(1)
+        #: The executor sends requests concurrently; like the proxy, this fake handles one at a time.
+        self._lock = threading.Lock()
 
     # -- set-up
 
@@ -66,12 +69,20 @@ class FakeLiteLLM:
     def posts(self, path: str) -> list[Any]:
         return [body for method, p, body in self.requests if method == "POST" and p == path]
 
-    def client(self) -> LiteLLMClient:
-        return LiteLLMClient("http://proxy.test", "sk-test", transport=httpx.MockTransport(self), sleep=lambda s: None)
+    def user_updates(self) -> list[Any]:
+        """Every user update asked for, alone or in a ``/user/bulk_update``."""
+        return self.posts("/user/update") + [u for body in self.posts("/user/bulk_update") for u in body["users"]]
+
+    def client(self, parallelism: int = 4) -> LiteLLMClient:
+        return LiteLLMClient("http://proxy.test", "sk-test", transport=httpx.MockTransport(self), sleep=lambda s: None, parallelism=parallelism)
 
     # -- transport
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            return self._handle(request)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         body = json.loads(request.content) if request.content else None
         self.requests.append((request.method, path, body))
@@ -127,6 +138,19 @@ class FakeLiteLLM:
             self.add_user(body["user_id"], None)
         self.users[body["user_id"]].update({k: v for k, v in body.items() if k != "user_id"})
         return httpx.Response(200, json={"user_id": body["user_id"], "data": self.users[body["user_id"]]})
+
+    def post_user_bulk_update(self, body: dict[str, Any]) -> httpx.Response:
+        """Like LiteLLM 1.80: each user updated on its own, a result row each."""
+        results = []
+        for update in body["users"]:
+            fault = self._take_fault("/user/update", update)
+            if isinstance(fault, httpx.Response):
+                results.append({"user_id": update["user_id"], "success": False, "error": json.loads(fault.content)["error"]["message"]})
+                continue
+            self.post_user_update(update)
+            results.append({"user_id": update["user_id"], "success": True, "updated_user": self.users[update["user_id"]]})
+        failed = sum(1 for r in results if not r["success"])
+        return httpx.Response(200, json={"results": results, "total_requested": len(results), "successful_updates": len(results) - failed, "failed_updates": failed})
 
     def post_team_member_add(self, body: dict[str, Any]) -> httpx.Response:
         team = self.teams.get(body["team_id"])
@@ -370,7 +394,7 @@ def test_a_lost_invitation_fails_and_is_not_resent():
     assert record.status == "failed" and record.invitation_id is None and record.onboarding_link is None
     # Only the intent was recorded (before /invitation/new): the next run knows a link may exist.
     assert set(proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]) == {"intent_at"}
-    assert len(proxy.posts("/user/update")) == 1
+    assert len(proxy.user_updates()) == 1
 
     plan = plan_against(proxy, ALICE)
     (action,) = plan.actions
@@ -436,7 +460,8 @@ def test_a_new_users_intent_rides_with_its_creation():
     assert report.ok
     (created,) = proxy.posts("/user/new")
     assert "intent_at" in created["metadata"][OWNER_KEY]["invitation"]
-    assert len(proxy.posts("/user/update")) == 1, "one write per invitation: the sealed record"
+    assert len(proxy.user_updates()) == 1, "one write per invitation: the sealed record"
+    assert proxy.posts("/user/update") == [], "recorded in a batch"
 
 
 def test_failure_memory_tells_a_stubborn_failure_from_a_passing_one():

@@ -99,10 +99,16 @@ def test_fresh_proxy_new_users_get_one_pending_invitation_each(api: Api, cli, tm
     assert not LINK.search(status.stdout)
 
 
+def by_email(records: list[dict], email: str) -> dict:
+    """The record of one user (links are created concurrently: the report is in creation order)."""
+    (record,) = [r for r in records if r["email"] == email]
+    return record
+
+
 def test_link_opens_the_onboarding_page_and_is_accepted_by_the_proxy(api: Api, cli, tmp_path: Path, proxy) -> None:
     write(tmp_path, USERS)
     apply_ok(cli)
-    record = report(tmp_path)[0]
+    record = by_email(report(tmp_path), "alice@company.com")
 
     page = httpx.get(record["onboarding_link"], follow_redirects=True, timeout=30)
     assert page.status_code == 200 and "<html" in page.text.lower()
@@ -114,7 +120,7 @@ def test_link_opens_the_onboarding_page_and_is_accepted_by_the_proxy(api: Api, c
 def test_accepted_invitation_is_recorded_at_apply_and_never_renewed(api: Api, cli, tmp_path: Path, proxy, sql) -> None:
     write(tmp_path, USERS)
     apply_ok(cli)
-    alice = report(tmp_path)[0]
+    alice = by_email(report(tmp_path), "alice@company.com")
     accept(proxy[0], alice)
 
     assert json_plan(cli)["actions"] == [], "an unexpired link needs nothing, accepted or not"
@@ -134,7 +140,7 @@ def test_accepted_invitation_is_recorded_at_apply_and_never_renewed(api: Api, cl
 def test_expired_invitation_is_renewed_once(api: Api, cli, tmp_path: Path, sql) -> None:
     write(tmp_path, USERS)
     apply_ok(cli)
-    bob = report(tmp_path)[1]
+    bob = by_email(report(tmp_path), "bob@company.com")
     age_invitation(sql, bob["invitation_id"], 9)
     expired_on = sql(f"select to_char(expires_at, 'YYYY-MM-DD') from \"LiteLLM_InvitationLink\" where id = '{bob['invitation_id']}'")
 
