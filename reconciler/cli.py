@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -15,7 +16,7 @@ import click
 
 from . import __version__
 from .apply import ActionResult, remember_failures, stubborn_failures
-from .client import ProxyError, check_proxy_url
+from .client import DEFAULT_PARALLELISM, ProxyError, check_proxy_url
 from .delivery import Mailer, SmtpSettings, load_template
 from .desired import InputError, load_desired
 from .export import export_yaml
@@ -42,6 +43,7 @@ from .manager import (
 )
 from .onboarding import InvitationRecord, OnboardingReport
 from .plan import Plan, PlanConflict
+from .progress import Progress
 from .render import FORMATS, render, summary_line
 from .schema import SCHEMA_PATH, schema_text
 from .sealing import Sealer
@@ -49,11 +51,33 @@ from .secrets import scrub
 
 DEFAULT_FILE = "users.yaml"
 _file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
-_proxy_option = click.option(
-    "--proxy-url", envvar="LITELLM_PROXY_URL", default=None, help="Proxy base URL [env LITELLM_PROXY_URL; default http://localhost:4000]"
-)
-_timeout_option = click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds per request, the whole answer included.")
-_deadline_option = click.option("--deadline", default=None, type=click.FloatRange(min=1), help="Seconds the whole run may take; no request is sent after it.")
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """The options of every command that talks to the proxy, as given."""
+
+    proxy_url: Optional[str]
+    timeout: float
+    deadline: Optional[float]
+    parallelism: int
+
+
+def proxy_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--proxy-url``, ``--timeout``, ``--deadline`` and ``--parallelism``; the command gets them as ``proxy``."""
+
+    @click.option("--proxy-url", envvar="LITELLM_PROXY_URL", default=None, help="Proxy base URL [env LITELLM_PROXY_URL; default http://localhost:4000]")
+    @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds per request, the whole answer included.")
+    @click.option("--deadline", default=None, type=click.FloatRange(min=1), help="Seconds the whole run may take; no request is sent after it.")
+    @click.option(
+        "--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 32),
+        help="Requests in flight at once (1: one after the other). Roster writes are serialized whatever this says.",
+    )
+    @functools.wraps(fn)
+    def wrapper(*args: Any, proxy_url: Optional[str], timeout: float, deadline: Optional[float], parallelism: int, **kwargs: Any) -> Any:
+        return fn(*args, proxy=ProxyOptions(proxy_url, timeout, deadline, parallelism), **kwargs)
+
+    return wrapper
 
 
 class Failure(click.ClickException):
@@ -136,16 +160,14 @@ def schema(check: bool, write: bool) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), help="Also save the plan as JSON, for 'apply --plan'.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there is nothing to do, 2 when there are changes.")
 @click.option("--max-chars", type=click.IntRange(1000), default=None, help="Markdown: fold and cut to stay under this size (GitHub comments: 65536).")
-@_proxy_option
-@_timeout_option
-@_deadline_option
+@proxy_options
 @guard
 def plan(
-    file: str, fmt: str, out: Optional[str], detailed_exitcode: bool, max_chars: Optional[int], proxy_url: Optional[str], timeout: float, deadline: Optional[float]
+    file: str, fmt: str, out: Optional[str], detailed_exitcode: bool, max_chars: Optional[int], proxy: ProxyOptions
 ) -> None:
     """Read the proxy, compare it with FILE and show what apply would do. Never writes."""
     desired = load_desired(file)
-    with _connect(proxy_url, timeout, deadline).client() as client:
+    with _connect(proxy).client(Progress()) as client:
         the_plan, _ = plan_against(desired, client)
     click.echo(render(the_plan, fmt, max_chars=max_chars), nl=False)
     if out:
@@ -169,9 +191,7 @@ def plan(
 @click.option("--allow-mass-removal", is_flag=True, help="Apply even when the removals exceed removals.max_percent of the managed objects.")
 @click.option("--lock-timeout", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait for another apply on the same proxy to finish.")
 @click.option("--lock-ttl", default=600.0, show_default=True, type=click.FloatRange(min=5), help="Seconds the apply lock lasts without renewal (a killed apply's lock is broken after it).")
-@_proxy_option
-@_timeout_option
-@_deadline_option
+@proxy_options
 @guard
 def apply(
     file: str,
@@ -187,16 +207,14 @@ def apply(
     allow_mass_removal: bool,
     lock_timeout: float,
     lock_ttl: float,
-    proxy_url: Optional[str],
-    timeout: float,
-    deadline: Optional[float],
+    proxy: ProxyOptions,
 ) -> None:
     """Plan, show, confirm, then make exactly the planned changes; verify with a second plan.
 
     Changes are made under a lock on the proxy (one apply at a time); an apply with nothing
     to do writes nothing, not even the lock."""
     desired = load_desired(file)
-    connection = _connect(proxy_url, timeout, deadline)
+    connection = _connect(proxy)
     # Everything that can be checked offline is checked before the first write.
     mailer = Mailer(SmtpSettings.from_env(allow_insecure=allow_insecure_smtp), load_template(invite_template)) if send_invites == "smtp" else None
     onboarding = OnboardingReport(report)
@@ -204,7 +222,8 @@ def apply(
     if ui_url:
         check_proxy_url(ui_url)
     saved = load_saved_plan(plan_file) if plan_file else None
-    with connection.client() as client:
+    progress = Progress()
+    with connection.client(progress) as client:
         shown, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
         _show(shown, expect_fingerprint)
         if not shown.actions:
@@ -227,12 +246,18 @@ def apply(
             if the_plan.fingerprint != shown.fingerprint:
                 raise StalePlan("the proxy changed while this apply waited for the lock; nothing was applied. Run apply again to see the new plan")
 
-            def progress(result: ActionResult) -> None:
+            done = 0
+
+            def report_result(result: ActionResult) -> None:
+                nonlocal done
+                done += 1
+                progress.clear()
                 _print_result(result)
+                progress("Applying", done, len(the_plan.actions))
                 lock.refresh()
 
             try:
-                result = execute(the_plan, client, live, ui_url or connection.proxy_url, ReportCourier(onboarding, mailer), on_result=progress, sealer=sealer)
+                result = execute(the_plan, client, live, ui_url or connection.proxy_url, ReportCourier(onboarding, mailer), on_result=report_result, sealer=sealer)
             finally:
                 if mailer is not None:
                     mailer.close()
@@ -289,14 +314,12 @@ def _print_invitations(records: list[InvitationRecord], show_links: bool) -> Non
 @main.command()
 @_file_argument
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@_proxy_option
-@_timeout_option
-@_deadline_option
+@proxy_options
 @guard
-def invitations(file: str, fmt: str, proxy_url: Optional[str], timeout: float, deadline: Optional[float]) -> None:
+def invitations(file: str, fmt: str, proxy: ProxyOptions) -> None:
     """Show who has onboarded: accepted, pending until ..., expired, never invited. Read-only; no links."""
     desired = load_desired(file)
-    with _connect(proxy_url, timeout, deadline).client() as client:
+    with _connect(proxy).client(Progress()) as client:
         live = read_for(desired, client)
         rows = onboarding_status(desired, live, now(), pending_invitations(desired, live, client, Sealer.from_env()))
     click.echo(render_json(rows) if fmt == "json" else render_table(rows), nl=False)
@@ -305,13 +328,11 @@ def invitations(file: str, fmt: str, proxy_url: Optional[str], timeout: float, d
 @main.command()
 @click.option("--team", "teams", multiple=True, help="Export only this team (by alias) and its members; repeatable.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout.")
-@_proxy_option
-@_timeout_option
-@_deadline_option
+@proxy_options
 @guard
-def export(teams: tuple[str, ...], out: Optional[str], proxy_url: Optional[str], timeout: float, deadline: Optional[float]) -> None:
+def export(teams: tuple[str, ...], out: Optional[str], proxy: ProxyOptions) -> None:
     """Write a users.yaml from the live proxy (sorted, deterministic); nothing is written if the read is incomplete."""
-    with _connect(proxy_url, timeout, deadline).client() as client:
+    with _connect(proxy).client(Progress()) as client:
         text = export_yaml(read_live(client), set(teams) if teams else None)
     if out:
         write_private(out, text)
@@ -337,9 +358,9 @@ def import_csv_command(csv_file: str, yaml_file: str, team: Optional[str]) -> No
     click.echo(f"{len(result.added)} user(s) added to {yaml_file}." if result.added else f"Nothing to add; {yaml_file} is unchanged.")
 
 
-def _connect(proxy_url: Optional[str], timeout: float, deadline: Optional[float] = None) -> Connection:
+def _connect(proxy: ProxyOptions) -> Connection:
     """The connection from flags and environment; warnings about the URL go to stderr."""
-    connection = Connection.from_env(proxy_url, timeout, deadline)
+    connection = Connection.from_env(proxy.proxy_url, proxy.timeout, proxy.deadline, proxy.parallelism)
     for warning in check_proxy_url(connection.proxy_url):
         click.echo(f"warning: {warning}", err=True)
     return connection

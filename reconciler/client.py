@@ -347,17 +347,18 @@ class LiteLLMClient:
                 raise IncompleteRead("GET", path, 200, f"unexpected listing shape (no '{items_key}' list)")
             return int(body.get("total") or 0), int(body.get("total_pages") or 0), body[items_key]
 
+        label = f"Reading {items_key}"
         total, total_pages, first = read(1)
         pages = [first]
         done = 1
-        self._progress(path, done, total_pages)
+        self._progress(label, done, total_pages)
 
         def rest(page: int) -> tuple[int, int, list[Any]]:
             nonlocal done
             answer = read(page)
             with self._count_lock:
                 done += 1
-                self._progress(path, done, total_pages)
+                self._progress(label, done, total_pages)
             return answer
 
         for page_total, _, listed in self.concurrently(rest, range(2, total_pages + 1)):

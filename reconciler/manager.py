@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from .apply import ActionResult, ApplyReport, Executor
-from .client import DEFAULT_PROXY_URL, LiteLLMClient, ProxyError
+from .client import (
+    DEFAULT_PARALLELISM,
+    DEFAULT_PROXY_URL,
+    LiteLLMClient,
+    ProgressHook,
+    ProxyError,
+)
 from .delivery import Mailer
 from .desired import DesiredState
 from .live import (
@@ -46,19 +52,23 @@ class Connection:
     timeout: float = 30.0
     #: Seconds the whole run may take (None: no limit); counted from ``client()``.
     deadline: Optional[float] = None
+    #: Requests in flight at once.
+    parallelism: int = DEFAULT_PARALLELISM
 
     @classmethod
-    def from_env(cls, proxy_url: Optional[str], timeout: float = 30.0, deadline: Optional[float] = None) -> "Connection":
+    def from_env(
+        cls, proxy_url: Optional[str], timeout: float = 30.0, deadline: Optional[float] = None, parallelism: int = DEFAULT_PARALLELISM
+    ) -> "Connection":
         """``proxy_url`` is the flag (click also fills it from LITELLM_PROXY_URL). Surrounding
         whitespace of a key is dropped: a secret pasted with its newline is still that key."""
         key = next((os.environ[name].strip() for name in KEY_VARIABLES if os.environ.get(name, "").strip()), "")
         if not key:
             raise ValueError("no API key: set LITELLM_MASTER_KEY (or LITELLM_API_KEY, e.g. a read-only key for plan)")
-        return cls(proxy_url or DEFAULT_PROXY_URL, key, timeout, deadline)
+        return cls(proxy_url or DEFAULT_PROXY_URL, key, timeout, deadline, parallelism)
 
-    def client(self) -> LiteLLMClient:
+    def client(self, on_progress: Optional[ProgressHook] = None) -> LiteLLMClient:
         until = time.monotonic() + self.deadline if self.deadline is not None else None
-        return LiteLLMClient(self.proxy_url, self.api_key, timeout=self.timeout, deadline=until)
+        return LiteLLMClient(self.proxy_url, self.api_key, timeout=self.timeout, deadline=until, parallelism=self.parallelism, on_progress=on_progress)
 
 
 def now() -> datetime:

@@ -6,6 +6,7 @@ import itertools
 import json
 import textwrap
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Union
 
@@ -31,6 +32,8 @@ SEALER = Sealer("apply-side-secret")
 ALICE = "version: 1\nusers: [{email: alice@example.com}]\n"
 UI = "https://ui.example.test/"
 
+#: Writes that rewrite team rosters: LiteLLM loses members when two of them overlap.
+ROSTER_WRITES = ("/team/member_add", "/team/member_delete", "/user/delete", "/team/delete")
 #: A fault that lets the proxy make the change, then loses the response.
 LOST_RESPONSE = "lost-response"
 #: A fault that loses the request before the proxy sees it.
@@ -54,8 +57,14 @@ class FakeLiteLLM:
         self.requests: list[tuple[str, str, Any]] = []
         self._faults: list[tuple[str, Callable[[Any], bool], Fault]] = []
         self._ids = itertools.count(1)
-        #: The executor sends requests concurrently; like the proxy, this fake handles one at a time.
+        #: The executor sends requests concurrently; this fake changes its state one request at a time.
         self._lock = threading.Lock()
+        #: Seconds each request spends in flight before it is handled (lets concurrency show).
+        self.latency = 0.0
+        self._count = threading.Lock()
+        self.in_flight: dict[str, int] = {}
+        self.most_in_flight: dict[str, int] = {}
+        self.most_roster_writes = 0
 
     # -- set-up
 
@@ -79,8 +88,20 @@ class FakeLiteLLM:
     # -- transport
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        with self._lock:
-            return self._handle(request)
+        path = request.url.path
+        with self._count:
+            self.in_flight[path] = self.in_flight.get(path, 0) + 1
+            self.most_in_flight[path] = max(self.most_in_flight.get(path, 0), self.in_flight[path])
+            rosters = sum(self.in_flight.get(p, 0) for p in ROSTER_WRITES)
+            self.most_roster_writes = max(self.most_roster_writes, rosters)
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            with self._lock:
+                return self._handle(request)
+        finally:
+            with self._count:
+                self.in_flight[path] -= 1
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -664,3 +685,89 @@ def test_a_refused_invitation_puts_the_previous_record_back():
     report = apply(proxy, plan_against(proxy, ALICE))
     assert not report.ok
     assert proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"] == before
+
+
+# --------------------------------------------------------------------------- concurrency and batching
+
+
+def many(n: int, teams: int = 3) -> str:
+    aliases = [f"team-{t}" for t in range(teams)]
+    users = "".join(f"  - {{email: user{i:03d}@example.com, teams: [{aliases[i % teams]}]}}\n" for i in range(n))
+    return "version: 1\nteams:\n" + "".join(f"  - alias: {a}\n" for a in aliases) + "users:\n" + users
+
+
+def test_onboarding_n_users_costs_2n_plus_n_over_50_plus_teams_writes():
+    proxy = FakeLiteLLM()
+    proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
+    file = many(300)
+    for alias in ("team-0", "team-1", "team-2"):  # the teams exist, as for the hand-written script
+        proxy.post_team_new({"team_id": new_team_id(alias), "team_alias": alias, "metadata": {OWNER_KEY: {"managed": True}}})
+    before = len(proxy.requests)
+    report = apply(proxy, plan_against(proxy, file))
+    assert report.ok
+    writes = [path for method, path, _ in proxy.requests[before:] if method == "POST"]
+    assert len(writes) == 2 * 300 + 300 // 50 + 3
+    assert sorted(set(writes)) == ["/invitation/new", "/team/member_add", "/user/bulk_update", "/user/new"]
+    assert max(len(body["users"]) for body in proxy.posts("/user/bulk_update")) == 50
+    assert not plan_against(proxy, file).has_changes
+
+
+def test_independent_writes_overlap_and_roster_writes_never_do():
+    proxy = FakeLiteLLM()
+    proxy.latency = 0.005
+    file = many(40, teams=4)
+    Executor(proxy.client(parallelism=4), UI, sealer=SEALER, clock=lambda: NOW).run(plan_against(proxy, file))
+    assert proxy.most_in_flight["/user/new"] == 4 and proxy.most_in_flight["/invitation/new"] == 4
+    assert proxy.most_in_flight["/team/new"] == 4
+    assert proxy.most_roster_writes == 1
+    assert len(proxy.posts("/team/member_add")) == 4, "one roster write per team"
+
+    # Removals rewrite rosters too: one at a time, whatever the parallelism.
+    removing = "version: 1\nremovals: {memberships: true, users: true, max_percent: 100}\nteams:\n" + "".join(f"  - alias: team-{t}\n" for t in range(4)) + "users: []\n"
+    report = Executor(proxy.client(parallelism=8), UI, sealer=SEALER, clock=lambda: NOW).run(plan_against(proxy, removing))
+    assert report.ok and proxy.posts("/user/delete")
+    assert proxy.most_roster_writes == 1
+
+
+def test_faults_while_requests_are_concurrent_keep_every_guarantee():
+    """Lost answers are read back (never re-sent), a refusal skips only its dependants, a link
+    whose record fails is still handed over, and the next run converges."""
+    proxy = FakeLiteLLM()
+    proxy.latency = 0.002
+    file = many(60)
+    user = {i: new_user_id(f"user{i:03d}@example.com") for i in range(60)}
+    proxy.fail("/user/new", LOST_RESPONSE, when=lambda b: b.get("user_id") == user[5])
+    proxy.fail("/user/new", LOST_REQUEST, when=lambda b: b.get("user_id") == user[7])
+    proxy.fail("/user/new", error(500, "db down"), when=lambda b: b.get("user_id") == user[9])
+    proxy.fail("/invitation/new", LOST_RESPONSE, when=lambda b: b["user_id"] == user[11])
+    proxy.fail("/invitation/new", error(400, "refused"), when=lambda b: b["user_id"] == user[12])
+    proxy.fail("/user/update", error(500, "record lost"), when=lambda b: b["user_id"] == user[13] and "sealed" in str(b))
+    courier = Collect()
+    report = Executor(proxy.client(parallelism=4), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(plan_against(proxy, file))
+    status = {r.address: (r.status, r.detail) for r in report.results}
+
+    assert status["user.user005@example.com"] == ("done", "confirmed by reading back after the response was lost")
+    assert [b["user_id"] for b in proxy.posts("/user/new")].count(user[5]) == 1, "never re-sent"
+    for i in (7, 9):
+        assert status[f"user.user{i:03d}@example.com"][0] == "failed"
+        assert status[f"invitation.user{i:03d}@example.com"][0] == "skipped"
+        assert status[f"membership.team-{i % 3}.user{i:03d}@example.com"][0] == "skipped"
+    assert status["invitation.user011@example.com"][0] == "failed"
+    assert status["invitation.user012@example.com"][0] == "failed"
+    assert status["invitation.user013@example.com"][0] == "failed" and "not recorded" in status["invitation.user013@example.com"][1]
+    assert ("user013@example.com", "created") in [(e, st) for e, st, _ in courier.records], "handed over before its record failed"
+    assert sum(1 for r in report.results if r.status == "done") == len(report.results) - 9
+    assert [b["user_id"] for b in proxy.posts("/invitation/new")].count(user[11]) == 1, "a lost /invitation/new is never re-sent"
+
+    second = Executor(proxy.client(parallelism=4), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(plan_against(proxy, file))
+    assert second.ok
+    unrecorded = sorted(r.email for r in second.invitations if r.status == "unrecorded")
+    assert unrecorded == ["user011@example.com", "user013@example.com"], "links that may exist unrecorded are reported"
+    assert not plan_against(proxy, file).has_changes
+
+
+def test_parallelism_one_sends_one_request_at_a_time():
+    proxy = FakeLiteLLM()
+    proxy.latency = 0.002
+    assert Executor(proxy.client(parallelism=1), UI, sealer=SEALER, clock=lambda: NOW).run(plan_against(proxy, many(12))).ok
+    assert max(proxy.most_in_flight.values()) == 1

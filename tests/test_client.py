@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from typing import Any, Callable, Optional, Union
 
@@ -109,7 +110,8 @@ def test_pagination_reads_every_page_with_a_stable_sort():
     result = proxy.client().list_users()
     assert [u["user_id"] for u in result] == [f"u-{i:04d}" for i in range(250)]
     calls = proxy.calls("GET", "/user/list")
-    assert [c.url.params["page"] for c in calls] == ["1", "2", "3"]
+    assert calls[0].url.params["page"] == "1", "the first page says how many there are"
+    assert sorted(c.url.params["page"] for c in calls) == ["1", "2", "3"]
     for call in calls:
         assert call.url.params["page_size"] == "100"
         assert call.url.params["sort_by"] == "user_id"
@@ -138,6 +140,80 @@ def test_pagination_that_does_not_add_up_is_an_incomplete_read():
     with pytest.raises(IncompleteRead) as caught:
         proxy.client().list_users()
     assert "2 distinct" in str(caught.value) and "3" in str(caught.value)
+
+
+class InFlight:
+    """Counts the requests being answered at once (each answer takes a little while)."""
+
+    def __init__(self, answer: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.answer = answer
+        self.now = self.most = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(0.01)
+        try:
+            return self.answer(request)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.mark.parametrize("parallelism", [1, 4])
+def test_pages_after_the_first_are_read_at_most_parallelism_at_a_time(parallelism: int):
+    counter = InFlight(paged(users(1000), "users"))
+    proxy = FakeProxy().on("GET", "/user/list", counter)
+    seen: list[tuple[str, int, int]] = []
+    result = proxy.client(parallelism=parallelism, on_progress=lambda *step: seen.append(step)).list_users()
+    assert len(result) == 1000 and len(proxy.requests) == 10, "one request per page, no more"
+    assert counter.most == parallelism
+    assert sorted(seen) == [("Reading users", done, 10) for done in range(1, 11)], "progress is told of every page"
+
+
+def test_a_total_that_changes_between_pages_is_an_incomplete_read():
+    listing = paged(users(300), "users")
+    grown = paged(users(301), "users")
+    proxy = FakeProxy().on("GET", "/user/list", lambda r: listing(r) if r.url.params["page"] == "1" else grown(r))
+    with pytest.raises(IncompleteRead, match="reported 300 and then 301 users"):
+        proxy.client().list_users()
+
+
+def test_update_users_is_one_bulk_request_with_an_outcome_per_user():
+    answer = {"results": [{"user_id": "a", "success": True}, {"user_id": "b", "success": False, "error": "db said no"}], "total_requested": 2}
+    proxy = FakeProxy().on("POST", "/user/bulk_update", reply(200, answer))
+    bodies = [{"user_id": "a", "metadata": {"x": 1}}, {"user_id": "b", "metadata": {}}, {"user_id": "c", "metadata": {}}]
+    assert proxy.client().update_users(bodies) == {"a": None, "b": "db said no", "c": "not in the proxy's answer"}
+    (call,) = proxy.requests
+    assert body(call) == {"users": bodies}
+
+
+def test_update_users_on_a_proxy_without_bulk_update_goes_one_by_one():
+    proxy = FakeProxy().on("POST", "/user/bulk_update", reply(404, {"detail": "Not Found"}))
+    proxy.on("POST", "/user/update", reply(200, {"user_id": "a"}), reply(400, {"detail": {"error": "bad"}}))
+    assert proxy.client().update_users([{"user_id": "a"}, {"user_id": "b"}]) == {"a": None, "b": "POST /user/update: HTTP 400: bad"}
+
+
+def test_update_users_without_per_user_results_is_an_unknown_outcome():
+    proxy = FakeProxy().on("POST", "/user/bulk_update", reply(200, {"ok": True}))
+    with pytest.raises(OutcomeUnknown):
+        proxy.client().update_users([{"user_id": "a"}])
+    assert len(proxy.requests) == 1, "never re-sent"
+
+
+def test_past_deadline_lets_through_only_the_requests_of_its_own_thread():
+    proxy = FakeProxy().on("GET", "/key/info", reply(200, {"info": {"user_id": "me"}}))
+    client = proxy.client(deadline=time.monotonic() - 1)
+    outcome: list[str] = []
+    with client.past_deadline():
+        assert client.caller_user_id() == "me"
+        other = threading.Thread(target=lambda: outcome.append(str(client.caller_user_id())))
+        other.start()
+        other.join()
+    assert outcome == ["None"], "another thread is still past the deadline (caller_user_id answers None on errors)"
+    assert len(proxy.requests) == 1
 
 
 def test_listing_with_an_unexpected_shape_is_an_incomplete_read():

@@ -71,6 +71,7 @@ def rerun_and_check(api: Api, cli, tmp_path: Path, proxy, sql) -> str:
     settle(sql)
     again = cli("apply", "--yes", "--lock-timeout", "60")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr
+    assert "\r" not in again.stderr + again.stdout and "Applying" not in again.stderr, "no progress bar outside a terminal"
 
     emails = sql('select lower(user_email), count(*) from "LiteLLM_UserTable" where user_email is not null group by 1').splitlines()
     assert len(emails) == USERS and all(line.endswith("|1") for line in emails), "every user exactly once"
