@@ -23,6 +23,7 @@ Rules:
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Literal, Optional, Protocol, Union
@@ -104,6 +105,7 @@ def _team_batches(members: list[Action]) -> list[list[Action]]:
 
 #: What one action came to: outcome, detail, and the HTTP status of a refusal (judges whether a re-run can help).
 Outcome = tuple[Status, str, Optional[int]]
+_PAST_DEADLINE: Outcome = ("skipped", "the run's deadline passed before this action", None)
 
 
 @dataclass
@@ -226,9 +228,7 @@ class Executor:
             for batch in _team_batches(wave):
                 yield from zip(batch, self._add_members(batch))
         elif kind in INVITING:
-            for start in range(0, len(wave), BULK_SIZE):
-                batch = wave[start : start + BULK_SIZE]
-                yield from zip(batch, self._invite_batch(batch, report))
+            yield from self._invite_all(wave, report)
         elif kind in SERIAL or self.client.parallelism == 1:
             for action in wave:
                 yield action, self._outcome(action, report)
@@ -236,7 +236,9 @@ class Executor:
             yield from zip(wave, self.client.concurrently(lambda a: self._outcome(a, report), wave))
 
     def _outcome(self, action: Action, report: ApplyReport) -> Outcome:
-        """One action's outcome; a deadline fails it and stops the run after this wave."""
+        """One action's outcome; a deadline fails it and skips everything not yet started."""
+        if self._stopped:
+            return _PAST_DEADLINE
         try:
             result = self._execute(action, report)
         except DeadlineExceeded as exc:
@@ -410,23 +412,48 @@ class Executor:
 
     # ------------------------------------------------------------------ new links, in batches
 
-    def _invite_batch(self, batch: list[Action], report: ApplyReport) -> list[Outcome]:
-        """The outcomes of up to ``BULK_SIZE`` invitation actions of one kind.
+    def _invite_all(self, wave: list[Action], report: ApplyReport) -> Iterator[tuple[Action, Outcome]]:
+        """Invitation actions of one kind, in batches of ``BULK_SIZE``.
 
-        Each action's checks run first (concurrently). Those that need a new link then go
-        through three steps: their intents are recorded (one ``/user/bulk_update``; new users
-        recorded theirs when created), their links are asked for (concurrently) and each is
-        handed over the moment it exists, and the links are recorded sealed (one more
-        ``/user/bulk_update``). A crash anywhere leaves at most this batch's links reported
-        but unrecorded, which the next run says and replaces."""
+        For each batch: each action's checks run first (concurrently). Those that need a new
+        link then go through three steps: their intents are recorded (one ``/user/bulk_update``;
+        new users recorded theirs when created), their links are asked for (concurrently) and
+        each is handed over the moment it exists, and the links are recorded sealed (one more
+        ``/user/bulk_update``). That record goes out while the next batch's links are asked for,
+        so a crash leaves at most two batches' links reported but unrecorded, which the next
+        run says and replaces. With a parallelism of 1, one batch at a time."""
+        overlap = self.client.parallelism > 1
+        with ThreadPoolExecutor(max_workers=1) as recorder:
+            previous: Optional[tuple[list[Action], list[Union[Outcome, _Pending]], Future[None]]] = None
+            for start in range(0, len(wave), BULK_SIZE):
+                batch = wave[start : start + BULK_SIZE]
+                checked: list[Union[Outcome, _Pending]] = [_PAST_DEADLINE] * len(batch) if self._stopped else self._ask_batch(batch, report)
+                created = [p for p in checked if isinstance(p, _Pending) and p.outcome is None]
+                if previous is not None:
+                    yield from self._batch_outcomes(*previous)
+                recording = recorder.submit(self._record_links, created)
+                if not overlap:
+                    recording.result()
+                previous = (batch, checked, recording)
+            if previous is not None:
+                yield from self._batch_outcomes(*previous)
+
+    def _ask_batch(self, batch: list[Action], report: ApplyReport) -> list[Union[Outcome, _Pending]]:
+        """Checks, intents and new links of one batch (each link handed over, not yet recorded)."""
         checked = list(self.client.concurrently(lambda a: self._check(a, report), batch))
         pending = [result for result in checked if isinstance(result, _Pending)]
         self._record_intents([p for p in pending if p.action.params["user_id"] not in self._intents], report)
-        asking = [p for p in pending if p.outcome is None]
-        for _ in self.client.concurrently(lambda p: self._ask_for_link(p, report), asking):
+        for _ in self.client.concurrently(lambda p: self._ask_for_link(p, report), [p for p in pending if p.outcome is None]):
             pass
-        self._record_links([p for p in asking if p.outcome is None])
-        return [(result.outcome or ("failed", "no outcome", None)) if isinstance(result, _Pending) else result for result in checked]
+        return checked
+
+    @staticmethod
+    def _batch_outcomes(
+        batch: list[Action], checked: list[Union[Outcome, _Pending]], recording: "Future[None]"
+    ) -> Iterator[tuple[Action, Outcome]]:
+        recording.result()
+        for action, result in zip(batch, checked):
+            yield action, (result.outcome or ("failed", "no outcome", None)) if isinstance(result, _Pending) else result
 
     def _check(self, action: Action, report: ApplyReport) -> Union[Outcome, _Pending]:
         """An invitation action's checks (acceptance, exposed link, redelivery): its outcome, or

@@ -718,7 +718,7 @@ def test_independent_writes_overlap_and_roster_writes_never_do():
     file = many(40, teams=4)
     Executor(proxy.client(parallelism=4), UI, sealer=SEALER, clock=lambda: NOW).run(plan_against(proxy, file))
     assert proxy.most_in_flight["/user/new"] == 4 and proxy.most_in_flight["/invitation/new"] == 4
-    assert proxy.most_in_flight["/team/new"] == 4
+    assert proxy.most_in_flight["/team/new"] > 1
     assert proxy.most_roster_writes == 1
     assert len(proxy.posts("/team/member_add")) == 4, "one roster write per team"
 
