@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -47,7 +48,7 @@ from .progress import Progress
 from .render import FORMATS, render, summary_line
 from .schema import SCHEMA_PATH, schema_text
 from .sealing import Sealer
-from .secrets import scrub
+from .secrets import scrub, setup_logging
 
 DEFAULT_FILE = "users.yaml"
 _file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
@@ -121,8 +122,11 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="litellm-reconciler")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Same as --log-level info: one line per request on stderr.")
+@click.option("--log-level", type=click.Choice(["warning", "info", "debug"]), default="warning", show_default=True, help="What goes to stderr besides the output.")
+def main(verbose: bool, log_level: str) -> None:
     """GitOps for the users and teams of a LiteLLM proxy: users.yaml -> plan -> apply."""
+    setup_logging("info" if verbose and log_level == "warning" else log_level)
 
 
 @main.command()
@@ -223,6 +227,7 @@ def apply(
         check_proxy_url(ui_url)
     saved = load_saved_plan(plan_file) if plan_file else None
     progress = Progress()
+    started = time.monotonic()
     with connection.client(progress) as client:
         shown, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
         _show(shown, expect_fingerprint)
@@ -266,6 +271,7 @@ def apply(
                 _print_invitations(result.invitations, show_links)
                 click.echo(f"Onboarding links are in {onboarding.path} (mode 0600); they are credentials.")
             click.echo(click.style(result.summary_line(), bold=True))
+            click.echo(f"{client.requests_made} requests ({client.writes_made} writes) in {time.monotonic() - started:.1f} s, {connection.parallelism} at a time.")
             verify = None if client.deadline_passed else plan_against(desired, client)[0]
     if verify is None:
         click.echo("The run's deadline passed: the proxy was not read again to verify.", err=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,10 @@ _RETRYABLE_GET = {429, 502, 503, 504}
 _UNKNOWN_POST = {502, 504}
 #: The largest answer read: a page of 100 users is ~100 KB; anything near this is not LiteLLM.
 MAX_BODY_BYTES = 64 * 2**20
+
+#: One line per request at INFO (``-v``): method, path (never the query: it may hold an
+#: invitation id), status, milliseconds, attempt.
+log = logging.getLogger("reconciler.http")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -230,10 +235,12 @@ class LiteLLMClient:
                 self.requests_made += 1
                 if method != "GET":
                     self.writes_made += 1
+            started = time.monotonic()
             try:
                 response, content = self._send(method, path, params, body, headers)
             except httpx.TransportError as exc:
                 reason = self.redact(f"{type(exc).__name__}: {exc}") or type(exc).__name__
+                log.info("%s %s %s %d ms (attempt %d)", method, path, type(exc).__name__, (time.monotonic() - started) * 1000, attempt)
                 if method == "GET" and attempt < self._max_attempts:
                     self._sleep(self._backoff(attempt, None))
                     continue
@@ -242,6 +249,7 @@ class LiteLLMClient:
                 raise ProxyError(method, path, None, f"cannot reach the proxy at {url_without_credentials(self.base_url)} ({reason})") from None
 
             status = response.status_code
+            log.info("%s %s %d %d ms (attempt %d)", method, path, status, (time.monotonic() - started) * 1000, attempt)
             answer = self._json_or_text(content)
             if status < 400:
                 if isinstance(answer, str):

@@ -17,8 +17,10 @@ Standard library only: the GitHub glue imports it before the package is installe
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sys
 from typing import Iterable, Mapping, Optional
 
 #: Environment variables whose values are never printed.
@@ -86,3 +88,19 @@ def scrub(
 def url_without_credentials(url: str) -> str:
     """A URL fit to print: its user-info part masked."""
     return _URL_USERINFO.sub(lambda m: m.group("scheme") + MASK + "@", url)
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+def setup_logging(level: str) -> None:
+    """The package's log lines (``-v``: one per request) to stderr, each one scrubbed;
+    ``warning`` (the default) keeps runs quiet."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("reconciler")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False

@@ -31,11 +31,11 @@ def test_no_command_prints_or_stores_the_key(api: Api, cli, tmp_path: Path, prox
         cli("plan"),
         cli("plan", "--format", "markdown"),
         cli("plan", "--format", "json", "--out", "plan.json"),
-        cli("apply", "--yes", "--plan", "plan.json", "--show-links"),
+        cli("-v", "apply", "--yes", "--plan", "plan.json", "--show-links"),
         cli("apply", "--yes"),
         cli("apply", "--yes", "--report", "again.json"),
         # error paths: a refused key, an unreachable proxy, a stale plan, bad input
-        cli("plan", env={"LITELLM_API_KEY": echoed}),
+        cli("--log-level", "debug", "plan", env={"LITELLM_API_KEY": echoed}),
         cli("plan", "--proxy-url", "http://127.0.0.1:9"),
         cli("apply", "--yes", "--plan", "plan.json"),
     ]
@@ -45,6 +45,11 @@ def test_no_command_prints_or_stores_the_key(api: Api, cli, tmp_path: Path, prox
     # 1.80 echoes the key verbatim (the tool's scrub must hide it); 1.110 masks it itself.
     assert runs[-4].returncode == 1 and "401" in runs[-4].stderr and "Received=" in runs[-4].stderr, runs[-4].stderr
     assert runs[-3].returncode == 1 and "cannot reach the proxy" in runs[-3].stderr
+    logged = runs[5].stderr
+    assert "INFO reconciler.http: POST /invitation/new 200" in logged and "(attempt 1)" in logged, logged
+    assert "invitation_id" not in logged and "/ui/onboarding" not in logged, "-v logs paths, never a link"
+    assert "requests (" in runs[5].stdout and "writes) in" in runs[5].stdout, "the apply summary counts the requests"
+    assert "INFO reconciler.http: GET /user/list 401" in runs[-4].stderr
     for result in runs:
         for secret in (key, echoed, seal):
             assert secret not in result.stdout and secret not in result.stderr, result.args
