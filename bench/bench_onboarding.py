@@ -46,7 +46,7 @@ from reconciler.plan import new_team_id  # noqa: E402
 
 HARNESS = Path(os.environ.get("LITELLM_HARNESS") or REPO.parent / "shared" / "litellm-proxy" / "start.sh")
 PROXY_LOG = Path(os.environ.get("LITELLM_HARNESS_HOME", "/tmp/litellm-harness")) / "run" / "proxy.log"
-DATABASE = f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
+DATABASE = os.environ.get("DATABASE_URL") or f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
 REQUEST = re.compile(r'"(GET|POST) (/[^ ?"]*)')
 
 

@@ -11,7 +11,9 @@ from typing import Optional
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO.parent / "shared" / "litellm-api" / "samples"
+#: Real request/response pairs captured from LiteLLM 1.80.5 (copied from the harness's litellm-api/samples,
+#: so the unit tests need nothing outside the repository).
+SAMPLES = REPO / "tests" / "samples"
 
 
 def run_cli(*args: str, cwd: Path, env: Optional[dict[str, str]] = None, input: Optional[str] = None) -> subprocess.CompletedProcess[str]:

@@ -32,7 +32,7 @@ Outcome = Union[httpx.Response, Callable[[httpx.Request], httpx.Response]]
 
 
 def sample(number: int) -> dict[str, Any]:
-    """A captured request/response pair from ../shared/litellm-api/samples (``NN_*.json``)."""
+    """A captured request/response pair (``tests/samples/NN_*.json``)."""
     (path,) = SAMPLES.glob(f"{number:02d}_*.json")
     return json.loads(path.read_text(encoding="utf-8"))
 

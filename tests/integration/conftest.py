@@ -103,9 +103,9 @@ def _psql() -> str:
 
 @pytest.fixture
 def sql(empty_proxy: tuple[str, str]):
-    """Run SQL on the proxy's own PostgreSQL (the harness's database), e.g. to expire an invitation."""
-    port = os.environ.get("LITELLM_HARNESS_PGPORT", "54329")
-    url = f"postgresql://litellm:litellm@127.0.0.1:{port}/litellm"
+    """Run SQL on the proxy's own PostgreSQL, e.g. to expire an invitation: ``DATABASE_URL`` (the
+    variable the LiteLLM image reads too), else the harness's database."""
+    url = os.environ.get("DATABASE_URL") or f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
     psql = _psql()
 
     def run(query: str) -> str:
