@@ -19,8 +19,8 @@ checks that first. Then, same proxy, same run, medians of ``--repeat`` runs in r
 
 Usage: python bench/bench_plan_read.py [--users 1000 5000] [--repeat 3] [--show-requests]
 Needs LITELLM_PROXY_URL and LITELLM_MASTER_KEY (the proxy is emptied), the harness
-(LITELLM_HARNESS, default ../shared/litellm-proxy/start.sh) and its PostgreSQL port
-(LITELLM_HARNESS_PGPORT, default 54329).
+(LITELLM_HARNESS, default ../shared/litellm-proxy/start.sh) and the proxy's database: DATABASE_URL,
+else the harness's on LITELLM_HARNESS_PGPORT (default 54329).
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ from reconciler.plan import new_team_id, new_user_id
 from reconciler.render import render
 
 HARNESS = Path(os.environ.get("LITELLM_HARNESS") or REPO.parent / "shared" / "litellm-proxy" / "start.sh")
-PGPORT = os.environ.get("LITELLM_HARNESS_PGPORT", "54329")
+#: The proxy's database: DATABASE_URL (what the LiteLLM image reads too), else the harness's.
+DATABASE = os.environ.get("DATABASE_URL") or f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
 TEAMS = ("team-0", "team-1", "team-2")
 PAGE_SIZE = 100
 _REQUEST_LINE = re.compile(r'"(GET|POST|PUT|PATCH|DELETE) /')
@@ -86,8 +87,7 @@ def psql() -> str:
 
 
 def run_sql(script: str) -> str:
-    url = f"postgresql://litellm:litellm@127.0.0.1:{PGPORT}/litellm"
-    return subprocess.run([psql(), url, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"], input=script, check=True, capture_output=True, text=True).stdout
+    return subprocess.run([psql(), DATABASE, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"], input=script, check=True, capture_output=True, text=True).stdout
 
 
 def _copy(table: str, columns: tuple[str, ...], rows: Sequence[Sequence[str]]) -> str:
