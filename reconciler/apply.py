@@ -23,6 +23,7 @@ Rules:
 from __future__ import annotations
 
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -419,24 +420,22 @@ class Executor:
         link then go through three steps: their intents are recorded (one ``/user/bulk_update``;
         new users recorded theirs when created), their links are asked for (concurrently) and
         each is handed over the moment it exists, and the links are recorded sealed (one more
-        ``/user/bulk_update``). That record goes out while the next batch's links are asked for,
-        so a crash leaves at most two batches' links reported but unrecorded, which the next
-        run says and replaces. With a parallelism of 1, one batch at a time."""
-        overlap = self.client.parallelism > 1
-        with ThreadPoolExecutor(max_workers=1) as recorder:
-            previous: Optional[tuple[list[Action], list[Union[Outcome, _Pending]], Future[None]]] = None
+        ``/user/bulk_update``). Records go out while the next batches' links are asked for (up
+        to ``parallelism - 1`` outstanding), so a crash leaves at most ``parallelism`` batches'
+        links reported but unrecorded, which the next run says and replaces. With a
+        parallelism of 1, one batch at a time."""
+        depth = self.client.parallelism - 1  # records outstanding while the next links are asked for
+        waiting: deque[tuple[list[Action], list[Union[Outcome, _Pending]], Future[None]]] = deque()
+        with ThreadPoolExecutor(max_workers=max(depth, 1)) as recorder:
             for start in range(0, len(wave), BULK_SIZE):
                 batch = wave[start : start + BULK_SIZE]
                 checked: list[Union[Outcome, _Pending]] = [_PAST_DEADLINE] * len(batch) if self._stopped else self._ask_batch(batch, report)
                 created = [p for p in checked if isinstance(p, _Pending) and p.outcome is None]
-                if previous is not None:
-                    yield from self._batch_outcomes(*previous)
-                recording = recorder.submit(self._record_links, created)
-                if not overlap:
-                    recording.result()
-                previous = (batch, checked, recording)
-            if previous is not None:
-                yield from self._batch_outcomes(*previous)
+                waiting.append((batch, checked, recorder.submit(self._record_links, created)))
+                while len(waiting) > depth or (waiting and waiting[0][2].done()):
+                    yield from self._batch_outcomes(*waiting.popleft())
+            while waiting:
+                yield from self._batch_outcomes(*waiting.popleft())
 
     def _ask_batch(self, batch: list[Action], report: ApplyReport) -> list[Union[Outcome, _Pending]]:
         """Checks, intents and new links of one batch (each link handed over, not yet recorded)."""

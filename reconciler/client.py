@@ -181,6 +181,8 @@ class LiteLLMClient:
         #: Per thread: the extended deadline of a ``past_deadline`` block running in that thread.
         self._grace = threading.local()
         self.parallelism = parallelism
+        #: At most ``parallelism`` requests in flight, whichever threads send them.
+        self._slots = threading.BoundedSemaphore(parallelism)
         self.on_progress = on_progress
         self._count_lock = threading.Lock()
         self.requests_made = 0
@@ -235,9 +237,10 @@ class LiteLLMClient:
                 self.requests_made += 1
                 if method != "GET":
                     self.writes_made += 1
-            started = time.monotonic()
             try:
-                response, content = self._send(method, path, params, body, headers)
+                with self._slots:
+                    started = time.monotonic()
+                    response, content = self._send(method, path, params, body, headers)
             except httpx.TransportError as exc:
                 reason = self.redact(f"{type(exc).__name__}: {exc}") or type(exc).__name__
                 log.info("%s %s %s %d ms (attempt %d)", method, path, type(exc).__name__, (time.monotonic() - started) * 1000, attempt)

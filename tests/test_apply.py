@@ -65,6 +65,7 @@ class FakeLiteLLM:
         self.in_flight: dict[str, int] = {}
         self.most_in_flight: dict[str, int] = {}
         self.most_roster_writes = 0
+        self.most_in_flight_at_all = 0
 
     # -- set-up
 
@@ -94,6 +95,7 @@ class FakeLiteLLM:
             self.most_in_flight[path] = max(self.most_in_flight.get(path, 0), self.in_flight[path])
             rosters = sum(self.in_flight.get(p, 0) for p in ROSTER_WRITES)
             self.most_roster_writes = max(self.most_roster_writes, rosters)
+            self.most_in_flight_at_all = max(self.most_in_flight_at_all, sum(self.in_flight.values()))
         try:
             if self.latency:
                 time.sleep(self.latency)
@@ -715,11 +717,12 @@ def test_onboarding_n_users_costs_2n_plus_n_over_50_plus_teams_writes():
 def test_independent_writes_overlap_and_roster_writes_never_do():
     proxy = FakeLiteLLM()
     proxy.latency = 0.005
-    file = many(40, teams=4)
+    file = many(240, teams=4)
     Executor(proxy.client(parallelism=4), UI, sealer=SEALER, clock=lambda: NOW).run(plan_against(proxy, file))
     assert proxy.most_in_flight["/user/new"] == 4 and proxy.most_in_flight["/invitation/new"] == 4
     assert proxy.most_in_flight["/team/new"] > 1
     assert proxy.most_roster_writes == 1
+    assert proxy.most_in_flight_at_all == 4, "links and their records together: never more than --parallelism"
     assert len(proxy.posts("/team/member_add")) == 4, "one roster write per team"
 
     # Removals rewrite rosters too: one at a time, whatever the parallelism.
