@@ -7,8 +7,8 @@ changes), 1 error, 2 changes present (only with ``--detailed-exitcode``).
 from __future__ import annotations
 
 import functools
+import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -27,11 +27,11 @@ from .invitations import onboarding_status, render_json, render_table
 from .live import read_live, utc_date
 from .lock import LockHeld
 from .manager import (
+    ApplyOutcome,
     Connection,
     ReportCourier,
     StalePlan,
     apply_lock,
-    check_fingerprint,
     check_removals,
     check_saved_plan,
     execute,
@@ -40,7 +40,9 @@ from .manager import (
     pending_invitations,
     plan_against,
     read_for,
+    recorded_apply,
     require_sealer,
+    validation_result,
 )
 from .onboarding import InvitationRecord, OnboardingReport
 from .plan import Plan, PlanConflict
@@ -131,9 +133,14 @@ def main(verbose: bool, log_level: str) -> None:
 
 @main.command()
 @_file_argument
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="json: {valid, problems: [{file, line, column, message}]} on stdout.")
 @guard
-def validate(file: str) -> None:
+def validate(file: str, fmt: str) -> None:
     """Check FILE offline: schema, duplicates, references. Exit 1 on any problem."""
+    if fmt == "json":
+        result = validation_result(file)
+        click.echo(json.dumps(result, indent=2))
+        sys.exit(0 if result["valid"] else 1)
     desired = load_desired(file)
     click.echo(f"{file} is valid: {len(desired.teams)} team(s), {len(desired.users)} user(s).")
 
@@ -195,6 +202,10 @@ def plan(
 @click.option("--allow-mass-removal", is_flag=True, help="Apply even when the removals exceed removals.max_percent of the managed objects.")
 @click.option("--lock-timeout", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait for another apply on the same proxy to finish.")
 @click.option("--lock-ttl", default=600.0, show_default=True, type=click.FloatRange(min=5), help="Seconds the apply lock lasts without renewal (a killed apply's lock is broken after it).")
+@click.option(
+    "--result-json", type=click.Path(dir_okay=False), default=None,
+    help="Write what the apply came to (outcome, fingerprint check, each action's result; no links) as JSON, mode 0600, whenever the proxy was reached, success or failure.",
+)
 @proxy_options
 @guard
 def apply(
@@ -211,91 +222,97 @@ def apply(
     allow_mass_removal: bool,
     lock_timeout: float,
     lock_ttl: float,
+    result_json: Optional[str],
     proxy: ProxyOptions,
 ) -> None:
     """Plan, show, confirm, then make exactly the planned changes; verify with a second plan.
 
     Changes are made under a lock on the proxy (one apply at a time); an apply with nothing
     to do writes nothing, not even the lock."""
-    desired = load_desired(file)
-    connection = _connect(proxy)
-    # Everything that can be checked offline is checked before the first write.
-    mailer = Mailer(SmtpSettings.from_env(allow_insecure=allow_insecure_smtp), load_template(invite_template)) if send_invites == "smtp" else None
-    onboarding = OnboardingReport(report)
-    sealer = Sealer.from_env()
-    if ui_url:
-        check_proxy_url(ui_url)
-    saved = load_saved_plan(plan_file) if plan_file else None
-    progress = Progress()
-    started = time.monotonic()
-    with connection.client(progress) as client:
-        shown, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
-        _show(shown, expect_fingerprint)
-        if not shown.actions:
-            return
-        check_removals(shown, allow_mass_removal)
-        require_sealer(shown, sealer)
-        if not yes:
-            # Asked before the lock is taken: a person thinking it over must not hold up CI.
-            if not sys.stdin.isatty():
-                raise Failure("refusing to apply without confirmation: stdin is not a terminal; pass --yes")
-            if not click.confirm(f"Apply these {len(shown.actions)} action(s)?", default=False):
-                raise Failure("apply cancelled; nothing was changed")
-        with apply_lock(client, lock_timeout, lock_ttl) as lock:
-            # Read again under the lock: another apply may have finished in between. Only the plan
-            # that was shown (and confirmed, and bound to the reviewed fingerprint) is applied.
-            the_plan, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
-            if not the_plan.actions:
-                click.echo("No changes left: another apply made them while this one waited for the lock.")
+    with recorded_apply(result_json, expect_fingerprint, refusals=(Failure,)) as outcome:
+        desired = load_desired(file)
+        connection = _connect(proxy)
+        # Everything that can be checked offline is checked before the first write.
+        mailer = Mailer(SmtpSettings.from_env(allow_insecure=allow_insecure_smtp), load_template(invite_template)) if send_invites == "smtp" else None
+        onboarding = OnboardingReport(report)
+        sealer = Sealer.from_env()
+        if ui_url:
+            check_proxy_url(ui_url)
+        saved = load_saved_plan(plan_file) if plan_file else None
+        progress = Progress()
+        with connection.client(progress) as client:
+            outcome.connected(client)
+            shown, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
+            _show(shown, outcome)
+            if not shown.actions:
                 return
-            if the_plan.fingerprint != shown.fingerprint:
-                raise StalePlan("the proxy changed while this apply waited for the lock; nothing was applied. Run apply again to see the new plan")
+            check_removals(shown, allow_mass_removal)
+            require_sealer(shown, sealer)
+            if not yes:
+                # Asked before the lock is taken: a person thinking it over must not hold up CI.
+                if not sys.stdin.isatty():
+                    raise Failure("refusing to apply without confirmation: stdin is not a terminal; pass --yes")
+                if not click.confirm(f"Apply these {len(shown.actions)} action(s)?", default=False):
+                    raise Failure("apply cancelled; nothing was changed")
+            with apply_lock(client, lock_timeout, lock_ttl) as lock:
+                # Read again under the lock: another apply may have finished in between. Only the plan
+                # that was shown (and confirmed, and bound to the reviewed fingerprint) is applied.
+                the_plan, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
+                if not the_plan.actions:
+                    click.echo("No changes left: another apply made them while this one waited for the lock.")
+                    return
+                if the_plan.fingerprint != shown.fingerprint:
+                    raise StalePlan("the proxy changed while this apply waited for the lock; nothing was applied. Run apply again to see the new plan")
 
-            done = 0
+                done = 0
 
-            def report_result(result: ActionResult) -> None:
-                nonlocal done
-                done += 1
-                progress.clear()
-                _print_result(result)
-                progress("Applying", done, len(the_plan.actions))
-                lock.refresh()
+                def report_result(result: ActionResult) -> None:
+                    nonlocal done
+                    done += 1
+                    outcome.results.append(result)
+                    progress.clear()
+                    _print_result(result)
+                    progress("Applying", done, len(the_plan.actions))
+                    lock.refresh()
 
-            try:
-                result = execute(the_plan, client, live, ui_url or connection.proxy_url, ReportCourier(onboarding, mailer), on_result=report_result, sealer=sealer)
-            finally:
-                if mailer is not None:
-                    mailer.close()
-            lock.memory = remember_failures(result.results, lock.memory, now().isoformat(timespec="seconds"))
-            if result.invitations:
-                _print_invitations(result.invitations, show_links)
-                click.echo(f"Onboarding links are in {onboarding.path} (mode 0600); they are credentials.")
-            click.echo(click.style(result.summary_line(), bold=True))
-            click.echo(f"{client.requests_made} requests ({client.writes_made} writes) in {time.monotonic() - started:.1f} s, {connection.parallelism} at a time.")
-            verify = None if client.deadline_passed else plan_against(desired, client)[0]
-    if verify is None:
-        click.echo("The run's deadline passed: the proxy was not read again to verify.", err=True)
-    elif verify.has_changes:
-        click.echo(f"The proxy does not match {file} yet: {summary_line(verify)}", err=True)
-    if not result.ok:
-        stubborn = stubborn_failures(result.results, lock.memory)
-        if stubborn:
-            for failed, why in stubborn:
-                click.echo(f"error: {failed.address}: {why}: {failed.detail}", err=True)
-            raise Failure(f"{len(stubborn)} action(s) will not converge by re-running; fix the cause in {file} or on the proxy first")
-        raise Failure("some actions failed or were skipped; run apply again (it converges)")
-    unsent = [r.email for r in result.invitations if r.status == "send_failed"]
-    if unsent:
-        raise Failure(f"{len(unsent)} invitation email(s) could not be sent ({', '.join(unsent)}); their links are in {onboarding.path}")
-    if verify is None or verify.has_changes:
-        raise Failure("apply finished but a new plan is not empty" if verify else "apply finished, unverified: the run's deadline passed")
+                outcome.executing = True
+                try:
+                    result = execute(the_plan, client, live, ui_url or connection.proxy_url, ReportCourier(onboarding, mailer), on_result=report_result, sealer=sealer)
+                finally:
+                    if mailer is not None:
+                        mailer.close()
+                outcome.invitations = result.invitations
+                lock.memory = remember_failures(result.results, lock.memory, now().isoformat(timespec="seconds"))
+                if result.invitations:
+                    _print_invitations(result.invitations, show_links)
+                    click.echo(f"Onboarding links are in {onboarding.path} (mode 0600); they are credentials.")
+                click.echo(click.style(result.summary_line(), bold=True))
+                click.echo(f"{client.requests_made} requests ({client.writes_made} writes) in {outcome.seconds():.1f} s, {connection.parallelism} at a time.")
+                verify = None if client.deadline_passed else plan_against(desired, client)[0]
+                outcome.verified = None if verify is None else not verify.has_changes
+        if verify is None:
+            click.echo("The run's deadline passed: the proxy was not read again to verify.", err=True)
+        elif verify.has_changes:
+            click.echo(f"The proxy does not match {file} yet: {summary_line(verify)}", err=True)
+        if not result.ok:
+            stubborn = stubborn_failures(result.results, lock.memory)
+            if stubborn:
+                for failed, why in stubborn:
+                    click.echo(f"error: {failed.address}: {why}: {failed.detail}", err=True)
+                raise Failure(f"{len(stubborn)} action(s) will not converge by re-running; fix the cause in {file} or on the proxy first")
+            raise Failure("some actions failed or were skipped; run apply again (it converges)")
+        unsent = [r.email for r in result.invitations if r.status == "send_failed"]
+        if unsent:
+            raise Failure(f"{len(unsent)} invitation email(s) could not be sent ({', '.join(unsent)}); their links are in {onboarding.path}")
+        if verify is None or verify.has_changes:
+            raise Failure("apply finished but a new plan is not empty" if verify else "apply finished, unverified: the run's deadline passed")
 
 
-def _show(the_plan: Plan, expect_fingerprint: Optional[str]) -> None:
-    """Print the plan about to be applied and hold it to the reviewed fingerprint."""
+def _show(the_plan: Plan, outcome: ApplyOutcome) -> None:
+    """Print the plan about to be applied and hold it to the reviewed fingerprint, if any."""
     click.echo(render(the_plan, "text"), nl=False)
-    if expect_fingerprint is not None:
-        check_fingerprint(the_plan, expect_fingerprint)
+    outcome.bind(the_plan)
+    if outcome.fingerprint_matches:
         click.echo(f"Plan fingerprint matches the reviewed plan ({the_plan.fingerprint[:16]}).")
 
 

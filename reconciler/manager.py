@@ -10,10 +10,10 @@ import json
 import os
 import time
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from .apply import ActionResult, ApplyReport, Executor
 from .client import (
@@ -24,7 +24,8 @@ from .client import (
     ProxyError,
 )
 from .delivery import Mailer
-from .desired import DesiredState
+from .desired import DesiredState, InputError, load_desired
+from .files import write_private
 from .live import (
     LiveInvitation,
     LiveState,
@@ -32,10 +33,11 @@ from .live import (
     read_live,
     with_team_key_counts,
 )
-from .lock import ApplyLock, describe_runner
+from .lock import ApplyLock, LockHeld, describe_runner
 from .onboarding import InvitationRecord, OnboardingReport
 from .plan import INVITING, Plan, make_plan
 from .sealing import Sealer
+from .secrets import scrub
 
 #: Where the key comes from: a read-only key for plans may be given separately.
 KEY_VARIABLES = ("LITELLM_API_KEY", "LITELLM_MASTER_KEY")
@@ -212,3 +214,126 @@ def execute(
     team_metadata = {team.team_id: team.metadata for team in live.teams}
     executor = Executor(client, ui_base, on_result=on_result, metadata=metadata, team_metadata=team_metadata, sealer=sealer, courier=courier)
     return executor.run(plan)
+
+
+# --------------------------------------------------------------------------- machine-readable results
+
+#: ``validate --format json`` and ``apply --result-json``: a new major version breaks readers.
+RESULT_FORMAT_VERSION = "1.0"
+
+
+def validation_result(path: str | Path) -> dict[str, Any]:
+    """``validate --format json``: ``valid``, the counts, and every problem located (``file``,
+    ``line``, ``column`` or null, ``message``), so a front end annotates without reading text."""
+    try:
+        desired = load_desired(path)
+    except InputError as exc:
+        problems = [{"file": p.file, "line": p.line, "column": p.column, "message": p.message} for p in exc.problems]
+        return {"format_version": RESULT_FORMAT_VERSION, "valid": False, "file": str(path), "problems": problems}
+    return {"format_version": RESULT_FORMAT_VERSION, "valid": True, "file": str(path), "teams": len(desired.teams), "users": len(desired.users), "problems": []}
+
+
+#: Stopped by the apply's own checks before its first change: nothing was applied.
+REFUSALS: tuple[type[BaseException], ...] = (StalePlan, LockHeld, ValueError)
+
+
+@dataclass
+class ApplyOutcome:
+    """What one apply came to, for ``apply --result-json``: filled in as the apply goes and
+    written however it ends (see :func:`recorded_apply`). Holds no link and no invitation id.
+
+    ``outcome``: ``applied``; ``no-changes``; ``refused`` (stopped by a check before any change:
+    a fingerprint other than the reviewed one, a stale saved plan, the mass-removal guard, no
+    seal key, the lock held by another apply); ``failed`` (anything else, e.g. a failed action,
+    an unsent email, a proxy that does not match the file afterwards).
+    """
+
+    expected_fingerprint: Optional[str] = None
+    fingerprint: Optional[str] = None
+    #: True/False once the plan was compared with ``expected_fingerprint``; None before, or without one.
+    fingerprint_matches: Optional[bool] = None
+    results: list[ActionResult] = field(default_factory=list)
+    invitations: list[InvitationRecord] = field(default_factory=list)
+    #: Was a new plan empty after the apply? None: not checked.
+    verified: Optional[bool] = None
+    outcome: Optional[str] = None
+    error: Optional[str] = None
+    client: Optional[LiteLLMClient] = None
+    executing: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def connected(self, client: LiteLLMClient) -> None:
+        """The apply reached the proxy: from now on its result is written."""
+        self.client = client
+
+    def bind(self, plan: Plan) -> None:
+        """The plan about to be applied, held to the reviewed fingerprint (``StalePlan`` if it differs)."""
+        self.fingerprint = plan.fingerprint
+        if self.expected_fingerprint is None:
+            return
+        try:
+            check_fingerprint(plan, self.expected_fingerprint)
+        except StalePlan:
+            self.fingerprint_matches = False
+            raise
+        self.fingerprint_matches = True
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def finish(self, exc: Optional[BaseException], refusals: tuple[type[BaseException], ...] = ()) -> None:
+        """Settle ``outcome`` (and ``error``) from how the apply ended: ``exc`` None for a normal end."""
+        if exc is None:
+            self.outcome = "applied" if self.executing else "no-changes"
+            if not self.executing and self.client is not None:
+                self.verified = True  # the plan just made had nothing to do
+            return
+        refused = self.fingerprint_matches is False or (not self.executing and isinstance(exc, REFUSALS + refusals))
+        self.outcome = "refused" if refused else "failed"
+        self.error = self._scrub(str(exc) or type(exc).__name__)
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, extra=[r.invitation_id for r in self.invitations])
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {status: sum(1 for r in self.results if r.status == status) for status in ("done", "failed", "skipped")}
+        return {
+            "format_version": RESULT_FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "expected_fingerprint": self.expected_fingerprint,
+            "fingerprint_matches": self.fingerprint_matches,
+            "outcome": self.outcome,
+            "summary": counts,
+            "results": [{"address": r.address, "kind": r.kind, "status": r.status, "detail": self._scrub(r.detail)} for r in self.results],
+            # Who was invited and the fate of each link; never the link or its id (credentials).
+            "invitations": [{"email": r.email, "user_id": r.user_id, "status": r.status, "expires_at": r.expires_at} for r in self.invitations],
+            "requests_made": self.client.requests_made if self.client else 0,
+            "writes_made": self.client.writes_made if self.client else 0,
+            "seconds": round(self.seconds(), 3),
+            "verified": self.verified,
+            "error": self.error,
+        }
+
+
+@contextmanager
+def recorded_apply(path: Optional[str], expected_fingerprint: Optional[str], refusals: tuple[type[BaseException], ...] = ()) -> Iterator[ApplyOutcome]:
+    """Run an apply in the block and, when ``path`` is given and the apply reached the proxy,
+    write its :class:`ApplyOutcome` there (mode 0600, atomically) however the block ends.
+    A result left by an earlier run is removed first, so the file never describes another run.
+    ``refusals``: the caller's own exception types that mean "refused before any change"."""
+    outcome = ApplyOutcome(expected_fingerprint.strip().lower() if expected_fingerprint is not None else None)
+    if path:
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise ValueError(f"cannot write the apply result in {folder}: no such directory")
+        Path(path).unlink(missing_ok=True)
+    try:
+        yield outcome
+    except BaseException as exc:
+        outcome.finish(exc, refusals)
+        raise
+    else:
+        outcome.finish(None)
+    finally:
+        if path and outcome.client is not None:
+            write_private(path, json.dumps(outcome.to_dict(), indent=2) + "\n")

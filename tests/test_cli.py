@@ -27,6 +27,25 @@ def test_validate_reports_every_problem_with_lines_and_exit_1(cli, tmp_path: Pat
     assert "2 problem(s) in the input" in result.stderr
 
 
+def test_validate_json_locates_every_problem(cli, tmp_path: Path) -> None:
+    """``validate --format json``: what the GitHub glue annotates from, without reading any text."""
+    import json
+
+    (tmp_path / "users.yaml").write_text("version: 1\nusers:\n  - email: nope\n    role: god\n", encoding="utf-8")
+    result = cli("validate", "--format", "json")
+    assert result.returncode == 1 and result.stderr == ""
+    data = json.loads(result.stdout)
+    assert data["valid"] is False and data["format_version"].startswith("1.")
+    assert [(p["file"], p["line"]) for p in data["problems"]] == [("users.yaml", 3), ("users.yaml", 4)]
+    assert data["problems"][1]["message"].startswith("users.0.role: invalid role 'god'")
+    valid = cli("validate", str(REPO / "users.yaml"), "--format", "json")
+    assert valid.returncode == 0 and json.loads(valid.stdout) | {"file": "x"} == {
+        "format_version": "1.0", "valid": True, "file": "x", "teams": 2, "users": 3, "problems": [],
+    }  # fmt: skip
+    missing = cli("validate", "absent.yaml", "--format", "json")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["problems"][0]["line"] == 0
+
+
 def test_the_example_file_is_valid(cli) -> None:
     result = cli("validate", str(REPO / "users.yaml"))
     assert result.returncode == 0, result.stderr
