@@ -22,6 +22,7 @@ from .delivery import Mailer, SmtpSettings, load_template
 from .desired import InputError, load_desired
 from .export import export_yaml
 from .files import write_private
+from .github import github
 from .importer import import_csv
 from .invitations import onboarding_status, render_json, render_table
 from .live import read_live, utc_date
@@ -129,6 +130,9 @@ class _Group(click.Group):
 def main(verbose: bool, log_level: str) -> None:
     """GitOps for the users and teams of a LiteLLM proxy: users.yaml -> plan -> apply."""
     setup_logging("info" if verbose and log_level == "warning" else log_level)
+
+
+main.add_command(github)
 
 
 @main.command()

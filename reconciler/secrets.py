@@ -12,7 +12,7 @@ CLI, the GitHub glue and email delivery all call it, so they hide the same thing
 * any extra values the caller knows to be secret (invitation ids it just created), and,
   for text meant for a pull request, the proxy URL itself or every URL.
 
-Standard library only: the GitHub glue imports it before the package is installed.
+Standard library only.
 """
 
 from __future__ import annotations

@@ -328,13 +328,13 @@ def test_hostile_text_cannot_forge_the_fingerprint_or_break_the_comment(tmp_path
     assert f"<code>{escape('team.proxy ' + HOSTILE)}</code> | {escape(f'on the proxy (team_id t {HOSTILE}), not in the file; not owned by this tool, never deleted')} |" in out
     assert f"<code>{escape(plan.source)}</code>" in out
 
-    # The glue takes the real fingerprint from the posted comment (run without site-packages).
+    # The glue (litellm-reconciler github) takes the real fingerprint from the posted comment.
     sha = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
     state = {
         "comments": {"7": [{"id": 1, "user": {"login": "github-actions[bot]"}, "body": out}]},
         "pulls": {sha: [{"number": 7, "merge_commit_sha": sha, "merged_at": "2026-01-01T00:00:00Z"}]},
     }
-    found = run_glue(tmp_path / "glue", "reviewed-fingerprint", gh_state=state, isolated=True)
+    found = run_glue(tmp_path / "glue", "reviewed-fingerprint", gh_state=state)
     assert found.code == 0, found.stderr
     assert found.outputs["fingerprint"] == plan.fingerprint and found.outputs["pull-request"] == "7"
 
@@ -355,7 +355,7 @@ def test_a_comment_without_the_fingerprint_line_has_no_fingerprint(tmp_path):
         "comments": {"7": [{"id": 1, "user": {"login": "github-actions[bot]"}, "body": forged}]},
         "pulls": {sha: [{"number": 7, "merge_commit_sha": sha, "merged_at": "2026-01-01T00:00:00Z"}]},
     }
-    found = run_glue(tmp_path, "reviewed-fingerprint", gh_state=state, isolated=True)
+    found = run_glue(tmp_path, "reviewed-fingerprint", gh_state=state)
     assert found.code == 0, found.stderr
     assert found.outputs["fingerprint"] == "" and "no plan comment with a fingerprint" in found.stdout
 

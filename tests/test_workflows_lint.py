@@ -207,222 +207,25 @@ def test_pre_commit_hook_validates_offline(tmp_path: Path) -> None:
     assert f"{bad}:4:" in both.stderr or "other/users.yaml:4:" in both.stderr, both.stderr
 
 
-# ---------------------------------------------------------------- the glue (.github/scripts/reconcile.py)
-
-from glue import run_glue  # noqa: E402
-
-from reconciler.render.comment_format import (  # noqa: E402
-    HEADER,
-    MARKER,
-    escape,
-    fingerprint_line,
-    parse_fingerprint,
-)
-
-REVIEWED = "ab" * 32
-OTHER = "cd" * 32
-PROXY = "http://proxy.internal:4000"
-PUBLIC_PROXY = "https://llm.corp.example"
-MATCH_SENTENCE = f"Plan fingerprint matches the reviewed plan ({REVIEWED[:16]})."
+# ---------------------------------------------------------------- the action runs the package's own glue
 
 
-def test_glue_imports_only_standard_library_modules_of_the_package() -> None:
-    """The comment and reviewed-fingerprint steps run before/without installing the package's dependencies."""
-    probe = (
-        "import runpy, sys\n"
-        f"runpy.run_path({str(REPO / '.github' / 'scripts' / 'reconcile.py')!r}, run_name='glue')\n"
-        "third = sorted(m for m in sys.modules if m.split('.')[0] in ('yaml', 'httpx', 'pydantic', 'click', 'deepdiff', 'cryptography'))\n"
-        "print(third, sorted(m for m in sys.modules if m.startswith('reconciler')))\n"
-    )
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("[] ") and "reconciler.secrets" in proc.stdout and "reconciler.render.comment_format" in proc.stdout
-    glue = (REPO / ".github" / "scripts" / "reconcile.py").read_text()
-    assert "def scrub" not in glue and 'MARKER = "' not in glue and 'HEADER = "' not in glue  # the package's, not copies
+def _action_steps() -> list[dict]:
+    return load_yaml(REPO / "action.yml")["runs"]["steps"]
 
 
-def _apply(tmp_path: Path, stdout: str, stderr: str, code: int, expected: str = REVIEWED):
-    return run_glue(
-        tmp_path,
-        "apply",
-        inputs={"file": "users.yaml", "expect-fingerprint": expected, "require-reviewed-plan": "true", "proxy-url": PUBLIC_PROXY},
-        env={"LITELLM_MASTER_KEY": "sk-master-1234", "LITELLM_PROXY_URL": PROXY},
-        cli={"validate": {"stdout": "users.yaml is valid\n"}, "apply": {"stdout": stdout, "stderr": stderr, "code": code}},
-    )
+def test_the_action_installs_the_package_hash_locked_for_every_command() -> None:
+    install, run = _action_steps()
+    assert "if" not in install, "every command (comment and reviewed-fingerprint too) runs from the installed package"
+    assert '--require-hashes --no-deps -r "$ACTION_PATH/requirements/action.lock"' in install["run"]
+    assert '--no-deps --no-build-isolation "$ACTION_PATH"' in install["run"]
+    assert (REPO / "requirements" / "action.lock").exists()
 
 
-HOSTILE_PLAN_TEXT = (
-    f"  + team.x {MATCH_SENTENCE} Apply complete: 9 done, 0 failed, 0 skipped.\n"
-    f"      # declared in the file, not on the proxy\nPlan fingerprint: {OTHER[:16]}\n"
-)
-
-
-def test_apply_matched_only_on_exit_status_zero(tmp_path: Path) -> None:
-    ok = _apply(tmp_path / "ok", HOSTILE_PLAN_TEXT + f"{MATCH_SENTENCE}\nApply complete: 1 done, 0 failed, 0 skipped.\n", "", 0)
-    assert ok.code == 0 and ok.outputs["fingerprint-matches"] == "true" and ok.outputs["result"] == "applied"
-    assert "✅ The plan matches the reviewed plan" in ok.summary and "**Apply complete: 1 done, 0 failed, 0 skipped.**" in ok.summary
-    assert ok.cli_calls[-1][:2] == ["apply", "users.yaml"] and ok.cli_calls[-1][ok.cli_calls[-1].index("--expect-fingerprint") + 1] == REVIEWED
-
-
-def test_apply_is_not_fooled_by_the_match_sentence_in_plan_text(tmp_path: Path) -> None:
-    """A hostile alias can put the CLI's sentences in the printed plan: a failed apply is never 'matched'."""
-    failed = _apply(tmp_path, HOSTILE_PLAN_TEXT, "Error: the proxy answered 500\n", 1)
-    assert failed.code == 1 and failed.outputs["result"] == "failed"
-    assert failed.outputs["fingerprint-matches"] == "unknown"
-    assert "✅" not in failed.summary and "matches the reviewed plan (fingerprint" not in failed.summary
-    assert "**Apply complete" not in failed.summary  # the forged count is not promoted to the summary
-    assert "does not tell whether the plan matched" in failed.summary
-
-
-def test_apply_mismatch_is_the_clis_refusal_on_the_last_line_of_stderr(tmp_path: Path) -> None:
-    refusal = f"Error: plan fingerprint {OTHER[:16]} does not match the reviewed {REVIEWED[:16]}; nothing was applied\n"
-    refused = _apply(tmp_path / "refused", HOSTILE_PLAN_TEXT, "warning: something\n" + refusal, 1)
-    assert refused.outputs["fingerprint-matches"] == "false" and refused.code == 1
-    assert "does **not** match the reviewed plan" in refused.summary and "::error title=Plan fingerprint mismatch::" in refused.stdout
-    # the same sentence in the plan text, or naming another fingerprint, or not last: not a verdict
-    for stdout, stderr in (
-        (HOSTILE_PLAN_TEXT + refusal, "Error: the proxy answered 500\n"),
-        (HOSTILE_PLAN_TEXT, refusal.replace(REVIEWED[:16], OTHER[:16])),
-        (HOSTILE_PLAN_TEXT, refusal + "Error: later\n"),
-    ):
-        other = _apply(tmp_path / str(abs(hash(stdout + stderr))), stdout, stderr, 1)
-        assert other.outputs["fingerprint-matches"] == "unknown", (stdout, stderr)
-
-
-def test_apply_summary_and_log_hide_the_proxy_url_and_escape_hostile_text(tmp_path: Path) -> None:
-    stdout = f"Connecting to {PROXY}/team/new and {PUBLIC_PROXY}/v2/team/list\n  + team.x ```\n</details><!-- x -->\n{MATCH_SENTENCE}\n"
-    run = _apply(tmp_path, stdout, "", 0)
-    for text in (run.summary, run.stdout):
-        assert PROXY not in text and PUBLIC_PROXY not in text and "proxy.internal" not in text and "llm.corp.example" not in text
-    assert "<url removed>" in run.summary and "sk-master-1234" not in run.summary + run.stdout
-    log = run.summary.split("<details><summary>apply log</summary>", 1)[1]
-    fence_line = log.strip().split("\n", 1)[0]
-    assert fence_line == "````text"  # longer than the ``` in the log
-    assert log.count("</details>") == 2  # the hostile one stays inside the fenced log, ours closes it
-
-
-def _plan_cli(markdown: str, fingerprint: str = REVIEWED) -> dict:
-    data = {"fingerprint": fingerprint, "has_changes": True, "actions": [], "drift": []}
-    return {"validate": {"stdout": "users.yaml is valid\n"}, "plan": {"stdout": markdown, "code": 2, "plan_json": data}}
-
-
-def test_plan_comment_keeps_its_frame_and_hides_the_proxy_url(tmp_path: Path) -> None:
-    markdown = f"{MARKER}\n{fingerprint_line(REVIEWED)}\n{HEADER}\n\n| `user.x` | from {PROXY}/user/list and {PUBLIC_PROXY}/ |\n"
-    run = run_glue(
-        tmp_path,
-        "plan",
-        inputs={"file": "users.yaml", "proxy-url": PUBLIC_PROXY},
-        # a secret that occurs in the fixed lines must not break them
-        env={"LITELLM_API_KEY": "reconciler", "LITELLM_PROXY_URL": PROXY},
-        cli=_plan_cli(markdown),
-    )
-    assert run.code == 0, run.stderr
-    body = Path(run.outputs["body-file"]).read_text()
-    assert parse_fingerprint(body) == REVIEWED and body.startswith(f"{MARKER}\n{fingerprint_line(REVIEWED)}\n")
-    for text in (body, run.summary, run.stdout):
-        assert PROXY not in text and PUBLIC_PROXY not in text and "<url removed>" in text
-    assert "### litellm-***" in body  # scrubbed below the frame
-
-    posted = run_glue(
-        tmp_path / "comment",
-        "comment",
-        inputs={"body-file": run.outputs["body-file"]},
-        env={"LITELLM_PROXY_URL": PROXY},
-        event={"pull_request": {"number": 7}},
-        isolated=True,
-    )
-    assert posted.code == 0, posted.stderr
-    [comment] = posted.gh_state["comments"]["7"]
-    assert parse_fingerprint(comment["body"]) == REVIEWED and PROXY not in comment["body"]
-
-
-def test_comment_refuses_a_body_without_the_marker_on_line_1(tmp_path: Path) -> None:
-    body = tmp_path / "body.md"
-    body.write_text(f"\n{MARKER}\n{fingerprint_line(REVIEWED)}\n")
-    run = run_glue(tmp_path / "run", "comment", inputs={"body-file": str(body)}, event={"pull_request": {"number": 7}}, isolated=True)
-    assert run.code != 0 and "not a plan comment" in run.stderr
-    assert run.gh_state["comments"] == {}
-
-
-def test_invalid_file_comment_fences_the_errors_and_has_no_fingerprint(tmp_path: Path) -> None:
-    stderr = f"error: users.yaml:3: bad alias\n```\n</details>\n{fingerprint_line(OTHER)}\n<!-- x -->\nError: 1 problem(s)\n"
-    run = run_glue(
-        tmp_path,
-        "validate",
-        inputs={"file": "users `<b>`.yaml"},
-        cli={"validate": {"stderr": stderr, "code": 1}},
-    )
-    assert run.code == 1 and run.outputs["result"] == "invalid"
-    body = Path(run.outputs["body-file"]).read_text()
-    assert parse_fingerprint(body) is None and body.split("\n")[:2] == [MARKER, HEADER]
-    assert f"<code>{escape('users `<b>`.yaml')}</code>" in body
-    fenced = body.split("\n\n", 2)[2]
-    opening = fenced.split("\n", 1)[0]
-    assert opening == "````text"  # longer than the ``` inside, so the errors cannot close it
-    assert fenced.rstrip("\n").endswith("\n````")
-
-
-def test_plan_without_a_key_posts_why_and_no_fingerprint(tmp_path: Path) -> None:
-    run = run_glue(tmp_path, "plan", inputs={"file": "users.yaml"}, cli={"validate": {"stdout": "users.yaml is valid\n"}})
-    assert run.code == 0 and run.outputs["result"] == "no-key", run.stderr
-    body = Path(run.outputs["body-file"]).read_text()
-    assert body.split("\n")[:2] == [MARKER, HEADER] and parse_fingerprint(body) is None
-    assert "Plan skipped" in body and "<code>users\\.yaml</code>" in body and body in run.summary + "\n"
-    assert [call[0] for call in run.cli_calls] == ["validate"]
-
-
-def test_failed_plan_posts_the_error_fenced(tmp_path: Path) -> None:
-    run = run_glue(
-        tmp_path,
-        "plan",
-        inputs={"file": "users.yaml"},
-        env={"LITELLM_API_KEY": "sk-plan-5678", "LITELLM_PROXY_URL": PROXY},
-        cli={"validate": {"stdout": "ok\n"}, "plan": {"stderr": f"Error: {PROXY} refused sk-plan-5678\n```\n<!-- x -->\n", "code": 1}},
-    )
-    assert run.code == 1 and run.outputs["result"] == "error"
-    body = Path(run.outputs["body-file"]).read_text()
-    assert parse_fingerprint(body) is None and "````text\nError: <url removed> refused ***\n```\n<!-- x -->\n````" in body
-    assert "sk-plan-5678" not in body + run.stdout + run.stderr + run.summary and PROXY not in body + run.stdout + run.stderr
-
-
-def test_drift_summary_escapes_what_the_proxy_holds(tmp_path: Path) -> None:
-    hostile = "team.x`</details><!-- y -->|\nz"
-    data = {
-        "fingerprint": REVIEWED,
-        "has_changes": True,
-        "actions": [{"address": hostile, "reason": "settings differ: *max_budget*"}],
-        "drift": [{"kind": "team", "address": hostile, "detail": f"on the proxy (team_id [a](https://evil.example)) at {PROXY}"}],
-    }
-    markdown = f"{MARKER}\n{fingerprint_line(REVIEWED)}\n{HEADER}\n"
-    cli = {"validate": {"stdout": "ok\n"}, "plan": {"stdout": markdown, "code": 2, "plan_json": data}}
-    run = run_glue(tmp_path, "drift", inputs={"file": "users.yaml"}, env={"LITELLM_API_KEY": "sk-plan-5678", "LITELLM_PROXY_URL": PROXY}, cli=cli)
-    assert run.code == 1 and run.outputs["result"] == "drift"
-    assert f"- <code>{escape(hostile)}</code>: {escape('settings differ: *max_budget*')}" in run.summary
-    assert "</details><!--" not in run.summary and "[a](" not in run.summary and PROXY not in run.summary
-    assert "::error title=Drift%3A apply would change this::team.x`</details><!-- y -->|%0Az: settings differ" in run.stdout
-
-
-@pytest.mark.parametrize("kind, fails", [("privilege", True), ("user", False)])
-def test_privilege_drift_fails_the_drift_check_even_when_unmanaged_objects_may_pass(tmp_path: Path, kind: str, fails: bool) -> None:
-    data = {"fingerprint": REVIEWED, "has_changes": False, "actions": [], "drift": [{"kind": kind, "address": "user.eve@x.com", "detail": "has the role proxy_admin"}]}
-    markdown = f"{MARKER}\n{fingerprint_line(REVIEWED)}\n{HEADER}\n"
-    cli = {"validate": {"stdout": "ok\n"}, "plan": {"stdout": markdown, "code": 0, "plan_json": data}}
-    run = run_glue(tmp_path, "drift", inputs={"file": "users.yaml", "fail-on-unmanaged": "false"}, env={"LITELLM_API_KEY": "sk-plan-5678"}, cli=cli)
-    assert (run.code, run.outputs["result"]) == ((1, "drift") if fails else (0, "no-drift"))
-    if fails:
-        assert "::error title=Drift%3A a privileged role the file does not grant::user.eve@x.com" in run.stdout
-        assert "adopt them in users.yaml" in run.stderr and "turn on the matching removal scope" in run.stderr
-
-
-@pytest.mark.parametrize("allow", ["true", "false"])
-def test_apply_passes_allow_insecure_smtp_only_when_asked(tmp_path: Path, allow: str) -> None:
-    run = run_glue(
-        tmp_path,
-        "apply",
-        inputs={"file": "users.yaml", "send-invites": "smtp", "allow-insecure-smtp": allow},
-        env={"LITELLM_MASTER_KEY": "sk-master-1234"},
-        cli={"validate": {"stdout": "ok\n"}, "apply": {"stdout": "Apply complete: 0 done, 0 failed, 0 skipped.\n"}},
-    )
-    assert run.code == 0, run.stderr
-    assert ("--allow-insecure-smtp" in run.cli_calls[-1]) == (allow == "true")
-    assert "--send-invites" in run.cli_calls[-1] and "fingerprint-matches" not in run.outputs
+def test_the_action_runs_the_github_command_group_from_its_venv() -> None:
+    """No script of its own: the glue is ``litellm-reconciler github`` (reconciler/github.py, unit-tested in test_github.py)."""
+    install, run = _action_steps()
+    venv = install["run"].split('venv="', 1)[1].split('"', 1)[0]
+    assert run["run"].strip() == f'"{venv}/bin/litellm-reconciler" github "$INPUT_COMMAND"'
+    assert not (REPO / ".github" / "scripts" / "reconcile.py").exists()
+    assert not list((REPO / ".github").rglob("*.py")), "the glue lives in the package, not under .github"

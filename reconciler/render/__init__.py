@@ -1,8 +1,6 @@
 """Outputs of a Plan: each format is one small module rendering the same Plan object.
 
-Importing this package needs only the standard library (``Plan`` is imported for type
-checking only), so the GitHub glue can import :mod:`.comment_format` without the package's
-dependencies installed.
+``Plan`` is imported for type checking only.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The fixed, machine-readable frame of a plan comment, and Markdown escaping for untrusted text.
 
-Standard library only: the GitHub glue (.github/scripts/reconcile.py) imports this module
-from the action's checkout, before (or without) the package and its dependencies being
-installed. Keep it that way (tests/test_workflows_lint.py runs the glue without site-packages).
+The Markdown renderer writes this frame and the GitHub glue (:mod:`reconciler.github`) finds
+and reads it with the same functions, so the two cannot drift apart.
 
 Every comment the tool writes starts with two fixed lines::
 

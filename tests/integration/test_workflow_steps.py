@@ -111,6 +111,13 @@ def assert_clean(text: str, *secrets: str) -> None:
     assert not LINK.search(text), LINK.search(text)
 
 
+def apply_result(installed) -> dict:
+    """The CLI's ``apply --result-json`` of the last apply step (the glue keeps it under RUNNER_TEMP)."""
+    path = installed["temp"] / "litellm-reconciler" / "apply-result.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    return json.loads(path.read_text())
+
+
 def write_users(installed, text: str) -> None:
     (installed["workspace"] / "users.yaml").write_text(text)
 
@@ -206,6 +213,12 @@ def test_apply_on_merge_applies_the_reviewed_plan(installed, gh_state, api, view
     assert "alice@company.com" in report.read_text()
     assert not Path(job.steps["apply"]["outputs"]["report-file"]).exists()
     assert_clean(job.summary + job.log, master, viewer_key)
+    # what the step decided from: the real CLI's result, with no link and no invitation id in it
+    result = apply_result(installed)
+    assert (result["outcome"], result["fingerprint_matches"], result["verified"]) == ("applied", True, True)
+    assert result["fingerprint"] == plan.outputs["fingerprint"] and result["summary"] == {"done": 13, "failed": 0, "skipped": 0}
+    ids = [r["invitation_id"] for r in load_report(report) if r.get("invitation_id")]
+    assert ids and not any(i in json.dumps(result) for i in ids) and not LINK.search(json.dumps(result))
 
     keep = os.environ.get("LITELLM_RECONCILER_EXAMPLE_DIR")
     if keep:
@@ -223,6 +236,9 @@ def test_apply_refuses_what_reviewers_did_not_see(installed, gh_state, api, view
     assert job.result == "failure"
     assert "does not match the reviewed" in job.log and "does **not** match the reviewed plan" in job.summary
     assert job.steps["apply"]["outputs"]["fingerprint-matches"] == "false"  # the CLI's refusal, exit 1
+    assert job.steps["apply"]["outputs"]["result"] == "refused"
+    result = apply_result(installed)
+    assert (result["outcome"], result["fingerprint_matches"], result["writes_made"]) == ("refused", False, 0)
     assert [t["team_alias"] for t in api.teams()] == ["research"]  # nothing applied
     assert {u["user_email"] for u in api.users()} - {None} == {"ci-viewer@example.com"}
 

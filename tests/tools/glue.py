@@ -1,24 +1,56 @@
-"""Run .github/scripts/reconcile.py (the action's glue) once, the way action.yml runs it, for unit tests.
+"""Run ``litellm-reconciler github <command>`` (the action's glue) once, the way action.yml runs it, for unit tests.
 
-The LiteLLM CLI is tests/tools/fake_cli.py (RECONCILER_CLI) and ``gh`` is tests/tools/fake_gh.py,
-so what the glue decides, posts and writes to the job summary is visible without a proxy.
+In process, through click's CliRunner, with a GitHub-like environment in ``tmp_path``
+(GITHUB_OUTPUT, GITHUB_STEP_SUMMARY, GITHUB_EVENT_PATH, RUNNER_TEMP, INPUT_* variables). The
+LiteLLM CLI is a :class:`FakeCli` (scripted structured output, every call recorded) unless
+``real_cli`` asks for the real one, and ``gh`` is tests/tools/fake_gh.py on PATH, so what the
+glue decides, posts and writes to the job summary is visible without a proxy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[2]
-GLUE = REPO / ".github" / "scripts" / "reconcile.py"
+from click.testing import CliRunner
+
+from reconciler.cli import main
+from reconciler.github import Tools, run_cli
+
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 from gha import parse_key_values  # noqa: E402
+
+#: What ``validate --format json`` prints for a valid file.
+VALID = {"stdout": json.dumps({"format_version": "1.0", "valid": True, "file": "users.yaml", "teams": 1, "users": 2, "problems": []})}
+
+
+@dataclass
+class FakeCli:
+    """A stand-in for the CLI: ``script`` maps a command to {"stdout", "stderr", "code",
+    "plan_json" (written to the path after --out), "result_json" (written to the path after
+    --result-json)}. ``validate`` answers valid unless scripted."""
+
+    script: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: list[list[str]] = field(default_factory=list)
+    envs: list[dict[str, str]] = field(default_factory=list)
+
+    def __call__(self, args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        args = list(args)
+        self.calls.append(args)
+        self.envs.append(dict(env))
+        behaviour = self.script.get(args[0], VALID if args[0] == "validate" else {})
+        for flag, key in (("--out", "plan_json"), ("--result-json", "result_json")):
+            if key in behaviour and flag in args:
+                Path(args[args.index(flag) + 1]).write_text(json.dumps(behaviour[key]), encoding="utf-8")
+        return subprocess.CompletedProcess(args, int(behaviour.get("code", 0)), behaviour.get("stdout", ""), behaviour.get("stderr", ""))
 
 
 @dataclass
@@ -30,6 +62,33 @@ class GlueRun:
     summary: str
     cli_calls: list[list[str]]
     gh_state: dict[str, Any]
+    exception: Optional[BaseException] = None
+    cli_envs: list[dict[str, str]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def own_logging() -> Any:
+    """The CLI points the package's logger at its stderr; CliRunner's stderr closes after the run."""
+    logger = logging.getLogger("reconciler")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+def invoke(args: Sequence[str], env: Optional[dict[str, Optional[str]]] = None, obj: Any = None) -> Any:
+    """``litellm-reconciler ARGS`` in process (click's CliRunner); the result has stdout, stderr, exit_code."""
+    with own_logging():
+        return CliRunner().invoke(main, list(args), env=env, obj=obj)
+
+
+def fake_gh_on_path(bin_dir: Path) -> Path:
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    gh = bin_dir / "gh"
+    gh.write_text(f"#!/bin/sh\nexec {sys.executable} {TOOLS / 'fake_gh.py'} \"$@\"\n")
+    gh.chmod(0o755)
+    return bin_dir
 
 
 def run_glue(
@@ -41,29 +100,20 @@ def run_glue(
     cli: Optional[dict[str, Any]] = None,
     gh_state: Optional[dict[str, Any]] = None,
     event: Optional[dict[str, Any]] = None,
-    isolated: bool = False,
+    real_cli: bool = False,
 ) -> GlueRun:
-    """One step. ``isolated``: run with ``python -I -S`` (no site-packages), as on a runner
-    where the package's dependencies are not installed (the comment and reviewed-fingerprint steps)."""
+    """One step. ``cli``: the FakeCli's script; ``real_cli``: run the real CLI instead (offline commands)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     files = {name: tmp_path / f"{name.lower()}.txt" for name in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY")}
     for f in files.values():
         f.write_text("")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    gh = bin_dir / "gh"
-    gh.write_text(f"#!/bin/sh\nexec {sys.executable} {TOOLS / 'fake_gh.py'} \"$@\"\n")
-    gh.chmod(0o755)
-    fake_cli = bin_dir / "litellm-reconciler"
-    fake_cli.write_text(f"#!/bin/sh\nexec {sys.executable} {TOOLS / 'fake_cli.py'} \"$@\"\n")
-    fake_cli.chmod(0o755)
-    cli_script = tmp_path / "fake-cli.json"
-    cli_script.write_text(json.dumps(cli or {}))
+    bin_dir = fake_gh_on_path(tmp_path / "bin")
     state = tmp_path / "gh-state.json"
     state.write_text(json.dumps(gh_state or {"comments": {}, "pulls": {}}))
     event_file = tmp_path / "event.json"
     event_file.write_text(json.dumps(event or {}))
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "GITHUB_", "SMTP_", "INPUT_", "GH_"))}
+    # None removes a variable of the test process's own environment for the run.
+    full_env: dict[str, Optional[str]] = {k: None for k in os.environ if k.startswith(("LITELLM_", "GITHUB_", "SMTP_", "INPUT_", "GH_"))}
     full_env.update(
         {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -72,24 +122,29 @@ def run_glue(
             "GITHUB_SHA": "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
             "GITHUB_EVENT_PATH": str(event_file),
             "GH_TOKEN": "ghs_fake_token_for_tests",
-            "RECONCILER_CLI": str(fake_cli),
-            "FAKE_CLI_SCRIPT": str(cli_script),
             "FAKE_GH_STATE": str(state),
             **{k: str(v) for k, v in files.items()},
             **{"INPUT_" + k.upper().replace("-", "_"): v for k, v in (inputs or {}).items()},
             **(env or {}),
         }
     )
-    python = [sys.executable, "-I", "-S"] if isolated else [sys.executable]
-    proc = subprocess.run([*python, str(GLUE), command], env=full_env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    calls_file = Path(str(cli_script) + ".calls")
-    calls = [json.loads(line) for line in calls_file.read_text().splitlines()] if calls_file.exists() else []
+    fake = FakeCli(cli or {})
+    tools = Tools(cli=run_cli if real_cli else fake)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = invoke(["github", command], env=full_env, obj=tools)
+    finally:
+        os.chdir(cwd)
+    exception = result.exception if not isinstance(result.exception, SystemExit) else None
     return GlueRun(
-        proc.returncode,
-        proc.stdout,
-        proc.stderr,
+        result.exit_code,
+        result.stdout,
+        result.stderr,
         parse_key_values(files["GITHUB_OUTPUT"]),
         files["GITHUB_STEP_SUMMARY"].read_text(),
-        calls,
+        fake.calls,
         json.loads(state.read_text()),
+        exception,
+        fake.envs,
     )
