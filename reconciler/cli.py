@@ -291,9 +291,9 @@ def apply(
                     _print_invitations(result.invitations, show_links)
                     click.echo(f"Onboarding links are in {onboarding.path} (mode 0600); they are credentials.")
                 click.echo(click.style(result.summary_line(), bold=True))
-                click.echo(f"{client.requests_made} requests ({client.writes_made} writes) in {outcome.seconds():.1f} s, {connection.parallelism} at a time.")
                 verify = None if client.deadline_passed else plan_against(desired, client)[0]
                 outcome.verified = None if verify is None else not verify.has_changes
+                click.echo(f"{client.requests_made} requests ({client.writes_made} writes, verification included) in {outcome.seconds():.1f} s, {connection.parallelism} at a time.")
         if verify is None:
             click.echo("The run's deadline passed: the proxy was not read again to verify.", err=True)
         elif verify.has_changes:

@@ -48,7 +48,7 @@ def test_no_command_prints_or_stores_the_key(api: Api, cli, tmp_path: Path, prox
     logged = runs[5].stderr
     assert "INFO reconciler.http: POST /invitation/new 200" in logged and "(attempt 1)" in logged, logged
     assert "invitation_id" not in logged and "/ui/onboarding" not in logged, "-v logs paths, never a link"
-    assert "requests (" in runs[5].stdout and "writes) in" in runs[5].stdout, "the apply summary counts the requests"
+    assert "requests (" in runs[5].stdout and "writes, verification included) in" in runs[5].stdout, "the apply summary counts the requests"
     assert "INFO reconciler.http: GET /user/list 401" in runs[-4].stderr
     for result in runs:
         for secret in (key, echoed, seal):
