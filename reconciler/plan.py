@@ -585,10 +585,6 @@ def _managed_count(desired: DesiredState, live: LiveState, matched: _Matched) ->
     return users + teams + members
 
 
-#: Roles that administer the proxy: whoever holds one unreviewed is drift that must never go unseen.
-PRIVILEGED_ROLES = frozenset({"proxy_admin", "proxy_admin_viewer"})
-
-
 def _drift(desired: DesiredState, live: LiveState, matched: _Matched, removed: set[str], protected: dict[str, str]) -> list[Drift]:
     """What the proxy has and the file does not say (and no removal takes away): extra users,
     teams and memberships, and any privileged role the file does not grant (kind
