@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime, timezone
 from functools import cached_property
-from typing import Any, Iterable, Optional, TypeVar
+from typing import Any, Generic, Iterable, Optional, TypeVar, overload
 
 from .client import IncompleteRead, LiteLLMClient
 from .desired import TEAM_SETTINGS
@@ -25,6 +26,39 @@ OWNER_KEY = "litellm_reconciler"
 PROXY_ADMIN_ID = "default_user_id"
 
 
+R = TypeVar("R")
+
+
+class _once(Generic[R]):
+    """A value derived from a frozen object, computed on first read and kept in the instance.
+
+    ``functools.cached_property`` without its lock (on Python 3.11 taking that lock cost more
+    than computing a user's key) and without writing to the instance's ``__dict__``, which
+    would give each of 100,000 users a dictionary of its own. Frozen snapshots need no lock:
+    two threads racing compute the same value.
+    """
+
+    def __init__(self, compute: Callable[[Any], R]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _once[R]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> R: ...
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> R | _once[R]:
+        if instance is None:
+            return self
+        value = self.compute(instance)
+        # Past the frozen dataclass's __setattr__. This descriptor has no __set__, so from now
+        # on the instance's own attribute answers, at no cost.
+        object.__setattr__(instance, self.name, value)
+        return value
+
+
 @dataclass(frozen=True)
 class LiveInvitation:
     """An invitation as ``/invitation/info`` reports it (read only where the id can be opened)."""
@@ -35,7 +69,7 @@ class LiveInvitation:
     expires_at: Optional[str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordedInvitation:
     """What this tool stored on a user about their latest invitation (``metadata``).
 
@@ -59,13 +93,22 @@ class RecordedInvitation:
     def from_metadata(cls, record: object) -> Optional["RecordedInvitation"]:
         if not isinstance(record, dict):
             return None
+        # Frozen, so each field is written through its slot's own setter: the generated
+        # __init__ calls object.__setattr__ per field, which cost more than reading the
+        # record (a plan reads one per user).
+        invitation = object.__new__(cls)
+        for set_slot, key in _RECORD_SLOTS:
+            value = record.get(key)
+            # Text, or None when absent or empty (metadata can be edited by hand).
+            set_slot(invitation, str(value) if value else None)
+        return invitation
 
-        def text(name: str) -> Optional[str]:
-            return str(record[name]) if record.get(name) else None
 
-        return cls(
-            text("sealed"), text("id"), text("created_at"), text("expires_at"), text("accepted_at"), text("intent_at"), text("delivery")
-        )
+#: Each field's slot setter, with the metadata key the field is read from.
+_RECORD_SLOTS = tuple(
+    (getattr(RecordedInvitation, f.name).__set__, key)
+    for f, key in zip(fields(RecordedInvitation), ("sealed", "id", "created_at", "expires_at", "accepted_at", "intent_at", "delivery"), strict=True)
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +122,10 @@ class LiveUser:
     #: The user's virtual keys (``/user/list`` reports it): what deleting the user deletes.
     key_count: Optional[int] = None
 
-    @property
+    @_once
     def key(self) -> Optional[str]:
+        """The identity: the lower-cased email. Kept once computed (a snapshot never changes):
+        the indexes and the planner read it several times for every user."""
         return self.email.lower() if self.email else None
 
     @property
@@ -92,7 +137,8 @@ class LiveUser:
     @property
     def managed(self) -> bool:
         """Owned by this tool: created by it, or adopted by the file."""
-        return self.owned.get("managed") is True
+        owned = self.metadata.get(OWNER_KEY)
+        return isinstance(owned, dict) and owned.get("managed") is True
 
     @property
     def invitation(self) -> Optional[RecordedInvitation]:
@@ -168,10 +214,12 @@ class LiveState:
     def teams_by_alias(self) -> dict[str, list[LiveTeam]]:
         return _group((team.alias, team) for team in self.teams)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """A digest of everything planning depends on; a saved plan is refused when it changes."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+        """A digest of everything planning depends on; a saved plan is refused when it changes.
+        Computed once per snapshot (a plan and the check of a saved plan both ask for it)."""
+        # check_circular=False: a snapshot holds what the proxy sent as JSON, which cannot hold a cycle.
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str, check_circular=False).encode()).hexdigest()
 
 
 T = TypeVar("T")
@@ -308,5 +356,11 @@ INVITATION_DAYS = 7
 def invitation_expired(expires_at: object, now: datetime) -> bool:
     """LiteLLM's own rule: expired when the expiry *date* is before today's date (UTC).
     An unreadable expiry counts as expired, so the invitation gets checked, not trusted."""
+    return expired_before(expires_at, now.astimezone(timezone.utc).date())
+
+
+def expired_before(expires_at: object, today: date) -> bool:
+    """``invitation_expired`` with today's UTC date worked out once by the caller (the planner
+    asks for every user)."""
     moment = parse_time(expires_at)
-    return moment is None or moment.astimezone(timezone.utc).date() < now.astimezone(timezone.utc).date()
+    return moment is None or moment.astimezone(timezone.utc).date() < today
