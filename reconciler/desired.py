@@ -276,11 +276,12 @@ class DesiredState:
 
     def team_for_ref(self, ref: str) -> TeamSpec:
         """The declared team a user's ``teams`` entry names (by alias first, then by id)."""
-        return self._team_refs[ref]
+        return self.team_refs[ref]
 
     @cached_property
-    def _team_refs(self) -> dict[str, TeamSpec]:
-        """Alias or id -> team, built once (a lookup per membership must not scan the teams)."""
+    def team_refs(self) -> dict[str, TeamSpec]:
+        """Every name a user's ``teams`` entry may use (alias or id) -> the team, built once
+        (a lookup per membership must not scan the teams)."""
         refs = {team.id: team for team in self.spec.teams if team.id}
         refs.update({team.alias: team for team in self.spec.teams})
         return refs
