@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from datetime import date, datetime, timezone
+from datetime import datetime, time, timezone
 from functools import cached_property
 from typing import Any, Generic, Iterable, Optional, TypeVar, overload
 
@@ -356,11 +356,16 @@ INVITATION_DAYS = 7
 def invitation_expired(expires_at: object, now: datetime) -> bool:
     """LiteLLM's own rule: expired when the expiry *date* is before today's date (UTC).
     An unreadable expiry counts as expired, so the invitation gets checked, not trusted."""
-    return expired_before(expires_at, now.astimezone(timezone.utc).date())
+    return expired_before(expires_at, start_of_day(now))
 
 
-def expired_before(expires_at: object, today: date) -> bool:
-    """``invitation_expired`` with today's UTC date worked out once by the caller (the planner
-    asks for every user)."""
+def start_of_day(now: datetime) -> datetime:
+    """Midnight UTC of ``now``'s UTC date: a moment before it has an earlier UTC date."""
+    return datetime.combine(now.astimezone(timezone.utc).date(), time(), timezone.utc)
+
+
+def expired_before(expires_at: object, midnight: datetime) -> bool:
+    """``invitation_expired`` with ``start_of_day(now)`` worked out once by the caller (the
+    planner asks for every user): comparing moments spares converting each expiry to a date."""
     moment = parse_time(expires_at)
-    return moment is None or moment.astimezone(timezone.utc).date() < today
+    return moment is None or moment < midnight

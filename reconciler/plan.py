@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime, timezone
+from datetime import datetime
 from operator import attrgetter
 from typing import Any, Optional
 
@@ -26,10 +26,12 @@ from .desired import DEFAULT_ROLE, DesiredState, TeamSpec, UserSpec
 from .live import (
     OWNER_KEY,
     PROXY_ADMIN_ID,
+    LiveMember,
     LiveState,
     LiveTeam,
     LiveUser,
     expired_before,
+    start_of_day,
     utc_date,
 )
 
@@ -284,6 +286,10 @@ class _Matched:
     listed: dict[str, set[str]] = field(default_factory=dict)
 
 
+#: A member of a declared team's roster on the proxy: (alias, team, member).
+_Member = tuple[str, LiveTeam, LiveMember]
+
+
 @dataclass(frozen=True)
 class _Target:
     """A team as users' ``teams`` entries name it, resolved once for all of its members."""
@@ -334,7 +340,7 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
     if conflicts:
         raise PlanConflict(conflicts)
     targets = {ref: _target(team, matched) for ref, team in desired.team_refs.items()}
-    today = now.astimezone(timezone.utc).date()
+    midnight = start_of_day(now)
     # Every invitation action may call /invitation/new (they are all INVITING), which records the
     # master key's user as creator: without that user row, each waits for the action creating it.
     inviter = () if PROXY_ADMIN_ID in live.users_by_id else (f"user.{PROXY_ADMIN_ID}",)
@@ -343,7 +349,7 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
     for user, key in users:
         user_id, current = matched.user_ids[key], matched.live_users.get(key)
         added.extend(_plan_memberships(user, key, user_id, current, targets, matched))
-        invitation = _plan_invitation(user, key, user_id, current, desired, today, inviter)
+        invitation = _plan_invitation(user, key, user_id, current, desired, midnight, inviter)
         if invitation is not None:
             invitations.append(invitation)
     actions.extend(added)
@@ -357,9 +363,16 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
             )
         )
     actions.extend(invitations)
-    removals, protected = _plan_removals(desired, live, matched, added)
+    # The members of declared teams that the file does not list there: removals and drift look at these alone.
+    unlisted = [
+        (alias, team, member)
+        for alias, team in sorted(matched.live_teams.items())
+        for member in team.members
+        if member.user_id not in matched.listed[team.team_id]
+    ]
+    removals, protected = _plan_removals(desired, live, matched, added, unlisted)
     actions.extend(removals)
-    drift = _drift(desired, live, matched, {key: user.role for user, key in users}, {a.address for a in removals}, protected)
+    drift = _drift(desired, live, matched, unlisted, {key: user.role for user, key in users}, {a.address for a in removals}, protected)
 
     actions = _ordered(actions)
     drift.sort(key=lambda d: (d.kind, d.address, d.detail))
@@ -501,13 +514,16 @@ def _plan_user(user: UserSpec, key: str, live: LiveState, matched: _Matched, con
     current = found[0]
     matched.user_ids[key] = current.user_id
     matched.live_users[key] = current
+    managed = current.managed
+    if managed and user.role is None and user.alias is None:
+        return []  # owned, and the file manages none of its fields: nothing to adopt or compare
     wanted: dict[str, Any] = {}
     if user.role is not None:
         wanted["user_role"] = user.role
     if user.alias is not None:
         wanted["user_alias"] = user.alias
     have = {"user_role": current.role, "user_alias": current.alias}
-    return _existing("user", address, {"user_id": current.user_id}, current.managed, have, wanted, "differs")
+    return _existing("user", address, {"user_id": current.user_id}, managed, have, wanted, "differs")
 
 
 def _plan_memberships(
@@ -542,7 +558,7 @@ def _plan_memberships(
 
 
 def _plan_invitation(
-    user: UserSpec, key: str, user_id: str, current: LiveUser | None, desired: DesiredState, today: date, inviter: tuple[str, ...]
+    user: UserSpec, key: str, user_id: str, current: LiveUser | None, desired: DesiredState, midnight: datetime, inviter: tuple[str, ...]
 ) -> Action | None:
     """Decided from what the tool recorded on the user alone: no invitation is looked up.
 
@@ -575,7 +591,7 @@ def _plan_invitation(
         return _invitation("create_invitation", key, user, user_id, why, inviter)
     if record.accepted_at:
         return None
-    if not expired_before(record.expires_at, today):
+    if not expired_before(record.expires_at, midnight):
         if record.delivery == "email_failed":
             return _invitation("deliver_invitation", key, user, user_id, "the email with the link could not be sent; apply hands it over again", inviter)
         return None
@@ -606,7 +622,7 @@ def _member_address(alias: str, user_id: str, live: LiveState) -> str:
 
 
 def _plan_removals(
-    desired: DesiredState, live: LiveState, matched: _Matched, added: list[Action]
+    desired: DesiredState, live: LiveState, matched: _Matched, added: list[Action], unlisted: list[_Member]
 ) -> tuple[list[Action], dict[str, str]]:
     """The removals the file's scopes ask for, and the principals protected from any removal
     (user id -> why). Only owned users and teams are deleted; memberships only of declared teams.
@@ -635,12 +651,7 @@ def _plan_removals(
 
     if scopes.memberships:
         gone = {u.user_id for u in deleting}
-        leaving = [
-            (alias, team, member)
-            for alias, team in sorted(matched.live_teams.items())
-            for member in team.members
-            if member.user_id not in protected and member.user_id not in gone and member.user_id not in matched.listed[team.team_id]
-        ]
+        leaving = [(alias, team, member) for alias, team, member in unlisted if member.user_id not in protected and member.user_id not in gone]
         adds: dict[str, list[str]] = {}
         if leaving:
             for add in added:
@@ -684,7 +695,13 @@ def _managed_count(live: LiveState, matched: _Matched) -> int:
 
 
 def _drift(
-    desired: DesiredState, live: LiveState, matched: _Matched, declared_roles: dict[str, str | None], removed: set[str], protected: dict[str, str]
+    desired: DesiredState,
+    live: LiveState,
+    matched: _Matched,
+    unlisted: list[_Member],
+    declared_roles: dict[str, str | None],
+    removed: set[str],
+    protected: dict[str, str],
 ) -> list[Drift]:
     """What the proxy has and the file does not say (and no removal takes away): extra users,
     teams and memberships, and any privileged role the file does not grant (kind
@@ -722,17 +739,15 @@ def _drift(
         if team.team_id not in matched.claimed_teams and address not in removed:
             owner = "owned by this tool" if team.managed else "not owned by this tool, never deleted"
             items.append(Drift("team", address, f"on the proxy (team_id {team.team_id}), not in the file; {owner}"))
-    for alias, team in sorted(matched.live_teams.items()):
-        listed = matched.listed[team.team_id]
-        for member in team.members:
-            if member.user_id == PROXY_ADMIN_ID or member.user_id in listed:
-                continue
-            address = _member_address(alias, member.user_id, live)
-            if address in removed:
-                continue
-            if member.user_id in protected:
-                detail = f"member ({member.role}) on the proxy, not listed in the file; protected: {protected[member.user_id]}"
-            else:
-                detail = f"member ({member.role}) on the proxy, not listed in the file" + ("" if scopes.memberships else "; removals.memberships would remove it")
-            items.append(Drift("membership", address, detail))
+    for alias, _, member in unlisted:
+        if member.user_id == PROXY_ADMIN_ID:
+            continue
+        address = _member_address(alias, member.user_id, live)
+        if address in removed:
+            continue
+        if member.user_id in protected:
+            detail = f"member ({member.role}) on the proxy, not listed in the file; protected: {protected[member.user_id]}"
+        else:
+            detail = f"member ({member.role}) on the proxy, not listed in the file" + ("" if scopes.memberships else "; removals.memberships would remove it")
+        items.append(Drift("membership", address, detail))
     return items
