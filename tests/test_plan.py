@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import textwrap
+import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
@@ -747,3 +749,91 @@ def test_a_removal_waits_for_the_adds_in_a_stable_order_whatever_the_file_order(
     ]
     assert plans[0].fingerprint == plans[1].fingerprint
     assert the_action(plans[0], "membership.c.a@example.com").depends_on == ("membership.a.a@example.com", "membership.b.a@example.com")
+
+
+# --------------------------------------------------------------------------- scale
+
+
+class Touches:
+    """How many times the planner read an attribute of a live user or team member."""
+
+    count = 0
+
+
+class CountedUser(LiveUser):
+    def __getattribute__(self, name: str) -> Any:
+        Touches.count += 1
+        return super().__getattribute__(name)
+
+
+class CountedMember(LiveMember):
+    def __getattribute__(self, name: str) -> Any:
+        Touches.count += 1
+        return super().__getattribute__(name)
+
+
+def at_scale(n: int) -> tuple[DesiredState, LiveState]:
+    """``n`` declared users against a proxy with every kind of work: a quarter of them new, a
+    fifth with a role to change, invitations pending, expired or never sent, memberships
+    missing or extra, and a quarter as many owned users the file no longer lists."""
+    body = "version: 1\nremovals: {users: true, memberships: true}\nteams: [{alias: dev}, {alias: ops}]\nusers:\n" + "".join(
+        f"  - {{email: user{i}@example.com, teams: [{'dev, ops' if i % 2 else 'dev'}]{', role: internal_user_viewer' if i % 5 == 0 else ''}}}\n"
+        for i in range(n)
+    )
+    records = ({"sealed": "v1.x", "expires_at": "2099-01-01T00:00:00Z"}, {"sealed": "v1.x", "expires_at": "2020-01-01T00:00:00Z"}, None)
+    users = [
+        CountedUser(
+            user_id=f"u{i}",
+            email=f"User{i}@Example.com",
+            role="internal_user",
+            alias=None,
+            teams=("t-dev",),
+            metadata={OWNER_KEY: {"managed": True, **({"invitation": records[i % 3]} if records[i % 3] else {})}},
+        )
+        for i in range(n)
+        if i % 4 != 3
+    ]
+    extra = [CountedUser(f"x{i}", f"extra{i}@example.com", "internal_user", None, ("t-ops",), MANAGED) for i in range(n // 4)]
+    admin = CountedUser(PROXY_ADMIN_ID, None, "proxy_admin", None, ())
+    dev = LiveTeam("t-dev", "dev", live_team("t-dev", "dev").settings, tuple(CountedMember(u.user_id, "user") for u in users[::2]), MANAGED)
+    strays = [u for u in users[::2] if int(u.user_id[1:]) % 2 == 0]  # in ops, but the file lists them in dev only
+    ops = LiveTeam("t-ops", "ops", live_team("t-ops", "ops").settings, tuple(CountedMember(u.user_id, "user") for u in extra + strays), MANAGED)
+    return desired(body), LiveState(users=(*users, *extra, admin), teams=(dev, ops))
+
+
+def touches(n: int) -> tuple[int, Plan]:
+    spec, live = at_scale(n)
+    Touches.count = 0
+    plan = make_plan(spec, live, NOW)
+    return Touches.count, plan
+
+
+def test_the_planner_reads_each_live_user_a_bounded_number_of_times():
+    """Linear without a timer: a planner that scanned the proxy's users (or a roster) once per
+    declared user would read N^2 attributes, and doubling N would quadruple the count."""
+    small, plan = touches(200)
+    large, _ = touches(400)
+    assert {"create_user", "update_user", "add_member", "create_invitation", "renew_invitation", "remove_member", "delete_user"} <= set(plan.summary())
+    assert small <= 60 * 200
+    assert large <= 2.1 * small
+
+
+def test_derived_ids_are_the_uuid5_of_the_name():
+    namespace = uuid.UUID("6f3b1c52-8d4e-4f0a-9a57-2c1d7e9b4a10")
+    for name in ("dev", "Ünïcode team ✓", "", "x" * 300, *(f"t{i}" for i in range(500))):
+        assert new_team_id(name) == str(uuid.uuid5(namespace, f"team:{name}"))
+    assert new_user_id("Alice@Example.com") == str(uuid.uuid5(namespace, "user:alice@example.com"))
+
+
+def test_planning_leaves_the_cycle_collector_as_it_found_it():
+    plan_for(desired(TWO_TEAMS))
+    assert gc.isenabled()
+    with pytest.raises(PlanConflict):
+        plan_for(desired(TWO_TEAMS), state(live_user("u1", "alice@example.com"), live_user("u2", "ALICE@example.com")))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        plan_for(desired(TWO_TEAMS))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
