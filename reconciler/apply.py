@@ -137,6 +137,10 @@ class Courier(Protocol):
     def note(self, record: InvitationRecord) -> None:
         """Put a record without a link (an unrecorded one) where the links go."""
 
+    def sync(self) -> None:
+        """Make everything handed over so far survive a crash of the machine (called before
+        links are recorded on the proxy: a recorded link is never one only memory held)."""
+
 
 class _Nowhere:
     """No report, no email: for callers that only want the actions (tests, benchmarks)."""
@@ -145,6 +149,9 @@ class _Nowhere:
         return "reported"
 
     def note(self, record: InvitationRecord) -> None:
+        pass
+
+    def sync(self) -> None:
         pass
 
 
@@ -407,6 +414,7 @@ class Executor:
         record = self._record(action, {"id": invitation_id, "expires_at": recorded.expires_at}, "redelivered")
         report.invitations.append(record)
         delivery = self._hand_over(record)
+        self._sync_courier()
         owned["invitation"] = {**owned["invitation"], "delivery": delivery}
         self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
         return "done", f"delivered again ({delivery})"
@@ -525,6 +533,7 @@ class Executor:
         (the links exist); set each outcome."""
         if not created:
             return
+        self._sync_courier()
         with self.client.past_deadline():
             errors = self._write_many({p.action.params["user_id"]: {**p.metadata, OWNER_KEY: p.owned} for p in created})
         for p in created:
@@ -542,6 +551,10 @@ class Executor:
     def _hand_over(self, record: InvitationRecord) -> str:
         with self._courier_lock:
             return self._courier.hand_over(record)
+
+    def _sync_courier(self) -> None:
+        with self._courier_lock:
+            self._courier.sync()
 
     def _undo_intent(self, user_id: str) -> None:
         """Put back the record an intent replaced, when no link was asked for (best effort: if it

@@ -37,8 +37,10 @@ def write_private(path: str | Path, text: str) -> Path:
     return target
 
 
-def append_private(path: str | Path, text: str) -> None:
-    """Append ``text`` to ``path`` and flush it to disk; the file is created private if absent.
+def append_private(path: str | Path, text: str, durable: bool = True) -> None:
+    """Append ``text`` to ``path`` and, when ``durable``, flush it to disk (``sync_private``
+    does that later for several appends: written, the text already survives the process being
+    killed; only a crash of the machine needs the flush). The file is created private if absent.
 
     Creation goes through a fresh ``mkstemp`` name linked into place (a link fails if the
     path exists, so a rival's file is never replaced); the open refuses a symlink at the
@@ -70,6 +72,19 @@ def append_private(path: str | Path, text: str) -> None:
         data = text.encode("utf-8")
         while data:
             data = data[os.write(fd, data) :]
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_private(path: str | Path) -> None:
+    """Flush to disk what was appended to ``path`` without ``durable`` (no-op when it does not exist)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)

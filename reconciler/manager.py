@@ -189,15 +189,18 @@ class ReportCourier:
         self.mailer = mailer
 
     def hand_over(self, record: InvitationRecord) -> str:
-        self.report.append(record)
+        self.report.append(record, durable=False)
         if self.mailer is None:
             return "reported"
         self.mailer.send(record)
-        self.report.append(record)
+        self.report.append(record, durable=False)
         return "emailed" if record.status == "sent" else "email_failed"
 
     def note(self, record: InvitationRecord) -> None:
-        self.report.append(record)
+        self.report.append(record, durable=False)
+
+    def sync(self) -> None:
+        self.report.sync()
 
 
 def execute(

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .files import append_private, read_private
+from .files import append_private, read_private, sync_private
 
 
 @dataclass
@@ -52,9 +52,14 @@ class OnboardingReport:
         if text and not _looks_like_a_report(text):
             raise ValueError(f"{self.path} exists but is not an onboarding report (JSON Lines); move it away first")
 
-    def append(self, record: InvitationRecord) -> None:
-        """Add one record, on disk when this returns."""
-        append_private(self.path, json.dumps(asdict(record), sort_keys=True) + "\n")
+    def append(self, record: InvitationRecord, durable: bool = True) -> None:
+        """Add one record: written when this returns (it survives the process being killed), and
+        flushed to disk too when ``durable`` (else by the next ``sync``)."""
+        append_private(self.path, json.dumps(asdict(record), sort_keys=True) + "\n", durable)
+
+    def sync(self) -> None:
+        """Flush every record appended so far to disk (one fsync for a batch of links)."""
+        sync_private(self.path)
 
 
 def load_report(path: str | Path) -> list[dict[str, Any]]:

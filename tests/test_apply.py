@@ -445,6 +445,9 @@ class Collect:
     def note(self, record: InvitationRecord) -> None:
         self.records.append((record.email, record.status, record.invitation_id))
 
+    def sync(self) -> None:
+        self.records.append(("", "synced", None))
+
 
 def test_each_link_is_handed_over_before_it_is_recorded_and_its_delivery_kept():
     proxy = FakeLiteLLM()
@@ -454,13 +457,13 @@ def test_each_link_is_handed_over_before_it_is_recorded_and_its_delivery_kept():
     proxy.fail("/user/update", error(500, "db down"), when=lambda body: "sealed" in json.dumps(body))
     report = Executor(proxy.client(), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(plan_against(proxy, ALICE))
     (invitation_id,) = proxy.invitations
-    assert courier.records == [("alice@example.com", "created", invitation_id)]
+    assert courier.records == [("alice@example.com", "created", invitation_id), ("", "synced", None)], "on disk before the record is sent"
     assert not report.ok and "handed over, but not recorded" in report.results[-1].detail
 
     # Next run: the intent is still there, so the link is reported as unrecorded and replaced.
     courier = Collect("email_failed")
     Executor(proxy.client(), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(plan_against(proxy, ALICE))
-    assert [status for _, status, _ in courier.records] == ["unrecorded", "created"]
+    assert [status for _, status, _ in courier.records] == ["unrecorded", "created", "synced"]
     user = next(u for u in proxy.users.values() if u["user_email"] == "alice@example.com")
     recorded = user["metadata"][OWNER_KEY]["invitation"]
     assert recorded["delivery"] == "email_failed" and "intent_at" not in recorded
@@ -471,7 +474,7 @@ def test_each_link_is_handed_over_before_it_is_recorded_and_its_delivery_kept():
     courier = Collect("emailed")
     assert Executor(proxy.client(), UI, sealer=SEALER, courier=courier).run(plan).ok
     (second_id,) = [i for i in proxy.invitations if i != invitation_id]
-    assert courier.records == [("alice@example.com", "redelivered", second_id)]
+    assert courier.records == [("alice@example.com", "redelivered", second_id), ("", "synced", None)]
     assert user["metadata"][OWNER_KEY]["invitation"]["delivery"] == "emailed"
     assert plan_against(proxy, ALICE).actions == ()
 

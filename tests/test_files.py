@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.files import append_private, read_private, write_private
+from reconciler.files import append_private, read_private, sync_private, write_private
 from reconciler.onboarding import OnboardingReport
 
 
@@ -83,3 +83,18 @@ def test_append_creates_a_private_file_and_refuses_a_file_that_is_not_regular(tm
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(OSError):
         append_private(tmp_path / "fifo", "x")
+
+
+def test_appends_of_a_batch_share_one_flush_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flushed: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (flushed.append(fd), real(fd)))
+    path = tmp_path / "report.jsonl"
+    for n in range(5):
+        append_private(path, f"{n}\n", durable=False)
+    assert path.read_text() == "0\n1\n2\n3\n4\n" and flushed == [], "written (a killed process loses nothing), not yet flushed"
+    sync_private(path)
+    assert len(flushed) == 1
+    append_private(path, "5\n")
+    assert len(flushed) == 2, "durable by default"
+    sync_private(tmp_path / "absent.jsonl")
