@@ -36,6 +36,7 @@ from .client import (
     OutcomeUnknown,
     ProxyError,
 )
+from .kinds import INVITING, SERIAL
 from .live import (
     INVITATION_DAYS,
     OWNER_KEY,
@@ -45,7 +46,7 @@ from .live import (
     utc_date,
 )
 from .onboarding import InvitationRecord, onboarding_link
-from .plan import INVITING, Action, Plan
+from .plan import Action, Plan
 from .sealing import Sealer
 
 Status = Literal["done", "failed", "skipped"]
@@ -76,9 +77,6 @@ class ApplyReport:
     def summary_line(self) -> str:
         return f"Apply complete: {self.count('done')} done, {self.count('failed')} failed, {self.count('skipped')} skipped."
 
-
-#: Kinds that rewrite team rosters (or the user rows behind them): never two at once.
-SERIAL = frozenset({"create_inviter", "add_member", "remove_member", "delete_user", "delete_team"})
 
 
 def _waves(actions: tuple[Action, ...]) -> list[list[Action]]:

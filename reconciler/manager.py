@@ -26,6 +26,7 @@ from .client import (
 from .delivery import Mailer
 from .desired import DesiredState, InputError, load_desired
 from .files import write_private
+from .kinds import INVITING
 from .live import (
     LiveInvitation,
     LiveState,
@@ -35,7 +36,7 @@ from .live import (
 )
 from .lock import ApplyLock, LockHeld, describe_runner
 from .onboarding import InvitationRecord, OnboardingReport
-from .plan import INVITING, Plan, make_plan
+from .plan import Plan, make_plan
 from .sealing import Sealer
 from .secrets import scrub
 

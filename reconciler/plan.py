@@ -23,6 +23,7 @@ from typing import Any, Optional
 from deepdiff import DeepDiff
 
 from .desired import DEFAULT_ROLE, DesiredState, TeamSpec, UserSpec
+from .kinds import BOOKKEEPING, INVITING, KINDS, PHASES, REMOVING  # noqa: F401  (re-exported)
 from .live import (
     OWNER_KEY,
     PROXY_ADMIN_ID,
@@ -43,29 +44,6 @@ FORMAT_VERSION = "1.2"
 _ID_NAMESPACE = uuid.UUID("6f3b1c52-8d4e-4f0a-9a57-2c1d7e9b4a10")
 _ID_NAMESPACE_BYTES = _ID_NAMESPACE.bytes  # UUID.bytes is computed anew on every read
 
-PHASES = (
-    "create_inviter",
-    "create_team",
-    "update_team",
-    "create_user",
-    "update_user",
-    "add_member",
-    "create_invitation",
-    "renew_invitation",
-    "replace_invitation",
-    "deliver_invitation",
-    "adopt_team",
-    "adopt_user",
-    "remove_member",
-    "delete_user",
-    "delete_team",
-)
-#: Kinds that may call ``/invitation/new`` (and so need the inviter user and the seal key).
-INVITING = frozenset({"create_invitation", "renew_invitation", "replace_invitation", "deliver_invitation"})
-#: Kinds that only record ownership: they change nobody's access and are not "changes".
-BOOKKEEPING = frozenset({"adopt_team", "adopt_user"})
-#: Kinds that take access away; only ever planned for scopes the file switches on.
-REMOVING = frozenset({"remove_member", "delete_user", "delete_team"})
 #: The guard does not judge proxies with fewer managed objects than this (every removal is a large share).
 GUARD_MIN_MANAGED = 10
 ADOPT_REASON = "on the proxy before this tool managed it; the file adopts it (ownership is recorded, nothing else changes)"
@@ -122,9 +100,7 @@ class Action:
 
     @property
     def symbol(self) -> str:
-        if self.kind in REMOVING:
-            return "-"
-        return "+" if self.kind.startswith(("create", "add")) else "~"
+        return KINDS[self.kind].symbol
 
     def to_dict(self) -> dict[str, Any]:
         return {

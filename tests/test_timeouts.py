@@ -60,7 +60,8 @@ def test_plan_gives_up_on_a_trickling_server_within_the_timeout_per_attempt(cli,
     assert result.returncode == 1 and "the answer took longer than 5 s" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     # Each attempt stops at 5 s (plus one 3 s trickle step at most); the retries wait 0.5 + 1 + 2 s in between.
-    assert 1 <= attempts <= 4 and elapsed < attempts * (5 + 3) + 4, (attempts, elapsed)
+    # Users and teams are read side by side: up to 4 attempts each, at the same time.
+    assert 1 <= attempts <= 8 and elapsed < 4 * (5 + 3) + 4, (attempts, elapsed)
 
 
 def test_the_run_deadline_stops_a_plan(cli, tmp_path: Path) -> None:

@@ -8,46 +8,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from ..kinds import KINDS
+
 if TYPE_CHECKING:
     from ..plan import Plan
 
-#: How each action kind reads in a summary: (singular, plural, verb).
-_KIND_WORDS = {
-    "create_inviter": ("inviter user", "inviter users", "to create"),
-    "create_team": ("team", "teams", "to create"),
-    "update_team": ("team", "teams", "to update"),
-    "create_user": ("user", "users", "to create"),
-    "update_user": ("user", "users", "to update"),
-    "add_member": ("membership", "memberships", "to add"),
-    "create_invitation": ("invitation", "invitations", "to create"),
-    "renew_invitation": ("expired invitation", "expired invitations", "to renew or record as accepted"),
-    "replace_invitation": ("exposed invitation", "exposed invitations", "to replace"),
-    "deliver_invitation": ("undelivered invitation", "undelivered invitations", "to deliver again"),
-    "adopt_team": ("team", "teams", "to adopt"),
-    "adopt_user": ("user", "users", "to adopt"),
-    "remove_member": ("membership", "memberships", "to remove"),
-    "delete_user": ("user", "users", "to delete"),
-    "delete_team": ("team", "teams", "to delete"),
-}
-
 #: A short label for an action kind, as shown in tables.
-KIND_LABELS = {
-    "create_inviter": "create inviter user",
-    "create_team": "create team",
-    "update_team": "update team",
-    "create_user": "create user",
-    "update_user": "update user",
-    "add_member": "add to team",
-    "create_invitation": "invite",
-    "renew_invitation": "renew invitation",
-    "replace_invitation": "replace exposed link",
-    "deliver_invitation": "deliver link again",
-    "adopt_team": "adopt team",
-    "adopt_user": "adopt user",
-    "remove_member": "remove from team",
-    "delete_user": "delete user",
-    "delete_team": "delete team",
-}
+KIND_LABELS = {name: kind.label for name, kind in KINDS.items()}
 
 
 def summary_line(plan: Plan) -> str:
@@ -55,8 +22,8 @@ def summary_line(plan: Plan) -> str:
     counts = plan.summary()
     parts = []
     for kind, n in counts.items():
-        one, many, verb = _KIND_WORDS[kind]
-        parts.append(f"{n} {one if n == 1 else many} {verb}")
+        words = KINDS[kind]
+        parts.append(f"{n} {words.one if n == 1 else words.many} {words.verb}")
     if not plan.has_changes:
         sentence = f"No changes. The proxy matches {plan.source}." if not plan.drift else f"No changes. {len(plan.drift)} object(s) on the proxy are not in {plan.source}."
         bookkeeping = f" Bookkeeping only: {', '.join(parts)}." if parts else ""
