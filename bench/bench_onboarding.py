@@ -29,9 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import httpx
 
@@ -46,7 +46,10 @@ from reconciler.plan import new_team_id  # noqa: E402
 
 HARNESS = Path(os.environ.get("LITELLM_HARNESS") or REPO.parent / "shared" / "litellm-proxy" / "start.sh")
 PROXY_LOG = Path(os.environ.get("LITELLM_HARNESS_HOME", "/tmp/litellm-harness")) / "run" / "proxy.log"
-DATABASE = os.environ.get("DATABASE_URL") or f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
+DATABASE = (
+    os.environ.get("DATABASE_URL")
+    or f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
+)
 REQUEST = re.compile(r'"(GET|POST) (/[^ ?"]*)')
 
 
@@ -70,13 +73,19 @@ class ProxyLog:
         time.sleep(0.3)  # the access log is written after the answer
         with PROXY_LOG.open("rb") as log:
             log.seek(self._offset)
-            found = [m.groups() for m in REQUEST.finditer(log.read().decode("utf-8", "replace")) if not m.group(2).startswith("/health")]
+            found = [
+                m.groups()
+                for m in REQUEST.finditer(log.read().decode("utf-8", "replace"))
+                if not m.group(2).startswith("/health")
+            ]
         return sum(1 for method, _ in found if method == "GET"), sum(1 for method, _ in found if method == "POST")
 
 
 def sql(query: str) -> str:
     psql = shutil.which("psql") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"))), "psql")
-    return subprocess.run([str(psql), DATABASE, "-XAtqc", query], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [str(psql), DATABASE, "-XAtqc", query], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def outcome() -> str:
@@ -87,24 +96,38 @@ def outcome() -> str:
         """select count(*) from "LiteLLM_TeamTable", jsonb_array_elements(members_with_roles) m
            where team_alias like 'team-%' and m->>'user_id' <> 'default_user_id'"""
     )
-    linked = sql('select count(*) from (select user_id from "LiteLLM_InvitationLink" group by user_id having count(*) = 1) once')
+    linked = sql(
+        'select count(*) from (select user_id from "LiteLLM_InvitationLink" group by user_id having count(*) = 1) once'
+    )
     return f"{users} users, {keys} stray keys, {roster} roster entries, {linked} with one link"
 
 
 def prepare(http: httpx.Client, n_teams: int) -> list[str]:
     """An empty proxy with the inviter row and the teams (as a previous apply left them)."""
-    subprocess.run(["bash", str(HARNESS), "reset", "--keep-proxy"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["bash", str(HARNESS), "reset", "--keep-proxy"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     http.post("/user/update", json={"user_id": "default_user_id", "user_role": "proxy_admin"}).raise_for_status()
     team_ids = []
     for t in range(n_teams):
-        body = {"team_id": new_team_id(f"team-{t}"), "team_alias": f"team-{t}", "metadata": {OWNER_KEY: {"managed": True}}}
+        body = {
+            "team_id": new_team_id(f"team-{t}"),
+            "team_alias": f"team-{t}",
+            "metadata": {OWNER_KEY: {"managed": True}},
+        }
         team_ids.append(http.post("/team/new", json=body).raise_for_status().json()["team_id"])
     return team_ids
 
 
 def old_script(http: httpx.Client, n_users: int, team_ids: list[str]) -> None:
     for i in range(n_users):
-        user = http.post("/user/new", json={"user_email": email(i), "user_role": "internal_user", "teams": [team_ids[i % len(team_ids)]]}).json()
+        user = http.post(
+            "/user/new",
+            json={"user_email": email(i), "user_role": "internal_user", "teams": [team_ids[i % len(team_ids)]]},
+        ).json()
         http.post("/invitation/new", json={"user_id": user["user_id"]})
 
 
@@ -122,7 +145,9 @@ def raw_concurrent(http: httpx.Client, n_users: int, team_ids: list[str], parall
 
 
 def cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=folder, capture_output=True, text=True, env=os.environ.copy())
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args], cwd=folder, capture_output=True, text=True, env=os.environ.copy()
+    )
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -135,7 +160,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--teams", type=int, default=3)
-    parser.add_argument("--parallelism", type=int, nargs="+", default=[DEFAULT_PARALLELISM], help="one reconciler run per value (e.g. 1 2 4 8)")
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_PARALLELISM],
+        help="one reconciler run per value (e.g. 1 2 4 8)",
+    )
     args = parser.parse_args()
     url, key = os.environ["LITELLM_PROXY_URL"], os.environ["LITELLM_MASTER_KEY"]
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
@@ -156,11 +187,17 @@ def main() -> None:
     baseline = run(f"old script (sequential), {args.users} users", lambda: old_script(http, args.users, team_ids))
     for parallelism in args.parallelism:
         team_ids = prepare(http, args.teams)
-        run(f"raw concurrent client, parallelism {parallelism}", lambda: raw_concurrent(http, args.users, team_ids, parallelism), baseline)
+        run(
+            f"raw concurrent client, parallelism {parallelism}",
+            lambda: raw_concurrent(http, args.users, team_ids, parallelism),
+            baseline,
+        )
         prepare(http, args.teams)
 
         def apply() -> None:
-            result = cli(folder, "apply", "--yes", "--parallelism", str(parallelism), "--report", str(folder / "report.jsonl"))
+            result = cli(
+                folder, "apply", "--yes", "--parallelism", str(parallelism), "--report", str(folder / "report.jsonl")
+            )
             if result.returncode != 0:
                 raise SystemExit(f"apply failed:\n{result.stdout[-2000:]}\n{result.stderr}")
 

@@ -59,7 +59,10 @@ from reconciler.render import render
 
 HARNESS = Path(os.environ.get("LITELLM_HARNESS") or REPO.parent / "shared" / "litellm-proxy" / "start.sh")
 #: The proxy's database: DATABASE_URL (what the LiteLLM image reads too), else the harness's.
-DATABASE = os.environ.get("DATABASE_URL") or f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
+DATABASE = (
+    os.environ.get("DATABASE_URL")
+    or f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
+)
 TEAMS = ("team-0", "team-1", "team-2")
 PAGE_SIZE = 100
 _REQUEST_LINE = re.compile(r'"(GET|POST|PUT|PATCH|DELETE) /')
@@ -87,7 +90,13 @@ def psql() -> str:
 
 
 def run_sql(script: str) -> str:
-    return subprocess.run([psql(), DATABASE, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"], input=script, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        [psql(), DATABASE, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"],
+        input=script,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def _copy(table: str, columns: tuple[str, ...], rows: Sequence[Sequence[str]]) -> str:
@@ -109,9 +118,16 @@ def load_org(n: int) -> int:
     org with 1.80.5): LiteLLM_TeamMembership stays empty (LiteLLM adds rows there only for members
     with a per-team budget), ``members``/``admins`` stay empty, roster entries carry ``user_email: null``.
     """
-    subprocess.run(["bash", str(HARNESS), "reset", "--keep-proxy"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["bash", str(HARNESS), "reset", "--keep-proxy"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     team_ids = [new_team_id(alias) for alias in TEAMS]
-    members: list[list[dict[str, object]]] = [[{"role": "admin", "user_id": PROXY_ADMIN_ID, "user_email": None}] for _ in TEAMS]
+    members: list[list[dict[str, object]]] = [
+        [{"role": "admin", "user_id": PROXY_ADMIN_ID, "user_email": None}] for _ in TEAMS
+    ]
     accepted = json.dumps({OWNER_KEY: {"managed": True, "invitation": {"accepted_at": "2026-01-01T00:00:00+00:00"}}})
     users: list[tuple[str, ...]] = [
         (PROXY_ADMIN_ID, "", "proxy_admin", _array(team_ids), "{}", "{}"),
@@ -126,7 +142,20 @@ def load_org(n: int) -> int:
         for team_id, alias, roster in zip(team_ids, TEAMS, members)
     ]
     script = "BEGIN;\n"
-    script += _copy("LiteLLM_TeamTable", ("team_id", "team_alias", "admins", "members", "members_with_roles", "metadata", "models", "team_member_permissions"), teams)
+    script += _copy(
+        "LiteLLM_TeamTable",
+        (
+            "team_id",
+            "team_alias",
+            "admins",
+            "members",
+            "members_with_roles",
+            "metadata",
+            "models",
+            "team_member_permissions",
+        ),
+        teams,
+    )
     # An empty CSV field is NULL: user_email of the two rows without one.
     script += _copy("LiteLLM_UserTable", ("user_id", "user_email", "user_role", "teams", "metadata", "models"), users)
     script += "COMMIT;\n"
@@ -142,7 +171,9 @@ def baseline_read(url: str, key: str) -> int:
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
         page, pages, requests = 1, 1, 0
         while page <= pages:
-            response = http.get("/user/list", params={"page": page, "page_size": PAGE_SIZE, "sort_by": "user_id", "sort_order": "asc"})
+            response = http.get(
+                "/user/list", params={"page": page, "page_size": PAGE_SIZE, "sort_by": "user_id", "sort_order": "asc"}
+            )
             response.raise_for_status()
             pages = int(response.json()["total_pages"])
             page, requests = page + 1, requests + 1
@@ -154,7 +185,15 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """The real command line, ``python -m reconciler ...``, of this checkout's code (PYTHONPATH
     first: the venv's console script would import whatever checkout is installed in editable mode)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "reconciler", *args], check=False, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=env,
+    )
 
 
 class AccessLog:
@@ -214,10 +253,14 @@ def timed(fn: Callable[[], T]) -> tuple[float, T]:
 def converged_or_exit(result: subprocess.CompletedProcess[str], n: int) -> None:
     if result.returncode != 0 or not result.stdout.startswith("No changes"):
         sys.stderr.write(result.stdout + result.stderr)
-        sys.exit(f"the plan of the loaded {n}-user org is not empty (exit {result.returncode}); the benchmark needs a converged org")
+        sys.exit(
+            f"the plan of the loaded {n}-user org is not empty (exit {result.returncode}); the benchmark needs a converged org"
+        )
 
 
-def bench(n: int, url: str, key: str, repeat: int, workdir: Path, show_requests: bool) -> list[tuple[str, float, int, str]]:
+def bench(
+    n: int, url: str, key: str, repeat: int, workdir: Path, show_requests: bool
+) -> list[tuple[str, float, int, str]]:
     path = workdir / f"users-{n}.yaml"
     path.write_text(users_yaml(n), encoding="utf-8")
     rows = load_org(n)
@@ -254,7 +297,7 @@ def bench(n: int, url: str, key: str, repeat: int, workdir: Path, show_requests:
 
     steps = [baseline, plan_cli, plan_inproc]
     for i in range(repeat):
-        for step in steps[i % 3:] + steps[: i % 3]:  # rotated: no figure always runs first
+        for step in steps[i % 3 :] + steps[: i % 3]:  # rotated: no figure always runs first
             step()
         seconds, check = timed(lambda: cli("validate", str(path)))
         if check.returncode != 0:
@@ -284,9 +327,24 @@ def bench(n: int, url: str, key: str, repeat: int, workdir: Path, show_requests:
 
     return [
         (f"baseline: raw paged read, {n} users", base, one("baseline"), f"{rows} user rows; {runs_note}"),
-        (f"plan (CLI subprocess), {n} users", statistics.median(times["cli"]), cli_requests, f"{ratio('cli')}; {cli_source}{mismatch}"),
-        (f"plan in-process (same code path), {n} users", statistics.median(times["inproc"]), one("inproc"), f"{ratio('inproc')}; no interpreter start"),
-        (f"validate (CLI subprocess, offline), {n} users", statistics.median(times["validate"]), 0, f"{ratio('validate')}; start + imports + file load"),
+        (
+            f"plan (CLI subprocess), {n} users",
+            statistics.median(times["cli"]),
+            cli_requests,
+            f"{ratio('cli')}; {cli_source}{mismatch}",
+        ),
+        (
+            f"plan in-process (same code path), {n} users",
+            statistics.median(times["inproc"]),
+            one("inproc"),
+            f"{ratio('inproc')}; no interpreter start",
+        ),
+        (
+            f"validate (CLI subprocess, offline), {n} users",
+            statistics.median(times["validate"]),
+            0,
+            f"{ratio('validate')}; start + imports + file load",
+        ),
     ]
 
 

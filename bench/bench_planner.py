@@ -17,8 +17,9 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -42,15 +43,34 @@ def users_yaml(n: int) -> str:
 
 def rows(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """What /user/list and /v2/team/list return for a proxy where the file is already applied."""
-    owned = {OWNER_KEY: {"managed": True, "invitation": {"sealed": "v1.x", "expires_at": "2099-01-01T00:00:00Z", "delivery": "reported"}}}
+    owned = {
+        OWNER_KEY: {
+            "managed": True,
+            "invitation": {"sealed": "v1.x", "expires_at": "2099-01-01T00:00:00Z", "delivery": "reported"},
+        }
+    }
     users = [
-        {"user_id": new_user_id(f"user{i:06d}@company.com"), "user_email": f"user{i:06d}@company.com", "user_role": "internal_user",
-         "teams": [f"t-{TEAMS[i % 3]}"], "metadata": owned, "key_count": 0}
+        {
+            "user_id": new_user_id(f"user{i:06d}@company.com"),
+            "user_email": f"user{i:06d}@company.com",
+            "user_role": "internal_user",
+            "teams": [f"t-{TEAMS[i % 3]}"],
+            "metadata": owned,
+            "key_count": 0,
+        }
         for i in range(n)
     ]
     teams = [
-        {"team_id": f"t-{t}", "team_alias": t, "max_budget": 10, "models": [], "metadata": {OWNER_KEY: {"managed": True}},
-         "members_with_roles": [{"user_id": u["user_id"], "role": "user"} for k, u in enumerate(users) if k % 3 == j]}
+        {
+            "team_id": f"t-{t}",
+            "team_alias": t,
+            "max_budget": 10,
+            "models": [],
+            "metadata": {OWNER_KEY: {"managed": True}},
+            "members_with_roles": [
+                {"user_id": u["user_id"], "role": "user"} for k, u in enumerate(users) if k % 3 == j
+            ],
+        }
         for j, t in enumerate(TEAMS)
     ]
     return users, teams
@@ -89,9 +109,13 @@ def main() -> None:
     # each of the two runs plans from a snapshot of its own, built beforehand.
     fresh = iter((live, snapshot()))
     cpu, peak, plan = measure(lambda: make_plan(desired, next(fresh), moment))
-    results.append((f"plan, {n} users converged", cpu, peak, f"{len(plan.actions)} actions, {cpu / baseline:.2f}x baseline"))
+    results.append(
+        (f"plan, {n} users converged", cpu, peak, f"{len(plan.actions)} actions, {cpu / baseline:.2f}x baseline")
+    )
     cpu, peak, plan = measure(lambda: make_plan(desired, LiveState(), moment))
-    results.append((f"plan, {n} users all new", cpu, peak, f"{len(plan.actions)} actions, {cpu / baseline:.2f}x baseline"))
+    results.append(
+        (f"plan, {n} users all new", cpu, peak, f"{len(plan.actions)} actions, {cpu / baseline:.2f}x baseline")
+    )
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "users.yaml"

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Literal, Optional, Protocol, Union
+from typing import Any, Literal, Protocol
 
 from .client import (
     BULK_SIZE,
@@ -59,7 +60,7 @@ class ActionResult:
     status: Status
     detail: str = ""
     #: The HTTP status of the proxy's refusal, when it refused (judges whether a re-run can help).
-    http_status: Optional[int] = None
+    http_status: int | None = None
 
 
 @dataclass
@@ -76,7 +77,6 @@ class ApplyReport:
 
     def summary_line(self) -> str:
         return f"Apply complete: {self.count('done')} done, {self.count('failed')} failed, {self.count('skipped')} skipped."
-
 
 
 def _waves(actions: tuple[Action, ...]) -> list[list[Action]]:
@@ -103,7 +103,7 @@ def _team_batches(members: list[Action]) -> list[list[Action]]:
 
 
 #: What one action came to: outcome, detail, and the HTTP status of a refusal (judges whether a re-run can help).
-Outcome = tuple[Status, str, Optional[int]]
+Outcome = tuple[Status, str, int | None]
 _PAST_DEADLINE: Outcome = ("skipped", "the run's deadline passed before this action", None)
 
 
@@ -123,9 +123,9 @@ class _Pending:
     note: str
     metadata: dict[str, Any]
     owned: dict[str, Any]
-    invitation: Optional[dict[str, Any]] = None
-    record: Optional[InvitationRecord] = None
-    outcome: Optional[Outcome] = None
+    invitation: dict[str, Any] | None = None
+    record: InvitationRecord | None = None
+    outcome: Outcome | None = None
 
 
 class Courier(Protocol):
@@ -159,10 +159,10 @@ class Executor:
         client: LiteLLMClient,
         ui_base: str,
         on_result: Callable[[ActionResult], None] = lambda r: None,
-        metadata: Optional[dict[str, dict[str, Any]]] = None,
-        team_metadata: Optional[dict[str, dict[str, Any]]] = None,
-        sealer: Optional[Sealer] = None,
-        courier: Optional[Courier] = None,
+        metadata: dict[str, dict[str, Any]] | None = None,
+        team_metadata: dict[str, dict[str, Any]] | None = None,
+        sealer: Sealer | None = None,
+        courier: Courier | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
         """``metadata``: each user's metadata as read for the plan (user_id -> dict). The
@@ -183,7 +183,7 @@ class Executor:
         self._intents: set[str] = set()
         #: The invitation record each intent replaced (None: there was none), to put back when
         #: no link was asked for after all, so the next run reports no phantom "unrecorded" link.
-        self._before_intent: dict[str, Optional[dict[str, Any]]] = {}
+        self._before_intent: dict[str, dict[str, Any] | None] = {}
         #: One link handed over at a time: the report is one file, the mailer one connection.
         self._courier_lock = threading.Lock()
         #: Set when the run's deadline stopped an action: the waves after it are skipped.
@@ -193,13 +193,13 @@ class Executor:
         report = ApplyReport()
         status: dict[str, Status] = {}
 
-        def finish(action: Action, outcome: Status, detail: str = "", http_status: Optional[int] = None) -> None:
+        def finish(action: Action, outcome: Status, detail: str = "", http_status: int | None = None) -> None:
             status[action.address] = outcome
             result = ActionResult(action.address, action.kind, outcome, detail, http_status)
             report.results.append(result)
             self.on_result(result)
 
-        def blocked(action: Action) -> Optional[str]:
+        def blocked(action: Action) -> str | None:
             bad = [d for d in action.depends_on if status.get(d, "done") != "done"]
             return f"{', '.join(bad)} did not succeed" if bad else None
 
@@ -255,7 +255,7 @@ class Executor:
 
     # ------------------------------------------------------------------ one action
 
-    def _execute(self, action: Action, report: ApplyReport) -> Union[Outcome, _NeedsLink]:
+    def _execute(self, action: Action, report: ApplyReport) -> Outcome | _NeedsLink:
         """(outcome, detail, HTTP status of a refusal), or an invitation's need of a new link;
         ``DeadlineExceeded`` stops the run."""
         handler = getattr(self, f"_do_{action.kind}")
@@ -270,7 +270,11 @@ class Executor:
             except DeadlineExceeded:
                 raise
             except ProxyError as read_error:
-                return "failed", f"{exc}; reading back failed too ({read_error}); not re-sent, the next plan will tell", None
+                return (
+                    "failed",
+                    f"{exc}; reading back failed too ({read_error}); not re-sent, the next plan will tell",
+                    None,
+                )
             if confirmed:
                 return "done", "confirmed by reading back after the response was lost", None
             return "failed", f"{exc}; not re-sent; re-run to converge", None
@@ -342,7 +346,9 @@ class Executor:
         metadata = dict(self._team_metadata[team_id])
         found = metadata.get(OWNER_KEY)
         owned = found if isinstance(found, dict) else {}
-        self.client.update_team({"team_id": team_id, "metadata": {**metadata, OWNER_KEY: {**owned, "managed": True, "adopted": True}}})
+        self.client.update_team(
+            {"team_id": team_id, "metadata": {**metadata, OWNER_KEY: {**owned, "managed": True, "adopted": True}}}
+        )
         return "done", "ownership recorded"
 
     def _do_remove_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -373,7 +379,7 @@ class Executor:
     def _do_create_invitation(self, action: Action, report: ApplyReport) -> _NeedsLink:
         return _NeedsLink()
 
-    def _do_renew_invitation(self, action: Action, report: ApplyReport) -> Union[tuple[Status, str], _NeedsLink]:
+    def _do_renew_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str] | _NeedsLink:
         """An expired link: record its acceptance if the user accepted it, else invite again."""
         user_id = action.params["user_id"]
         metadata, owned = self._owned_metadata(user_id)
@@ -384,7 +390,7 @@ class Executor:
             return self._record_acceptance(user_id, metadata, owned, info.get("accepted_at"))
         return _NeedsLink()
 
-    def _do_replace_invitation(self, action: Action, report: ApplyReport) -> Union[tuple[Status, str], _NeedsLink]:
+    def _do_replace_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str] | _NeedsLink:
         """A link recorded in plain text (readable by read-only keys): delete it on the proxy,
         then record the acceptance, or invite again with a sealed id."""
         user_id = action.params["user_id"]
@@ -401,7 +407,7 @@ class Executor:
             return self._record_acceptance(user_id, metadata, owned, accepted_at, "the exposed link was deleted")
         return _NeedsLink("the exposed link was deleted")
 
-    def _do_deliver_invitation(self, action: Action, report: ApplyReport) -> Union[tuple[Status, str], _NeedsLink]:
+    def _do_deliver_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str] | _NeedsLink:
         """A recorded link whose delivery failed: hand it over again (a new one if it cannot be opened)."""
         user_id = action.params["user_id"]
         metadata, owned = self._owned_metadata(user_id)
@@ -431,11 +437,13 @@ class Executor:
         links reported but unrecorded, which the next run says and replaces. With a
         parallelism of 1, one batch at a time."""
         depth = self.client.parallelism - 1  # records outstanding while the next links are asked for
-        waiting: deque[tuple[list[Action], list[Union[Outcome, _Pending]], Future[None]]] = deque()
+        waiting: deque[tuple[list[Action], list[Outcome | _Pending], Future[None]]] = deque()
         with ThreadPoolExecutor(max_workers=max(depth, 1)) as recorder:
             for start in range(0, len(wave), BULK_SIZE):
                 batch = wave[start : start + BULK_SIZE]
-                checked: list[Union[Outcome, _Pending]] = [_PAST_DEADLINE] * len(batch) if self._stopped else self._ask_batch(batch, report)
+                checked: list[Outcome | _Pending] = (
+                    [_PAST_DEADLINE] * len(batch) if self._stopped else self._ask_batch(batch, report)
+                )
                 created = [p for p in checked if isinstance(p, _Pending) and p.outcome is None]
                 waiting.append((batch, checked, recorder.submit(self._record_links, created)))
                 while len(waiting) > depth or (waiting and waiting[0][2].done()):
@@ -443,24 +451,26 @@ class Executor:
             while waiting:
                 yield from self._batch_outcomes(*waiting.popleft())
 
-    def _ask_batch(self, batch: list[Action], report: ApplyReport) -> list[Union[Outcome, _Pending]]:
+    def _ask_batch(self, batch: list[Action], report: ApplyReport) -> list[Outcome | _Pending]:
         """Checks, intents and new links of one batch (each link handed over, not yet recorded)."""
         checked = list(self.client.concurrently(lambda a: self._check(a, report), batch))
         pending = [result for result in checked if isinstance(result, _Pending)]
         self._record_intents([p for p in pending if p.action.params["user_id"] not in self._intents], report)
-        for _ in self.client.concurrently(lambda p: self._ask_for_link(p, report), [p for p in pending if p.outcome is None]):
+        for _ in self.client.concurrently(
+            lambda p: self._ask_for_link(p, report), [p for p in pending if p.outcome is None]
+        ):
             pass
         return checked
 
     @staticmethod
     def _batch_outcomes(
-        batch: list[Action], checked: list[Union[Outcome, _Pending]], recording: "Future[None]"
+        batch: list[Action], checked: list[Outcome | _Pending], recording: Future[None]
     ) -> Iterator[tuple[Action, Outcome]]:
         recording.result()
         for action, result in zip(batch, checked):
             yield action, (result.outcome or ("failed", "no outcome", None)) if isinstance(result, _Pending) else result
 
-    def _check(self, action: Action, report: ApplyReport) -> Union[Outcome, _Pending]:
+    def _check(self, action: Action, report: ApplyReport) -> Outcome | _Pending:
         """An invitation action's checks (acceptance, exposed link, redelivery): its outcome, or
         the user's metadata to record a new link in."""
         try:
@@ -496,7 +506,11 @@ class Executor:
                 self._intents.add(user_id)
                 continue
             self._before_intent.pop(user_id, None)
-            p.outcome = ("failed", f"the intent to invite could not be recorded, so no link was created ({error})", None)
+            p.outcome = (
+                "failed",
+                f"the intent to invite could not be recorded, so no link was created ({error})",
+                None,
+            )
             report.invitations.append(self._record(p.action, None, "failed", error))
 
     def _ask_for_link(self, p: _Pending, report: ApplyReport) -> None:
@@ -506,7 +520,14 @@ class Executor:
             self._require_sealer()
             p.invitation = self.client.new_invitation(user_id)
         except OutcomeUnknown as exc:
-            report.invitations.append(self._record(p.action, None, "failed", "no response from /invitation/new; the next apply reports the link as unrecorded and creates another"))
+            report.invitations.append(
+                self._record(
+                    p.action,
+                    None,
+                    "failed",
+                    "no response from /invitation/new; the next apply reports the link as unrecorded and creates another",
+                )
+            )
             p.outcome = ("failed", str(exc), None)
             return
         except ProxyError as exc:  # a definite refusal, or not sent at all: no link exists
@@ -580,17 +601,21 @@ class Executor:
             f"an apply at {intent_at} was interrupted after asking for a link and before recording it; "
             f"that link, if it was created, cannot be found on the proxy and stays valid until {until} at the latest"
         )
-        return InvitationRecord(action.params["user_email"], action.params["user_id"], None, until, None, "unrecorded", why)
+        return InvitationRecord(
+            action.params["user_email"], action.params["user_id"], None, until, None, "unrecorded", why
+        )
 
     def _now(self) -> str:
         return self._clock().isoformat(timespec="seconds")
 
     def _record_acceptance(
-        self, user_id: str, metadata: dict[str, Any], owned: dict[str, Any], accepted_at: Optional[str], note: str = ""
+        self, user_id: str, metadata: dict[str, Any], owned: dict[str, Any], accepted_at: str | None, note: str = ""
     ) -> tuple[Status, str]:
         """Keep the record, minus any plain id, with the acceptance: it is never checked again."""
         previous = owned.get("invitation")
-        record = {k: v for k, v in previous.items() if k not in ("id", "intent_at")} if isinstance(previous, dict) else {}
+        record = (
+            {k: v for k, v in previous.items() if k not in ("id", "intent_at")} if isinstance(previous, dict) else {}
+        )
         record["accepted_at"] = accepted_at or "unknown"
         owned["invitation"] = record
         self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
@@ -599,7 +624,12 @@ class Executor:
 
     def _require_sealer(self) -> Sealer:
         if self._sealer is None:
-            raise ProxyError("POST", "/invitation/new", None, "no seal key: set LITELLM_MASTER_KEY or LITELLM_RECONCILER_SEAL_KEY to invite")
+            raise ProxyError(
+                "POST",
+                "/invitation/new",
+                None,
+                "no seal key: set LITELLM_MASTER_KEY or LITELLM_RECONCILER_SEAL_KEY to invite",
+            )
         return self._sealer
 
     def _write_metadata(self, user_id: str, metadata: dict[str, Any]) -> None:
@@ -607,13 +637,15 @@ class Executor:
         self.client.update_user({"user_id": user_id, "metadata": metadata})
         self._metadata[user_id] = metadata
 
-    def _write_many(self, metadata: dict[str, dict[str, Any]]) -> dict[str, Optional[str]]:
+    def _write_many(self, metadata: dict[str, dict[str, Any]]) -> dict[str, str | None]:
         """``_write_metadata`` for several users in one request: the error of each that failed.
         A whole request whose outcome is unknown counts as failed for all (never re-sent)."""
         for user_id in metadata:
             self._metadata.pop(user_id, None)
         try:
-            errors = self.client.update_users([{"user_id": user_id, "metadata": value} for user_id, value in metadata.items()])
+            errors = self.client.update_users(
+                [{"user_id": user_id, "metadata": value} for user_id, value in metadata.items()]
+            )
         except ProxyError as exc:
             self._stopped = self._stopped or isinstance(exc, DeadlineExceeded)
             return {user_id: str(exc) for user_id in metadata}
@@ -622,7 +654,9 @@ class Executor:
                 self._metadata[user_id] = value
         return {user_id: error for user_id, error in errors.items() if error is not None}
 
-    def _record(self, action: Action, invitation: Optional[dict[str, Any]], status: str, error: Optional[str] = None) -> InvitationRecord:
+    def _record(
+        self, action: Action, invitation: dict[str, Any] | None, status: str, error: str | None = None
+    ) -> InvitationRecord:
         return InvitationRecord(
             email=action.params["user_email"],
             user_id=action.params["user_id"],
@@ -664,7 +698,7 @@ class Executor:
         return [("done", "", None)] * len(batch)
 
 
-def _refused_for_good(status: Optional[int]) -> bool:
+def _refused_for_good(status: int | None) -> bool:
     """A refusal about the request itself, not about the moment it was sent."""
     return status is not None and 400 <= status < 500 and status not in (408, 409, 425, 429)
 

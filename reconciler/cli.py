@@ -9,9 +9,10 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import click
 
@@ -61,24 +62,45 @@ _file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(di
 class ProxyOptions:
     """The options of every command that talks to the proxy, as given."""
 
-    proxy_url: Optional[str]
+    proxy_url: str | None
     timeout: float
-    deadline: Optional[float]
+    deadline: float | None
     parallelism: int
 
 
 def proxy_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--proxy-url``, ``--timeout``, ``--deadline`` and ``--parallelism``; the command gets them as ``proxy``."""
 
-    @click.option("--proxy-url", envvar="LITELLM_PROXY_URL", default=None, help="Proxy base URL [env LITELLM_PROXY_URL; default http://localhost:4000]")
-    @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds per request, the whole answer included.")
-    @click.option("--deadline", default=None, type=click.FloatRange(min=1), help="Seconds the whole run may take; no request is sent after it.")
     @click.option(
-        "--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 32),
+        "--proxy-url",
+        envvar="LITELLM_PROXY_URL",
+        default=None,
+        help="Proxy base URL [env LITELLM_PROXY_URL; default http://localhost:4000]",
+    )
+    @click.option(
+        "--timeout",
+        default=30.0,
+        show_default=True,
+        type=click.FloatRange(min=0.1),
+        help="Seconds per request, the whole answer included.",
+    )
+    @click.option(
+        "--deadline",
+        default=None,
+        type=click.FloatRange(min=1),
+        help="Seconds the whole run may take; no request is sent after it.",
+    )
+    @click.option(
+        "--parallelism",
+        default=DEFAULT_PARALLELISM,
+        show_default=True,
+        type=click.IntRange(1, 32),
         help="Requests in flight at once (1: one after the other). Roster writes are serialized whatever this says.",
     )
     @functools.wraps(fn)
-    def wrapper(*args: Any, proxy_url: Optional[str], timeout: float, deadline: Optional[float], parallelism: int, **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any, proxy_url: str | None, timeout: float, deadline: float | None, parallelism: int, **kwargs: Any
+    ) -> Any:
         return fn(*args, proxy=ProxyOptions(proxy_url, timeout, deadline, parallelism), **kwargs)
 
     return wrapper
@@ -126,7 +148,13 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="litellm-reconciler")
 @click.option("-v", "--verbose", is_flag=True, help="Same as --log-level info: one line per request on stderr.")
-@click.option("--log-level", type=click.Choice(["warning", "info", "debug"]), default="warning", show_default=True, help="What goes to stderr besides the output.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["warning", "info", "debug"]),
+    default="warning",
+    show_default=True,
+    help="What goes to stderr besides the output.",
+)
 def main(verbose: bool, log_level: str) -> None:
     """GitOps for the users and teams of a LiteLLM proxy: users.yaml -> plan -> apply."""
     setup_logging("info" if verbose and log_level == "warning" else log_level)
@@ -137,7 +165,14 @@ main.add_command(github)
 
 @main.command()
 @_file_argument
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="json: {valid, problems: [{file, line, column, message}]} on stdout.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: {valid, problems: [{file, line, column, message}]} on stdout.",
+)
 @guard
 def validate(file: str, fmt: str) -> None:
     """Check FILE offline: schema, duplicates, references. Exit 1 on any problem."""
@@ -174,11 +209,16 @@ def schema(check: bool, write: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Also save the plan as JSON, for 'apply --plan'.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there is nothing to do, 2 when there are changes.")
-@click.option("--max-chars", type=click.IntRange(1000), default=None, help="Markdown: fold and cut to stay under this size (GitHub comments: 65536).")
+@click.option(
+    "--max-chars",
+    type=click.IntRange(1000),
+    default=None,
+    help="Markdown: fold and cut to stay under this size (GitHub comments: 65536).",
+)
 @proxy_options
 @guard
 def plan(
-    file: str, fmt: str, out: Optional[str], detailed_exitcode: bool, max_chars: Optional[int], proxy: ProxyOptions
+    file: str, fmt: str, out: str | None, detailed_exitcode: bool, max_chars: int | None, proxy: ProxyOptions
 ) -> None:
     """Read the proxy, compare it with FILE and show what apply would do. Never writes."""
     desired = load_desired(file)
@@ -194,39 +234,84 @@ def plan(
 
 @main.command()
 @_file_argument
-@click.option("--plan", "plan_file", type=click.Path(dir_okay=False, exists=True), help="Apply this saved plan; refused unless a fresh plan is exactly the same.")
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Apply this saved plan; refused unless a fresh plan is exactly the same.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (CI).")
-@click.option("--report", default="onboarding_results.jsonl", show_default=True, type=click.Path(dir_okay=False), help="Onboarding report (JSON Lines, mode 0600): each link, written the moment it exists.")
+@click.option(
+    "--report",
+    default="onboarding_results.jsonl",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Onboarding report (JSON Lines, mode 0600): each link, written the moment it exists.",
+)
 @click.option("--show-links", is_flag=True, help="Also print onboarding links (they are credentials).")
 @click.option("--ui-url", default=None, help="Base URL of the UI for onboarding links [default: the proxy URL].")
-@click.option("--expect-fingerprint", default=None, help="Refuse unless the plan's fingerprint starts with this (the one reviewers saw).")
-@click.option("--send-invites", type=click.Choice(["smtp"]), default=None, help="Email each new link to its user (SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM, SMTP_SECURITY).")
-@click.option("--allow-insecure-smtp", is_flag=True, help="Allow SMTP_SECURITY=none: links cross the network in clear text.")
-@click.option("--invite-template", type=click.Path(dir_okay=False, exists=True), default=None, help="Plain-text email template ($email, $link, $expires_at, $proxy_url); first line 'Subject: ...'.")
-@click.option("--allow-mass-removal", is_flag=True, help="Apply even when the removals exceed removals.max_percent of the managed objects.")
-@click.option("--lock-timeout", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait for another apply on the same proxy to finish.")
-@click.option("--lock-ttl", default=600.0, show_default=True, type=click.FloatRange(min=5), help="Seconds the apply lock lasts without renewal (a killed apply's lock is broken after it).")
 @click.option(
-    "--result-json", type=click.Path(dir_okay=False), default=None,
+    "--expect-fingerprint",
+    default=None,
+    help="Refuse unless the plan's fingerprint starts with this (the one reviewers saw).",
+)
+@click.option(
+    "--send-invites",
+    type=click.Choice(["smtp"]),
+    default=None,
+    help="Email each new link to its user (SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM, SMTP_SECURITY).",
+)
+@click.option(
+    "--allow-insecure-smtp", is_flag=True, help="Allow SMTP_SECURITY=none: links cross the network in clear text."
+)
+@click.option(
+    "--invite-template",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Plain-text email template ($email, $link, $expires_at, $proxy_url); first line 'Subject: ...'.",
+)
+@click.option(
+    "--allow-mass-removal",
+    is_flag=True,
+    help="Apply even when the removals exceed removals.max_percent of the managed objects.",
+)
+@click.option(
+    "--lock-timeout",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for another apply on the same proxy to finish.",
+)
+@click.option(
+    "--lock-ttl",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=5),
+    help="Seconds the apply lock lasts without renewal (a killed apply's lock is broken after it).",
+)
+@click.option(
+    "--result-json",
+    type=click.Path(dir_okay=False),
+    default=None,
     help="Write what the apply came to (outcome, fingerprint check, each action's result; no links) as JSON, mode 0600, whenever the proxy was reached, success or failure.",
 )
 @proxy_options
 @guard
 def apply(
     file: str,
-    plan_file: Optional[str],
+    plan_file: str | None,
     yes: bool,
     report: str,
     show_links: bool,
-    ui_url: Optional[str],
-    expect_fingerprint: Optional[str],
-    send_invites: Optional[str],
+    ui_url: str | None,
+    expect_fingerprint: str | None,
+    send_invites: str | None,
     allow_insecure_smtp: bool,
-    invite_template: Optional[str],
+    invite_template: str | None,
     allow_mass_removal: bool,
     lock_timeout: float,
     lock_ttl: float,
-    result_json: Optional[str],
+    result_json: str | None,
     proxy: ProxyOptions,
 ) -> None:
     """Plan, show, confirm, then make exactly the planned changes; verify with a second plan.
@@ -237,7 +322,11 @@ def apply(
         desired = load_desired(file)
         connection = _connect(proxy)
         # Everything that can be checked offline is checked before the first write.
-        mailer = Mailer(SmtpSettings.from_env(allow_insecure=allow_insecure_smtp), load_template(invite_template)) if send_invites == "smtp" else None
+        mailer = (
+            Mailer(SmtpSettings.from_env(allow_insecure=allow_insecure_smtp), load_template(invite_template))
+            if send_invites == "smtp"
+            else None
+        )
         onboarding = OnboardingReport(report)
         sealer = Sealer.from_env()
         if ui_url:
@@ -266,7 +355,9 @@ def apply(
                     click.echo("No changes left: another apply made them while this one waited for the lock.")
                     return
                 if the_plan.fingerprint != shown.fingerprint:
-                    raise StalePlan("the proxy changed while this apply waited for the lock; nothing was applied. Run apply again to see the new plan")
+                    raise StalePlan(
+                        "the proxy changed while this apply waited for the lock; nothing was applied. Run apply again to see the new plan"
+                    )
 
                 done = 0
 
@@ -281,7 +372,15 @@ def apply(
 
                 outcome.executing = True
                 try:
-                    result = execute(the_plan, client, live, ui_url or connection.proxy_url, ReportCourier(onboarding, mailer), on_result=report_result, sealer=sealer)
+                    result = execute(
+                        the_plan,
+                        client,
+                        live,
+                        ui_url or connection.proxy_url,
+                        ReportCourier(onboarding, mailer),
+                        on_result=report_result,
+                        sealer=sealer,
+                    )
                 finally:
                     if mailer is not None:
                         mailer.close()
@@ -293,7 +392,9 @@ def apply(
                 click.echo(click.style(result.summary_line(), bold=True))
                 verify = None if client.deadline_passed else plan_against(desired, client)[0]
                 outcome.verified = None if verify is None else not verify.has_changes
-                click.echo(f"{client.requests_made} requests ({client.writes_made} writes, verification included) in {outcome.seconds():.1f} s, {connection.parallelism} at a time.")
+                click.echo(
+                    f"{client.requests_made} requests ({client.writes_made} writes, verification included) in {outcome.seconds():.1f} s, {connection.parallelism} at a time."
+                )
         if verify is None:
             click.echo("The run's deadline passed: the proxy was not read again to verify.", err=True)
         elif verify.has_changes:
@@ -303,13 +404,21 @@ def apply(
             if stubborn:
                 for failed, why in stubborn:
                     click.echo(f"error: {failed.address}: {why}: {failed.detail}", err=True)
-                raise Failure(f"{len(stubborn)} action(s) will not converge by re-running; fix the cause in {file} or on the proxy first")
+                raise Failure(
+                    f"{len(stubborn)} action(s) will not converge by re-running; fix the cause in {file} or on the proxy first"
+                )
             raise Failure("some actions failed or were skipped; run apply again (it converges)")
         unsent = [r.email for r in result.invitations if r.status == "send_failed"]
         if unsent:
-            raise Failure(f"{len(unsent)} invitation email(s) could not be sent ({', '.join(unsent)}); their links are in {onboarding.path}")
+            raise Failure(
+                f"{len(unsent)} invitation email(s) could not be sent ({', '.join(unsent)}); their links are in {onboarding.path}"
+            )
         if verify is None or verify.has_changes:
-            raise Failure("apply finished but a new plan is not empty" if verify else "apply finished, unverified: the run's deadline passed")
+            raise Failure(
+                "apply finished but a new plan is not empty"
+                if verify
+                else "apply finished, unverified: the run's deadline passed"
+            )
 
 
 def _show(the_plan: Plan, outcome: ApplyOutcome) -> None:
@@ -357,7 +466,7 @@ def invitations(file: str, fmt: str, proxy: ProxyOptions) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout.")
 @proxy_options
 @guard
-def export(teams: tuple[str, ...], out: Optional[str], proxy: ProxyOptions) -> None:
+def export(teams: tuple[str, ...], out: str | None, proxy: ProxyOptions) -> None:
     """Write a users.yaml from the live proxy (sorted, deterministic); nothing is written if the read is incomplete."""
     with _connect(proxy).client(Progress()) as client:
         text = export_yaml(read_live(client), set(teams) if teams else None)
@@ -370,10 +479,19 @@ def export(teams: tuple[str, ...], out: Optional[str], proxy: ProxyOptions) -> N
 
 @main.command("import-csv")
 @click.argument("csv_file", type=click.Path(dir_okay=False, exists=True))
-@click.option("--file", "yaml_file", default=DEFAULT_FILE, show_default=True, type=click.Path(dir_okay=False, exists=True), help="The users.yaml to merge into.")
-@click.option("--team", default=None, help="CSV_FILE is a plain list of emails; put them all in this team (alias or id).")
+@click.option(
+    "--file",
+    "yaml_file",
+    default=DEFAULT_FILE,
+    show_default=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The users.yaml to merge into.",
+)
+@click.option(
+    "--team", default=None, help="CSV_FILE is a plain list of emails; put them all in this team (alias or id)."
+)
 @guard
-def import_csv_command(csv_file: str, yaml_file: str, team: Optional[str]) -> None:
+def import_csv_command(csv_file: str, yaml_file: str, team: str | None) -> None:
     """Merge the old script's CSV (user_email,team_id) into users.yaml, keeping its comments and order."""
     result = import_csv(csv_file, yaml_file, team)
     for email in result.added:
@@ -382,7 +500,11 @@ def import_csv_command(csv_file: str, yaml_file: str, team: Optional[str]) -> No
         click.echo(f"= {email} (already in {yaml_file})")
     for email, alias in result.skipped:
         click.echo(f"! {email}: already declared without team {alias!r}; edit that entry by hand")
-    click.echo(f"{len(result.added)} user(s) added to {yaml_file}." if result.added else f"Nothing to add; {yaml_file} is unchanged.")
+    click.echo(
+        f"{len(result.added)} user(s) added to {yaml_file}."
+        if result.added
+        else f"Nothing to add; {yaml_file} is unchanged."
+    )
 
 
 def _connect(proxy: ProxyOptions) -> Connection:

@@ -20,9 +20,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -71,7 +72,9 @@ def check_proxy_url(base_url: str) -> list[str]:
     if url.query or url.fragment or "?" in base_url or "#" in base_url:
         raise ValueError(f"invalid proxy URL {shown!r}: a query or fragment is not allowed; give the base URL only")
     if url.userinfo:
-        raise ValueError(f"invalid proxy URL {shown!r}: credentials in the URL are not allowed; the key goes in LITELLM_MASTER_KEY")
+        raise ValueError(
+            f"invalid proxy URL {shown!r}: credentials in the URL are not allowed; the key goes in LITELLM_MASTER_KEY"
+        )
     if url.scheme == "http" and not _is_loopback(url.host):
         return [f"the proxy URL {shown} is plain http: the key travels unencrypted; use https"]
     return []
@@ -89,7 +92,7 @@ def _is_loopback(host: str) -> bool:
 class ProxyError(Exception):
     """The proxy refused a request, or could not be reached. The message never holds the key."""
 
-    def __init__(self, method: str, path: str, status: Optional[int], message: str, kind: Optional[str] = None):
+    def __init__(self, method: str, path: str, status: int | None, message: str, kind: str | None = None):
         self.kind = kind
         self.method = method
         self.path = path
@@ -126,7 +129,9 @@ def error_message(body: Any, fallback: str) -> str:
             return str(detail.get("error") or detail.get("message") or detail)
         if isinstance(detail, list):
             return "; ".join(
-                f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}" if isinstance(item, dict) else str(item)
+                f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}"
+                if isinstance(item, dict)
+                else str(item)
                 for item in detail
             )
         if detail:
@@ -134,7 +139,7 @@ def error_message(body: Any, fallback: str) -> str:
     return fallback
 
 
-def error_type(body: Any) -> Optional[str]:
+def error_type(body: Any) -> str | None:
     """LiteLLM's ``error.type`` (e.g. ``team_member_already_in_team``), when present."""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return body["error"].get("type")
@@ -155,11 +160,11 @@ class LiteLLMClient:
         timeout: float = 30.0,
         verify: bool = True,
         max_attempts: int = 4,
-        transport: Optional[httpx.BaseTransport] = None,
+        transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        deadline: Optional[float] = None,
+        deadline: float | None = None,
         parallelism: int = DEFAULT_PARALLELISM,
-        on_progress: Optional[ProgressHook] = None,
+        on_progress: ProgressHook | None = None,
     ):
         """``timeout``: seconds for one request as a whole; ``deadline``: a ``time.monotonic()``
         moment after which no request is sent (the run's total budget); ``parallelism``: requests
@@ -170,7 +175,9 @@ class LiteLLMClient:
             raise ValueError("no API key: set LITELLM_MASTER_KEY (or LITELLM_API_KEY for a read-only key)")
         if any(not 33 <= ord(c) <= 126 for c in api_key):
             # httpx would quote the header, key included, in its error message.
-            raise ValueError("the API key contains spaces, control or non-ASCII characters; check how the secret was stored")
+            raise ValueError(
+                "the API key contains spaces, control or non-ASCII characters; check how the secret was stored"
+            )
         check_proxy_url(base_url)
         self.base_url = base_url.rstrip("/")
         self._key = api_key
@@ -215,7 +222,7 @@ class LiteLLMClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "LiteLLMClient":
+    def __enter__(self) -> LiteLLMClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -228,7 +235,15 @@ class LiteLLMClient:
         do not start with ``sk-`` verbatim in 401 bodies)."""
         return scrub(text, extra=[self._key])
 
-    def _request(self, method: str, path: str, *, params: Optional[dict[str, Any]] = None, body: Any = None, retry_refused: bool = True) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        retry_refused: bool = True,
+    ) -> Any:
         headers = {"litellm-changed-by": CHANGED_BY} if method != "GET" else None
         attempt = 0
         while True:
@@ -243,13 +258,24 @@ class LiteLLMClient:
                     response, content = self._send(method, path, params, body, headers)
             except httpx.TransportError as exc:
                 reason = self.redact(f"{type(exc).__name__}: {exc}") or type(exc).__name__
-                log.info("%s %s %s %d ms (attempt %d)", method, path, type(exc).__name__, (time.monotonic() - started) * 1000, attempt)
+                log.info(
+                    "%s %s %s %d ms (attempt %d)",
+                    method,
+                    path,
+                    type(exc).__name__,
+                    (time.monotonic() - started) * 1000,
+                    attempt,
+                )
                 if method == "GET" and attempt < self._max_attempts:
                     self._sleep(self._backoff(attempt, None))
                     continue
                 if method != "GET" and not isinstance(exc, httpx.ConnectError):
-                    raise OutcomeUnknown(method, path, None, f"no response ({reason}); the change may or may not have been made") from None
-                raise ProxyError(method, path, None, f"cannot reach the proxy at {url_without_credentials(self.base_url)} ({reason})") from None
+                    raise OutcomeUnknown(
+                        method, path, None, f"no response ({reason}); the change may or may not have been made"
+                    ) from None
+                raise ProxyError(
+                    method, path, None, f"cannot reach the proxy at {url_without_credentials(self.base_url)} ({reason})"
+                ) from None
 
             status = response.status_code
             log.info("%s %s %d %d ms (attempt %d)", method, path, status, (time.monotonic() - started) * 1000, attempt)
@@ -274,9 +300,9 @@ class LiteLLMClient:
     def deadline_passed(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
-    def _current_deadline(self) -> Optional[float]:
+    def _current_deadline(self) -> float | None:
         """The run's deadline, as extended by a ``past_deadline`` block of this thread."""
-        extended: Optional[float] = getattr(self._grace, "until", None)
+        extended: float | None = getattr(self._grace, "until", None)
         if self._deadline is None or extended is None:
             return self._deadline
         return max(self._deadline, extended)
@@ -293,7 +319,9 @@ class LiteLLMClient:
         finally:
             self._grace.until = saved
 
-    def _send(self, method: str, path: str, params: Optional[dict[str, Any]], body: Any, headers: Optional[dict[str, str]]) -> tuple[httpx.Response, bytes]:
+    def _send(
+        self, method: str, path: str, params: dict[str, Any] | None, body: Any, headers: dict[str, str] | None
+    ) -> tuple[httpx.Response, bytes]:
         """One attempt, bounded as a whole: httpx's timeout bounds each read, so a server that
         trickles its answer a byte at a time is cut off here once ``timeout`` has passed since
         the request started (and never after the run's deadline). The body is capped too."""
@@ -302,7 +330,9 @@ class LiteLLMClient:
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DeadlineExceeded(method, path, None, "the run's deadline (--deadline) has passed; stopped before this request")
+                raise DeadlineExceeded(
+                    method, path, None, "the run's deadline (--deadline) has passed; stopped before this request"
+                )
             limit = min(limit, remaining)
         stop = time.monotonic() + limit
         with self._http.stream(method, path, params=params, json=body, headers=headers, timeout=limit) as response:
@@ -313,11 +343,13 @@ class LiteLLMClient:
                 if time.monotonic() > stop:
                     raise httpx.ReadTimeout(f"the answer took longer than {limit:g} s", request=response.request)
                 if size > MAX_BODY_BYTES:
-                    raise httpx.ReadError(f"the answer is larger than {MAX_BODY_BYTES // 2**20} MB", request=response.request)
+                    raise httpx.ReadError(
+                        f"the answer is larger than {MAX_BODY_BYTES // 2**20} MB", request=response.request
+                    )
         return response, b"".join(chunks)
 
     @staticmethod
-    def _backoff(attempt: int, retry_after: Optional[str]) -> float:
+    def _backoff(attempt: int, retry_after: str | None) -> float:
         if retry_after is not None:
             try:
                 return min(max(float(retry_after), 0.0), 30.0)
@@ -374,7 +406,12 @@ class LiteLLMClient:
 
         for page_total, _, listed in self.concurrently(rest, range(2, total_pages + 1)):
             if page_total != total:
-                raise IncompleteRead("GET", path, 200, f"the proxy reported {total} and then {page_total} {items_key}; it changed during the read")
+                raise IncompleteRead(
+                    "GET",
+                    path,
+                    200,
+                    f"the proxy reported {total} and then {page_total} {items_key}; it changed during the read",
+                )
             pages.append(listed)
         items: dict[str, dict[str, Any]] = {}
         for listed in pages:
@@ -384,7 +421,10 @@ class LiteLLMClient:
                 items[str(item[id_key])] = item
         if len(items) != total:
             raise IncompleteRead(
-                "GET", path, 200, f"read {len(items)} distinct {items_key} but the proxy reports {total}; it changed during the read"
+                "GET",
+                path,
+                200,
+                f"read {len(items)} distinct {items_key} but the proxy reports {total}; it changed during the read",
             )
         return [items[k] for k in sorted(items)]
 
@@ -409,15 +449,17 @@ class LiteLLMClient:
         team to a read-only ``proxy_admin_viewer`` key, not only the key's own teams."""
         body = self.get("/team/list")
         if not isinstance(body, list) or not all(isinstance(t, dict) and t.get("team_id") for t in body):
-            raise IncompleteRead("GET", "/team/list", 200, "unexpected shape (expected an array of teams with 'team_id')")
+            raise IncompleteRead(
+                "GET", "/team/list", 200, "unexpected shape (expected an array of teams with 'team_id')"
+            )
         return sorted(body, key=lambda t: str(t["team_id"]))
 
-    def team_info(self, team_id: str) -> Optional[dict[str, Any]]:
+    def team_info(self, team_id: str) -> dict[str, Any] | None:
         """The team, or None when it does not exist."""
         full = self.team_info_full(team_id)
         return full.get("team_info") if full else None
 
-    def team_info_full(self, team_id: str) -> Optional[dict[str, Any]]:
+    def team_info_full(self, team_id: str) -> dict[str, Any] | None:
         """``/team/info`` as a whole (``team_info`` plus ``keys``), or None when the team does not exist."""
         try:
             body = self.get("/team/info", team_id=team_id)
@@ -427,7 +469,7 @@ class LiteLLMClient:
             raise
         return body if isinstance(body, dict) else None
 
-    def caller_user_id(self) -> Optional[str]:
+    def caller_user_id(self) -> str | None:
         """The user that owns the key in use (``/key/info`` of the caller), or None when the
         proxy does not say (the master key belongs to no stored key)."""
         try:
@@ -438,7 +480,7 @@ class LiteLLMClient:
         user_id = info.get("user_id") if isinstance(info, dict) else None
         return str(user_id) if user_id else None
 
-    def find_user(self, user_id: str) -> Optional[dict[str, Any]]:
+    def find_user(self, user_id: str) -> dict[str, Any] | None:
         """The user with exactly this id, or None (``/user/info`` answers 200 for unknown ids ≤1.80)."""
         body = self.get("/user/list", user_ids=user_id, page_size=PAGE_SIZE)
         for user in body.get("users", []) if isinstance(body, dict) else []:
@@ -446,7 +488,7 @@ class LiteLLMClient:
                 return user
         return None
 
-    def invitation_info(self, invitation_id: str) -> Optional[dict[str, Any]]:
+    def invitation_info(self, invitation_id: str) -> dict[str, Any] | None:
         """The invitation, or None when the proxy no longer has it (400 for unknown ids)."""
         try:
             body = self.get("/invitation/info", invitation_id=invitation_id)
@@ -472,7 +514,7 @@ class LiteLLMClient:
     def update_user(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.post("/user/update", body)
 
-    def update_users(self, bodies: list[dict[str, Any]]) -> dict[str, Optional[str]]:
+    def update_users(self, bodies: list[dict[str, Any]]) -> dict[str, str | None]:
         """Several ``/user/update`` bodies (each with a ``user_id``) in one ``/user/bulk_update``;
         the error of each user whose update failed, or None, by user id.
 
@@ -488,15 +530,22 @@ class LiteLLMClient:
             return self._update_one_by_one(bodies)
         results = answer.get("results") if isinstance(answer, dict) else None
         if not isinstance(results, list):
-            raise OutcomeUnknown("POST", "/user/bulk_update", 200, "the answer has no per-user results; the updates may or may not have been made")
-        outcome: dict[str, Optional[str]] = {str(b["user_id"]): "not in the proxy's answer" for b in bodies}
+            raise OutcomeUnknown(
+                "POST",
+                "/user/bulk_update",
+                200,
+                "the answer has no per-user results; the updates may or may not have been made",
+            )
+        outcome: dict[str, str | None] = {str(b["user_id"]): "not in the proxy's answer" for b in bodies}
         for row in results:
             if isinstance(row, dict) and str(row.get("user_id")) in outcome:
-                outcome[str(row["user_id"])] = None if row.get("success") else self.redact(str(row.get("error") or "refused"))
+                outcome[str(row["user_id"])] = (
+                    None if row.get("success") else self.redact(str(row.get("error") or "refused"))
+                )
         return outcome
 
-    def _update_one_by_one(self, bodies: list[dict[str, Any]]) -> dict[str, Optional[str]]:
-        outcome: dict[str, Optional[str]] = {}
+    def _update_one_by_one(self, bodies: list[dict[str, Any]]) -> dict[str, str | None]:
+        outcome: dict[str, str | None] = {}
         for body in bodies:
             try:
                 self.update_user(body)
@@ -523,7 +572,9 @@ class LiteLLMClient:
 
     def remove_member(self, team_id: str, user_id: str) -> None:
         """Take a user off a team; one already absent counts as removed."""
-        self._post_unless_gone("/team/member_delete", {"team_id": team_id, "user_id": user_id}, 400, "not found in team")
+        self._post_unless_gone(
+            "/team/member_delete", {"team_id": team_id, "user_id": user_id}, 400, "not found in team"
+        )
 
     def delete_user(self, user_id: str) -> None:
         """Delete a user (LiteLLM deletes its keys and invitation links with it); gone counts as deleted."""
@@ -547,8 +598,18 @@ class LiteLLMClient:
         that may exist and cannot be found."""
         deadline = self._current_deadline()
         if deadline is not None and deadline - time.monotonic() < self._timeout:
-            raise DeadlineExceeded("POST", "/invitation/new", None, "too little of the run's deadline (--deadline) is left to create a link safely")
+            raise DeadlineExceeded(
+                "POST",
+                "/invitation/new",
+                None,
+                "too little of the run's deadline (--deadline) is left to create a link safely",
+            )
         body = self.post("/invitation/new", {"user_id": user_id}, retry_refused=False)
         if not isinstance(body, dict) or not body.get("id"):
-            raise OutcomeUnknown("POST", "/invitation/new", 200, "the answer has no invitation id; a link may exist that was not recorded")
+            raise OutcomeUnknown(
+                "POST",
+                "/invitation/new",
+                200,
+                "the answer has no invitation id; a link may exist that was not recorded",
+            )
         return body

@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import smtplib
 import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 from string import Template
-from typing import Callable, Literal, Mapping, Optional, get_args
+from typing import Literal, get_args
 
 from .onboarding import InvitationRecord
 from .secrets import scrub
@@ -61,8 +62,8 @@ class SmtpSettings:
     port: int
     sender: str
     security: Security = "starttls"
-    username: Optional[str] = None
-    password: Optional[str] = None
+    username: str | None = None
+    password: str | None = None
 
     def __repr__(self) -> str:
         # Settings end up in logs and tracebacks; the password must not.
@@ -86,7 +87,9 @@ class SmtpSettings:
         """
         security = _security(_get(environ, "SMTP_SECURITY") or "starttls")
         if security == "none" and not allow_insecure:
-            raise ValueError("SMTP_SECURITY=none sends onboarding links in clear text; pass --allow-insecure-smtp to allow it")
+            raise ValueError(
+                "SMTP_SECURITY=none sends onboarding links in clear text; pass --allow-insecure-smtp to allow it"
+            )
         username = _get(environ, "SMTP_USERNAME")
         # Not stripped: a password may legitimately start or end with a space.
         password = environ.get("SMTP_PASSWORD") or None
@@ -103,7 +106,7 @@ class SmtpSettings:
         )
 
 
-def _get(environ: Mapping[str, str], name: str) -> Optional[str]:
+def _get(environ: Mapping[str, str], name: str) -> str | None:
     """A variable's trimmed value; empty counts as unset (CI often exports empty variables)."""
     return (environ.get(name) or "").strip() or None
 
@@ -122,7 +125,7 @@ def _security(value: str) -> Security:
     return value.lower()  # type: ignore[return-value]
 
 
-def _port(value: Optional[str], security: Security) -> int:
+def _port(value: str | None, security: Security) -> int:
     if value is None:
         return DEFAULT_PORTS[security]
     if not value.isdigit() or not 0 < int(value) < 65536:
@@ -167,7 +170,9 @@ def _split_template(template: str) -> tuple[Template, Template]:
             f"available: {', '.join('$' + name for name in PLACEHOLDERS)}"
         ) from None
     except ValueError as exc:
-        raise ValueError(f"the invitation template has an invalid placeholder ({exc}); write $$ for a literal $") from None
+        raise ValueError(
+            f"the invitation template has an invalid placeholder ({exc}); write $$ for a literal $"
+        ) from None
     if sample["link"] not in rendered:
         raise ValueError("the invitation template body must contain $link, or the email is useless")
     return subject, message
@@ -196,12 +201,12 @@ class Mailer:
     Only a malformed template raises ``ValueError``, here, before anything is sent.
     """
 
-    def __init__(self, settings: SmtpSettings, template: str, smtp_factory: Optional[SmtpFactory] = None):
+    def __init__(self, settings: SmtpSettings, template: str, smtp_factory: SmtpFactory | None = None):
         self.settings = settings
         self._subject, self._body = _split_template(template)
         self._factory = smtp_factory or _connect
-        self._smtp: Optional[smtplib.SMTP] = None
-        self._refused: Optional[str] = None
+        self._smtp: smtplib.SMTP | None = None
+        self._refused: str | None = None
 
     def send(self, record: InvitationRecord) -> None:
         if not record.onboarding_link:
@@ -216,7 +221,9 @@ class Mailer:
         if self._smtp is None:
             _fail(record, self._refused or "no SMTP connection", secrets)
             return
-        _send_one(self._smtp, record, lambda: _message(record, self.settings.sender, self._subject, self._body), secrets)
+        _send_one(
+            self._smtp, record, lambda: _message(record, self.settings.sender, self._subject, self._body), secrets
+        )
 
     def close(self) -> None:
         if self._smtp is not None:
@@ -228,7 +235,7 @@ def send_invitations(
     records: list[InvitationRecord],
     settings: SmtpSettings,
     template: str,
-    smtp_factory: Optional[SmtpFactory] = None,
+    smtp_factory: SmtpFactory | None = None,
 ) -> None:
     """Email each record's link over one connection (see ``Mailer``); update the records in place."""
     mailer = Mailer(settings, template, smtp_factory)
@@ -274,7 +281,9 @@ def _message(record: InvitationRecord, sender: str, subject: Template, body: Tem
     return message
 
 
-def _send_one(smtp: smtplib.SMTP, record: InvitationRecord, build: Callable[[], EmailMessage], secrets: list[str]) -> None:
+def _send_one(
+    smtp: smtplib.SMTP, record: InvitationRecord, build: Callable[[], EmailMessage], secrets: list[str]
+) -> None:
     """Build and send one message; a bad header (ValueError) fails this record only."""
     try:
         smtp.send_message(build())

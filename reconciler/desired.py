@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NoReturn, Optional, get_args
+from typing import Any, Literal, NoReturn, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -77,7 +77,7 @@ def check_email(value: str) -> str:
     return value
 
 
-def _email_problem(value: str) -> Optional[str]:
+def _email_problem(value: str) -> str | None:
     """Why ``value`` is not a bare address, or None; regular expressions keep 100k addresses fast."""
     if _EMAIL_CHARS_RE.search(value):
         return _character_problem(value)
@@ -149,16 +149,16 @@ class TeamSpec(_Strict):
     """A team as declared. Optional fields left out are not managed (never changed)."""
 
     alias: str = Field(min_length=1, description="team_alias; unique in the file")
-    id: Optional[str] = Field(default=None, min_length=1, description="adopt this existing team_id")
+    id: str | None = Field(default=None, min_length=1, description="adopt this existing team_id")
     models: list[str] = Field(default=None, description="allowed models; [] = all models")  # type: ignore[assignment]
-    max_budget: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False, description="USD; null = no limit")
-    budget_duration: Optional[str] = Field(default=None, description="budget window, e.g. 30d, 1mo")
-    tpm_limit: Optional[int] = Field(default=None, ge=0, le=_BIGINT_MAX, description="tokens per minute")
-    rpm_limit: Optional[int] = Field(default=None, ge=0, le=_BIGINT_MAX, description="requests per minute")
+    max_budget: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="USD; null = no limit")
+    budget_duration: str | None = Field(default=None, description="budget window, e.g. 30d, 1mo")
+    tpm_limit: int | None = Field(default=None, ge=0, le=_BIGINT_MAX, description="tokens per minute")
+    rpm_limit: int | None = Field(default=None, ge=0, le=_BIGINT_MAX, description="requests per minute")
 
     @field_validator("budget_duration")
     @classmethod
-    def _duration(cls, value: Optional[str]) -> Optional[str]:
+    def _duration(cls, value: str | None) -> str | None:
         if value is not None and not _DURATION_RE.match(value):
             raise ValueError(f"{value!r} is not a LiteLLM duration such as 30d, 12h or 1mo")
         return value
@@ -178,11 +178,9 @@ class UserSpec(_Strict):
 
     email: str = Field(description="identity; case-insensitive; unique in the file")
     teams: list[str] = Field(default_factory=list, description="team aliases (or declared ids)")
-    role: Optional[UserRole] = Field(
-        default=None, description="user_role; new users get internal_user when left out"
-    )
-    alias: Optional[str] = Field(default=None, description="user_alias")
-    invite: Optional[bool] = Field(
+    role: UserRole | None = Field(default=None, description="user_role; new users get internal_user when left out")
+    alias: str | None = Field(default=None, description="user_alias")
+    invite: bool | None = Field(
         default=None,
         description="invite a user that existed before the tool managed it (defaults.invite)",
     )
@@ -211,7 +209,9 @@ class Removals(_Strict):
     """What the file may take away. Every scope is off unless switched on (add-only by default),
     and only objects this tool owns are ever deleted."""
 
-    memberships: bool = Field(default=False, description="each declared team's members are exactly the users the file lists in it")
+    memberships: bool = Field(
+        default=False, description="each declared team's members are exactly the users the file lists in it"
+    )
     users: bool = Field(default=False, description="users this tool owns that the file no longer lists are deleted")
     teams: bool = Field(default=False, description="teams this tool owns that the file no longer declares are deleted")
     max_percent: int = Field(
@@ -244,7 +244,7 @@ class Problem:
     file: str
     line: int
     message: str
-    column: Optional[int] = None
+    column: int | None = None
 
     def __str__(self) -> str:
         column = f":{self.column}" if self.column is not None else ""
@@ -375,7 +375,7 @@ class _Frame:
 
     __slots__ = ("key", "path", "value")
 
-    def __init__(self, value: Any, path: Optional[Path_]):
+    def __init__(self, value: Any, path: Path_ | None):
         self.value = value
         self.path = path
         self.key: Any = _NO_KEY
@@ -412,13 +412,15 @@ def _read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Proble
             elif kind is yaml.AliasEvent:
                 _refuse_node(event)
             elif kind is yaml.DocumentStartEvent and root is not _NOTHING:
-                raise _Refused(event.start_mark, "malformed YAML: expected a single document, but found another document")
+                raise _Refused(
+                    event.start_mark, "malformed YAML: expected a single document, but found another document"
+                )
             elif kind is yaml.StreamEndEvent:
                 break
             else:
                 continue
             line = event.start_mark.line + 1
-            path: Optional[Path_]
+            path: Path_ | None
             if not stack:
                 root, path = value, ()
                 lines[path] = line
@@ -469,7 +471,9 @@ def _refuse_node(event: yaml.NodeEvent) -> NoReturn:
     tag: str = event.tag  # type: ignore[attr-defined]
     shown = "!!" + tag[len("tag:yaml.org,2002:") :] if tag.startswith("tag:yaml.org,2002:") else tag
     if tag in _SAFE.yaml_constructors:
-        raise _Refused(event.start_mark, f"YAML tag {shown!r} is not allowed: this file uses no tags, not even standard ones")
+        raise _Refused(
+            event.start_mark, f"YAML tag {shown!r} is not allowed: this file uses no tags, not even standard ones"
+        )
     raise _Refused(event.start_mark, f"unknown YAML tag {shown!r}; this file uses no tags")
 
 
@@ -482,11 +486,15 @@ def _scalar(event: yaml.ScalarEvent) -> Any:
         return event.value
     name = tag.rsplit(":", 1)[1]
     if len(event.value) > _MAX_NUMBER_CHARS:
-        raise _Refused(event.start_mark, f"a YAML {name} of {len(event.value)} characters is too long; quote it if it is text")
+        raise _Refused(
+            event.start_mark, f"a YAML {name} of {len(event.value)} characters is too long; quote it if it is text"
+        )
     try:
         return construct(_SAFE, yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark))
     except (ValueError, ArithmeticError, yaml.YAMLError):
-        raise _Refused(event.start_mark, f"{event.value!r} looks like a YAML {name} but is not a valid one; quote it if it is text") from None
+        raise _Refused(
+            event.start_mark, f"{event.value!r} looks like a YAML {name} but is not a valid one; quote it if it is text"
+        ) from None
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
@@ -523,7 +531,9 @@ def parse_desired(text: str, file: str = "users.yaml") -> DesiredState:
     if data is _NOTHING:
         raise InputError(problems + [Problem(file, 1, "the file is empty; expected at least 'version: 1'")])
     if not isinstance(data, dict):
-        raise InputError(problems + [Problem(file, 1, "the top level must be a mapping with 'version', 'teams' and 'users'")])
+        raise InputError(
+            problems + [Problem(file, 1, "the top level must be a mapping with 'version', 'teams' and 'users'")]
+        )
 
     problems.extend(_cross_check(data, lines, file))
     try:
@@ -586,7 +596,11 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
             ids_seen.add(t["id"])
             if t["id"] in by_ref and by_ref[t["id"]] != t["alias"]:
                 problems.append(
-                    Problem(file, _line_for(("teams", i, "id"), lines), f"teams.{i}.id: {t['id']!r} is another team's alias; references would be ambiguous")
+                    Problem(
+                        file,
+                        _line_for(("teams", i, "id"), lines),
+                        f"teams.{i}.id: {t['id']!r} is another team's alias; references would be ambiguous",
+                    )
                 )
             by_ref.setdefault(t["id"], t["alias"])
     for i, user in users:

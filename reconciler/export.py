@@ -11,7 +11,7 @@ changes (adopting the objects is bookkeeping).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -19,7 +19,7 @@ from .desired import TEAM_SETTINGS, USER_ROLES, check_email, parse_desired
 from .live import PROXY_ADMIN_ID, LiveState, LiveTeam, LiveUser
 
 
-def export_yaml(live: LiveState, only_teams: Optional[set[str]] = None) -> str:
+def export_yaml(live: LiveState, only_teams: set[str] | None = None) -> str:
     """The users.yaml text for ``live`` (restricted to the teams named in ``only_teams``, by
     alias, and their members, when given). Raises ``ValueError`` for a name not on the proxy."""
     skipped: list[str] = []
@@ -29,11 +29,15 @@ def export_yaml(live: LiveState, only_teams: Optional[set[str]] = None) -> str:
         if not team.alias:
             skipped.append(f"team {team.team_id}: no alias (give it one, then declare it with 'alias:' and 'id:')")
         elif aliases[team.alias] > 1:
-            skipped.append(f"team {team.team_id}: {aliases[team.alias]} teams share the alias {team.alias!r} (declare the one you mean with 'id:')")
+            skipped.append(
+                f"team {team.team_id}: {aliases[team.alias]} teams share the alias {team.alias!r} (declare the one you mean with 'id:')"
+            )
         elif only_teams is None or team.alias in only_teams:
             teams.append(team)
     if only_teams is not None and only_teams - {t.alias for t in teams}:
-        raise ValueError(f"no team with the alias {', '.join(sorted(only_teams - {t.alias for t in teams}))} on the proxy")
+        raise ValueError(
+            f"no team with the alias {', '.join(sorted(only_teams - {t.alias for t in teams}))} on the proxy"
+        )
 
     members: dict[str, list[str]] = {}
     for team in teams:
@@ -55,16 +59,23 @@ def export_yaml(live: LiveState, only_teams: Optional[set[str]] = None) -> str:
         document["teams"] = [_team(t) for t in teams]
     if users:
         document["users"] = [_user(u, sorted(members.get(u.user_id, []))) for u in users]
-    header = ["# users.yaml exported from the live proxy by `litellm-reconciler export`.", "# Review it, then commit it: the next plan adopts these objects (bookkeeping, no changes)."]
+    header = [
+        "# users.yaml exported from the live proxy by `litellm-reconciler export`.",
+        "# Review it, then commit it: the next plan adopts these objects (bookkeeping, no changes).",
+    ]
     if skipped:
         header.append("# Not exported (a users.yaml cannot express them as they are):")
         header += [f"#   - {line}" for line in sorted(skipped)]
-    text = "\n".join(header) + "\n" + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
+    text = (
+        "\n".join(header)
+        + "\n"
+        + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
+    )
     parse_desired(text, "export")  # what we write must be a valid file; a failure here is a bug
     return text
 
 
-def _unexportable(user: LiveUser, emails: Counter[str]) -> Optional[str]:
+def _unexportable(user: LiveUser, emails: Counter[str]) -> str | None:
     if not user.email:
         return "no email (users.yaml identifies users by email)"
     try:

@@ -15,7 +15,6 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 
 def write_private(path: str | Path, text: str) -> Path:
@@ -90,7 +89,7 @@ def sync_private(path: str | Path) -> None:
         os.close(fd)
 
 
-def read_private(path: str | Path) -> Optional[str]:
+def read_private(path: str | Path) -> str | None:
     """The text of ``path``, or None when it does not exist; a symlink there is refused."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
@@ -98,7 +97,9 @@ def read_private(path: str | Path) -> Optional[str]:
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise ValueError(f"{path} is a symbolic link; refusing to read or replace it (move it away first)") from None
+            raise ValueError(
+                f"{path} is a symbolic link; refusing to read or replace it (move it away first)"
+            ) from None
         raise
     with os.fdopen(fd, "r", encoding="utf-8") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -33,9 +33,10 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import click
 
@@ -95,7 +96,7 @@ class GlueError(click.ClickException):
 class Step:
     """One run of the action's step: what it writes to GitHub, and the CLI it runs."""
 
-    def __init__(self, tools: Tools, proxy_url: Optional[str] = None):
+    def __init__(self, tools: Tools, proxy_url: str | None = None):
         self.tools = tools
         self.proxy_url = proxy_url or os.environ.get("LITELLM_PROXY_URL") or None
         # Hidden like a secret in comments, summaries and the log: the input and the variable.
@@ -129,7 +130,11 @@ class Step:
 
     def annotate(self, level: str, message: str, title: str = "", file: str = "", line: str = "") -> None:
         """A workflow command (::error::, ::warning::, ::notice::), scrubbed and escaped as GitHub requires."""
-        props = ",".join(f"{k}={_command_escape(self.clean(v), True)}" for k, v in (("title", title), ("file", file), ("line", line)) if v)
+        props = ",".join(
+            f"{k}={_command_escape(self.clean(v), True)}"
+            for k, v in (("title", title), ("file", file), ("line", line))
+            if v
+        )
         click.echo(f"::{level}{' ' + props if props else ''}::{_command_escape(self.clean(message))}")
 
     def log(self, text: str, err: bool = False) -> None:
@@ -181,7 +186,7 @@ def event() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _json_object(text: Optional[str]) -> Optional[dict[str, Any]]:
+def _json_object(text: str | None) -> dict[str, Any] | None:
     """A JSON object of this glue's major version, else None (absent, cut short, or not ours)."""
     try:
         data = json.loads(text or "")
@@ -214,7 +219,13 @@ def validate(step: Step, file: str) -> bool:
             line = found if isinstance(found, int) else 0
             column = f":{p['column']}" if isinstance(p.get("column"), int) else ""
             lines.append(f"error: {where}:{line}{column}: {p.get('message', '')}")
-            step.annotate("error", str(p.get("message", "")), title=f"{file} is invalid", file=where, line=str(line) if line > 0 else "")
+            step.annotate(
+                "error",
+                str(p.get("message", "")),
+                title=f"{file} is invalid",
+                file=where,
+                line=str(line) if line > 0 else "",
+            )
         errors = step.clean("\n".join(lines))
     else:  # the CLI did not get as far as its JSON: its own words, shown, not read
         errors = step.clean(proc.stderr).strip() or f"validate exited with {proc.returncode}"
@@ -247,10 +258,28 @@ def plan(step: Step, file: str, max_chars: int, drift: bool = False, fail_on_unm
         return 1 if drift else 0
     plan_json = step.out_dir() / "plan.json"
     plan_json.unlink(missing_ok=True)
-    proc = step.cli("plan", file, "--format", "markdown", "--max-chars", str(max_chars), "--out", str(plan_json), "--detailed-exitcode")
-    data = _json_object(plan_json.read_text(encoding="utf-8")) if proc.returncode in (0, 2) and plan_json.exists() else None
+    proc = step.cli(
+        "plan",
+        file,
+        "--format",
+        "markdown",
+        "--max-chars",
+        str(max_chars),
+        "--out",
+        str(plan_json),
+        "--detailed-exitcode",
+    )
+    data = (
+        _json_object(plan_json.read_text(encoding="utf-8"))
+        if proc.returncode in (0, 2) and plan_json.exists()
+        else None
+    )
     markdown = proc.stdout
-    if data is None or not _is_fingerprint(data.get("fingerprint")) or parse_fingerprint(markdown) != data.get("fingerprint"):
+    if (
+        data is None
+        or not _is_fingerprint(data.get("fingerprint"))
+        or parse_fingerprint(markdown) != data.get("fingerprint")
+    ):
         message = step.clean(proc.stderr).strip() or f"plan exited with {proc.returncode} without a plan"
         click.echo(message, err=True)
         step.annotate("error", message.splitlines()[-1], title="Plan failed")
@@ -290,9 +319,17 @@ def _report_drift(step: Step, file: str, markdown: str, data: dict[str, Any], fa
         step.annotate("error", f"{a.get('address')}: {a.get('reason', '')}", title="Drift: apply would change this")
     for d in unmanaged:
         if d.get("kind") == "privilege":
-            step.annotate("error", f"{d.get('address')}: {d.get('detail', '')}", title="Drift: a privileged role the file does not grant")
+            step.annotate(
+                "error",
+                f"{d.get('address')}: {d.get('detail', '')}",
+                title="Drift: a privileged role the file does not grant",
+            )
         else:
-            step.annotate("error" if fail_on_unmanaged else "warning", f"{d.get('address')}: {d.get('detail', '')}", title="Drift: on the proxy, not in the file")
+            step.annotate(
+                "error" if fail_on_unmanaged else "warning",
+                f"{d.get('address')}: {d.get('detail', '')}",
+                title="Drift: on the proxy, not in the file",
+            )
     if failing:
         step.log(
             "To resolve: run apply for the changes; for objects on the proxy that the file does not list, either adopt them "
@@ -324,7 +361,7 @@ class ApplyInputs:
     report: str = ""
 
 
-def read_apply_result(path: Path, expected: str) -> Optional[dict[str, Any]]:
+def read_apply_result(path: Path, expected: str) -> dict[str, Any] | None:
     """The CLI's ``--result-json`` for THIS apply: None when absent, unreadable, or about
     another fingerprint than the one this step asked for."""
     data = _json_object(path.read_text(encoding="utf-8")) if path.exists() else None
@@ -340,7 +377,11 @@ def apply(step: Step, given: ApplyInputs) -> int:
     if not validate(step, file):
         return 1
     if not has_key():
-        step.annotate("error", "No LiteLLM key: set LITELLM_MASTER_KEY from the protected environment's secret.", title="Apply impossible")
+        step.annotate(
+            "error",
+            "No LiteLLM key: set LITELLM_MASTER_KEY from the protected environment's secret.",
+            title="Apply impossible",
+        )
         step.output("result", "error")
         return 1
     expected = given.expect_fingerprint.strip()
@@ -378,7 +419,11 @@ def apply(step: Step, given: ApplyInputs) -> int:
         step.output("fingerprint-matches", "unknown" if matched is None else "true" if matched else "false")
         summary += [_binding(expected, matched), ""]
         if matched is False:
-            step.annotate("error", "The plan differs from the reviewed plan; nothing was applied.", title="Plan fingerprint mismatch")
+            step.annotate(
+                "error",
+                "The plan differs from the reviewed plan; nothing was applied.",
+                title="Plan fingerprint mismatch",
+            )
     else:
         summary += ["ℹ️ No reviewed fingerprint was given: the current plan (shown below) was applied.", ""]
     if result is not None:
@@ -386,27 +431,33 @@ def apply(step: Step, given: ApplyInputs) -> int:
     else:
         summary += ["⚠️ The apply left no result (see the log): whether anything was applied is not known here.", ""]
     if report.exists():
-        summary += ["Onboarding links were written to the onboarding report (mode 0600); they are never shown here.", ""]
+        summary += [
+            "Onboarding links were written to the onboarding report (mode 0600); they are never shown here.",
+            "",
+        ]
         step.output("report-file", str(report))
         # Links whose email failed exist only in the report: the workflow must hand it over.
         records = result["invitations"] if result else load_report(report)
         undelivered = [r for r in records if isinstance(r, dict) and r.get("status") in UNDELIVERED]
         step.output("undelivered", "true" if undelivered else "false")
         if undelivered:
-            summary += [f"⚠️ {len(undelivered)} onboarding email(s) could not be sent; their links are only in the onboarding report.", ""]
+            summary += [
+                f"⚠️ {len(undelivered)} onboarding email(s) could not be sent; their links are only in the onboarding report.",
+                "",
+            ]
     summary += ["<details><summary>apply log</summary>", "", fence(log), "", "</details>"]
     step.summary("\n".join(summary))
     step.output("result", "applied" if ok else "refused" if outcome == "refused" else "failed")
     return 0 if ok else (proc.returncode or 1)
 
 
-def _apply_heading(ok: bool, outcome: Optional[str]) -> str:
+def _apply_heading(ok: bool, outcome: str | None) -> str:
     if ok:
         return "✅ Nothing to apply" if outcome == "no-changes" else "✅ Applied"
     return "🛑 Apply refused" if outcome == "refused" else "❌ Apply failed"
 
 
-def _binding(expected: str, matched: Optional[bool]) -> str:
+def _binding(expected: str, matched: bool | None) -> str:
     shown = escape(expected[:16])
     if matched is True:
         return f"✅ The plan matches the reviewed plan (fingerprint <code>{shown}</code>)."
@@ -426,10 +477,15 @@ def _result_lines(step: Step, result: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     counts = result.get("summary") or {}
     if result["outcome"] in ("applied", "failed") and result.get("results"):
-        lines += [f"**Apply complete: {int(counts.get('done', 0))} done, {int(counts.get('failed', 0))} failed, {int(counts.get('skipped', 0))} skipped.**", ""]
+        lines += [
+            f"**Apply complete: {int(counts.get('done', 0))} done, {int(counts.get('failed', 0))} failed, {int(counts.get('skipped', 0))} skipped.**",
+            "",
+        ]
         troubled = [r for r in result["results"] if isinstance(r, dict) and r.get("status") != "done"]
         for r in troubled[:50]:
-            lines.append(f"- {code(step.clean(str(r.get('address'))))}: {escape(r.get('status'))}: {escape(step.clean(str(r.get('detail') or ''), all_urls=True))}")
+            lines.append(
+                f"- {code(step.clean(str(r.get('address'))))}: {escape(r.get('status'))}: {escape(step.clean(str(r.get('detail') or ''), all_urls=True))}"
+            )
         if len(troubled) > 50:
             lines.append(f"- …and {len(troubled) - 50} more (see the apply log)")
         if troubled:
@@ -470,7 +526,9 @@ def comment(step: Step, body_file: str) -> int:
     payload.write_text(json.dumps({"body": body}), encoding="utf-8")
     ours = plan_comments(_comments(step, repo, int(pr)))
     if ours:
-        posted = step.gh("api", "--method", "PATCH", f"repos/{repo}/issues/comments/{ours[-1]['id']}", "--input", str(payload))
+        posted = step.gh(
+            "api", "--method", "PATCH", f"repos/{repo}/issues/comments/{ours[-1]['id']}", "--input", str(payload)
+        )
         click.echo(f"Updated the plan comment on pull request #{pr} (comment {posted.get('id')}).")
     else:
         posted = step.gh("api", "--method", "POST", f"repos/{repo}/issues/{pr}/comments", "--input", str(payload))
@@ -504,15 +562,26 @@ def reviewed_fingerprint(step: Step) -> int:
 
 # ---------------------------------------------------------------- the click group
 
-_file = click.option("--file", envvar="INPUT_FILE", default="users.yaml", show_default=True, help="The users file [env INPUT_FILE].")
-_proxy_url = click.option("--proxy-url", envvar="INPUT_PROXY_URL", default=None, help="Proxy base URL [env INPUT_PROXY_URL, else LITELLM_PROXY_URL].")
+_file = click.option(
+    "--file", envvar="INPUT_FILE", default="users.yaml", show_default=True, help="The users file [env INPUT_FILE]."
+)
+_proxy_url = click.option(
+    "--proxy-url",
+    envvar="INPUT_PROXY_URL",
+    default=None,
+    help="Proxy base URL [env INPUT_PROXY_URL, else LITELLM_PROXY_URL].",
+)
 _max_chars = click.option(
-    "--max-chars", envvar="INPUT_MAX_CHARS", type=click.IntRange(1000, GITHUB_COMMENT_LIMIT), default=60000, show_default=True,
+    "--max-chars",
+    envvar="INPUT_MAX_CHARS",
+    type=click.IntRange(1000, GITHUB_COMMENT_LIMIT),
+    default=60000,
+    show_default=True,
     help="Cap of the Markdown comment [env INPUT_MAX_CHARS].",
 )
 
 
-def _step(proxy_url: Optional[str] = None) -> Step:
+def _step(proxy_url: str | None = None) -> Step:
     tools = click.get_current_context().find_object(Tools)
     return Step(tools or Tools(), proxy_url)
 
@@ -538,7 +607,7 @@ def validate_command(file: str) -> None:
 @_file
 @_proxy_url
 @_max_chars
-def plan_command(file: str, proxy_url: Optional[str], max_chars: int) -> None:
+def plan_command(file: str, proxy_url: str | None, max_chars: int) -> None:
     """Validate, plan against the proxy (read-only key), write the comment body and the summary."""
     sys.exit(plan(_step(proxy_url), file, max_chars))
 
@@ -547,8 +616,15 @@ def plan_command(file: str, proxy_url: Optional[str], max_chars: int) -> None:
 @_file
 @_proxy_url
 @_max_chars
-@click.option("--fail-on-unmanaged", envvar="INPUT_FAIL_ON_UNMANAGED", type=click.BOOL, default=True, show_default=True, help="Also fail on users/teams the file does not list.")
-def drift_command(file: str, proxy_url: Optional[str], max_chars: int, fail_on_unmanaged: bool) -> None:
+@click.option(
+    "--fail-on-unmanaged",
+    envvar="INPUT_FAIL_ON_UNMANAGED",
+    type=click.BOOL,
+    default=True,
+    show_default=True,
+    help="Also fail on users/teams the file does not list.",
+)
+def drift_command(file: str, proxy_url: str | None, max_chars: int, fail_on_unmanaged: bool) -> None:
     """Plan; fail when apply would change something or the proxy holds what the file does not list."""
     sys.exit(plan(_step(proxy_url), file, max_chars, drift=True, fail_on_unmanaged=fail_on_unmanaged))
 
@@ -556,19 +632,50 @@ def drift_command(file: str, proxy_url: Optional[str], max_chars: int, fail_on_u
 @github.command("apply")
 @_file
 @_proxy_url
-@click.option("--expect-fingerprint", envvar="INPUT_EXPECT_FINGERPRINT", default="", help="Refuse unless the plan has this (reviewed) fingerprint.")
-@click.option("--require-reviewed-plan", envvar="INPUT_REQUIRE_REVIEWED_PLAN", type=click.BOOL, default=False, help="Refuse when no fingerprint is expected.")
-@click.option("--send-invites", envvar="INPUT_SEND_INVITES", default="", help="'smtp' to mail the onboarding links, else empty.")
-@click.option("--allow-insecure-smtp", envvar="INPUT_ALLOW_INSECURE_SMTP", type=click.BOOL, default=False, help="Allow SMTP_SECURITY=none.")
+@click.option(
+    "--expect-fingerprint",
+    envvar="INPUT_EXPECT_FINGERPRINT",
+    default="",
+    help="Refuse unless the plan has this (reviewed) fingerprint.",
+)
+@click.option(
+    "--require-reviewed-plan",
+    envvar="INPUT_REQUIRE_REVIEWED_PLAN",
+    type=click.BOOL,
+    default=False,
+    help="Refuse when no fingerprint is expected.",
+)
+@click.option(
+    "--send-invites", envvar="INPUT_SEND_INVITES", default="", help="'smtp' to mail the onboarding links, else empty."
+)
+@click.option(
+    "--allow-insecure-smtp",
+    envvar="INPUT_ALLOW_INSECURE_SMTP",
+    type=click.BOOL,
+    default=False,
+    help="Allow SMTP_SECURITY=none.",
+)
 @click.option("--report", envvar="INPUT_REPORT", default="", help="The onboarding report [default: under RUNNER_TEMP].")
-def apply_command(file: str, proxy_url: Optional[str], expect_fingerprint: str, require_reviewed_plan: bool, send_invites: str, allow_insecure_smtp: bool, report: str) -> None:
+def apply_command(
+    file: str,
+    proxy_url: str | None,
+    expect_fingerprint: str,
+    require_reviewed_plan: bool,
+    send_invites: str,
+    allow_insecure_smtp: bool,
+    report: str,
+) -> None:
     """Apply with --yes, bound to the reviewed fingerprint when one is given; the summary never shows a link."""
-    given = ApplyInputs(file, expect_fingerprint, require_reviewed_plan, send_invites.strip(), allow_insecure_smtp, report)
+    given = ApplyInputs(
+        file, expect_fingerprint, require_reviewed_plan, send_invites.strip(), allow_insecure_smtp, report
+    )
     sys.exit(apply(_step(proxy_url), given))
 
 
 @github.command("comment")
-@click.option("--body-file", envvar="INPUT_BODY_FILE", default="", help="The Markdown to post [default: the one plan wrote].")
+@click.option(
+    "--body-file", envvar="INPUT_BODY_FILE", default="", help="The Markdown to post [default: the one plan wrote]."
+)
 def comment_command(body_file: str) -> None:
     """Create or update THE plan comment of the pull request."""
     sys.exit(comment(_step(), body_file))

@@ -16,7 +16,6 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
@@ -54,7 +53,7 @@ class _CsvUser:
     teams: list[str] = field(default_factory=list)
 
 
-def import_csv(csv_path: str | Path, yaml_path: str | Path, team: Optional[str] = None) -> ImportResult:
+def import_csv(csv_path: str | Path, yaml_path: str | Path, team: str | None = None) -> ImportResult:
     """Add the CSV's users to ``yaml_path``, or write nothing and raise.
 
     Without ``team`` the CSV has ``user_email,team_id`` columns; with it, the CSV is a
@@ -70,7 +69,9 @@ def import_csv(csv_path: str | Path, yaml_path: str | Path, team: Optional[str] 
     desired = parse_desired(text, str(yaml_path))
     refs = _team_refs(desired)
     if team is not None and team not in refs:
-        raise ValueError(f"unknown team {team!r}; declare it under 'teams' in {Path(yaml_path).name} (it may be named by alias or id)")
+        raise ValueError(
+            f"unknown team {team!r}; declare it under 'teams' in {Path(yaml_path).name} (it may be named by alias or id)"
+        )
     # The BOM is what spreadsheet programs write first; it is not part of the header.
     source = read_input(csv_path).removeprefix("\ufeff")
     rows = _plain_rows(source, team) if team is not None else _csv_rows(source, str(csv_path))
@@ -95,7 +96,7 @@ Row = tuple[int, str, str]
 def _csv_rows(text: str, csv_file: str) -> list[Row]:
     """Rows of a ``user_email,team_id`` CSV (the old script's format), blank lines skipped."""
     reader = csv.reader(io.StringIO(text, newline=""))
-    columns: Optional[dict[str, int]] = None
+    columns: dict[str, int] | None = None
     rows: list[Row] = []
     try:
         for cells in reader:
@@ -105,7 +106,15 @@ def _csv_rows(text: str, csv_file: str) -> list[Row]:
             if columns is None:
                 columns = {name.lower(): i for i, name in enumerate(cells)}
                 if "user_email" not in columns or "team_id" not in columns:
-                    raise InputError([Problem(csv_file, reader.line_num, "expected a header row with the columns user_email and team_id (or give a team for a plain list of emails)")])
+                    raise InputError(
+                        [
+                            Problem(
+                                csv_file,
+                                reader.line_num,
+                                "expected a header row with the columns user_email and team_id (or give a team for a plain list of emails)",
+                            )
+                        ]
+                    )
                 continue
             rows.append((reader.line_num, _cell(cells, columns["user_email"]), _cell(cells, columns["team_id"])))
     except csv.Error as exc:  # a NUL byte, a field over the csv module's size limit
@@ -149,7 +158,9 @@ def _merge(rows: list[Row], refs: dict[str, str], csv_file: str, yaml_name: str)
         if not ref:
             problems.append(Problem(csv_file, line, "missing team_id"))
         elif ref not in refs:
-            problems.append(Problem(csv_file, line, f"unknown team id {ref!r}; declare it under 'teams' in {yaml_name} with 'id:'"))
+            problems.append(
+                Problem(csv_file, line, f"unknown team id {ref!r}; declare it under 'teams' in {yaml_name} with 'id:'")
+            )
         if problems:
             continue  # the import fails; only the remaining rows' problems matter now
         user = users.setdefault(email.lower(), _CsvUser(email))
@@ -163,10 +174,12 @@ def _merge(rows: list[Row], refs: dict[str, str], csv_file: str, yaml_name: str)
 def _missing_memberships(present: list[_CsvUser], desired: DesiredState) -> list[tuple[str, str]]:
     """(email, team alias) the CSV gives a user already in the file who is not in that team there."""
     declared = {user.key: {desired.team_for_ref(ref).alias for ref in user.teams} for user in desired.users}
-    return [(user.email, alias) for user in present for alias in user.teams if alias not in declared[user.email.lower()]]
+    return [
+        (user.email, alias) for user in present for alias in user.teams if alias not in declared[user.email.lower()]
+    ]
 
 
-def _email_problem(email: str) -> Optional[str]:
+def _email_problem(email: str) -> str | None:
     """Why ``email`` cannot be imported, or None: the rule ``users.yaml`` uses.
 
     A comma gets its own message: here it always means a CSV row read as a plain list.
@@ -192,7 +205,9 @@ def _insert_users(text: str, users: list[_CsvUser]) -> str:
     if node is None:
         return _append_section(text, entries, newline)
     if node.flow_style and node.value:
-        raise ValueError(f"'users' on line {node.start_mark.line + 1} is a non-empty flow list ([...]); write it as a block list to import into it")
+        raise ValueError(
+            f"'users' on line {node.start_mark.line + 1} is a non-empty flow list ([...]); write it as a block list to import into it"
+        )
     if node.flow_style:
         # "users: []" becomes "users:" followed by the new block list.
         head = text[: node.start_mark.index].rstrip(" \t")
@@ -200,7 +215,7 @@ def _insert_users(text: str, users: list[_CsvUser]) -> str:
     return _insert_after_line(text, _content_end(node), entries, newline)
 
 
-def _value(root: yaml.Node, key: str) -> Optional[yaml.Node]:
+def _value(root: yaml.Node, key: str) -> yaml.Node | None:
     for key_node, value_node in root.value:
         if key_node.value == key:
             return value_node
@@ -267,7 +282,9 @@ def _verify(text: str, file: str, before: DesiredState, new: list[_CsvUser]) -> 
     expected = before.spec.model_dump()
     expected["users"] += [UserSpec(email=u.email, teams=u.teams).model_dump() for u in new]
     if after.spec.model_dump() != expected:
-        raise ValueError(f"could not insert the new users into {file} without changing other entries; nothing was written")
+        raise ValueError(
+            f"could not insert the new users into {file} without changing other entries; nothing was written"
+        )
 
 
 # --------------------------------------------------------------------------- files

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Optional
 
 from .desired import DesiredState
 from .live import (
@@ -24,20 +23,24 @@ from .live import (
 
 STATES = ("accepted", "pending", "expired", "missing", "exposed", "interrupted", "never invited", "not on the proxy")
 #: How each recorded delivery reads after "pending until ...".
-_DELIVERY = {"emailed": "emailed", "email_failed": "the email failed; apply sends it again", "reported": "in an onboarding report"}
+_DELIVERY = {
+    "emailed": "emailed",
+    "email_failed": "the email failed; apply sends it again",
+    "reported": "in an onboarding report",
+}
 
 
 @dataclass(frozen=True)
 class OnboardingStatus:
     email: str
-    user_id: Optional[str]
+    user_id: str | None
     state: str
-    since: Optional[str]  # accepted_at, or the expiry date of a pending/expired link
+    since: str | None  # accepted_at, or the expiry date of a pending/expired link
     detail: str
 
 
 def onboarding_status(
-    desired: DesiredState, live: LiveState, now: datetime, checked: Optional[dict[str, LiveInvitation]] = None
+    desired: DesiredState, live: LiveState, now: datetime, checked: dict[str, LiveInvitation] | None = None
 ) -> list[OnboardingStatus]:
     """One row per declared user. ``checked``: the proxy's view of open links by user id,
     or None when they could not be looked up (no seal key)."""
@@ -48,18 +51,26 @@ def onboarding_status(
         if user is None:
             out.append(OnboardingStatus(spec.email, None, "not on the proxy", None, "apply will create and invite"))
             continue
-        row = _status(user.invitation, checked.get(user.user_id) if checked is not None else None, checked is not None, now)
+        row = _status(
+            user.invitation, checked.get(user.user_id) if checked is not None else None, checked is not None, now
+        )
         out.append(OnboardingStatus(spec.email, user.user_id, *row))
     return out
 
 
-def _status(record: Optional[RecordedInvitation], info: Optional[LiveInvitation], verified: bool, now: datetime) -> tuple[str, Optional[str], str]:
+def _status(
+    record: RecordedInvitation | None, info: LiveInvitation | None, verified: bool, now: datetime
+) -> tuple[str, str | None, str]:
     if record is None:
         return "never invited", None, "set 'invite: true' to invite"
     if record.exposed_id:
         return "exposed", record.expires_at, "the link was readable by read-only keys; apply replaces it"
     if record.intent_at:
-        return "interrupted", record.intent_at, "an apply was interrupted while inviting; the next apply reports the lost link and invites again"
+        return (
+            "interrupted",
+            record.intent_at,
+            "an apply was interrupted while inviting; the next apply reports the lost link and invites again",
+        )
     if record.accepted_at:
         return "accepted", record.accepted_at, "onboarded"
     if verified and info is None:

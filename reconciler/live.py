@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, time, timezone
 from functools import cached_property
-from typing import Any, Generic, Iterable, Optional, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 from .client import IncompleteRead, LiteLLMClient
 from .desired import TEAM_SETTINGS
@@ -66,8 +66,8 @@ class LiveInvitation:
 
     id: str
     is_accepted: bool
-    accepted_at: Optional[str]
-    expires_at: Optional[str]
+    accepted_at: str | None
+    expires_at: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +79,19 @@ class RecordedInvitation:
     who can read the user (a read-only key) could use that link.
     """
 
-    sealed: Optional[str]
-    exposed_id: Optional[str]
-    created_at: Optional[str]
-    expires_at: Optional[str]
-    accepted_at: Optional[str]
+    sealed: str | None
+    exposed_id: str | None
+    created_at: str | None
+    expires_at: str | None
+    accepted_at: str | None
     #: Set before ``/invitation/new`` and dropped with the record that follows it: still set
     #: means an apply was interrupted in between, and a link may exist that nobody recorded.
-    intent_at: Optional[str] = None
+    intent_at: str | None = None
     #: How the link was handed over: reported (onboarding report), emailed, email_failed.
-    delivery: Optional[str] = None
+    delivery: str | None = None
 
     @classmethod
-    def from_metadata(cls, record: object) -> Optional["RecordedInvitation"]:
+    def from_metadata(cls, record: object) -> RecordedInvitation | None:
         if not isinstance(record, dict):
             return None
         # Frozen, so each field is written through its slot's own setter: the generated
@@ -108,23 +108,27 @@ class RecordedInvitation:
 #: Each field's slot setter, with the metadata key the field is read from.
 _RECORD_SLOTS = tuple(
     (getattr(RecordedInvitation, f.name).__set__, key)
-    for f, key in zip(fields(RecordedInvitation), ("sealed", "id", "created_at", "expires_at", "accepted_at", "intent_at", "delivery"), strict=True)
+    for f, key in zip(
+        fields(RecordedInvitation),
+        ("sealed", "id", "created_at", "expires_at", "accepted_at", "intent_at", "delivery"),
+        strict=True,
+    )
 )
 
 
 @dataclass(frozen=True)
 class LiveUser:
     user_id: str
-    email: Optional[str]
-    role: Optional[str]
-    alias: Optional[str]
+    email: str | None
+    role: str | None
+    alias: str | None
     teams: tuple[str, ...]
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
     #: The user's virtual keys (``/user/list`` reports it): what deleting the user deletes.
-    key_count: Optional[int] = None
+    key_count: int | None = None
 
     @_once
-    def key(self) -> Optional[str]:
+    def key(self) -> str | None:
         """The identity: the lower-cased email. Kept once computed (a snapshot never changes):
         the indexes and the planner read it several times for every user."""
         return self.email.lower() if self.email else None
@@ -142,7 +146,7 @@ class LiveUser:
         return isinstance(owned, dict) and owned.get("managed") is True
 
     @property
-    def invitation(self) -> Optional[RecordedInvitation]:
+    def invitation(self) -> RecordedInvitation | None:
         """The invitation this tool recorded on the user, if any."""
         return RecordedInvitation.from_metadata(self.owned.get("invitation"))
 
@@ -151,18 +155,18 @@ class LiveUser:
 class LiveMember:
     user_id: str
     role: str
-    email: Optional[str] = None
+    email: str | None = None
 
 
 @dataclass(frozen=True)
 class LiveTeam:
     team_id: str
-    alias: Optional[str]
+    alias: str | None
     settings: dict[str, Any] = field(hash=False)
     members: tuple[LiveMember, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
     #: The team's keys, read only for teams a plan may delete (``/team/info``); None when not read.
-    key_count: Optional[int] = None
+    key_count: int | None = None
 
     @cached_property
     def member_ids(self) -> frozenset[str]:
@@ -184,7 +188,7 @@ class LiveState:
     teams: tuple[LiveTeam, ...] = ()
     #: The user that owns the key this run reads with, when the proxy says (protected from removal).
     #: Not part of the fingerprint: a plan key and an apply key see the same proxy.
-    caller_id: Optional[str] = None
+    caller_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data of everything planning depends on. Built field by field: ``asdict`` deep-copies
@@ -192,7 +196,14 @@ class LiveState:
         return {
             "users": [[u.user_id, u.email, u.role, u.alias, u.teams, u.metadata, u.key_count] for u in self.users],
             "teams": [
-                [t.team_id, t.alias, t.settings, [[m.user_id, m.role, m.email] for m in t.members], t.metadata, t.key_count]
+                [
+                    t.team_id,
+                    t.alias,
+                    t.settings,
+                    [[m.user_id, m.role, m.email] for m in t.members],
+                    t.metadata,
+                    t.key_count,
+                ]
                 for t in self.teams
             ],
         }
@@ -220,13 +231,15 @@ class LiveState:
         """A digest of everything planning depends on; a saved plan is refused when it changes.
         Computed once per snapshot (a plan and the check of a saved plan both ask for it)."""
         # check_circular=False: a snapshot holds what the proxy sent as JSON, which cannot hold a cycle.
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str, check_circular=False).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps(self.to_dict(), sort_keys=True, default=str, check_circular=False).encode()
+        ).hexdigest()
 
 
 T = TypeVar("T")
 
 
-def _group(pairs: Iterable[tuple[Optional[str], T]]) -> dict[str, list[T]]:
+def _group(pairs: Iterable[tuple[str | None, T]]) -> dict[str, list[T]]:
     """Items by a key that may repeat (duplicates are the planner's to report); no key, no entry."""
     found: dict[str, list[T]] = {}
     for key, item in pairs:
@@ -335,7 +348,7 @@ def read_invitations(client: LiteLLMClient, users: list[LiveUser], sealer: Seale
     return found
 
 
-def parse_time(value: object) -> Optional[datetime]:
+def parse_time(value: object) -> datetime | None:
     """A LiteLLM timestamp (``...Z`` or with an offset; naive = UTC), or None when it is not one
     (metadata can be edited by hand in the UI)."""
     if not isinstance(value, str):

@@ -24,9 +24,10 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 from .client import LiteLLMClient, LockLost, ProxyError
 
@@ -49,11 +50,16 @@ class Holder:
     expires_at: str
 
     @classmethod
-    def from_metadata(cls, metadata: Any) -> Optional["Holder"]:
+    def from_metadata(cls, metadata: Any) -> Holder | None:
         lock = ((metadata or {}).get(_KEY) or {}).get("lock") if isinstance(metadata, dict) else None
         if not isinstance(lock, dict) or not lock.get("token"):
             return None
-        return cls(str(lock["token"]), str(lock.get("who") or "unknown"), str(lock.get("acquired_at") or "?"), str(lock.get("expires_at") or ""))
+        return cls(
+            str(lock["token"]),
+            str(lock.get("who") or "unknown"),
+            str(lock.get("acquired_at") or "?"),
+            str(lock.get("expires_at") or ""),
+        )
 
     def expired(self, now: datetime) -> bool:
         try:
@@ -62,7 +68,7 @@ class Holder:
             return True  # an unreadable expiry cannot keep everyone out forever
 
 
-def describe_runner(environ: Optional[Mapping[str, str]] = None) -> str:
+def describe_runner(environ: Mapping[str, str] | None = None) -> str:
     """Who is applying, in words an operator recognises (the CI run, or user@host)."""
     environ = os.environ if environ is None else environ
     if environ.get("GITHUB_RUN_ID"):
@@ -94,8 +100,8 @@ class ApplyLock:
         self._sleep = sleep
         self._settle = settle
         self._token = uuid.uuid4().hex
-        self._acquired_at: Optional[datetime] = None
-        self._refreshed: Optional[datetime] = None
+        self._acquired_at: datetime | None = None
+        self._refreshed: datetime | None = None
         #: Failures remembered across runs ("kind address" -> detail, runs, since): read when the
         #: lock is taken, replaced by the run (``apply.remember_failures``), written on release.
         self.memory: dict[str, Any] = {}
@@ -143,7 +149,10 @@ class ApplyLock:
         current = Holder.from_metadata(row.get("metadata")) if row else None
         if current is not None and current.token != self._token:
             raise LockLost(
-                "GET", "/user/list", None, f"the apply lock expired while this apply ran and {current.who} took it; this apply stopped writing"
+                "GET",
+                "/user/list",
+                None,
+                f"the apply lock expired while this apply ran and {current.who} took it; this apply stopped writing",
             )
 
     # ------------------------------------------------------------------ internals
@@ -158,7 +167,7 @@ class ApplyLock:
         }
         return {"lock": lock, "failures": self.memory}
 
-    def _try(self) -> Optional[Holder]:
+    def _try(self) -> Holder | None:
         """None when the lock is now ours; else who holds it."""
         now = self._clock()
         self._acquired_at = now
@@ -189,13 +198,15 @@ class ApplyLock:
         with self.client.past_deadline():  # a lock written and never confirmed would block others
             return self._confirm(now)
 
-    def _confirm(self, now: datetime) -> Optional[Holder]:
+    def _confirm(self, now: datetime) -> Holder | None:
         """Read the row back: ours, or the rival's whose write won."""
         row = self.client.find_user(LOCK_USER_ID)
         confirmed = Holder.from_metadata(row.get("metadata")) if row else None
         if confirmed is not None and confirmed.token == self._token:
             return None
-        return confirmed or Holder("?", "an apply that took it at the same moment", now.isoformat(timespec="seconds"), "")
+        return confirmed or Holder(
+            "?", "an apply that took it at the same moment", now.isoformat(timespec="seconds"), ""
+        )
 
     def _write(self, state: dict[str, Any]) -> None:
         self.client.update_user({"user_id": LOCK_USER_ID, "metadata": {_KEY: state}})

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from .apply import ActionResult, ApplyReport, Executor
 from .client import (
@@ -54,14 +55,18 @@ class Connection:
     api_key: str
     timeout: float = 30.0
     #: Seconds the whole run may take (None: no limit); counted from ``client()``.
-    deadline: Optional[float] = None
+    deadline: float | None = None
     #: Requests in flight at once.
     parallelism: int = DEFAULT_PARALLELISM
 
     @classmethod
     def from_env(
-        cls, proxy_url: Optional[str], timeout: float = 30.0, deadline: Optional[float] = None, parallelism: int = DEFAULT_PARALLELISM
-    ) -> "Connection":
+        cls,
+        proxy_url: str | None,
+        timeout: float = 30.0,
+        deadline: float | None = None,
+        parallelism: int = DEFAULT_PARALLELISM,
+    ) -> Connection:
         """``proxy_url`` is the flag (click also fills it from LITELLM_PROXY_URL). Surrounding
         whitespace of a key is dropped: a secret pasted with its newline is still that key."""
         key = next((os.environ[name].strip() for name in KEY_VARIABLES if os.environ.get(name, "").strip()), "")
@@ -69,9 +74,16 @@ class Connection:
             raise ValueError("no API key: set LITELLM_MASTER_KEY (or LITELLM_API_KEY, e.g. a read-only key for plan)")
         return cls(proxy_url or DEFAULT_PROXY_URL, key, timeout, deadline, parallelism)
 
-    def client(self, on_progress: Optional[ProgressHook] = None) -> LiteLLMClient:
+    def client(self, on_progress: ProgressHook | None = None) -> LiteLLMClient:
         until = time.monotonic() + self.deadline if self.deadline is not None else None
-        return LiteLLMClient(self.proxy_url, self.api_key, timeout=self.timeout, deadline=until, parallelism=self.parallelism, on_progress=on_progress)
+        return LiteLLMClient(
+            self.proxy_url,
+            self.api_key,
+            timeout=self.timeout,
+            deadline=until,
+            parallelism=self.parallelism,
+            on_progress=on_progress,
+        )
 
 
 def now() -> datetime:
@@ -98,7 +110,9 @@ def plan_against(desired: DesiredState, client: LiteLLMClient) -> tuple[Plan, Li
     return make_plan(desired, live, now()), live
 
 
-def pending_invitations(desired: DesiredState, live: LiveState, client: LiteLLMClient, sealer: Optional[Sealer]) -> Optional[dict[str, LiveInvitation]]:
+def pending_invitations(
+    desired: DesiredState, live: LiveState, client: LiteLLMClient, sealer: Sealer | None
+) -> dict[str, LiveInvitation] | None:
     """For the status report: ``/invitation/info`` of the declared users' unaccepted links, by
     user id; None without a seal key (a read-only key cannot follow a sealed id)."""
     if sealer is None:
@@ -135,7 +149,9 @@ def check_saved_plan(saved: Plan, desired: DesiredState, client: LiteLLMClient) 
     saved_actions = {a.address + "/" + a.kind: a.to_dict() for a in saved.actions}
     fresh_actions = {a.address + "/" + a.kind: a.to_dict() for a in fresh.actions}
     if [a.to_dict() for a in saved.actions] != [a.to_dict() for a in fresh.actions]:
-        differing = sorted(k for k in saved_actions.keys() | fresh_actions.keys() if saved_actions.get(k) != fresh_actions.get(k))
+        differing = sorted(
+            k for k in saved_actions.keys() | fresh_actions.keys() if saved_actions.get(k) != fresh_actions.get(k)
+        )
         shown = ", ".join(differing[:5]) + (f" and {len(differing) - 5} more" if len(differing) > 5 else "")
         raise StalePlan(
             f"the saved plan is not what {desired.source} and the proxy call for now ({shown or 'the order of the actions'} differ); "
@@ -165,7 +181,7 @@ def check_removals(plan: Plan, allow_mass_removal: bool) -> None:
         raise ValueError(f"{plan.guard.message()}. Nothing was written; pass --allow-mass-removal if this is intended")
 
 
-def require_sealer(plan: Plan, sealer: Optional[Sealer]) -> None:
+def require_sealer(plan: Plan, sealer: Sealer | None) -> None:
     """Refuse, before any write, a plan that invites when invitation ids cannot be sealed."""
     if sealer is None and any(a.kind in INVITING for a in plan.actions):
         raise ValueError(
@@ -178,14 +194,16 @@ def check_fingerprint(plan: Plan, expected: str) -> None:
     """Refuse a plan other than the one reviewers saw (a prefix of 12+ hex digits is enough)."""
     wanted = expected.strip().lower()
     if len(wanted) < 12 or not plan.fingerprint.startswith(wanted):
-        raise StalePlan(f"plan fingerprint {plan.fingerprint[:16]} does not match the reviewed {wanted[:16] or '(empty)'}; nothing was applied")
+        raise StalePlan(
+            f"plan fingerprint {plan.fingerprint[:16]} does not match the reviewed {wanted[:16] or '(empty)'}; nothing was applied"
+        )
 
 
 class ReportCourier:
     """Hands each link over the moment it exists: into the report (on disk before anything
     else happens), then by email when configured, with the outcome appended to the report."""
 
-    def __init__(self, report: OnboardingReport, mailer: Optional[Mailer]):
+    def __init__(self, report: OnboardingReport, mailer: Mailer | None):
         self.report = report
         self.mailer = mailer
 
@@ -211,12 +229,20 @@ def execute(
     ui_base: str,
     courier: ReportCourier,
     on_result: Callable[[ActionResult], None],
-    sealer: Optional[Sealer],
+    sealer: Sealer | None,
 ) -> ApplyReport:
     """Run the plan; each link is handed over by ``courier`` as soon as it exists."""
     metadata = {user.user_id: user.metadata for user in live.users}
     team_metadata = {team.team_id: team.metadata for team in live.teams}
-    executor = Executor(client, ui_base, on_result=on_result, metadata=metadata, team_metadata=team_metadata, sealer=sealer, courier=courier)
+    executor = Executor(
+        client,
+        ui_base,
+        on_result=on_result,
+        metadata=metadata,
+        team_metadata=team_metadata,
+        sealer=sealer,
+        courier=courier,
+    )
     return executor.run(plan)
 
 
@@ -234,7 +260,14 @@ def validation_result(path: str | Path) -> dict[str, Any]:
     except InputError as exc:
         problems = [{"file": p.file, "line": p.line, "column": p.column, "message": p.message} for p in exc.problems]
         return {"format_version": RESULT_FORMAT_VERSION, "valid": False, "file": str(path), "problems": problems}
-    return {"format_version": RESULT_FORMAT_VERSION, "valid": True, "file": str(path), "teams": len(desired.teams), "users": len(desired.users), "problems": []}
+    return {
+        "format_version": RESULT_FORMAT_VERSION,
+        "valid": True,
+        "file": str(path),
+        "teams": len(desired.teams),
+        "users": len(desired.users),
+        "problems": [],
+    }
 
 
 #: Stopped by the apply's own checks before its first change: nothing was applied.
@@ -252,17 +285,17 @@ class ApplyOutcome:
     an unsent email, a proxy that does not match the file afterwards).
     """
 
-    expected_fingerprint: Optional[str] = None
-    fingerprint: Optional[str] = None
+    expected_fingerprint: str | None = None
+    fingerprint: str | None = None
     #: True/False once the plan was compared with ``expected_fingerprint``; None before, or without one.
-    fingerprint_matches: Optional[bool] = None
+    fingerprint_matches: bool | None = None
     results: list[ActionResult] = field(default_factory=list)
     invitations: list[InvitationRecord] = field(default_factory=list)
     #: Was a new plan empty after the apply? None: not checked.
-    verified: Optional[bool] = None
-    outcome: Optional[str] = None
-    error: Optional[str] = None
-    client: Optional[LiteLLMClient] = None
+    verified: bool | None = None
+    outcome: str | None = None
+    error: str | None = None
+    client: LiteLLMClient | None = None
     executing: bool = False
     started: float = field(default_factory=time.monotonic)
 
@@ -285,7 +318,7 @@ class ApplyOutcome:
     def seconds(self) -> float:
         return time.monotonic() - self.started
 
-    def finish(self, exc: Optional[BaseException], refusals: tuple[type[BaseException], ...] = ()) -> None:
+    def finish(self, exc: BaseException | None, refusals: tuple[type[BaseException], ...] = ()) -> None:
         """Settle ``outcome`` (and ``error``) from how the apply ended: ``exc`` None for a normal end."""
         if exc is None:
             self.outcome = "applied" if self.executing else "no-changes"
@@ -300,7 +333,9 @@ class ApplyOutcome:
         return scrub(text, extra=[r.invitation_id for r in self.invitations])
 
     def to_dict(self) -> dict[str, Any]:
-        counts = {status: sum(1 for r in self.results if r.status == status) for status in ("done", "failed", "skipped")}
+        counts = {
+            status: sum(1 for r in self.results if r.status == status) for status in ("done", "failed", "skipped")
+        }
         return {
             "format_version": RESULT_FORMAT_VERSION,
             "fingerprint": self.fingerprint,
@@ -308,9 +343,15 @@ class ApplyOutcome:
             "fingerprint_matches": self.fingerprint_matches,
             "outcome": self.outcome,
             "summary": counts,
-            "results": [{"address": r.address, "kind": r.kind, "status": r.status, "detail": self._scrub(r.detail)} for r in self.results],
+            "results": [
+                {"address": r.address, "kind": r.kind, "status": r.status, "detail": self._scrub(r.detail)}
+                for r in self.results
+            ],
             # Who was invited and the fate of each link; never the link or its id (credentials).
-            "invitations": [{"email": r.email, "user_id": r.user_id, "status": r.status, "expires_at": r.expires_at} for r in self.invitations],
+            "invitations": [
+                {"email": r.email, "user_id": r.user_id, "status": r.status, "expires_at": r.expires_at}
+                for r in self.invitations
+            ],
             "requests_made": self.client.requests_made if self.client else 0,
             "writes_made": self.client.writes_made if self.client else 0,
             "seconds": round(self.seconds(), 3),
@@ -320,7 +361,9 @@ class ApplyOutcome:
 
 
 @contextmanager
-def recorded_apply(path: Optional[str], expected_fingerprint: Optional[str], refusals: tuple[type[BaseException], ...] = ()) -> Iterator[ApplyOutcome]:
+def recorded_apply(
+    path: str | None, expected_fingerprint: str | None, refusals: tuple[type[BaseException], ...] = ()
+) -> Iterator[ApplyOutcome]:
     """Run an apply in the block and, when ``path`` is given and the apply reached the proxy,
     write its :class:`ApplyOutcome` there (mode 0600, atomically) however the block ends.
     A result left by an earlier run is removed first, so the file never describes another run.

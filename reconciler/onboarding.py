@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .files import append_private, read_private, sync_private
 
@@ -28,11 +28,11 @@ class InvitationRecord:
 
     email: str
     user_id: str
-    invitation_id: Optional[str]
-    expires_at: Optional[str]
-    onboarding_link: Optional[str]
+    invitation_id: str | None
+    expires_at: str | None
+    onboarding_link: str | None
     status: str
-    error: Optional[str] = None
+    error: str | None = None
 
 
 def onboarding_link(ui_base: str, invitation_id: str) -> str:

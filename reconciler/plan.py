@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from operator import attrgetter
-from typing import Any, Optional
+from typing import Any
 
 from deepdiff import DeepDiff
 
@@ -46,7 +46,9 @@ _ID_NAMESPACE_BYTES = _ID_NAMESPACE.bytes  # UUID.bytes is computed anew on ever
 
 #: The guard does not judge proxies with fewer managed objects than this (every removal is a large share).
 GUARD_MIN_MANAGED = 10
-ADOPT_REASON = "on the proxy before this tool managed it; the file adopts it (ownership is recorded, nothing else changes)"
+ADOPT_REASON = (
+    "on the proxy before this tool managed it; the file adopts it (ownership is recorded, nothing else changes)"
+)
 #: Why an invitation recorded in plain text is replaced (the security migration).
 EXPOSED_REASON = "link was readable by read-only keys"
 
@@ -83,7 +85,13 @@ class Action:
     depends_on: tuple[str, ...] = ()
 
     def __init__(
-        self, kind: str, address: str, reason: str, params: dict[str, Any], changes: tuple[Change, ...] = (), depends_on: tuple[str, ...] = ()
+        self,
+        kind: str,
+        address: str,
+        reason: str,
+        params: dict[str, Any],
+        changes: tuple[Change, ...] = (),
+        depends_on: tuple[str, ...] = (),
     ) -> None:
         set_kind, set_address, set_reason, set_params, set_changes, set_depends_on = _ACTION_SLOTS
         set_kind(self, kind)
@@ -113,7 +121,7 @@ class Action:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Action":
+    def from_dict(cls, data: dict[str, Any]) -> Action:
         if data["kind"] not in PHASES:
             raise ValueError(f"unknown action kind {data['kind']!r}")
         return cls(
@@ -160,7 +168,12 @@ class RemovalGuard:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"removals": self.removals, "managed": self.managed, "max_percent": self.max_percent, "tripped": self.tripped}
+        return {
+            "removals": self.removals,
+            "managed": self.managed,
+            "max_percent": self.max_percent,
+            "tripped": self.tripped,
+        }
 
 
 @dataclass(frozen=True)
@@ -203,7 +216,7 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Plan":
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
         """Load a saved plan; refuse other format versions and tampered action lists."""
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"plan format_version {data.get('format_version')!r} is not {FORMAT_VERSION!r}")
@@ -212,7 +225,13 @@ class Plan:
             drift=tuple(Drift(d["kind"], d["address"], d["detail"]) for d in data.get("drift", [])),
             live_fingerprint=data["live_fingerprint"],
             source=data.get("source", "users.yaml"),
-            guard=RemovalGuard(**{k: int(v) for k, v in (data.get("removal_guard") or {}).items() if k in ("removals", "managed", "max_percent")}),
+            guard=RemovalGuard(
+                **{
+                    k: int(v)
+                    for k, v in (data.get("removal_guard") or {}).items()
+                    if k in ("removals", "managed", "max_percent")
+                }
+            ),
         )
         if data.get("fingerprint") != plan.fingerprint:
             raise ValueError("the plan's actions do not match its fingerprint; the file was edited")
@@ -348,15 +367,31 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
     ]
     removals, protected = _plan_removals(desired, live, matched, added, unlisted)
     actions.extend(removals)
-    drift = _drift(desired, live, matched, unlisted, {key: user.role for user, key in users}, {a.address for a in removals}, protected)
+    drift = _drift(
+        desired,
+        live,
+        matched,
+        unlisted,
+        {key: user.role for user, key in users},
+        {a.address for a in removals},
+        protected,
+    )
 
     actions = _ordered(actions)
     drift.sort(key=lambda d: (d.kind, d.address, d.detail))
     # A deleted user's memberships go with it: they count as removals too.
     deleted = {a.params["user_id"] for a in removals if a.kind == "delete_user"}
-    implied = sum(1 for team in matched.live_teams.values() for m in team.members if m.user_id in deleted) if deleted else 0
+    implied = (
+        sum(1 for team in matched.live_teams.values() for m in team.members if m.user_id in deleted) if deleted else 0
+    )
     guard = RemovalGuard(len(removals) + implied, _managed_count(live, matched), desired.spec.removals.max_percent)
-    return Plan(actions=tuple(actions), drift=tuple(drift), live_fingerprint=live.fingerprint, source=desired.source, guard=guard)
+    return Plan(
+        actions=tuple(actions),
+        drift=tuple(drift),
+        live_fingerprint=live.fingerprint,
+        source=desired.source,
+        guard=guard,
+    )
 
 
 def _ordered(actions: list[Action]) -> list[Action]:
@@ -390,12 +425,16 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
         found = [t for t in live.teams_by_alias.get(team.alias, []) if t.team_id not in claimed]
         if len(found) > 1:
             ids = ", ".join(t.team_id for t in found)
-            conflicts.append(f"{address}: {len(found)} teams on the proxy have the alias {team.alias!r} ({ids}); add 'id:' to the file to pick one")
+            conflicts.append(
+                f"{address}: {len(found)} teams on the proxy have the alias {team.alias!r} ({ids}); add 'id:' to the file to pick one"
+            )
             return []
     if not found:
         team_id = team.id or new_team_id(team.alias)
         if team_id in live.teams_by_id:
-            conflicts.append(f"{address}: team id {team_id} is taken by a team with another alias; add 'id:' to adopt it")
+            conflicts.append(
+                f"{address}: team id {team_id} is taken by a team with another alias; add 'id:' to adopt it"
+            )
             return []
         matched.team_ids[team.alias] = team_id
         matched.claimed_teams.add(team_id)
@@ -405,8 +444,14 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
                 kind="create_team",
                 address=address,
                 reason="declared in the file, not on the proxy",
-                params={"team_id": team_id, "team_alias": team.alias, **settings, "metadata": {OWNER_KEY: {"managed": True}}},
-                changes=(Change("team_id", None, team_id),) + tuple(Change(k, None, v) for k, v in sorted(settings.items())),
+                params={
+                    "team_id": team_id,
+                    "team_alias": team.alias,
+                    **settings,
+                    "metadata": {OWNER_KEY: {"managed": True}},
+                },
+                changes=(Change("team_id", None, team_id),)
+                + tuple(Change(k, None, v) for k, v in sorted(settings.items())),
             )
         ]
     current = found[0]
@@ -426,7 +471,13 @@ def _target(team: TeamSpec, matched: _Matched) -> _Target:
 
 
 def _existing(
-    kind: str, address: str, ids: dict[str, str], managed: bool, have: dict[str, Any], wanted: dict[str, Any], differs: str
+    kind: str,
+    address: str,
+    ids: dict[str, str],
+    managed: bool,
+    have: dict[str, Any],
+    wanted: dict[str, Any],
+    differs: str,
 ) -> list[Action]:
     """An object already on the proxy: adopted if the tool does not own it yet, updated where it differs."""
     actions = []
@@ -455,7 +506,12 @@ def _diff(have: dict[str, Any], want: dict[str, Any]) -> tuple[Change, ...]:
     suspects = [name for name in want if not _same(have.get(name), want[name])]
     if not suspects:
         return ()
-    changed = DeepDiff({k: have.get(k) for k in suspects}, {k: want[k] for k in suspects}, ignore_order=True, ignore_numeric_type_changes=True)
+    changed = DeepDiff(
+        {k: have.get(k) for k in suspects},
+        {k: want[k] for k in suspects},
+        ignore_order=True,
+        ignore_numeric_type_changes=True,
+    )
     return tuple(Change(name, have.get(name), want[name]) for name in sorted(changed.affected_root_keys))
 
 
@@ -471,22 +527,39 @@ def _plan_user(user: UserSpec, key: str, live: LiveState, matched: _Matched, con
     found = live.users_by_key.get(key, ())
     if len(found) > 1:
         ids = ", ".join(u.user_id for u in found)
-        conflicts.append(f"{address}: {len(found)} users on the proxy have this email ({ids}); remove the duplicates first")
+        conflicts.append(
+            f"{address}: {len(found)} users on the proxy have this email ({ids}); remove the duplicates first"
+        )
         return []
     if not found:
         user_id = _derived_id(f"user:{key}")  # new_user_id(user.email)
         clash = live.users_by_id.get(user_id)
         if clash is not None:
-            conflicts.append(f"{address}: user id {user_id} already exists with email {clash.email!r}; the email was changed on the proxy")
+            conflicts.append(
+                f"{address}: user id {user_id} already exists with email {clash.email!r}; the email was changed on the proxy"
+            )
             return []
         matched.user_ids[key] = user_id
         role = user.role or DEFAULT_ROLE
-        params = {"user_id": user_id, "user_email": user.email, "user_role": role, "metadata": {OWNER_KEY: {"managed": True}}}
+        params = {
+            "user_id": user_id,
+            "user_email": user.email,
+            "user_role": role,
+            "metadata": {OWNER_KEY: {"managed": True}},
+        }
         changes: tuple[Change, ...] = (Change("user_id", None, user_id), Change("user_role", None, role))
         if user.alias is not None:
             params["user_alias"] = user.alias
             changes += (Change("user_alias", None, user.alias),)
-        return [Action(kind="create_user", address=address, reason="declared in the file, not on the proxy", params=params, changes=changes)]
+        return [
+            Action(
+                kind="create_user",
+                address=address,
+                reason="declared in the file, not on the proxy",
+                params=params,
+                changes=changes,
+            )
+        ]
     current = found[0]
     matched.user_ids[key] = current.user_id
     matched.live_users[key] = current
@@ -526,7 +599,12 @@ def _plan_memberships(
                 kind="add_member",
                 address=f"membership.{target.alias}.{key}",
                 reason=reason,
-                params={"team_id": target.team_id, "user_id": user_id, "team_alias": target.alias, "user_email": user.email},
+                params={
+                    "team_id": target.team_id,
+                    "user_id": user_id,
+                    "team_alias": target.alias,
+                    "user_email": user.email,
+                },
                 depends_on=depends,
             )
         )
@@ -534,7 +612,13 @@ def _plan_memberships(
 
 
 def _plan_invitation(
-    user: UserSpec, key: str, user_id: str, current: LiveUser | None, desired: DesiredState, midnight: datetime, inviter: tuple[str, ...]
+    user: UserSpec,
+    key: str,
+    user_id: str,
+    current: LiveUser | None,
+    desired: DesiredState,
+    midnight: datetime,
+    inviter: tuple[str, ...],
 ) -> Action | None:
     """Decided from what the tool recorded on the user alone: no invitation is looked up.
 
@@ -549,9 +633,13 @@ def _plan_invitation(
     if record is None:
         wants = user.invite if user.invite is not None else desired.spec.defaults.invite
         if current.managed and not current.owned.get("adopted"):
-            return _invitation("create_invitation", key, user, user_id, "created by this tool but never invited", inviter)
+            return _invitation(
+                "create_invitation", key, user, user_id, "created by this tool but never invited", inviter
+            )
         if wants:
-            return _invitation("create_invitation", key, user, user_id, "invite: true and never invited by this tool", inviter)
+            return _invitation(
+                "create_invitation", key, user, user_id, "invite: true and never invited by this tool", inviter
+            )
         return None
     if record.exposed_id:
         if record.accepted_at:
@@ -569,7 +657,14 @@ def _plan_invitation(
         return None
     if not expired_before(record.expires_at, midnight):
         if record.delivery == "email_failed":
-            return _invitation("deliver_invitation", key, user, user_id, "the email with the link could not be sent; apply hands it over again", inviter)
+            return _invitation(
+                "deliver_invitation",
+                key,
+                user,
+                user_id,
+                "the email with the link could not be sent; apply hands it over again",
+                inviter,
+            )
         return None
     expired = utc_date(record.expires_at) or "an unreadable date"
     why = f"the previous invitation expired on {expired}; apply records it if it was accepted, else creates a new link"
@@ -613,7 +708,8 @@ def _plan_removals(
     deleting: list[LiveUser] = []
     if scopes.users:
         deleting = sorted(
-            (u for u in live.users if u.managed and u.key not in declared and u.user_id not in protected), key=lambda u: u.key or u.user_id
+            (u for u in live.users if u.managed and u.key not in declared and u.user_id not in protected),
+            key=lambda u: u.key or u.user_id,
         )
         admins = [u for u in live.users if u.role == "proxy_admin" and u.user_id != PROXY_ADMIN_ID]
         doomed_admins = [u for u in deleting if u.role == "proxy_admin"]
@@ -622,26 +718,49 @@ def _plan_removals(
             protected[last.user_id] = "the last proxy_admin"
             deleting.remove(last)
         for user in deleting:
-            why = "owned by this tool and no longer in the file; LiteLLM deletes its {keys} and onboarding links with it"
-            actions.append(_deletion("delete_user", f"user.{user.key or user.user_id}", why, {"user_id": user.user_id, "user_email": user.email}, user.key_count))
+            why = (
+                "owned by this tool and no longer in the file; LiteLLM deletes its {keys} and onboarding links with it"
+            )
+            actions.append(
+                _deletion(
+                    "delete_user",
+                    f"user.{user.key or user.user_id}",
+                    why,
+                    {"user_id": user.user_id, "user_email": user.email},
+                    user.key_count,
+                )
+            )
 
     if scopes.memberships:
         gone = {u.user_id for u in deleting}
-        leaving = [(alias, team, member) for alias, team, member in unlisted if member.user_id not in protected and member.user_id not in gone]
+        leaving = [
+            (alias, team, member)
+            for alias, team, member in unlisted
+            if member.user_id not in protected and member.user_id not in gone
+        ]
         adds: dict[str, list[str]] = {}
         if leaving:
             for add in added:
                 adds.setdefault(add.params["user_id"], []).append(add.address)
         for alias, team, member in leaving:
             member_user = live.users_by_id.get(member.user_id)
-            stays = "" if member_user is not None and member_user.key in declared else "; the user is not in the file and stays on the proxy"
+            stays = (
+                ""
+                if member_user is not None and member_user.key in declared
+                else "; the user is not in the file and stays on the proxy"
+            )
             address = _member_address(alias, member.user_id, live)
             actions.append(
                 Action(
                     kind="remove_member",
                     address=address,
                     reason=f"not listed in the file for this team{stays}",
-                    params={"team_id": team.team_id, "user_id": member.user_id, "team_alias": alias, "user_email": member_user.email if member_user else None},
+                    params={
+                        "team_id": team.team_id,
+                        "user_id": member.user_id,
+                        "team_alias": alias,
+                        "user_email": member_user.email if member_user else None,
+                    },
                     # A move adds first: the user is never without a team in between.
                     depends_on=tuple(sorted(a for a in adds.get(member.user_id, ()) if a != address)),
                 )
@@ -651,14 +770,28 @@ def _plan_removals(
         for team in sorted(live.teams, key=lambda t: t.alias or t.team_id):
             if team.managed and team.team_id not in matched.claimed_teams:
                 why = "owned by this tool and no longer declared; LiteLLM deletes its {keys} with it"
-                actions.append(_deletion("delete_team", f"team.{team.alias or team.team_id}", why, {"team_id": team.team_id, "team_alias": team.alias}, team.key_count))
+                actions.append(
+                    _deletion(
+                        "delete_team",
+                        f"team.{team.alias or team.team_id}",
+                        why,
+                        {"team_id": team.team_id, "team_alias": team.alias},
+                        team.key_count,
+                    )
+                )
     return actions, protected
 
 
-def _deletion(kind: str, address: str, why: str, params: dict[str, Any], key_count: Optional[int]) -> Action:
+def _deletion(kind: str, address: str, why: str, params: dict[str, Any], key_count: int | None) -> Action:
     """A deletion, saying how many keys go with it (``why`` has a ``{keys}`` slot)."""
     keys = f"{key_count} key(s)" if key_count is not None else "keys"
-    return Action(kind=kind, address=address, reason=why.format(keys=keys), params=params, changes=(Change("keys", key_count, 0),) if key_count else ())
+    return Action(
+        kind=kind,
+        address=address,
+        reason=why.format(keys=keys),
+        params=params,
+        changes=(Change("keys", key_count, 0),) if key_count else (),
+    )
 
 
 def _managed_count(live: LiveState, matched: _Matched) -> int:
@@ -698,18 +831,32 @@ def _drift(
             else:
                 granted = "the file does not declare this user"
             kept = f"; protected from removal: {protected[user.user_id]}" if user.user_id in protected else ""
-            items.append(Drift("privilege", address, f"has the role {user.role} on the proxy (user_id {user.user_id}); {granted}{kept}"))
+            items.append(
+                Drift(
+                    "privilege",
+                    address,
+                    f"has the role {user.role} on the proxy (user_id {user.user_id}); {granted}{kept}",
+                )
+            )
         elif address in removed:
             continue
         elif user.user_id in protected:
-            items.append(Drift("user", address, f"not in the file, and protected from removal: {protected[user.user_id]}"))
+            items.append(
+                Drift("user", address, f"not in the file, and protected from removal: {protected[user.user_id]}")
+            )
         elif user.key is None:
             items.append(Drift("user", address, "on the proxy without an email; not managed (never deleted)"))
         elif user.managed:
             hint = "" if scopes.users else "; removals.users would delete it"
             items.append(Drift("user", address, f"owned by this tool (user_id {user.user_id}), not in the file{hint}"))
         else:
-            items.append(Drift("user", address, f"on the proxy (user_id {user.user_id}), not in the file; not owned by this tool, never deleted"))
+            items.append(
+                Drift(
+                    "user",
+                    address,
+                    f"on the proxy (user_id {user.user_id}), not in the file; not owned by this tool, never deleted",
+                )
+            )
     for team in live.teams:
         address = f"team.{team.alias or team.team_id}"
         if team.team_id not in matched.claimed_teams and address not in removed:
@@ -722,8 +869,12 @@ def _drift(
         if address in removed:
             continue
         if member.user_id in protected:
-            detail = f"member ({member.role}) on the proxy, not listed in the file; protected: {protected[member.user_id]}"
+            detail = (
+                f"member ({member.role}) on the proxy, not listed in the file; protected: {protected[member.user_id]}"
+            )
         else:
-            detail = f"member ({member.role}) on the proxy, not listed in the file" + ("" if scopes.memberships else "; removals.memberships would remove it")
+            detail = f"member ({member.role}) on the proxy, not listed in the file" + (
+                "" if scopes.memberships else "; removals.memberships would remove it"
+            )
         items.append(Drift("membership", address, detail))
     return items

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import click
 
@@ -18,15 +19,15 @@ import click
 class Progress:
     """Called as ``progress(what, done, total)`` (a ``client.ProgressHook``); thread-safe."""
 
-    def __init__(self, stream: Optional[TextIO] = None, delay: float = 0.5, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, stream: TextIO | None = None, delay: float = 0.5, clock: Callable[[], float] = time.monotonic):
         self._stream: TextIO = stream if stream is not None else sys.stderr
         self.enabled = self._stream.isatty()
         self._delay = delay
         self._clock = clock
         self._lock = threading.Lock()
         self._started: dict[str, float] = {}
-        self._bar: Optional[Any] = None  # click's ProgressBar of the task on screen
-        self._bar_of: Optional[str] = None
+        self._bar: Any | None = None  # click's ProgressBar of the task on screen
+        self._bar_of: str | None = None
 
     def __call__(self, what: str, done: int, total: int) -> None:
         if not self.enabled or total < 1:
@@ -37,7 +38,9 @@ class Progress:
                 if done >= total or self._clock() - started < self._delay:
                     return
                 self._finish()
-                self._bar = click.progressbar(length=total, label=what, file=self._stream, show_pos=True, show_eta=True, update_min_steps=1)
+                self._bar = click.progressbar(
+                    length=total, label=what, file=self._stream, show_pos=True, show_eta=True, update_min_steps=1
+                )
                 self._bar_of = what
             assert self._bar is not None
             self._bar.update(done - self._bar.pos)

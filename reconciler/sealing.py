@@ -20,7 +20,7 @@ import base64
 import hashlib
 import hmac
 import os
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -45,7 +45,7 @@ class Sealer:
         return "Sealer(<secret>)"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Optional["Sealer"]:
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Sealer | None:
         """The apply side's sealer, or None where no secret is available (a plan job's read-only key)."""
         for name in (SEAL_KEY_VARIABLE, MASTER_KEY_VARIABLE):
             value = (environ.get(name) or "").strip()
@@ -59,7 +59,7 @@ class Sealer:
         sealed = self._aead.encrypt(nonce, invitation_id.encode("utf-8"), user_id.encode("utf-8"))
         return _PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
-    def open(self, sealed: object, user_id: str) -> Optional[str]:
+    def open(self, sealed: object, user_id: str) -> str | None:
         """The id, or None when ``sealed`` is malformed, was sealed with another key, or for another user."""
         if not isinstance(sealed, str) or not sealed.startswith(_PREFIX):
             return None

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import sys
-from typing import Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
 
 #: Environment variables whose values are never printed.
 SECRET_VARIABLES = (
@@ -47,7 +47,7 @@ _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s@\"'<>]+@", re
 _ANY_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s\"'<>)\]`|]+", re.IGNORECASE)
 
 
-def secret_values(environ: Mapping[str, str] = os.environ, extra: Iterable[Optional[str]] = ()) -> list[str]:
+def secret_values(environ: Mapping[str, str] = os.environ, extra: Iterable[str | None] = ()) -> list[str]:
     """The values to hide, longest first (so a secret containing another is hidden whole)."""
     found: set[str] = set()
     for value in [*(environ.get(name, "") for name in SECRET_VARIABLES), *extra]:
@@ -62,8 +62,8 @@ def secret_values(environ: Mapping[str, str] = os.environ, extra: Iterable[Optio
 def scrub(
     text: str,
     *,
-    extra: Iterable[Optional[str]] = (),
-    hide_urls: Iterable[Optional[str]] = (),
+    extra: Iterable[str | None] = (),
+    hide_urls: Iterable[str | None] = (),
     all_urls: bool = False,
     environ: Mapping[str, str] = os.environ,
 ) -> str:

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
@@ -16,7 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "samples"
 
 
-def run_cli(*args: str, cwd: Path, env: Optional[dict[str, str]] = None, input: Optional[str] = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """``python -m reconciler ARGS`` with the given environment; never raises on exit codes."""
     return subprocess.run(
         [sys.executable, "-m", "reconciler", *args],
@@ -33,7 +34,9 @@ def run_cli(*args: str, cwd: Path, env: Optional[dict[str, str]] = None, input: 
 def cli(tmp_path: Path):
     """Run the CLI in a scratch directory."""
 
-    def run(*args: str, env: Optional[dict[str, str]] = None, input: Optional[str] = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, env: dict[str, str] | None = None, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, cwd=tmp_path, env=env, input=input)
 
     return run

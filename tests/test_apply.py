@@ -7,8 +7,9 @@ import json
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 import httpx
 import pytest
@@ -38,13 +39,15 @@ ROSTER_WRITES = ("/team/member_add", "/team/member_delete", "/user/delete", "/te
 LOST_RESPONSE = "lost-response"
 #: A fault that loses the request before the proxy sees it.
 LOST_REQUEST = "lost-request"
-Fault = Union[str, httpx.Response]
+Fault = str | httpx.Response
 
 # --------------------------------------------------------------------------- an in-memory LiteLLM
 
 
 def error(status: int, message: str, kind: str = "internal_server_error") -> httpx.Response:
-    return httpx.Response(status, json={"error": {"message": message, "type": kind, "param": "None", "code": str(status)}})
+    return httpx.Response(
+        status, json={"error": {"message": message, "type": kind, "param": "None", "code": str(status)}}
+    )
 
 
 class FakeLiteLLM:
@@ -69,8 +72,16 @@ class FakeLiteLLM:
 
     # -- set-up
 
-    def add_user(self, user_id: str, email: Optional[str], **fields: Any) -> None:
-        self.users[user_id] = {"user_id": user_id, "user_email": email, "user_role": "internal_user", "user_alias": None, "teams": [], "metadata": {}, **fields}
+    def add_user(self, user_id: str, email: str | None, **fields: Any) -> None:
+        self.users[user_id] = {
+            "user_id": user_id,
+            "user_email": email,
+            "user_role": "internal_user",
+            "user_alias": None,
+            "teams": [],
+            "metadata": {},
+            **fields,
+        }
 
     def fail(self, path: str, fault: Fault, when: Callable[[Any], bool] = lambda body: True) -> None:
         """The next POST to ``path`` whose body satisfies ``when`` meets ``fault`` (once)."""
@@ -84,7 +95,13 @@ class FakeLiteLLM:
         return self.posts("/user/update") + [u for body in self.posts("/user/bulk_update") for u in body["users"]]
 
     def client(self, parallelism: int = 4) -> LiteLLMClient:
-        return LiteLLMClient("http://proxy.test", "sk-test", transport=httpx.MockTransport(self), sleep=lambda s: None, parallelism=parallelism)
+        return LiteLLMClient(
+            "http://proxy.test",
+            "sk-test",
+            transport=httpx.MockTransport(self),
+            sleep=lambda s: None,
+            parallelism=parallelism,
+        )
 
     # -- transport
 
@@ -121,7 +138,7 @@ class FakeLiteLLM:
             raise httpx.ReadTimeout("timed out", request=request)
         return response
 
-    def _take_fault(self, path: str, body: Any) -> Optional[Fault]:
+    def _take_fault(self, path: str, body: Any) -> Fault | None:
         for i, (where, when, fault) in enumerate(self._faults):
             if where == path and when(body):
                 del self._faults[i]
@@ -134,7 +151,15 @@ class FakeLiteLLM:
         team_id = body.get("team_id") or f"team-{next(self._ids)}"
         if team_id in self.teams:
             return error(400, f"{{'error': 'Team id = {team_id} already exists. Please use a different team id.'}}")
-        team = {"team_id": team_id, "team_alias": body.get("team_alias"), "models": [], "max_budget": None, "budget_duration": None, "tpm_limit": None, "rpm_limit": None}
+        team = {
+            "team_id": team_id,
+            "team_alias": body.get("team_alias"),
+            "models": [],
+            "max_budget": None,
+            "budget_duration": None,
+            "tpm_limit": None,
+            "rpm_limit": None,
+        }
         team.update({k: v for k, v in body.items() if k in TEAM_SETTINGS})
         team["metadata"] = body.get("metadata") or {}
         team["members_with_roles"] = [{"user_id": PROXY_ADMIN_ID, "user_email": None, "role": "admin"}]
@@ -168,12 +193,28 @@ class FakeLiteLLM:
         for update in body["users"]:
             fault = self._take_fault("/user/update", update)
             if isinstance(fault, httpx.Response):
-                results.append({"user_id": update["user_id"], "success": False, "error": json.loads(fault.content)["error"]["message"]})
+                results.append(
+                    {
+                        "user_id": update["user_id"],
+                        "success": False,
+                        "error": json.loads(fault.content)["error"]["message"],
+                    }
+                )
                 continue
             self.post_user_update(update)
-            results.append({"user_id": update["user_id"], "success": True, "updated_user": self.users[update["user_id"]]})
+            results.append(
+                {"user_id": update["user_id"], "success": True, "updated_user": self.users[update["user_id"]]}
+            )
         failed = sum(1 for r in results if not r["success"])
-        return httpx.Response(200, json={"results": results, "total_requested": len(results), "successful_updates": len(results) - failed, "failed_updates": failed})
+        return httpx.Response(
+            200,
+            json={
+                "results": results,
+                "total_requested": len(results),
+                "successful_updates": len(results) - failed,
+                "failed_updates": failed,
+            },
+        )
 
     def post_team_member_add(self, body: dict[str, Any]) -> httpx.Response:
         team = self.teams.get(body["team_id"])
@@ -187,7 +228,9 @@ class FakeLiteLLM:
         for member in new:
             if member["user_id"] not in self.users:
                 self.add_user(member["user_id"], None)
-            team["members_with_roles"].append({"user_id": member["user_id"], "user_email": None, "role": member["role"]})
+            team["members_with_roles"].append(
+                {"user_id": member["user_id"], "user_email": None, "role": member["role"]}
+            )
             self.users[member["user_id"]]["teams"].append(team["team_id"])
         return httpx.Response(200, json=team)
 
@@ -212,7 +255,14 @@ class FakeLiteLLM:
         size, page = int(params.get("page_size", 25)), int(params.get("page", 1))
         rows = sorted(rows, key=lambda r: r[params.get("sort_by") or "user_id"]) if params.get("sort_by") else rows
         return httpx.Response(
-            200, json={key: rows[(page - 1) * size : page * size], "total": len(rows), "page": page, "page_size": size, "total_pages": -(-len(rows) // size)}
+            200,
+            json={
+                key: rows[(page - 1) * size : page * size],
+                "total": len(rows),
+                "page": page,
+                "page_size": size,
+                "total_pages": -(-len(rows) // size),
+            },
         )
 
     def get_user_list(self, params: httpx.QueryParams) -> httpx.Response:
@@ -327,7 +377,9 @@ def test_memberships_of_one_team_go_out_in_one_call():
     assert len(calls) == 2
     by_team = {call["team_id"]: sorted(m["user_id"] for m in call["member"]) for call in calls}
     assert by_team == {
-        new_team_id("dev"): sorted(new_user_id(e) for e in ("alice@example.com", "bob@example.com", "carol@example.com")),
+        new_team_id("dev"): sorted(
+            new_user_id(e) for e in ("alice@example.com", "bob@example.com", "carol@example.com")
+        ),
         new_team_id("research"): [new_user_id("bob@example.com")],
     }
 
@@ -425,7 +477,11 @@ def test_a_lost_invitation_fails_and_is_not_resent():
     again = apply(proxy, plan)
     assert again.ok
     unrecorded, created = again.invitations
-    assert unrecorded.status == "unrecorded" and unrecorded.invitation_id is None and "cannot be found on the proxy" in (unrecorded.error or "")
+    assert (
+        unrecorded.status == "unrecorded"
+        and unrecorded.invitation_id is None
+        and "cannot be found on the proxy" in (unrecorded.error or "")
+    )
     assert unrecorded.expires_at == "2026-12-04", "a link asked for on 11-27 is valid until 12-04 at the latest"
     assert created.status == "created" and created.invitation_id
     assert "intent_at" not in proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]
@@ -455,9 +511,13 @@ def test_each_link_is_handed_over_before_it_is_recorded_and_its_delivery_kept():
     courier = Collect("email_failed")
     # The record write fails: the link was handed over all the same.
     proxy.fail("/user/update", error(500, "db down"), when=lambda body: "sealed" in json.dumps(body))
-    report = Executor(proxy.client(), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(plan_against(proxy, ALICE))
+    report = Executor(proxy.client(), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(
+        plan_against(proxy, ALICE)
+    )
     (invitation_id,) = proxy.invitations
-    assert courier.records == [("alice@example.com", "created", invitation_id), ("", "synced", None)], "on disk before the record is sent"
+    assert courier.records == [("alice@example.com", "created", invitation_id), ("", "synced", None)], (
+        "on disk before the record is sent"
+    )
     assert not report.ok and "handed over, but not recorded" in report.results[-1].detail
 
     # Next run: the intent is still there, so the link is reported as unrecorded and replaced.
@@ -517,7 +577,9 @@ def test_lost_member_add_is_confirmed_from_the_roster():
 def test_invitation_is_recorded_on_the_user_sealed_merging_metadata():
     proxy = FakeLiteLLM()
     proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
-    proxy.add_user("u-1", "Alice@Example.com", metadata={"cost_center": "42", OWNER_KEY: {"managed": True, "note": "kept"}})
+    proxy.add_user(
+        "u-1", "Alice@Example.com", metadata={"cost_center": "42", OWNER_KEY: {"managed": True, "note": "kept"}}
+    )
     report = apply(proxy, plan_against(proxy, "version: 1\nusers: [{email: alice@example.com}]\n"))
     assert report.ok
     (invitation_id,) = proxy.invitations
@@ -525,7 +587,11 @@ def test_invitation_is_recorded_on_the_user_sealed_merging_metadata():
     assert metadata["cost_center"] == "42"
     assert metadata[OWNER_KEY]["managed"] is True and metadata[OWNER_KEY]["note"] == "kept"
     recorded = metadata[OWNER_KEY]["invitation"]
-    assert {k: v for k, v in recorded.items() if k != "sealed"} == {"created_at": "2026-11-27T12:00:00Z", "expires_at": "2026-12-04T12:00:00Z", "delivery": "reported"}
+    assert {k: v for k, v in recorded.items() if k != "sealed"} == {
+        "created_at": "2026-11-27T12:00:00Z",
+        "expires_at": "2026-12-04T12:00:00Z",
+        "delivery": "reported",
+    }
     assert invitation_id not in json.dumps(metadata), "a read-only key can read metadata: the id is sealed"
     assert SEALER.open(recorded["sealed"], "u-1") == invitation_id
     assert Sealer("another-secret").open(recorded["sealed"], "u-1") is None
@@ -541,13 +607,21 @@ def test_invitation_is_recorded_on_the_user_sealed_merging_metadata():
     assert all("onboarding" not in r.detail for r in report.results), "action results never carry the link"
 
 
-def _invited(proxy: FakeLiteLLM, invitation_id: str, *, accepted_at: Optional[str], expires_at: str, sealed: bool = True) -> None:
+def _invited(
+    proxy: FakeLiteLLM, invitation_id: str, *, accepted_at: str | None, expires_at: str, sealed: bool = True
+) -> None:
     """A user u-1 whose invitation ``invitation_id`` is recorded (sealed, or plain as releases before 0.2 did)."""
     proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
     record = {"sealed": SEALER.seal(invitation_id, "u-1")} if sealed else {"id": invitation_id}
     record["expires_at"] = expires_at
     proxy.add_user("u-1", "alice@example.com", metadata={"x": 1, OWNER_KEY: {"managed": True, "invitation": record}})
-    proxy.invitations[invitation_id] = {"id": invitation_id, "user_id": "u-1", "is_accepted": accepted_at is not None, "accepted_at": accepted_at, "expires_at": expires_at}
+    proxy.invitations[invitation_id] = {
+        "id": invitation_id,
+        "user_id": "u-1",
+        "is_accepted": accepted_at is not None,
+        "accepted_at": accepted_at,
+        "expires_at": expires_at,
+    }
 
 
 def test_an_expired_invitation_that_was_accepted_is_recorded_at_apply_without_a_new_link():
@@ -646,7 +720,9 @@ def test_removals_whose_answers_are_lost_are_confirmed_by_reading_back():
     for path in ("/user/delete", "/team/delete", "/team/member_delete"):
         proxy.fail(path, LOST_RESPONSE)
     plan = plan_against(proxy, moved)
-    assert [a.kind for a in plan.actions] == ["add_member", "delete_user", "delete_team"], "team a goes: its memberships go with it"
+    assert [a.kind for a in plan.actions] == ["add_member", "delete_user", "delete_team"], (
+        "team a goes: its memberships go with it"
+    )
     report = apply(proxy, plan)
     assert report.ok, report.results
     assert all("confirmed by reading back" in r.detail for r in report.results if r.kind.startswith("delete"))
@@ -679,7 +755,9 @@ def test_no_phantom_unrecorded_link_when_no_link_was_asked_for():
     (user,) = [u for u in proxy.users.values() if u["user_email"] == "alice@example.com"]
     assert "invitation" not in user["metadata"][OWNER_KEY], "the intent written with the user is taken back"
     plan = plan_against(proxy, ALICE)
-    assert [a.reason for a in plan.actions if a.kind == "create_invitation"] == ["invitation will be created: created by this tool but never invited"]
+    assert [a.reason for a in plan.actions if a.kind == "create_invitation"] == [
+        "invitation will be created: created by this tool but never invited"
+    ]
 
 
 def test_a_refused_invitation_puts_the_previous_record_back():
@@ -706,7 +784,9 @@ def test_onboarding_n_users_costs_2n_plus_n_over_50_plus_teams_writes():
     proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
     file = many(300)
     for alias in ("team-0", "team-1", "team-2"):  # the teams exist, as for the hand-written script
-        proxy.post_team_new({"team_id": new_team_id(alias), "team_alias": alias, "metadata": {OWNER_KEY: {"managed": True}}})
+        proxy.post_team_new(
+            {"team_id": new_team_id(alias), "team_alias": alias, "metadata": {OWNER_KEY: {"managed": True}}}
+        )
     before = len(proxy.requests)
     report = apply(proxy, plan_against(proxy, file))
     assert report.ok
@@ -729,8 +809,14 @@ def test_independent_writes_overlap_and_roster_writes_never_do():
     assert len(proxy.posts("/team/member_add")) == 4, "one roster write per team"
 
     # Removals rewrite rosters too: one at a time, whatever the parallelism.
-    removing = "version: 1\nremovals: {memberships: true, users: true, max_percent: 100}\nteams:\n" + "".join(f"  - alias: team-{t}\n" for t in range(4)) + "users: []\n"
-    report = Executor(proxy.client(parallelism=8), UI, sealer=SEALER, clock=lambda: NOW).run(plan_against(proxy, removing))
+    removing = (
+        "version: 1\nremovals: {memberships: true, users: true, max_percent: 100}\nteams:\n"
+        + "".join(f"  - alias: team-{t}\n" for t in range(4))
+        + "users: []\n"
+    )
+    report = Executor(proxy.client(parallelism=8), UI, sealer=SEALER, clock=lambda: NOW).run(
+        plan_against(proxy, removing)
+    )
     assert report.ok and proxy.posts("/user/delete")
     assert proxy.most_roster_writes == 1
 
@@ -747,9 +833,13 @@ def test_faults_while_requests_are_concurrent_keep_every_guarantee():
     proxy.fail("/user/new", error(500, "db down"), when=lambda b: b.get("user_id") == user[9])
     proxy.fail("/invitation/new", LOST_RESPONSE, when=lambda b: b["user_id"] == user[11])
     proxy.fail("/invitation/new", error(400, "refused"), when=lambda b: b["user_id"] == user[12])
-    proxy.fail("/user/update", error(500, "record lost"), when=lambda b: b["user_id"] == user[13] and "sealed" in str(b))
+    proxy.fail(
+        "/user/update", error(500, "record lost"), when=lambda b: b["user_id"] == user[13] and "sealed" in str(b)
+    )
     courier = Collect()
-    report = Executor(proxy.client(parallelism=4), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(plan_against(proxy, file))
+    report = Executor(proxy.client(parallelism=4), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(
+        plan_against(proxy, file)
+    )
     status = {r.address: (r.status, r.detail) for r in report.results}
 
     assert status["user.user005@example.com"] == ("done", "confirmed by reading back after the response was lost")
@@ -760,12 +850,21 @@ def test_faults_while_requests_are_concurrent_keep_every_guarantee():
         assert status[f"membership.team-{i % 3}.user{i:03d}@example.com"][0] == "skipped"
     assert status["invitation.user011@example.com"][0] == "failed"
     assert status["invitation.user012@example.com"][0] == "failed"
-    assert status["invitation.user013@example.com"][0] == "failed" and "not recorded" in status["invitation.user013@example.com"][1]
-    assert ("user013@example.com", "created") in [(e, st) for e, st, _ in courier.records], "handed over before its record failed"
+    assert (
+        status["invitation.user013@example.com"][0] == "failed"
+        and "not recorded" in status["invitation.user013@example.com"][1]
+    )
+    assert ("user013@example.com", "created") in [(e, st) for e, st, _ in courier.records], (
+        "handed over before its record failed"
+    )
     assert sum(1 for r in report.results if r.status == "done") == len(report.results) - 9
-    assert [b["user_id"] for b in proxy.posts("/invitation/new")].count(user[11]) == 1, "a lost /invitation/new is never re-sent"
+    assert [b["user_id"] for b in proxy.posts("/invitation/new")].count(user[11]) == 1, (
+        "a lost /invitation/new is never re-sent"
+    )
 
-    second = Executor(proxy.client(parallelism=4), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(plan_against(proxy, file))
+    second = Executor(proxy.client(parallelism=4), UI, sealer=SEALER, courier=courier, clock=lambda: NOW).run(
+        plan_against(proxy, file)
+    )
     assert second.ok
     unrecorded = sorted(r.email for r in second.invitations if r.status == "unrecorded")
     assert unrecorded == ["user011@example.com", "user013@example.com"], "links that may exist unrecorded are reported"
@@ -775,5 +874,9 @@ def test_faults_while_requests_are_concurrent_keep_every_guarantee():
 def test_parallelism_one_sends_one_request_at_a_time():
     proxy = FakeLiteLLM()
     proxy.latency = 0.002
-    assert Executor(proxy.client(parallelism=1), UI, sealer=SEALER, clock=lambda: NOW).run(plan_against(proxy, many(12))).ok
+    assert (
+        Executor(proxy.client(parallelism=1), UI, sealer=SEALER, clock=lambda: NOW)
+        .run(plan_against(proxy, many(12)))
+        .ok
+    )
     assert max(proxy.most_in_flight.values()) == 1

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pytest
 
@@ -16,10 +17,10 @@ class Row:
     """Just the calls the lock makes, on one user row; ``/user/new`` leaves an existing row alone (1.80)."""
 
     def __init__(self) -> None:
-        self.row: Optional[dict[str, Any]] = None
+        self.row: dict[str, Any] | None = None
         self.writes = 0
 
-    def find_user(self, user_id: str) -> Optional[dict[str, Any]]:
+    def find_user(self, user_id: str) -> dict[str, Any] | None:
         return self.row
 
     def create_user(self, body: dict[str, Any]) -> None:
@@ -76,7 +77,9 @@ def test_an_expired_lock_is_broken_and_the_stalled_holder_finds_out() -> None:
         stalled.refresh()
     with pytest.raises(LockLost):
         stalled.release()
-    assert row.row is not None and row.row["metadata"]["litellm_reconciler"]["lock"]["who"] == "CI", "the rival keeps it"
+    assert row.row is not None and row.row["metadata"]["litellm_reconciler"]["lock"]["who"] == "CI", (
+        "the rival keeps it"
+    )
 
 
 def test_refresh_writes_only_once_a_third_of_the_ttl_has_passed() -> None:

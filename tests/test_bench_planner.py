@@ -9,7 +9,17 @@ from .conftest import REPO
 
 
 def test_the_planner_benchmark_runs_and_prints_its_figures() -> None:
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "bench_planner.py"), "--users", "30"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_planner.py"), "--users", "30"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
-    for figure in ("plan, 30 users converged", "plan, 30 users all new", "validate 30 users (load_desired)", "x baseline"):
+    for figure in (
+        "plan, 30 users converged",
+        "plan, 30 users all new",
+        "validate 30 users (load_desired)",
+        "x baseline",
+    ):
         assert figure in result.stdout

@@ -83,7 +83,11 @@ def test_import_csv_refuses_unknown_team_ids(cli, tmp_path: Path) -> None:
     assert (tmp_path / "users.yaml").read_text(encoding="utf-8") == USERS
 
 
-OFFLINE = {"LITELLM_API_KEY": "sk-offline-test-key", "LITELLM_MASTER_KEY": "", "LITELLM_PROXY_URL": "http://127.0.0.1:9"}
+OFFLINE = {
+    "LITELLM_API_KEY": "sk-offline-test-key",
+    "LITELLM_MASTER_KEY": "",
+    "LITELLM_PROXY_URL": "http://127.0.0.1:9",
+}
 
 
 def assert_clean_failure(result, message: str) -> None:
@@ -101,10 +105,14 @@ def test_usage_errors_exit_1_not_2_which_means_changes(cli, tmp_path: Path) -> N
 def test_bad_inputs_are_messages_not_tracebacks(cli, tmp_path: Path) -> None:
     (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
     (tmp_path / "list.json").write_text("[]", encoding="utf-8")
-    (tmp_path / "edited.json").write_text('{"format_version": "1.2", "actions": [{"kind": "create_team"}]}', encoding="utf-8")
+    (tmp_path / "edited.json").write_text(
+        '{"format_version": "1.2", "actions": [{"kind": "create_team"}]}', encoding="utf-8"
+    )
     (tmp_path / "loop.yaml").write_text("version: 1\nusers: &a [*a]\n", encoding="utf-8")
     assert_clean_failure(cli("apply", "--yes", "--plan", "list.json", env=OFFLINE), "is not a litellm-reconciler plan")
-    assert_clean_failure(cli("apply", "--yes", "--plan", "edited.json", env=OFFLINE), "is not a litellm-reconciler plan")
+    assert_clean_failure(
+        cli("apply", "--yes", "--plan", "edited.json", env=OFFLINE), "is not a litellm-reconciler plan"
+    )
     assert_clean_failure(cli("plan", "--proxy-url", "http://[::1", env=OFFLINE), "invalid proxy URL")
     assert_clean_failure(cli("validate", "loop.yaml"), "YAML anchors and aliases are not allowed")
     assert_clean_failure(cli("plan", env={**OFFLINE, "LITELLM_API_KEY": ""}), "no API key")
@@ -130,7 +138,9 @@ def test_proxy_url_problems_are_refused_or_warned_about_without_printing_secrets
     creds = cli("plan", "--proxy-url", "https://admin:s3cret-pass@proxy.invalid", env=OFFLINE)
     assert_clean_failure(creds, "credentials in the URL are not allowed")
     assert "s3cret-pass" not in creds.stdout + creds.stderr
-    assert_clean_failure(cli("plan", "--proxy-url", "https://proxy.invalid/?key=1", env=OFFLINE), "a query or fragment is not allowed")
+    assert_clean_failure(
+        cli("plan", "--proxy-url", "https://proxy.invalid/?key=1", env=OFFLINE), "a query or fragment is not allowed"
+    )
     plain = cli("plan", "--proxy-url", "http://proxy.invalid:4000", env=OFFLINE)
     assert "warning: the proxy URL http://proxy.invalid:4000 is plain http" in plain.stderr
     assert_clean_failure(plain, "cannot reach the proxy")
@@ -139,6 +149,8 @@ def test_proxy_url_problems_are_refused_or_warned_about_without_printing_secrets
 def test_error_messages_are_scrubbed_of_every_secret_in_the_environment(cli, tmp_path: Path) -> None:
     (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
     seal = "distinctive-seal-key-5a1"
-    result = cli("plan", "--proxy-url", f"http://127.0.0.1:9/{seal}", env={**OFFLINE, "LITELLM_RECONCILER_SEAL_KEY": seal})
+    result = cli(
+        "plan", "--proxy-url", f"http://127.0.0.1:9/{seal}", env={**OFFLINE, "LITELLM_RECONCILER_SEAL_KEY": seal}
+    )
     assert_clean_failure(result, "cannot reach the proxy at http://127.0.0.1:9/***")
     assert seal not in result.stdout + result.stderr

@@ -6,7 +6,8 @@ import json
 import re
 import threading
 import time
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ from tests.conftest import SAMPLES
 KEY = "Zq7-distinctive-test-key-91f3"  # no sk- prefix: LiteLLM would not mask it either
 BASE = "http://proxy.test"
 
-Outcome = Union[httpx.Response, Callable[[httpx.Request], httpx.Response]]
+Outcome = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
 # --------------------------------------------------------------------------- builders
 
@@ -61,7 +62,7 @@ class FakeProxy:
         self.requests: list[httpx.Request] = []
         self.sleeps: list[float] = []
 
-    def on(self, method: str, path: str, *outcomes: Outcome) -> "FakeProxy":
+    def on(self, method: str, path: str, *outcomes: Outcome) -> FakeProxy:
         self.routes[(method, path)] = list(outcomes)
         return self
 
@@ -84,7 +85,9 @@ def body(request: httpx.Request) -> Any:
     return json.loads(request.content)
 
 
-def paged(items: list[dict[str, Any]], key: str, *, total: Optional[int] = None, size: int = PAGE_SIZE) -> Callable[[httpx.Request], httpx.Response]:
+def paged(
+    items: list[dict[str, Any]], key: str, *, total: int | None = None, size: int = PAGE_SIZE
+) -> Callable[[httpx.Request], httpx.Response]:
     """A listing endpoint that pages ``items`` as LiteLLM does (page/page_size/total/total_pages)."""
     pages = [items[i : i + size] for i in range(0, len(items), size)] or [[]]
 
@@ -92,7 +95,13 @@ def paged(items: list[dict[str, Any]], key: str, *, total: Optional[int] = None,
         page = int(request.url.params["page"])
         return reply(
             200,
-            {key: pages[page - 1] if page <= len(pages) else [], "total": len(items) if total is None else total, "page": page, "page_size": size, "total_pages": len(pages)},
+            {
+                key: pages[page - 1] if page <= len(pages) else [],
+                "total": len(items) if total is None else total,
+                "page": page,
+                "page_size": size,
+                "total_pages": len(pages),
+            },
         )
 
     return outcome
@@ -182,9 +191,16 @@ def test_a_total_that_changes_between_pages_is_an_incomplete_read():
 
 
 def test_update_users_is_one_bulk_request_with_an_outcome_per_user():
-    answer = {"results": [{"user_id": "a", "success": True}, {"user_id": "b", "success": False, "error": "db said no"}], "total_requested": 2}
+    answer = {
+        "results": [{"user_id": "a", "success": True}, {"user_id": "b", "success": False, "error": "db said no"}],
+        "total_requested": 2,
+    }
     proxy = FakeProxy().on("POST", "/user/bulk_update", reply(200, answer))
-    bodies = [{"user_id": "a", "metadata": {"x": 1}}, {"user_id": "b", "metadata": {}}, {"user_id": "c", "metadata": {}}]
+    bodies = [
+        {"user_id": "a", "metadata": {"x": 1}},
+        {"user_id": "b", "metadata": {}},
+        {"user_id": "c", "metadata": {}},
+    ]
     assert proxy.client().update_users(bodies) == {"a": None, "b": "db said no", "c": "not in the proxy's answer"}
     (call,) = proxy.requests
     assert body(call) == {"users": bodies}
@@ -193,7 +209,10 @@ def test_update_users_is_one_bulk_request_with_an_outcome_per_user():
 def test_update_users_on_a_proxy_without_bulk_update_goes_one_by_one():
     proxy = FakeProxy().on("POST", "/user/bulk_update", reply(404, {"detail": "Not Found"}))
     proxy.on("POST", "/user/update", reply(200, {"user_id": "a"}), reply(400, {"detail": {"error": "bad"}}))
-    assert proxy.client().update_users([{"user_id": "a"}, {"user_id": "b"}]) == {"a": None, "b": "POST /user/update: HTTP 400: bad"}
+    assert proxy.client().update_users([{"user_id": "a"}, {"user_id": "b"}]) == {
+        "a": None,
+        "b": "POST /user/update: HTTP 400: bad",
+    }
 
 
 def test_update_users_without_per_user_results_is_an_unknown_outcome():
@@ -223,14 +242,20 @@ def test_listing_with_an_unexpected_shape_is_an_incomplete_read():
 
 
 def test_empty_listing():
-    proxy = FakeProxy().on("GET", "/v2/team/list", reply(200, {"teams": [], "total": 0, "page": 1, "page_size": 100, "total_pages": 0}))
+    proxy = FakeProxy().on(
+        "GET", "/v2/team/list", reply(200, {"teams": [], "total": 0, "page": 1, "page_size": 100, "total_pages": 0})
+    )
     assert proxy.client().list_teams() == []
     assert len(proxy.requests) == 1
 
 
 def test_team_list_falls_back_to_the_bare_array_of_old_proxies():
     old = sample(5)["response"]["body"]
-    proxy = FakeProxy().on("GET", "/v2/team/list", reply(404, {"detail": "Not Found"})).on("GET", "/team/list", reply(200, old))
+    proxy = (
+        FakeProxy()
+        .on("GET", "/v2/team/list", reply(404, {"detail": "Not Found"}))
+        .on("GET", "/team/list", reply(200, old))
+    )
     teams = proxy.client().list_teams()
     assert sorted(t["team_id"] for t in old) == [t["team_id"] for t in teams]
     assert len(proxy.calls("GET", "/v2/team/list")) == 1  # a 404 is not retried
@@ -256,7 +281,9 @@ def test_get_is_retried_on_503_then_succeeds():
 
 
 def test_get_is_retried_on_transport_errors():
-    proxy = FakeProxy().on("GET", "/team/info", raising(httpx.ConnectError), raising(httpx.ReadTimeout), sample_reply(7))
+    proxy = FakeProxy().on(
+        "GET", "/team/info", raising(httpx.ConnectError), raising(httpx.ReadTimeout), sample_reply(7)
+    )
     assert proxy.client().team_info("x") is not None
     assert len(proxy.requests) == 3
 
@@ -334,10 +361,34 @@ def test_post_that_cannot_connect_is_a_plain_proxy_error():
 @pytest.mark.parametrize(
     "number, method, path, call, message",
     [
-        (9, "POST", "/user/new", lambda c: c.create_user({"user_email": "alice-64c06e@example.com"}), "User with email alice-64c06e@example.com already exists"),
-        (35, "GET", "/invitation/info", lambda c: c.get("/invitation/info", invitation_id="x"), "Invitation id does not exist in the database."),
-        (15, "POST", "/user/new", lambda c: c.create_user({"user_role": "superuser"}), "body.user_role: Input should be"),
-        (21, "GET", "/user/list", lambda c: c.list_users(), "query.page_size: Input should be less than or equal to 100"),
+        (
+            9,
+            "POST",
+            "/user/new",
+            lambda c: c.create_user({"user_email": "alice-64c06e@example.com"}),
+            "User with email alice-64c06e@example.com already exists",
+        ),
+        (
+            35,
+            "GET",
+            "/invitation/info",
+            lambda c: c.get("/invitation/info", invitation_id="x"),
+            "Invitation id does not exist in the database.",
+        ),
+        (
+            15,
+            "POST",
+            "/user/new",
+            lambda c: c.create_user({"user_role": "superuser"}),
+            "body.user_role: Input should be",
+        ),
+        (
+            21,
+            "GET",
+            "/user/list",
+            lambda c: c.list_users(),
+            "query.page_size: Input should be less than or equal to 100",
+        ),
     ],
     ids=["openai-envelope", "detail-dict", "422-list-body", "422-list-query"],
 )
@@ -368,7 +419,14 @@ def test_non_json_success_is_an_error():
 
 
 def test_key_echoed_in_a_401_never_appears_in_the_exception():
-    echoed = {"error": {"message": f"Authentication Error, LiteLLM Virtual Key expected. Received={KEY}, expected to start with 'sk-'.", "type": "auth_error", "param": "None", "code": "401"}}
+    echoed = {
+        "error": {
+            "message": f"Authentication Error, LiteLLM Virtual Key expected. Received={KEY}, expected to start with 'sk-'.",
+            "type": "auth_error",
+            "param": "None",
+            "code": "401",
+        }
+    }
     proxy = FakeProxy().on("GET", "/user/list", reply(401, echoed))
     with pytest.raises(ProxyError) as caught:
         proxy.client().list_users()
@@ -434,12 +492,17 @@ def test_every_write_carries_the_audit_header():
 def test_add_members_sends_one_list():
     proxy = FakeProxy().on("POST", "/team/member_add", sample_reply(36))
     proxy.client().add_members("t-1", ["u-1", "u-2"])
-    assert body(proxy.requests[0]) == {"team_id": "t-1", "member": [{"user_id": "u-1", "role": "user"}, {"user_id": "u-2", "role": "user"}]}
+    assert body(proxy.requests[0]) == {
+        "team_id": "t-1",
+        "member": [{"user_id": "u-1", "role": "user"}, {"user_id": "u-2", "role": "user"}],
+    }
 
 
 def test_add_members_treats_already_in_team_as_success():
     proxy = FakeProxy().on("POST", "/team/member_add", sample_reply(37))
-    result = proxy.client().add_members("24ac7b6a-aa58-4e5f-89ea-af89186bf1af", ["f0d9f38a-4827-4edf-b78d-64708e8ef1e7"])
+    result = proxy.client().add_members(
+        "24ac7b6a-aa58-4e5f-89ea-af89186bf1af", ["f0d9f38a-4827-4edf-b78d-64708e8ef1e7"]
+    )
     assert result["already_members"] is True
     assert len(proxy.requests) == 1
 
@@ -455,7 +518,9 @@ def test_add_members_raises_other_refusals():
 
 
 def test_team_info_of_a_missing_team_is_none():
-    proxy = FakeProxy().on("GET", "/team/info", reply(404, {"error": {"message": "Team not found, passed team id: x.", "code": "404"}}))
+    proxy = FakeProxy().on(
+        "GET", "/team/info", reply(404, {"error": {"message": "Team not found, passed team id: x.", "code": "404"}})
+    )
     assert proxy.client().team_info("x") is None
 
 
@@ -467,7 +532,13 @@ def test_invitation_info_of_an_unknown_id_is_none():
 
 
 def test_find_user_matches_the_id_exactly():
-    listing = {"users": [{"user_id": "carol-64c06e-2"}, {"user_id": "carol-64c06e"}], "total": 2, "page": 1, "page_size": 100, "total_pages": 1}
+    listing = {
+        "users": [{"user_id": "carol-64c06e-2"}, {"user_id": "carol-64c06e"}],
+        "total": 2,
+        "page": 1,
+        "page_size": 100,
+        "total_pages": 1,
+    }
     proxy = FakeProxy().on("GET", "/user/list", reply(200, listing))
     client = proxy.client()
     assert client.find_user("carol-64c06e") == {"user_id": "carol-64c06e"}
@@ -533,7 +604,9 @@ def test_a_trickling_answer_is_cut_off_after_the_timeout_per_attempt() -> None:
         attempts.append(time.monotonic())
         return httpx.Response(200, stream=Trickle(b'{"users": [], "total": 0, "total_pages": 0}' * 10, 0.05))
 
-    client = LiteLLMClient(BASE, KEY, timeout=0.3, max_attempts=2, transport=httpx.MockTransport(handle), sleep=lambda s: None)
+    client = LiteLLMClient(
+        BASE, KEY, timeout=0.3, max_attempts=2, transport=httpx.MockTransport(handle), sleep=lambda s: None
+    )
     started = time.monotonic()
     with pytest.raises(ProxyError, match="the answer took longer than 0.3 s"):
         client.list_users()
@@ -547,7 +620,14 @@ def test_the_run_deadline_stops_requests_and_bounds_each_one() -> None:
         calls.append(request.url.path)
         return httpx.Response(200, stream=Trickle(b'{"team_info": {}}', 0.05))
 
-    client = LiteLLMClient(BASE, KEY, timeout=30, transport=httpx.MockTransport(handle), sleep=lambda s: None, deadline=time.monotonic() + 0.2)
+    client = LiteLLMClient(
+        BASE,
+        KEY,
+        timeout=30,
+        transport=httpx.MockTransport(handle),
+        sleep=lambda s: None,
+        deadline=time.monotonic() + 0.2,
+    )
     with pytest.raises(ProxyError):
         client.team_info("t")
     with pytest.raises(DeadlineExceeded, match="deadline"):
@@ -571,5 +651,7 @@ def test_a_refused_post_is_retried_with_the_same_body() -> None:
             return httpx.Response(429, headers={"retry-after": "0"}, json={"error": {"message": "slow down"}})
         return httpx.Response(200, json={"team_id": "t"})
 
-    LiteLLMClient(BASE, KEY, transport=httpx.MockTransport(handle), sleep=lambda s: None).create_team({"team_alias": "a"})
+    LiteLLMClient(BASE, KEY, transport=httpx.MockTransport(handle), sleep=lambda s: None).create_team(
+        {"team_alias": "a"}
+    )
     assert len(bodies) == 2 and bodies[0] == bodies[1]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import smtplib
 import socket
+from collections.abc import Callable, Iterator
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -74,7 +75,7 @@ def serve() -> Iterator[Callable[..., SmtpSettings]]:
         controller.stop()
 
 
-def record(email: str, invitation_id: Optional[str] = "inv-1", status: str = "created") -> InvitationRecord:
+def record(email: str, invitation_id: str | None = "inv-1", status: str = "created") -> InvitationRecord:
     return InvitationRecord(
         email=email,
         user_id=f"user-{email}",
@@ -123,7 +124,7 @@ def test_custom_template_file(serve, tmp_path: Path) -> None:
 
     send_invitations([record("alice@company.com")], settings, load_template(str(path)))
 
-    (_, _, message), = handler.messages
+    ((_, _, message),) = handler.messages
     assert message["Subject"] == "Welcome alice@company.com"
     assert body(message).strip() == f"Hi! Go to {UI}/ui/onboarding?invitation_id=inv-1 before 2030-01-08. Costs $0."
 
@@ -144,7 +145,11 @@ def test_records_without_link_are_left_alone_and_no_connection_is_made() -> None
 def test_one_refused_recipient_fails_alone_and_keeps_its_link(serve) -> None:
     handler = Collector(reject=("bob@company.com",))
     settings = serve(handler)
-    records = [record("alice@company.com", "inv-a"), record("bob@company.com", "inv-b"), record("carol@company.com", "inv-c")]
+    records = [
+        record("alice@company.com", "inv-a"),
+        record("bob@company.com", "inv-b"),
+        record("carol@company.com", "inv-c"),
+    ]
 
     send_invitations(records, settings, DEFAULT_TEMPLATE)
 
@@ -302,7 +307,9 @@ def test_failure_reasons_are_scrubbed_like_all_output(monkeypatch: pytest.Monkey
             raise smtplib.SMTPDataError(554, f"no {link} here, key sk-master-distinctive, id inv-echoed".encode())
 
     rec = record("alice@company.com", "inv-echoed")
-    send_invitations([rec], SmtpSettings("h", 25, "llm@company.com", "none"), "Subject: hi\n\n$link\n", lambda s: Echoing())  # type: ignore[arg-type,return-value]
+    send_invitations(
+        [rec], SmtpSettings("h", 25, "llm@company.com", "none"), "Subject: hi\n\n$link\n", lambda s: Echoing()
+    )  # type: ignore[arg-type,return-value]
 
     assert rec.error == "554 no <link removed> here, key ***, id ***"
 
@@ -329,7 +336,9 @@ def test_tls_uses_implicit_tls_and_no_starttls(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(delivery.smtplib, "SMTP_SSL", fake_ssl)
     monkeypatch.setattr(delivery.smtplib, "SMTP", lambda *a, **k: pytest.fail("plain SMTP used for tls"))
 
-    send_invitations([record("alice@company.com")], SmtpSettings("mail.company.com", 465, "llm@company.com", "tls"), DEFAULT_TEMPLATE)
+    send_invitations(
+        [record("alice@company.com")], SmtpSettings("mail.company.com", 465, "llm@company.com", "tls"), DEFAULT_TEMPLATE
+    )
 
     (fake,) = made
     assert fake.args == ("mail.company.com", 465)
@@ -387,12 +396,21 @@ def test_default_port_follows_security(security: str, port: int) -> None:
 
 @pytest.mark.parametrize("security", ["none", "NONE", " none "])
 def test_plain_text_smtp_is_refused_unless_allowed(security: str) -> None:
-    env = {"SMTP_HOST": "h", "SMTP_FROM": "a@b.co", "SMTP_SECURITY": security, "SMTP_USERNAME": "u", "SMTP_PASSWORD": PASSWORD}
+    env = {
+        "SMTP_HOST": "h",
+        "SMTP_FROM": "a@b.co",
+        "SMTP_SECURITY": security,
+        "SMTP_USERNAME": "u",
+        "SMTP_PASSWORD": PASSWORD,
+    }
 
     with pytest.raises(ValueError) as caught:
         SmtpSettings.from_env(env)
 
-    assert str(caught.value) == "SMTP_SECURITY=none sends onboarding links in clear text; pass --allow-insecure-smtp to allow it"
+    assert (
+        str(caught.value)
+        == "SMTP_SECURITY=none sends onboarding links in clear text; pass --allow-insecure-smtp to allow it"
+    )
     assert PASSWORD not in str(caught.value)
     assert SmtpSettings.from_env(env, allow_insecure=True).security == "none"
 
@@ -423,7 +441,7 @@ def test_settings_with_credentials() -> None:
         ({"SMTP_USERNAME": "u", "SMTP_PASSWORD": ""}, "SMTP_PASSWORD"),
     ],
 )
-def test_bad_settings_name_the_variable_and_hide_the_password(change: dict[str, Optional[str]], variable: str) -> None:
+def test_bad_settings_name_the_variable_and_hide_the_password(change: dict[str, str | None], variable: str) -> None:
     env = {"SMTP_HOST": "h", "SMTP_FROM": "a@b.co", "SMTP_USERNAME": "u", "SMTP_PASSWORD": PASSWORD}
     env.update(change)
     env = {k: v for k, v in env.items() if v is not None}
@@ -474,4 +492,6 @@ def test_a_refused_connection_is_not_retried_for_every_link_in_the_run() -> None
         mailer.send(one)
     mailer.close()
     assert len(attempts) == 1
-    assert all(r.status == "send_failed" and "SMTP connection to 127.0.0.1:1 failed" in (r.error or "") for r in records)
+    assert all(
+        r.status == "send_failed" and "SMTP connection to 127.0.0.1:1 failed" in (r.error or "") for r in records
+    )

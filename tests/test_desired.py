@@ -210,9 +210,9 @@ def test_duplicate_team_id_is_reported():
             id: team-1
         """
     )
-    assert any(p.line == 6 and "duplicate team id 'team-1'" in p.message and "first on line 4" in p.message for p in problems), [
-        str(p) for p in problems
-    ]
+    assert any(
+        p.line == 6 and "duplicate team id 'team-1'" in p.message and "first on line 4" in p.message for p in problems
+    ), [str(p) for p in problems]
 
 
 def test_duplicate_team_id_is_reported_once_and_truthfully():
@@ -429,7 +429,10 @@ def test_anchors_and_aliases_are_refused(body, line, shown):
     "tag, message",
     [
         ("!whatever", "unknown YAML tag '!whatever'; this file uses no tags"),
-        ("!!python/object/apply:os.system", "unknown YAML tag '!!python/object/apply:os.system'; this file uses no tags"),
+        (
+            "!!python/object/apply:os.system",
+            "unknown YAML tag '!!python/object/apply:os.system'; this file uses no tags",
+        ),
         ("!", "unknown YAML tag '!'; this file uses no tags"),
         ("!!str", "YAML tag '!!str' is not allowed: this file uses no tags, not even standard ones"),
         ("!!binary", "YAML tag '!!binary' is not allowed: this file uses no tags, not even standard ones"),
@@ -464,7 +467,11 @@ def test_nesting_up_to_the_limit_is_only_checked_by_the_schema():
     [
         ("version: 1\n---\nversion: 1\n", 2, "malformed YAML: expected a single document, but found another document"),
         ("version: 1\n? [users]\n: []\n", 2, "unsupported YAML: a mapping or list cannot be used as a key"),
-        ("version: 1\nusers:\n\t- email: a@example.com\n", 3, "malformed YAML: a tab cannot start a token; indent with spaces"),
+        (
+            "version: 1\nusers:\n\t- email: a@example.com\n",
+            3,
+            "malformed YAML: a tab cannot start a token; indent with spaces",
+        ),
         (
             "version: 1\nusers:\n  - email: 'a@example.com\n    teams: []\n",
             5,
@@ -481,7 +488,10 @@ def test_yaml_structure_problems(body, line, message):
     "value, message",
     [
         ("9" * 5000, "a YAML int of 5000 characters is too long; quote it if it is text"),
-        ("1" + ":1" * 100_000, "a YAML int of 200001 characters is too long; quote it if it is text"),  # quadratic to compute
+        (
+            "1" + ":1" * 100_000,
+            "a YAML int of 200001 characters is too long; quote it if it is text",
+        ),  # quadratic to compute
         ("2024-13-45", "'2024-13-45' looks like a YAML timestamp but is not a valid one; quote it if it is text"),
     ],
     ids=["digits", "sexagesimal", "date"],
@@ -500,8 +510,12 @@ def test_the_pure_python_parser_refuses_the_same(monkeypatch):
     """Without libyaml, PyYAML's own parser is used: same events, same refusals, same lines."""
     monkeypatch.setattr(desired, "_Loader", yaml.SafeLoader)
     assert str(refused_quickly(BOMB)) == f"{FILE}:2: YAML anchors and aliases are not allowed: '&a'"
-    assert_problem(refused_quickly("version: 1\nusers: " + "[" * 5000 + "]" * 5000 + "\n"), 2, "nesting deeper than 32 levels")
-    assert_problem(only_problem("version: 1\nteams:\n  - alias: a\n    alias: b\n"), 4, "duplicate key 'alias' (first on line 3)")
+    assert_problem(
+        refused_quickly("version: 1\nusers: " + "[" * 5000 + "]" * 5000 + "\n"), 2, "nesting deeper than 32 levels"
+    )
+    assert_problem(
+        only_problem("version: 1\nteams:\n  - alias: a\n    alias: b\n"), 4, "duplicate key 'alias' (first on line 3)"
+    )
     assert parse_desired(yaml_text(VALID), FILE).users[0].teams == ["dev"]
 
 
@@ -584,7 +598,9 @@ def test_no_more_than_the_limit_is_read_even_when_the_size_is_wrong(monkeypatch)
     assert load_problem(path) == f"{path}:0: file too large: over 64 bytes (0 MiB)"
 
 
-@pytest.mark.parametrize("make, kind", [("directory", "a directory"), ("symlink", "a device or socket"), ("device", "a device or socket")])
+@pytest.mark.parametrize(
+    "make, kind", [("directory", "a directory"), ("symlink", "a device or socket"), ("device", "a device or socket")]
+)
 def test_only_regular_files_are_read(tmp_path, make, kind):
     """/dev/null, not /dev/zero, so that a regression fails instead of filling memory;
     tests/test_hostile_inputs.py tries /dev/zero in a memory-capped process."""
@@ -680,7 +696,10 @@ def test_invalid_addresses_name_the_problem(email, reason):
 
 def test_email_problem_in_the_file_is_located_and_named():
     problem = only_problem('version: 1\nusers:\n  - email: a@example.com\n  - email: "a@x.com\\n"\n')
-    assert str(problem) == f"{FILE}:4: users.1.email: 'a@x.com\\n' is not a valid email address: it contains a control character"
+    assert (
+        str(problem)
+        == f"{FILE}:4: users.1.email: 'a@x.com\\n' is not a valid email address: it contains a control character"
+    )
 
 
 # --------------------------------------------------------------------------- size

@@ -29,7 +29,12 @@ def snapshot() -> LiveState:
         ),
         teams=(
             LiveTeam("t2", "research", EMPTY, (LiveMember("u1", "user"),)),
-            LiveTeam("t1", "dev", SETTINGS, (LiveMember(PROXY_ADMIN_ID, "admin"), LiveMember("u1", "user"), LiveMember("u2", "user"))),
+            LiveTeam(
+                "t1",
+                "dev",
+                SETTINGS,
+                (LiveMember(PROXY_ADMIN_ID, "admin"), LiveMember("u1", "user"), LiveMember("u2", "user")),
+            ),
             LiveTeam("t3", None, EMPTY),
             LiveTeam("t4", "twin", EMPTY),
             LiveTeam("t5", "twin", EMPTY),
@@ -69,6 +74,8 @@ def test_planning_the_export_against_the_same_snapshot_changes_nothing() -> None
 def test_export_of_chosen_teams_keeps_only_their_members() -> None:
     text = export_yaml(snapshot(), {"research"})
     desired = parse_desired(text, "users.yaml")
-    assert [t.alias for t in desired.teams] == ["research"] and [u.email for u in desired.users] == ["alice@company.com"]
+    assert [t.alias for t in desired.teams] == ["research"] and [u.email for u in desired.users] == [
+        "alice@company.com"
+    ]
     with pytest.raises(ValueError, match="no team with the alias nope"):
         export_yaml(snapshot(), {"nope"})

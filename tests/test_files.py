@@ -48,7 +48,9 @@ def test_a_symlink_planted_at_a_predictable_temporary_name_is_ignored(tmp_path: 
     assert victim.read_text() == "precious"
 
 
-def test_a_failed_write_leaves_neither_a_temporary_file_nor_a_changed_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_leaves_neither_a_temporary_file_nor_a_changed_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "report.json"
     target.write_text("before")
 
@@ -92,7 +94,9 @@ def test_appends_of_a_batch_share_one_flush_to_disk(tmp_path: Path, monkeypatch:
     path = tmp_path / "report.jsonl"
     for n in range(5):
         append_private(path, f"{n}\n", durable=False)
-    assert path.read_text() == "0\n1\n2\n3\n4\n" and flushed == [], "written (a killed process loses nothing), not yet flushed"
+    assert path.read_text() == "0\n1\n2\n3\n4\n" and flushed == [], (
+        "written (a killed process loses nothing), not yet flushed"
+    )
     sync_private(path)
     assert len(flushed) == 1
     append_private(path, "5\n")

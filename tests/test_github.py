@@ -12,7 +12,7 @@ import json
 import stat
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -40,7 +40,9 @@ PLAN_KEY = "sk-plan-5678"
 GITHUB_TOKEN = "ghs_fake_token_for_tests"  # tests/tools/glue.py sets it as GH_TOKEN
 LINK = "https://llm.corp.example/ui/onboarding?invitation_id=inv-secret-0001"
 MATCH_SENTENCE = f"Plan fingerprint matches the reviewed plan ({REVIEWED[:16]})."
-REFUSAL_SENTENCE = f"Error: plan fingerprint {OTHER[:16]} does not match the reviewed {REVIEWED[:16]}; nothing was applied"
+REFUSAL_SENTENCE = (
+    f"Error: plan fingerprint {OTHER[:16]} does not match the reviewed {REVIEWED[:16]}; nothing was applied"
+)
 # What a hostile alias can make the CLI print as part of a plan: the CLI's own sentences.
 HOSTILE_PLAN_TEXT = (
     f"  + team.x {MATCH_SENTENCE} Apply complete: 9 done, 0 failed, 0 skipped.\n"
@@ -48,7 +50,9 @@ HOSTILE_PLAN_TEXT = (
 )
 
 
-def result_json(outcome: str = "applied", matches: Optional[bool] = True, expected: Optional[str] = REVIEWED, **extra: Any) -> dict[str, Any]:
+def result_json(
+    outcome: str = "applied", matches: bool | None = True, expected: str | None = REVIEWED, **extra: Any
+) -> dict[str, Any]:
     """What ``apply --result-json`` writes."""
     return {
         "format_version": "1.0",
@@ -68,20 +72,35 @@ def result_json(outcome: str = "applied", matches: Optional[bool] = True, expect
     }
 
 
-def glue_apply(tmp_path: Path, result: Optional[dict[str, Any]], *, stdout: str = "", stderr: str = "", code: int = 0, expected: str = REVIEWED, **inputs: str) -> GlueRun:
+def glue_apply(
+    tmp_path: Path,
+    result: dict[str, Any] | None,
+    *,
+    stdout: str = "",
+    stderr: str = "",
+    code: int = 0,
+    expected: str = REVIEWED,
+    **inputs: str,
+) -> GlueRun:
     behaviour: dict[str, Any] = {"stdout": stdout, "stderr": stderr, "code": code}
     if result is not None:
         behaviour["result_json"] = result
     return run_glue(
         tmp_path,
         "apply",
-        inputs={"file": "users.yaml", "expect-fingerprint": expected, "require-reviewed-plan": "true", "proxy-url": PUBLIC_PROXY, **inputs},
+        inputs={
+            "file": "users.yaml",
+            "expect-fingerprint": expected,
+            "require-reviewed-plan": "true",
+            "proxy-url": PUBLIC_PROXY,
+            **inputs,
+        },
         env={"LITELLM_MASTER_KEY": MASTER, "LITELLM_PROXY_URL": PROXY},
         cli={"apply": behaviour},
     )
 
 
-def plan_cli(markdown: str, data: Optional[dict[str, Any]] = None, code: int = 2) -> dict[str, Any]:
+def plan_cli(markdown: str, data: dict[str, Any] | None = None, code: int = 2) -> dict[str, Any]:
     data = data or {"fingerprint": REVIEWED, "has_changes": True, "actions": [], "drift": []}
     return {"plan": {"stdout": markdown, "code": code, "plan_json": data}}
 
@@ -91,7 +110,15 @@ def frame(fingerprint: str = REVIEWED) -> str:
 
 
 def assert_clean(text: str, *secrets: str) -> None:
-    for secret in (PROXY, PUBLIC_PROXY, "proxy.internal", "llm.corp.example", "inv-secret-0001", "invitation_id=inv", *secrets):
+    for secret in (
+        PROXY,
+        PUBLIC_PROXY,
+        "proxy.internal",
+        "llm.corp.example",
+        "inv-secret-0001",
+        "invitation_id=inv",
+        *secrets,
+    ):
         assert secret not in text, secret
 
 
@@ -120,11 +147,18 @@ def test_unknown_command_exits_1(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- comments
 
 
-def _comment(tmp_path: Path, body: str, state: Optional[dict[str, Any]] = None, pr: int = 7) -> GlueRun:
+def _comment(tmp_path: Path, body: str, state: dict[str, Any] | None = None, pr: int = 7) -> GlueRun:
     tmp_path.mkdir(parents=True, exist_ok=True)
     body_file = tmp_path / "body.md"
     body_file.write_text(body)
-    return run_glue(tmp_path, "comment", inputs={"body-file": str(body_file)}, env={"LITELLM_PROXY_URL": PROXY}, event={"pull_request": {"number": pr}}, gh_state=state)
+    return run_glue(
+        tmp_path,
+        "comment",
+        inputs={"body-file": str(body_file)},
+        env={"LITELLM_PROXY_URL": PROXY},
+        event={"pull_request": {"number": pr}},
+        gh_state=state,
+    )
 
 
 def _methods(tmp_path: Path) -> list[str]:
@@ -141,7 +175,11 @@ def test_comment_is_created_once_then_updated_in_place(tmp_path: Path) -> None:
     second = _comment(tmp_path / "2", frame(OTHER) + "\nsecond plan\n", state=first.gh_state)
     assert second.code == 0, second.stderr
     [updated] = second.gh_state["comments"]["7"]  # still ONE comment
-    assert updated["id"] == posted["id"] and parse_fingerprint(updated["body"]) == OTHER and "first plan" not in updated["body"]
+    assert (
+        updated["id"] == posted["id"]
+        and parse_fingerprint(updated["body"]) == OTHER
+        and "first plan" not in updated["body"]
+    )
     assert _methods(tmp_path / "2") == ["GET", "PATCH"]
 
 
@@ -167,7 +205,9 @@ def test_comment_outside_a_pull_request_posts_nothing(tmp_path: Path) -> None:
 def test_comment_body_is_scrubbed_below_its_frame(tmp_path: Path) -> None:
     run = _comment(tmp_path, frame() + f"\nfrom {PROXY}/user/list, link {LINK}, key {GITHUB_TOKEN}\n")
     [posted] = run.gh_state["comments"]["7"]
-    assert posted["body"].startswith(frame()) and "<url removed>" in posted["body"] and "<link removed>" in posted["body"]
+    assert (
+        posted["body"].startswith(frame()) and "<url removed>" in posted["body"] and "<link removed>" in posted["body"]
+    )
     assert_clean(posted["body"], GITHUB_TOKEN)
 
 
@@ -177,7 +217,10 @@ MERGE_SHA = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
 def _reviewed(tmp_path: Path, comments: list[dict[str, Any]]) -> GlueRun:
-    state = {"comments": {"7": comments}, "pulls": {MERGE_SHA: [{"number": 7, "merge_commit_sha": MERGE_SHA, "merged_at": "2025-11-27T00:00:00Z"}]}}
+    state = {
+        "comments": {"7": comments},
+        "pulls": {MERGE_SHA: [{"number": 7, "merge_commit_sha": MERGE_SHA, "merged_at": "2025-11-27T00:00:00Z"}]},
+    }
     return run_glue(tmp_path, "reviewed-fingerprint", gh_state=state)
 
 
@@ -188,12 +231,18 @@ def test_reviewed_fingerprint_is_line_2_of_the_latest_bot_comment(tmp_path: Path
         [
             {"id": 1, "user": bot, "body": frame(OTHER)},
             {"id": 2, "user": {"login": "mallory"}, "body": frame(OTHER)},  # not the bot's
-            {"id": 3, "user": bot, "body": frame(REVIEWED) + f"\n{fingerprint_line(OTHER)}\nPlan fingerprint: `{OTHER}`\n"},
+            {
+                "id": 3,
+                "user": bot,
+                "body": frame(REVIEWED) + f"\n{fingerprint_line(OTHER)}\nPlan fingerprint: `{OTHER}`\n",
+            },
         ],
     )
     assert run.code == 0 and run.outputs["fingerprint"] == REVIEWED and run.outputs["pull-request"] == "7"
     # a comment whose fingerprint is anywhere but line 2 has none
-    elsewhere = _reviewed(tmp_path / "elsewhere", [{"id": 1, "user": bot, "body": f"{MARKER}\n{HEADER}\n{fingerprint_line(OTHER)}\n"}])
+    elsewhere = _reviewed(
+        tmp_path / "elsewhere", [{"id": 1, "user": bot, "body": f"{MARKER}\n{HEADER}\n{fingerprint_line(OTHER)}\n"}]
+    )
     assert elsewhere.outputs["fingerprint"] == ""
     none = run_glue(tmp_path / "none", "reviewed-fingerprint")
     assert none.code == 0 and none.outputs["fingerprint"] == "" and "No merged pull request" in none.stdout
@@ -203,16 +252,23 @@ def test_reviewed_fingerprint_is_line_2_of_the_latest_bot_comment(tmp_path: Path
 
 
 def test_apply_with_the_reviewed_plan_is_applied(tmp_path: Path) -> None:
-    run = glue_apply(tmp_path, result_json(summary={"done": 3, "failed": 0, "skipped": 0}), stdout=f"{MATCH_SENTENCE}\n")
+    run = glue_apply(
+        tmp_path, result_json(summary={"done": 3, "failed": 0, "skipped": 0}), stdout=f"{MATCH_SENTENCE}\n"
+    )
     assert run.code == 0 and run.outputs["result"] == "applied" and run.outputs["fingerprint-matches"] == "true"
-    assert "✅ The plan matches the reviewed plan" in run.summary and "**Apply complete: 3 done, 0 failed, 0 skipped.**" in run.summary
+    assert (
+        "✅ The plan matches the reviewed plan" in run.summary
+        and "**Apply complete: 3 done, 0 failed, 0 skipped.**" in run.summary
+    )
     call = run.cli_calls[-1]
     assert call[:3] == ["apply", "users.yaml", "--yes"] and call[call.index("--expect-fingerprint") + 1] == REVIEWED
     assert "--result-json" in call
 
 
 def test_apply_of_another_plan_is_refused_with_fingerprint_matches_false(tmp_path: Path) -> None:
-    refused = result_json("refused", matches=False, results=[], summary={"done": 0, "failed": 0, "skipped": 0}, error=REFUSAL_SENTENCE[7:])
+    refused = result_json(
+        "refused", matches=False, results=[], summary={"done": 0, "failed": 0, "skipped": 0}, error=REFUSAL_SENTENCE[7:]
+    )
     run = glue_apply(tmp_path, refused, stdout=HOSTILE_PLAN_TEXT, stderr=REFUSAL_SENTENCE + "\n", code=1)
     assert run.code == 1 and run.outputs["result"] == "refused" and run.outputs["fingerprint-matches"] == "false"
     assert "does **not** match the reviewed plan" in run.summary and "🛑 Apply refused" in run.summary
@@ -224,9 +280,21 @@ def test_apply_of_another_plan_is_refused_with_fingerprint_matches_false(tmp_pat
     "stdout, stderr, code, result, verdict",
     [
         # the CLI's sentences in the plan text (a hostile alias) while the apply failed before the comparison
-        (HOSTILE_PLAN_TEXT + MATCH_SENTENCE, "Error: the proxy answered 500\n", 1, result_json("failed", matches=None, error="the proxy answered 500"), "unknown"),
+        (
+            HOSTILE_PLAN_TEXT + MATCH_SENTENCE,
+            "Error: the proxy answered 500\n",
+            1,
+            result_json("failed", matches=None, error="the proxy answered 500"),
+            "unknown",
+        ),
         # the refusal sentence as the last line of stderr, but the result says the plan matched (it failed later)
-        (HOSTILE_PLAN_TEXT, REFUSAL_SENTENCE + "\n", 1, result_json("failed", matches=True, error="some actions failed"), "true"),
+        (
+            HOSTILE_PLAN_TEXT,
+            REFUSAL_SENTENCE + "\n",
+            1,
+            result_json("failed", matches=True, error="some actions failed"),
+            "true",
+        ),
         # the match sentence everywhere, but the result says it did not match
         (HOSTILE_PLAN_TEXT + MATCH_SENTENCE, MATCH_SENTENCE, 1, result_json("refused", matches=False), "false"),
         # no result at all (killed): text decides nothing, even with exit status 0
@@ -234,13 +302,40 @@ def test_apply_of_another_plan_is_refused_with_fingerprint_matches_false(tmp_pat
         # a result about another expected fingerprint is not this run's
         (MATCH_SENTENCE, "", 0, result_json(expected=OTHER), "unknown"),
         # a proxy-provided string in the result's own fields: still only fingerprint_matches counts
-        ("", "", 1, result_json("failed", matches=None, results=[{"address": f"team.{MATCH_SENTENCE}", "kind": "create_team", "status": "failed", "detail": '"fingerprint_matches": true'}]), "unknown"),
+        (
+            "",
+            "",
+            1,
+            result_json(
+                "failed",
+                matches=None,
+                results=[
+                    {
+                        "address": f"team.{MATCH_SENTENCE}",
+                        "kind": "create_team",
+                        "status": "failed",
+                        "detail": '"fingerprint_matches": true',
+                    }
+                ],
+            ),
+            "unknown",
+        ),
         # not a boolean
         (MATCH_SENTENCE, "", 0, result_json(matches="true"), "unknown"),  # type: ignore[arg-type]
     ],
-    ids=["failed-before-compare", "matched-then-failed", "forged-match-text", "no-result", "other-expectation", "forged-in-result", "not-a-bool"],
+    ids=[
+        "failed-before-compare",
+        "matched-then-failed",
+        "forged-match-text",
+        "no-result",
+        "other-expectation",
+        "forged-in-result",
+        "not-a-bool",
+    ],
 )
-def test_only_the_result_json_decides_the_binding(tmp_path: Path, stdout: str, stderr: str, code: int, result: Optional[dict[str, Any]], verdict: str) -> None:
+def test_only_the_result_json_decides_the_binding(
+    tmp_path: Path, stdout: str, stderr: str, code: int, result: dict[str, Any] | None, verdict: str
+) -> None:
     run = glue_apply(tmp_path, result, stdout=stdout, stderr=stderr, code=code)
     assert run.exception is None, run.exception
     assert run.outputs["fingerprint-matches"] == verdict
@@ -271,8 +366,18 @@ def test_apply_failures_are_listed_escaped_and_undelivered_links_flagged(tmp_pat
         summary={"done": 1, "failed": 1, "skipped": 1},
         results=[
             {"address": "team.ok", "kind": "create_team", "status": "done", "detail": ""},
-            {"address": "team.x`</details>", "kind": "create_team", "status": "failed", "detail": f"500 from {PROXY}: {LINK}"},
-            {"address": "membership.x.bob", "kind": "add_member", "status": "skipped", "detail": "team.x did not succeed"},
+            {
+                "address": "team.x`</details>",
+                "kind": "create_team",
+                "status": "failed",
+                "detail": f"500 from {PROXY}: {LINK}",
+            },
+            {
+                "address": "membership.x.bob",
+                "kind": "add_member",
+                "status": "skipped",
+                "detail": "team.x did not succeed",
+            },
         ],
         invitations=[{"email": "bob@x.com", "user_id": "u1", "status": "send_failed", "expires_at": None}],
         verified=False,
@@ -281,7 +386,10 @@ def test_apply_failures_are_listed_escaped_and_undelivered_links_flagged(tmp_pat
     run = glue_apply(tmp_path, failed, code=1, report=str(report))
     assert run.code == 1 and run.outputs["result"] == "failed"
     assert "**Apply complete: 1 done, 1 failed, 1 skipped.**" in run.summary
-    assert f"- <code>{escape('team.x`</details>')}</code>: failed: " in run.summary and escape("membership.x.bob") in run.summary
+    assert (
+        f"- <code>{escape('team.x`</details>')}</code>: failed: " in run.summary
+        and escape("membership.x.bob") in run.summary
+    )
     assert "not empty" in run.summary and "**Error:** some actions failed; key \\*\\*\\*" in run.summary
     assert run.outputs["report-file"] == str(report) and run.outputs["undelivered"] == "true"
     assert "1 onboarding email(s) could not be sent" in run.summary
@@ -304,7 +412,12 @@ def test_apply_passes_allow_insecure_smtp_only_when_asked(tmp_path: Path, allow:
 
 
 def test_apply_rejects_an_unknown_send_invites(tmp_path: Path) -> None:
-    run = run_glue(tmp_path, "apply", inputs={"file": "users.yaml", "send-invites": "carrier-pigeon"}, env={"LITELLM_MASTER_KEY": MASTER})
+    run = run_glue(
+        tmp_path,
+        "apply",
+        inputs={"file": "users.yaml", "send-invites": "carrier-pigeon"},
+        env={"LITELLM_MASTER_KEY": MASTER},
+    )
     assert run.code == 1 and "::error title=Bad input::" in run.stdout and [c[0] for c in run.cli_calls] == ["validate"]
 
 
@@ -324,20 +437,42 @@ def test_validation_errors_are_annotated_at_their_file_and_line_by_the_real_cli(
     run = run_glue(tmp_path, "validate", inputs={"file": "users.yaml"}, real_cli=True)
     assert run.code == 1 and run.outputs["result"] == "invalid", run.stderr
     annotations = [line for line in run.stdout.splitlines() if line.startswith("::error ")]
-    assert annotations[0].startswith("::error title=users.yaml is invalid,file=users.yaml,line=3::users.0.email: 'nope'")
-    assert annotations[1].startswith("::error title=users.yaml is invalid,file=users.yaml,line=4::users.0.role: invalid role 'god'")
+    assert annotations[0].startswith(
+        "::error title=users.yaml is invalid,file=users.yaml,line=3::users.0.email: 'nope'"
+    )
+    assert annotations[1].startswith(
+        "::error title=users.yaml is invalid,file=users.yaml,line=4::users.0.role: invalid role 'god'"
+    )
     body = Path(run.outputs["body-file"]).read_text()
     assert body.split("\n")[:2] == [MARKER, HEADER] and parse_fingerprint(body) is None
     assert "error: users.yaml:3: users.0.email" in body and "error: users.yaml:4: users.0.role" in body
 
-    ok = run_glue(tmp_path / "ok", "validate", inputs={"file": str(Path(__file__).resolve().parents[1] / "users.yaml")}, real_cli=True)
+    ok = run_glue(
+        tmp_path / "ok",
+        "validate",
+        inputs={"file": str(Path(__file__).resolve().parents[1] / "users.yaml")},
+        real_cli=True,
+    )
     assert ok.code == 0 and ok.outputs["result"] == "valid" and "is valid: 2 team(s), 3 user(s)" in ok.stdout
 
 
 def test_invalid_file_comment_fences_the_errors_and_has_no_fingerprint(tmp_path: Path) -> None:
     message = f"bad alias\n```\n</details>\n{fingerprint_line(OTHER)}\n<!-- x -->"
-    problems = {"format_version": "1.0", "valid": False, "file": "x", "problems": [{"file": "users `<b>`.yaml", "line": 3, "column": 7, "message": message}, {"file": "users `<b>`.yaml", "line": 0, "column": None, "message": "whole file"}]}
-    run = run_glue(tmp_path, "validate", inputs={"file": "users `<b>`.yaml"}, cli={"validate": {"stdout": json.dumps(problems), "code": 1}})
+    problems = {
+        "format_version": "1.0",
+        "valid": False,
+        "file": "x",
+        "problems": [
+            {"file": "users `<b>`.yaml", "line": 3, "column": 7, "message": message},
+            {"file": "users `<b>`.yaml", "line": 0, "column": None, "message": "whole file"},
+        ],
+    }
+    run = run_glue(
+        tmp_path,
+        "validate",
+        inputs={"file": "users `<b>`.yaml"},
+        cli={"validate": {"stdout": json.dumps(problems), "code": 1}},
+    )
     assert run.code == 1 and run.outputs["result"] == "invalid"
     body = Path(run.outputs["body-file"]).read_text()
     assert parse_fingerprint(body) is None and body.split("\n")[:2] == [MARKER, HEADER]
@@ -351,7 +486,12 @@ def test_invalid_file_comment_fences_the_errors_and_has_no_fingerprint(tmp_path:
 
 
 def test_validate_output_that_is_not_json_is_shown_not_read(tmp_path: Path) -> None:
-    run = run_glue(tmp_path, "validate", env={"LITELLM_PROXY_URL": PROXY}, cli={"validate": {"stdout": "users.yaml is valid\n", "stderr": f"Error: boom at {PROXY}\n", "code": 1}})
+    run = run_glue(
+        tmp_path,
+        "validate",
+        env={"LITELLM_PROXY_URL": PROXY},
+        cli={"validate": {"stdout": "users.yaml is valid\n", "stderr": f"Error: boom at {PROXY}\n", "code": 1}},
+    )
     assert run.code == 1 and run.outputs["result"] == "invalid"
     assert "::error title=users.yaml is invalid::Error: boom at <url removed>" in run.stdout
 
@@ -384,7 +524,9 @@ def test_plan_body_is_cut_below_githubs_limit(tmp_path: Path) -> None:
     markdown = frame() + "".join(f"| row {i} |\n" for i in range(20000))
     run = run_glue(tmp_path, "plan", env={"LITELLM_API_KEY": PLAN_KEY}, cli=plan_cli(markdown))
     body = Path(run.outputs["body-file"]).read_text()
-    assert len(body) < 65536 and body.endswith("_…cut to fit a GitHub comment._\n") and parse_fingerprint(body) == REVIEWED
+    assert (
+        len(body) < 65536 and body.endswith("_…cut to fit a GitHub comment._\n") and parse_fingerprint(body) == REVIEWED
+    )
 
 
 def test_plan_whose_json_and_comment_disagree_is_a_failed_plan(tmp_path: Path) -> None:
@@ -400,7 +542,11 @@ def test_plan_without_a_key_posts_why_and_no_fingerprint(tmp_path: Path) -> None
     assert "Plan skipped" in body and "<code>users\\.yaml</code>" in body and body in run.summary + "\n"
     assert [call[0] for call in run.cli_calls] == ["validate"]
     drift = run_glue(tmp_path / "drift", "drift", inputs={"file": "users.yaml"})
-    assert drift.code == 1 and drift.outputs["result"] == "no-key" and "::error title=Plan skipped%3A no key::" in drift.stdout
+    assert (
+        drift.code == 1
+        and drift.outputs["result"] == "no-key"
+        and "::error title=Plan skipped%3A no key::" in drift.stdout
+    )
 
 
 def test_failed_plan_posts_the_error_fenced(tmp_path: Path) -> None:
@@ -413,7 +559,9 @@ def test_failed_plan_posts_the_error_fenced(tmp_path: Path) -> None:
     )
     assert run.code == 1 and run.outputs["result"] == "error"
     body = Path(run.outputs["body-file"]).read_text()
-    assert parse_fingerprint(body) is None and "````text\nError: <url removed> refused ***\n```\n<!-- x -->\n````" in body
+    assert (
+        parse_fingerprint(body) is None and "````text\nError: <url removed> refused ***\n```\n<!-- x -->\n````" in body
+    )
     assert_clean(body + run.stdout + run.stderr + run.summary, PLAN_KEY)
 
 
@@ -423,22 +571,50 @@ def test_drift_summary_and_annotations_escape_and_scrub_what_the_proxy_holds(tmp
         "fingerprint": REVIEWED,
         "has_changes": True,
         "actions": [{"address": hostile, "reason": "settings differ: *max_budget*"}],
-        "drift": [{"kind": "team", "address": hostile, "detail": f"on the proxy (team_id [a](https://evil.example)) at {PROXY}, {LINK}, {PLAN_KEY}"}],
+        "drift": [
+            {
+                "kind": "team",
+                "address": hostile,
+                "detail": f"on the proxy (team_id [a](https://evil.example)) at {PROXY}, {LINK}, {PLAN_KEY}",
+            }
+        ],
     }
-    run = run_glue(tmp_path, "drift", inputs={"file": "users.yaml"}, env={"LITELLM_API_KEY": PLAN_KEY, "LITELLM_PROXY_URL": PROXY}, cli=plan_cli(frame(), data))
+    run = run_glue(
+        tmp_path,
+        "drift",
+        inputs={"file": "users.yaml"},
+        env={"LITELLM_API_KEY": PLAN_KEY, "LITELLM_PROXY_URL": PROXY},
+        cli=plan_cli(frame(), data),
+    )
     assert run.code == 1 and run.outputs["result"] == "drift"
     assert f"- <code>{escape(hostile)}</code>: {escape('settings differ: *max_budget*')}" in run.summary
     assert "</details><!--" not in run.summary and "[a](" not in run.summary
-    assert "::error title=Drift%3A apply would change this::team.x`</details><!-- y -->|%0Az: settings differ" in run.stdout
+    assert (
+        "::error title=Drift%3A apply would change this::team.x`</details><!-- y -->|%0Az: settings differ"
+        in run.stdout
+    )
     annotations = "\n".join(line for line in run.stdout.splitlines() if line.startswith("::"))
     assert "<url removed>" in annotations and "<link removed>" in annotations
     assert_clean(run.summary + annotations, PLAN_KEY)
 
 
 @pytest.mark.parametrize("kind, fails", [("privilege", True), ("user", False)])
-def test_privilege_drift_fails_the_drift_check_even_when_unmanaged_objects_may_pass(tmp_path: Path, kind: str, fails: bool) -> None:
-    data = {"fingerprint": REVIEWED, "has_changes": False, "actions": [], "drift": [{"kind": kind, "address": "user.eve@x.com", "detail": "has the role proxy_admin"}]}
-    run = run_glue(tmp_path, "drift", inputs={"file": "users.yaml", "fail-on-unmanaged": "false"}, env={"LITELLM_API_KEY": PLAN_KEY}, cli=plan_cli(frame(), data, code=0))
+def test_privilege_drift_fails_the_drift_check_even_when_unmanaged_objects_may_pass(
+    tmp_path: Path, kind: str, fails: bool
+) -> None:
+    data = {
+        "fingerprint": REVIEWED,
+        "has_changes": False,
+        "actions": [],
+        "drift": [{"kind": kind, "address": "user.eve@x.com", "detail": "has the role proxy_admin"}],
+    }
+    run = run_glue(
+        tmp_path,
+        "drift",
+        inputs={"file": "users.yaml", "fail-on-unmanaged": "false"},
+        env={"LITELLM_API_KEY": PLAN_KEY},
+        cli=plan_cli(frame(), data, code=0),
+    )
     assert (run.code, run.outputs["result"]) == ((1, "drift") if fails else (0, "no-drift"))
     if fails:
         assert "::error title=Drift%3A a privileged role the file does not grant::user.eve@x.com" in run.stdout
@@ -480,8 +656,15 @@ def fake_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeLiteLLM:
 
 
 def cli_apply(*args: str) -> Any:
-    env = {"LITELLM_MASTER_KEY": MASTER, "LITELLM_API_KEY": None, "LITELLM_RECONCILER_SEAL_KEY": None, "LITELLM_PROXY_URL": "https://proxy.test"}
-    return invoke(["apply", "users.yaml", "--yes", "--report", "report.jsonl", "--result-json", "result.json", *args], env=env)
+    env = {
+        "LITELLM_MASTER_KEY": MASTER,
+        "LITELLM_API_KEY": None,
+        "LITELLM_RECONCILER_SEAL_KEY": None,
+        "LITELLM_PROXY_URL": "https://proxy.test",
+    }
+    return invoke(
+        ["apply", "users.yaml", "--yes", "--report", "report.jsonl", "--result-json", "result.json", *args], env=env
+    )
 
 
 def read_result(path: str = "result.json") -> dict[str, Any]:
@@ -491,7 +674,10 @@ def read_result(path: str = "result.json") -> dict[str, Any]:
 
 
 def _fingerprint(proxy: FakeLiteLLM) -> str:
-    planned = invoke(["plan", "users.yaml", "--format", "json"], env={"LITELLM_MASTER_KEY": MASTER, "LITELLM_API_KEY": None, "LITELLM_PROXY_URL": "https://proxy.test"})
+    planned = invoke(
+        ["plan", "users.yaml", "--format", "json"],
+        env={"LITELLM_MASTER_KEY": MASTER, "LITELLM_API_KEY": None, "LITELLM_PROXY_URL": "https://proxy.test"},
+    )
     return json.loads(planned.stdout)["fingerprint"]
 
 
@@ -502,11 +688,18 @@ def test_result_json_of_an_applied_plan_has_its_shape_and_no_link(fake_proxy: Fa
     result = read_result()
     assert set(result) == RESULT_KEYS and result["format_version"].startswith("1.")
     assert result["outcome"] == "applied" and result["verified"] is True and result["error"] is None
-    assert result["fingerprint"] == fingerprint and result["expected_fingerprint"] == fingerprint[:20] and result["fingerprint_matches"] is True
+    assert (
+        result["fingerprint"] == fingerprint
+        and result["expected_fingerprint"] == fingerprint[:20]
+        and result["fingerprint_matches"] is True
+    )
     assert result["summary"] == {"done": 8, "failed": 0, "skipped": 0} and len(result["results"]) == 8
     assert all(set(r) == {"address", "kind", "status", "detail"} for r in result["results"])
     assert sorted(i["email"] for i in result["invitations"]) == ["alice@example.com", "bob@example.com"]
-    assert all(set(i) == {"email", "user_id", "status", "expires_at"} and i["status"] == "created" for i in result["invitations"])
+    assert all(
+        set(i) == {"email", "user_id", "status", "expires_at"} and i["status"] == "created"
+        for i in result["invitations"]
+    )
     assert result["requests_made"] > 0 and result["writes_made"] > 0 and result["seconds"] >= 0
     text = Path("result.json").read_text()
     assert fake_proxy.invitations and all(invitation_id not in text for invitation_id in fake_proxy.invitations)
@@ -521,7 +714,11 @@ def test_result_json_of_a_fingerprint_mismatch_is_refused(fake_proxy: FakeLiteLL
     run = cli_apply("--expect-fingerprint", OTHER)
     assert run.exit_code == 1 and "does not match the reviewed" in run.stderr
     result = read_result()
-    assert result["outcome"] == "refused" and result["fingerprint_matches"] is False and result["expected_fingerprint"] == OTHER
+    assert (
+        result["outcome"] == "refused"
+        and result["fingerprint_matches"] is False
+        and result["expected_fingerprint"] == OTHER
+    )
     assert result["results"] == [] and result["writes_made"] == 0 and "does not match" in result["error"]
     assert not [r for r in fake_proxy.requests if r[0] == "POST"]
 
@@ -537,7 +734,9 @@ def test_result_json_is_written_when_actions_fail(fake_proxy: FakeLiteLLM) -> No
     assert failed["address"] == "team.dev" and "***" in failed["detail"]
 
 
-def test_result_json_is_written_when_the_apply_is_interrupted_midway(fake_proxy: FakeLiteLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_result_json_is_written_when_the_apply_is_interrupted_midway(
+    fake_proxy: FakeLiteLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import reconciler.cli as cli
 
     printed = []
@@ -555,7 +754,9 @@ def test_result_json_is_written_when_the_apply_is_interrupted_midway(fake_proxy:
     assert [r["address"] for r in result["results"]] == [r.address for r in printed] and len(printed) == 2
 
 
-def test_result_json_is_not_written_before_the_proxy_is_reached_and_a_stale_one_is_removed(fake_proxy: FakeLiteLLM) -> None:
+def test_result_json_is_not_written_before_the_proxy_is_reached_and_a_stale_one_is_removed(
+    fake_proxy: FakeLiteLLM,
+) -> None:
     Path("result.json").write_text(json.dumps(result_json()))
     Path("users.yaml").write_text("version: 1\nusers:\n  - email: nope\n")
     run = cli_apply()
@@ -566,7 +767,12 @@ def test_result_json_of_a_guarded_refusal(fake_proxy: FakeLiteLLM) -> None:
     """Other checks before any change refuse too (here: no seal key for a plan that invites)."""
     run = invoke(
         ["apply", "users.yaml", "--yes", "--result-json", "result.json", "--report", "report.jsonl"],
-        env={"LITELLM_MASTER_KEY": None, "LITELLM_API_KEY": PLAN_KEY, "LITELLM_RECONCILER_SEAL_KEY": None, "LITELLM_PROXY_URL": "https://proxy.test"},
+        env={
+            "LITELLM_MASTER_KEY": None,
+            "LITELLM_API_KEY": PLAN_KEY,
+            "LITELLM_RECONCILER_SEAL_KEY": None,
+            "LITELLM_PROXY_URL": "https://proxy.test",
+        },
     )
     assert run.exit_code == 1
     result = read_result()

@@ -16,9 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -150,7 +150,9 @@ GENERATED: dict[str, Callable[[Path], object]] = {
     "g-utf16.yaml": lambda p: p.write_bytes("version: 1\n".encode("utf-16")),
     "g-nul-byte.yaml": lambda p: p.write_bytes(b"version: 1\nteams:\n  - alias: dev\x00\n"),
     "g-escape-sequence.yaml": lambda p: p.write_bytes(b"version: 1\nteams:\n  - alias: \x1b[2Jdev\n"),
-    "g-sexagesimal-bomb.yaml": lambda p: p.write_text("version: 1\nteams:\n  - alias: dev\n    tpm_limit: 1" + ":1" * 100_000 + "\n"),
+    "g-sexagesimal-bomb.yaml": lambda p: p.write_text(
+        "version: 1\nteams:\n  - alias: dev\n    tpm_limit: 1" + ":1" * 100_000 + "\n"
+    ),
     "g-over-20-mib.yaml": _sparse,
     "g-symlink-to-dev-zero.yaml": lambda p: p.symlink_to("/dev/zero"),
     "g-fifo.yaml": lambda p: os.mkfifo(p),
@@ -201,7 +203,9 @@ def plan(folder: Path, name: str, server: CountingProxy) -> tuple[subprocess.Com
         "LITELLM_PROXY_URL": f"http://127.0.0.1:{server.server_address[1]}",
         "LITELLM_MASTER_KEY": "sk-hostile-input-test",
         "LITELLM_API_KEY": "",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),  # this checkout, whatever is installed
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
+        ),  # this checkout, whatever is installed
     }
     started = time.perf_counter()
     result = subprocess.run(
@@ -237,7 +241,9 @@ def test_every_corpus_file_has_an_expectation() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_plan_refuses_hostile_input_before_any_request(name: str, proxy: CountingProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_refuses_hostile_input_before_any_request(
+    name: str, proxy: CountingProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = case_folder(name, tmp_path)
     before = len(proxy.requests)
 
@@ -266,7 +272,9 @@ def test_plan_refuses_hostile_input_before_any_request(name: str, proxy: Countin
 def test_the_counting_proxy_sees_a_valid_file(proxy: CountingProxy, tmp_path: Path) -> None:
     """The control case: a valid file (with a BOM and CRLF line ends) does reach the proxy,
     so the zero counts above mean the hostile files were stopped, not the requests lost."""
-    (tmp_path / "users.yaml").write_bytes(b"\xef\xbb\xbfversion: 1\r\nteams:\r\n  - alias: dev\r\nusers:\r\n  - email: alice@company.com\r\n    teams: [dev]\r\n")
+    (tmp_path / "users.yaml").write_bytes(
+        b"\xef\xbb\xbfversion: 1\r\nteams:\r\n  - alias: dev\r\nusers:\r\n  - email: alice@company.com\r\n    teams: [dev]\r\n"
+    )
     before = len(proxy.requests)
 
     result, _ = plan(tmp_path, "users.yaml", proxy)

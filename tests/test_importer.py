@@ -55,13 +55,17 @@ def csv(tmp_path: Path, text: str) -> Path:
 
 
 def test_new_users_are_inserted_at_the_end_of_the_users_block(tmp_path: Path, yaml_file: Path) -> None:
-    source = csv(tmp_path, "user_email, team_id ,name\ncarol@company.com , 22222222-bbbb, Carol\n\n dave@company.com,dev-test\n")
+    source = csv(
+        tmp_path, "user_email, team_id ,name\ncarol@company.com , 22222222-bbbb, Carol\n\n dave@company.com,dev-test\n"
+    )
 
     result = import_csv(source, yaml_file)
 
     assert result.added == ["carol@company.com", "dave@company.com"]
     assert result.already_present == [] and result.skipped == []
-    inserted = "  - email: carol@company.com\n    teams: [research]\n  - email: dave@company.com\n    teams: [dev-test]\n"
+    inserted = (
+        "  - email: carol@company.com\n    teams: [research]\n  - email: dave@company.com\n    teams: [dev-test]\n"
+    )
     anchor = "    teams: [dev-test, research]\n"
     expected = FILE.replace(anchor, anchor + inserted)
     assert yaml_file.read_bytes() == expected.encode()
@@ -70,7 +74,10 @@ def test_new_users_are_inserted_at_the_end_of_the_users_block(tmp_path: Path, ya
 
 
 def test_repeated_emails_merge_into_one_user_with_several_teams(tmp_path: Path, yaml_file: Path) -> None:
-    source = csv(tmp_path, "user_email,team_id\ncarol@company.com,11111111-aaaa\nCarol@Company.com,22222222-bbbb\ncarol@company.com,dev-test\n")
+    source = csv(
+        tmp_path,
+        "user_email,team_id\ncarol@company.com,11111111-aaaa\nCarol@Company.com,22222222-bbbb\ncarol@company.com,dev-test\n",
+    )
 
     result = import_csv(source, yaml_file)
 
@@ -80,7 +87,10 @@ def test_repeated_emails_merge_into_one_user_with_several_teams(tmp_path: Path, 
 
 
 def test_existing_users_are_not_duplicated_or_changed(tmp_path: Path, yaml_file: Path) -> None:
-    source = csv(tmp_path, "user_email,team_id\nALICE@company.com,dev-test\nalice@company.com,22222222-bbbb\nBob@Company.com,research\n")
+    source = csv(
+        tmp_path,
+        "user_email,team_id\nALICE@company.com,dev-test\nalice@company.com,22222222-bbbb\nBob@Company.com,research\n",
+    )
     before = yaml_file.stat().st_mtime_ns
 
     result = import_csv(source, yaml_file)
@@ -135,7 +145,10 @@ def test_plain_list_reports_bad_emails_by_line(tmp_path: Path, yaml_file: Path) 
         import_csv(source, yaml_file, team="dev-test")
 
     assert [(p.line, p.message) for p in caught.value.problems] == [
-        (2, "'carol@company.com,dev-test' has several columns; with a team give one email per line, without one use user_email,team_id columns"),
+        (
+            2,
+            "'carol@company.com,dev-test' has several columns; with a team give one email per line, without one use user_email,team_id columns",
+        ),
         (3, "'carol' is not a valid email address: it must contain exactly one '@'"),
     ]
 
@@ -186,7 +199,9 @@ def test_the_repository_file_still_validates_and_keeps_its_comments(tmp_path: Pa
     yaml_file = write(tmp_path / "users.yaml", original)
     os.chmod(yaml_file, 0o640)
 
-    result = import_csv(csv(tmp_path, "user_email,team_id\nnew@company.com,research\nnew@company.com,dev-test\n"), yaml_file)
+    result = import_csv(
+        csv(tmp_path, "user_email,team_id\nnew@company.com,research\nnew@company.com,dev-test\n"), yaml_file
+    )
 
     text = yaml_file.read_text(encoding="utf-8")
     assert text == original.rstrip("\n") + "\n  - email: new@company.com\n    teams: [research, dev-test]\n"
@@ -208,7 +223,14 @@ def test_invalid_yaml_file_is_refused_before_reading_the_csv(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     "email",
-    ["alice<eve@evil.example>", "alice@company.com\u202e", "alice\u200b@company.com", "alice@c\u043empany.com", "alice@localhost", "a..b@company.com"],
+    [
+        "alice<eve@evil.example>",
+        "alice@company.com\u202e",
+        "alice\u200b@company.com",
+        "alice@c\u043empany.com",
+        "alice@localhost",
+        "a..b@company.com",
+    ],
 )
 def test_emails_are_checked_by_the_users_yaml_rule(tmp_path: Path, yaml_file: Path, email: str) -> None:
     source = write(tmp_path / "users.csv", f"user_email,team_id\n{email},dev-test\n")
@@ -234,12 +256,16 @@ def test_a_control_character_in_a_plain_list_is_refused(tmp_path: Path, yaml_fil
 
 
 def test_csv_that_the_csv_module_refuses_is_an_input_error(tmp_path: Path, yaml_file: Path) -> None:
-    source = write(tmp_path / "users.csv", "user_email,team_id\ncarol@company.com,dev-test\n" + "x" * 200_000 + ",dev-test\n")
+    source = write(
+        tmp_path / "users.csv", "user_email,team_id\ncarol@company.com,dev-test\n" + "x" * 200_000 + ",dev-test\n"
+    )
 
     with pytest.raises(InputError) as caught:
         import_csv(source, yaml_file)
 
-    assert [str(p) for p in caught.value.problems] == [f"{source}:3: malformed CSV: field larger than field limit (131072)"]
+    assert [str(p) for p in caught.value.problems] == [
+        f"{source}:3: malformed CSV: field larger than field limit (131072)"
+    ]
 
 
 def test_a_non_utf8_csv_is_located(tmp_path: Path, yaml_file: Path) -> None:

@@ -11,7 +11,13 @@ from reconciler.sealing import Sealer
 
 
 def user(user_id: str, teams: list[str]) -> dict:
-    return {"user_id": user_id, "user_email": f"{user_id}@x.com", "user_role": "internal_user", "teams": teams, "metadata": {}}
+    return {
+        "user_id": user_id,
+        "user_email": f"{user_id}@x.com",
+        "user_role": "internal_user",
+        "teams": teams,
+        "metadata": {},
+    }
 
 
 def team(team_id: str) -> dict:
@@ -30,13 +36,19 @@ def client(routes: dict[str, list[object]], calls: list[str]) -> LiteLLMClient:
         bodies = routes[request.url.path]
         return httpx.Response(200, json=bodies.pop(0) if len(bodies) > 1 else bodies[0])
 
-    return LiteLLMClient("http://proxy.test", "sk-test-key", transport=httpx.MockTransport(handle), sleep=lambda s: None)
+    return LiteLLMClient(
+        "http://proxy.test", "sk-test-key", transport=httpx.MockTransport(handle), sleep=lambda s: None
+    )
 
 
 def test_a_filtered_team_listing_is_completed_from_team_list() -> None:
     # litellm 1.80 shows a proxy_admin_viewer key only its own teams on /v2/team/list.
     calls: list[str] = []
-    routes = {"/user/list": [page("users", [user("u1", ["t1", "t2"])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[team("t2"), team("t1")]]}
+    routes = {
+        "/user/list": [page("users", [user("u1", ["t1", "t2"])])],
+        "/v2/team/list": [page("teams", [team("t1")])],
+        "/team/list": [[team("t2"), team("t1")]],
+    }
     live = read_live(client(routes, calls))
     assert [t.team_id for t in live.teams] == ["t1", "t2"]
     assert calls.count("/team/list") == 1
@@ -44,7 +56,11 @@ def test_a_filtered_team_listing_is_completed_from_team_list() -> None:
 
 def test_a_consistent_paginated_listing_is_used_alone() -> None:
     calls: list[str] = []
-    routes = {"/user/list": [page("users", [user("u1", ["t1"])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[]]}
+    routes = {
+        "/user/list": [page("users", [user("u1", ["t1"])])],
+        "/v2/team/list": [page("teams", [team("t1")])],
+        "/team/list": [[]],
+    }
     live = read_live(client(routes, calls))
     assert [t.team_id for t in live.teams] == ["t1"]
     assert "/team/list" not in calls
@@ -54,7 +70,11 @@ def test_a_consistent_paginated_listing_is_used_alone() -> None:
 def test_an_inconsistent_listing_is_read_once_more_then_fails() -> None:
     calls: list[str] = []
     short = page("users", [user("u1", [])], total=2)
-    routes = {"/user/list": [short, page("users", [user("u1", []), user("u2", [])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[team("t1")]]}
+    routes = {
+        "/user/list": [short, page("users", [user("u1", []), user("u2", [])])],
+        "/v2/team/list": [page("teams", [team("t1")])],
+        "/team/list": [[team("t1")]],
+    }
     assert [u.user_id for u in read_live(client(routes, calls)).users] == ["u1", "u2"]
 
     routes = {"/user/list": [short], "/v2/team/list": [page("teams", [])], "/team/list": [[]]}
@@ -75,12 +95,27 @@ def test_a_plan_never_looks_an_invitation_up() -> None:
 
 def test_read_invitations_opens_only_ids_sealed_for_that_user() -> None:
     sealer = Sealer("apply-secret")
-    mine = {**user("u1", []), "metadata": {"litellm_reconciler": {"invitation": {"sealed": sealer.seal("inv-1", "u1")}}}}
+    mine = {
+        **user("u1", []),
+        "metadata": {"litellm_reconciler": {"invitation": {"sealed": sealer.seal("inv-1", "u1")}}},
+    }
     # u2 carries u1's sealed id: it does not open for u2 (bound to the user), so nothing is looked up for it.
-    copied = {**user("u2", []), "metadata": {"litellm_reconciler": {"invitation": {"sealed": sealer.seal("inv-1", "u1")}}}}
+    copied = {
+        **user("u2", []),
+        "metadata": {"litellm_reconciler": {"invitation": {"sealed": sealer.seal("inv-1", "u1")}}},
+    }
     calls: list[str] = []
-    info = {"id": "inv-1", "is_accepted": True, "accepted_at": "2026-01-02T00:00:00Z", "expires_at": "2026-01-08T00:00:00Z"}
-    routes = {"/user/list": [page("users", [mine, copied])], "/v2/team/list": [page("teams", [team("t1")])], "/invitation/info": [info]}
+    info = {
+        "id": "inv-1",
+        "is_accepted": True,
+        "accepted_at": "2026-01-02T00:00:00Z",
+        "expires_at": "2026-01-08T00:00:00Z",
+    }
+    routes = {
+        "/user/list": [page("users", [mine, copied])],
+        "/v2/team/list": [page("teams", [team("t1")])],
+        "/invitation/info": [info],
+    }
     c = client(routes, calls)
     found = read_invitations(c, list(read_live(c).users), sealer)
     assert list(found) == ["u1"] and found["u1"].is_accepted
@@ -91,7 +126,11 @@ def test_a_declared_team_missing_from_the_listing_is_checked_in_the_complete_one
     # A viewer key that belongs to team t1 sees only t1 on /v2/team/list; the file also declares "ops".
     calls: list[str] = []
     ops = {**team("t-ops"), "team_alias": "ops"}
-    routes = {"/user/list": [page("users", [user("u1", ["t1"])])], "/v2/team/list": [page("teams", [team("t1")])], "/team/list": [[team("t1"), ops]]}
+    routes = {
+        "/user/list": [page("users", [user("u1", ["t1"])])],
+        "/v2/team/list": [page("teams", [team("t1")])],
+        "/team/list": [[team("t1"), ops]],
+    }
     live = read_live(client(routes, calls), declared_teams=frozenset({"t1", "ops"}))
     assert sorted(t.alias for t in live.teams) == ["ops", "t1"]
     assert calls.count("/team/list") == 1

@@ -61,7 +61,9 @@ def _lock() -> dict[str, tuple[Version, list[str]]]:
         match = _PIN.fullmatch(requirement)
         assert match, f"{LOCK.name}: {entry[:80]!r} is not pinned with '=='; {HOW}"
         hashes = [o for o in options if _HASH.fullmatch(o)]
-        assert hashes and len(hashes) == len(options), f"{LOCK.name}: {requirement} needs --hash=sha256:... options only; {HOW}"
+        assert hashes and len(hashes) == len(options), (
+            f"{LOCK.name}: {requirement} needs --hash=sha256:... options only; {HOW}"
+        )
         name = canonicalize_name(match["name"])
         assert name not in pins, f"{LOCK.name}: {name} is pinned twice"
         pins[name] = (Version(match["version"]), hashes)
@@ -98,7 +100,10 @@ def _closure(roots: list[Requirement], installed_only: bool = False) -> set[str]
         except metadata.PackageNotFoundError:
             if installed_only:
                 continue
-            pytest.fail(f"{name} (required) is not installed in this environment: run `.venv/bin/pip install -e '.[test]'`; if it is new, {HOW}", pytrace=False)
+            pytest.fail(
+                f"{name} (required) is not installed in this environment: run `.venv/bin/pip install -e '.[test]'`; if it is new, {HOW}",
+                pytrace=False,
+            )
         for text in requires:
             sub = Requirement(text)
             if any(_applies(sub, extra) for extra in ("", *extras)):
@@ -146,14 +151,20 @@ def test_the_action_installs_only_from_the_lock() -> None:
     text = ACTION.read_text(encoding="utf-8")
     assert '--require-hashes --no-deps -r "$ACTION_PATH/requirements/action.lock"' in text
     assert '--no-deps --no-build-isolation "$ACTION_PATH"' in text
-    installs = [line.strip() for line in text.splitlines() if "pip\" install" in line or "pip install" in line]
+    installs = [line.strip() for line in text.splitlines() if 'pip" install' in line or "pip install" in line]
     assert len(installs) == 2 and all("--no-deps" in line for line in installs), installs
 
 
 def test_the_parser_rejects_what_a_lock_must_not_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The checks above would catch an unpinned, unhashed or wrongly pinned entry."""
     good = "click==8.1.0 \\\n    --hash=sha256:" + "a" * 64 + "\n    # via x\n"
-    for bad in ("click>=8.1 \\\n    --hash=sha256:" + "a" * 64 + "\n", "click==8.1.0\n", "click==8.1.0 --hash=md5:abc\n", "-e .\n", "https://example.invalid/x.whl\n"):
+    for bad in (
+        "click>=8.1 \\\n    --hash=sha256:" + "a" * 64 + "\n",
+        "click==8.1.0\n",
+        "click==8.1.0 --hash=md5:abc\n",
+        "-e .\n",
+        "https://example.invalid/x.whl\n",
+    ):
         lock = tmp_path / "action.lock"
         lock.write_text(good + bad)
         monkeypatch.setattr(sys.modules[__name__], "LOCK", lock)
@@ -163,13 +174,22 @@ def test_the_parser_rejects_what_a_lock_must_not_hold(tmp_path: Path, monkeypatc
     assert _lock() == {"click": (Version("8.1.0"), ["--hash=sha256:" + "a" * 64])}
 
 
-def test_a_dependency_added_without_relocking_fails_with_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dependency_added_without_relocking_fails_with_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What a developer sees after adding a dependency to pyproject.toml and forgetting the lock."""
     added = tmp_path / "pyproject.toml"
-    added.write_text(PYPROJECT.read_text(encoding="utf-8").replace('dependencies = [\n', 'dependencies = [\n    "packaging>=20",\n', 1))
+    added.write_text(
+        PYPROJECT.read_text(encoding="utf-8").replace(
+            "dependencies = [\n", 'dependencies = [\n    "packaging>=20",\n', 1
+        )
+    )
     monkeypatch.setattr(sys.modules[__name__], "PYPROJECT", added)
     assert any(r.name == "packaging" for r in _declared()[0])
-    for check in (test_every_declared_dependency_is_pinned_within_its_specifier, test_the_lock_holds_exactly_the_transitive_closure_of_the_declared_dependencies):
+    for check in (
+        test_every_declared_dependency_is_pinned_within_its_specifier,
+        test_the_lock_holds_exactly_the_transitive_closure_of_the_declared_dependencies,
+    ):
         with pytest.raises(AssertionError) as failed:
             check()
         assert "packaging" in str(failed.value) and REGENERATE in str(failed.value)

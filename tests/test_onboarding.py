@@ -19,11 +19,15 @@ UI = "https://ui.example.test/"
 
 
 def record(email: str, status: str = "created") -> InvitationRecord:
-    return InvitationRecord(email, f"id-{email}", f"inv-{email}", "2026-12-04", f"{UI}ui/onboarding?invitation_id=inv-{email}", status)
+    return InvitationRecord(
+        email, f"id-{email}", f"inv-{email}", "2026-12-04", f"{UI}ui/onboarding?invitation_id=inv-{email}", status
+    )
 
 
 def test_onboarding_link() -> None:
-    assert onboarding_link("https://ui.example.test/", "abc") == "https://ui.example.test/ui/onboarding?invitation_id=abc"
+    assert (
+        onboarding_link("https://ui.example.test/", "abc") == "https://ui.example.test/ui/onboarding?invitation_id=abc"
+    )
     assert onboarding_link("http://h:4000", "abc") == "http://h:4000/ui/onboarding?invitation_id=abc"
 
 
@@ -43,7 +47,10 @@ def test_a_later_line_about_the_same_link_supersedes_the_earlier_one(tmp_path: P
     first.status = "sent"
     report.append(first)
     report.append(InvitationRecord("b@example.com", "u-b", None, "2026-12-09", None, "unrecorded", "interrupted"))
-    assert [(r["email"], r["status"]) for r in load_report(tmp_path / "r.jsonl")] == [("a@example.com", "sent"), ("b@example.com", "unrecorded")]
+    assert [(r["email"], r["status"]) for r in load_report(tmp_path / "r.jsonl")] == [
+        ("a@example.com", "sent"),
+        ("b@example.com", "unrecorded"),
+    ]
 
 
 def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import textwrap
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -44,7 +44,9 @@ def desired(body: str) -> DesiredState:
     return parse_desired(textwrap.dedent(body).lstrip("\n"), "users.yaml")
 
 
-def live_team(team_id: str, alias: Optional[str], members: tuple[str, ...] = (), managed: bool = True, **settings: Any) -> LiveTeam:
+def live_team(
+    team_id: str, alias: str | None, members: tuple[str, ...] = (), managed: bool = True, **settings: Any
+) -> LiveTeam:
     """A team as the proxy shows it (owned by this tool unless ``managed=False``): unset settings are LiteLLM's defaults."""
     base = {"models": [], "max_budget": None, "budget_duration": None, "tpm_limit": None, "rpm_limit": None}
     return LiveTeam(
@@ -58,20 +60,29 @@ def live_team(team_id: str, alias: Optional[str], members: tuple[str, ...] = (),
 
 def live_user(
     user_id: str,
-    email: Optional[str],
+    email: str | None,
     *,
     role: str = "internal_user",
-    alias: Optional[str] = None,
+    alias: str | None = None,
     teams: tuple[str, ...] = (),
-    metadata: Optional[dict[str, Any]] = None,
+    metadata: dict[str, Any] | None = None,
 ) -> LiveUser:
     """A user as the proxy shows it; adopted by the file earlier unless ``metadata`` says otherwise."""
-    return LiveUser(user_id=user_id, email=email, role=role, alias=alias, teams=tuple(sorted(teams)), metadata=ADOPTED if metadata is None else metadata)
+    return LiveUser(
+        user_id=user_id,
+        email=email,
+        role=role,
+        alias=alias,
+        teams=tuple(sorted(teams)),
+        metadata=ADOPTED if metadata is None else metadata,
+    )
 
 
 def invited_user(user_id: str, email: str, **record: Any) -> LiveUser:
     """A user this tool created and invited (the record it keeps in the user's metadata; the id sealed)."""
-    return live_user(user_id, email, metadata={OWNER_KEY: {"managed": True, "invitation": {"sealed": "v1.opaque", **record}}})
+    return live_user(
+        user_id, email, metadata={OWNER_KEY: {"managed": True, "invitation": {"sealed": "v1.opaque", **record}}}
+    )
 
 
 ADMIN = live_user(PROXY_ADMIN_ID, None, role="proxy_admin")
@@ -88,7 +99,7 @@ def plan_for(spec: DesiredState, live: LiveState = LiveState(), now: datetime = 
     return make_plan(spec, live, now)
 
 
-def addresses(plan: Plan, kind: Optional[str] = None) -> list[str]:
+def addresses(plan: Plan, kind: str | None = None) -> list[str]:
     return [a.address for a in plan.actions if kind is None or a.kind == kind]
 
 
@@ -106,7 +117,11 @@ def converge(plan: Plan, live: LiveState) -> LiveState:
         p = action.params
         if action.kind in ("create_user", "create_inviter"):
             users[p["user_id"]] = live_user(
-                p["user_id"], p.get("user_email"), role=p["user_role"], alias=p.get("user_alias"), metadata=p.get("metadata")
+                p["user_id"],
+                p.get("user_email"),
+                role=p["user_role"],
+                alias=p.get("user_alias"),
+                metadata=p.get("metadata"),
             )
         elif action.kind == "update_user":
             old = users[p["user_id"]]
@@ -123,7 +138,10 @@ def converge(plan: Plan, live: LiveState) -> LiveState:
             users[user.user_id] = replace(user, teams=tuple(sorted(user.teams + (team.team_id,))))
         elif action.kind in ("create_invitation", "renew_invitation", "replace_invitation"):
             user = users[p["user_id"]]
-            owned = {**user.owned, "invitation": {"sealed": f"v1.{user.user_id}", "expires_at": (NOW + timedelta(days=7)).isoformat()}}
+            owned = {
+                **user.owned,
+                "invitation": {"sealed": f"v1.{user.user_id}", "expires_at": (NOW + timedelta(days=7)).isoformat()},
+            }
             users[user.user_id] = replace(user, metadata={**user.metadata, OWNER_KEY: owned})
         else:  # pragma: no cover - a new kind needs a line here
             raise AssertionError(action.kind)
@@ -164,7 +182,13 @@ def test_empty_proxy_plans_everything_in_phase_order():
         ("create_invitation", "invitation.bob@example.com"),
     ]
     assert plan.has_changes
-    assert plan.summary() == {"create_inviter": 1, "create_team": 2, "create_user": 2, "add_member": 3, "create_invitation": 2}
+    assert plan.summary() == {
+        "create_inviter": 1,
+        "create_team": 2,
+        "create_user": 2,
+        "add_member": 3,
+        "create_invitation": 2,
+    }
     assert plan.drift == ()
 
 
@@ -258,7 +282,9 @@ def test_declared_id_disambiguates_duplicate_aliases():
     spec = desired("version: 1\nteams: [{alias: dev, id: t-2}]\n")
     plan = plan_for(spec, state(live_team("t-1", "dev"), live_team("t-2", "dev")))
     assert plan.actions == ()
-    assert [(d.kind, d.detail) for d in plan.drift] == [("team", "on the proxy (team_id t-1), not in the file; owned by this tool")]
+    assert [(d.kind, d.detail) for d in plan.drift] == [
+        ("team", "on the proxy (team_id t-1), not in the file; owned by this tool")
+    ]
 
 
 def test_a_live_team_is_adopted_at_most_once():
@@ -292,7 +318,9 @@ def test_team_update_lists_only_changed_fields_that_the_file_mentions():
             tpm_limit: 10
         """
     )
-    unchanged = live_team("t", "dev", models=["a", "b"], max_budget=100.0, tpm_limit=10, rpm_limit=99, budget_duration="1mo")
+    unchanged = live_team(
+        "t", "dev", models=["a", "b"], max_budget=100.0, tpm_limit=10, rpm_limit=99, budget_duration="1mo"
+    )
     assert plan_for(spec, state(unchanged)).actions == ()
 
     changed = live_team("t", "dev", models=["a"], max_budget=100, tpm_limit=None, rpm_limit=99)
@@ -318,7 +346,9 @@ def test_user_role_and_alias_updated_only_when_the_file_sets_them():
     assert (action.kind, action.address) == ("update_user", "user.a@example.com")
     assert action.params == {"user_id": "u1", "user_role": "internal_user"}
 
-    (action,) = plan_for(desired("version: 1\nusers: [{email: a@example.com, alias: New, role: proxy_admin}]\n"), live).actions
+    (action,) = plan_for(
+        desired("version: 1\nusers: [{email: a@example.com, alias: New, role: proxy_admin}]\n"), live
+    ).actions
     assert action.params == {"user_id": "u1", "user_alias": "New"}
     assert [(c.field, c.old, c.new) for c in action.changes] == [("user_alias", "Legacy", "New")]
 
@@ -360,7 +390,9 @@ def test_duplicate_live_emails_are_a_conflict_naming_both_ids():
 
 def test_duplicate_live_team_aliases_are_a_conflict_naming_both_ids():
     with pytest.raises(PlanConflict) as caught:
-        plan_for(desired("version: 1\nteams: [{alias: dev}]\n"), state(live_team("t-1", "dev"), live_team("t-2", "dev")))
+        plan_for(
+            desired("version: 1\nteams: [{alias: dev}]\n"), state(live_team("t-1", "dev"), live_team("t-2", "dev"))
+        )
     assert "t-1" in str(caught.value) and "t-2" in str(caught.value)
     assert "id:" in str(caught.value)  # tells the user how to pick one
 
@@ -416,8 +448,12 @@ def test_drift_lists_extra_users_teams_and_memberships_and_ignores_the_admin():
 
 
 def test_declared_user_in_an_undeclared_membership_is_drift():
-    live = state(live_user("u1", "a@example.com"), live_user("u2", "b@example.com"), live_team("t", "dev", members=("u1", "u2")))
-    spec = desired("version: 1\nteams: [{alias: dev}]\nusers: [{email: a@example.com, teams: [dev]}, {email: b@example.com}]\n")
+    live = state(
+        live_user("u1", "a@example.com"), live_user("u2", "b@example.com"), live_team("t", "dev", members=("u1", "u2"))
+    )
+    spec = desired(
+        "version: 1\nteams: [{alias: dev}]\nusers: [{email: a@example.com, teams: [dev]}, {email: b@example.com}]\n"
+    )
     plan = plan_for(spec, live)
     assert [d.address for d in plan.drift] == ["membership.dev.b@example.com"]
 
@@ -529,7 +565,9 @@ def test_recorded_acceptance_plans_nothing():
     ],
 )
 def test_a_plain_invitation_id_is_replaced_whatever_its_state(record, detail):
-    user = live_user("u1", "a@example.com", metadata={OWNER_KEY: {"managed": True, "invitation": {"id": "inv-1", **record}}})
+    user = live_user(
+        "u1", "a@example.com", metadata={OWNER_KEY: {"managed": True, "invitation": {"id": "inv-1", **record}}}
+    )
     plan = invitation_plan(user)
     (action,) = plan.actions
     assert action.kind == "replace_invitation" and action.reason.startswith(EXPOSED_REASON) and detail in action.reason
@@ -585,9 +623,21 @@ def test_phases_cover_every_kind_the_planner_emits():
 @pytest.mark.parametrize(
     "body, live_role, detail",
     [
-        ("version: 1\nusers: [{email: a@example.com}]\n", "proxy_admin", "the file declares no role (internal_user for new users)"),
-        ("version: 1\nusers: [{email: a@example.com, role: proxy_admin_viewer}]\n", "proxy_admin", "the file declares proxy_admin_viewer"),
-        ("version: 1\nusers: [{email: a@example.com, role: internal_user}]\n", "proxy_admin_viewer", "the file declares internal_user"),
+        (
+            "version: 1\nusers: [{email: a@example.com}]\n",
+            "proxy_admin",
+            "the file declares no role (internal_user for new users)",
+        ),
+        (
+            "version: 1\nusers: [{email: a@example.com, role: proxy_admin_viewer}]\n",
+            "proxy_admin",
+            "the file declares proxy_admin_viewer",
+        ),
+        (
+            "version: 1\nusers: [{email: a@example.com, role: internal_user}]\n",
+            "proxy_admin_viewer",
+            "the file declares internal_user",
+        ),
         ("version: 1\n", "proxy_admin", "the file does not declare this user"),
     ],
 )
@@ -623,11 +673,20 @@ def kinds(plan: Plan) -> list[tuple[str, str]]:
 
 
 def test_pre_existing_objects_are_adopted_as_bookkeeping_not_as_changes():
-    live = state(live_user("u1", "a@example.com", metadata={}, teams=("t",)), live_team("t", "dev", members=("u1",), managed=False))
+    live = state(
+        live_user("u1", "a@example.com", metadata={}, teams=("t",)),
+        live_team("t", "dev", members=("u1",), managed=False),
+    )
     plan = plan_for(desired(ONE_MEMBERSHIP), live)
     assert kinds(plan) == [("adopt_team", "team.dev"), ("adopt_user", "user.a@example.com")]
     assert not plan.has_changes and plan.summary() == {"adopt_team": 1, "adopt_user": 1}
-    assert plan_for(desired(ONE_MEMBERSHIP), state(live_user("u1", "a@example.com", teams=("t",)), live_team("t", "dev", members=("u1",)))).actions == ()
+    assert (
+        plan_for(
+            desired(ONE_MEMBERSHIP),
+            state(live_user("u1", "a@example.com", teams=("t",)), live_team("t", "dev", members=("u1",))),
+        ).actions
+        == ()
+    )
 
 
 def test_an_adopted_user_is_not_invited_unless_asked():
@@ -635,15 +694,29 @@ def test_an_adopted_user_is_not_invited_unless_asked():
     assert plan_for(desired(ALICE), state(adopted)).actions == ()
 
 
-@pytest.mark.parametrize("scopes, expected", [
-    ("{}", []),
-    ("{users: true}", [("delete_user", "user.gone@example.com")]),
-    ("{memberships: true}", [("remove_member", "membership.dev.gone@example.com"), ("remove_member", "membership.dev.stranger@example.com")]),
-    ("{teams: true}", [("delete_team", "team.old")]),
-    ("{users: true, memberships: true, teams: true}", [
-        ("remove_member", "membership.dev.stranger@example.com"), ("delete_user", "user.gone@example.com"), ("delete_team", "team.old"),
-    ]),
-])
+@pytest.mark.parametrize(
+    "scopes, expected",
+    [
+        ("{}", []),
+        ("{users: true}", [("delete_user", "user.gone@example.com")]),
+        (
+            "{memberships: true}",
+            [
+                ("remove_member", "membership.dev.gone@example.com"),
+                ("remove_member", "membership.dev.stranger@example.com"),
+            ],
+        ),
+        ("{teams: true}", [("delete_team", "team.old")]),
+        (
+            "{users: true, memberships: true, teams: true}",
+            [
+                ("remove_member", "membership.dev.stranger@example.com"),
+                ("delete_user", "user.gone@example.com"),
+                ("delete_team", "team.old"),
+            ],
+        ),
+    ],
+)
 def test_each_scope_removes_only_what_it_names(scopes: str, expected: list[tuple[str, str]]):
     live = state(
         live_user("u1", "a@example.com", teams=("t",), metadata=ADOPTED),
@@ -661,10 +734,18 @@ def test_each_scope_removes_only_what_it_names(scopes: str, expected: list[tuple
 
 
 def test_a_move_adds_before_it_removes_and_the_removal_waits_for_the_add():
-    live = state(live_user("u1", "a@example.com", teams=("t-a",)), live_team("t-a", "a", members=("u1",)), live_team("t-b", "b"))
-    spec = removals("version: 1\nteams: [{alias: a}, {alias: b}]\nusers: [{email: a@example.com, teams: [b]}]\n", "{memberships: true}")
+    live = state(
+        live_user("u1", "a@example.com", teams=("t-a",)), live_team("t-a", "a", members=("u1",)), live_team("t-b", "b")
+    )
+    spec = removals(
+        "version: 1\nteams: [{alias: a}, {alias: b}]\nusers: [{email: a@example.com, teams: [b]}]\n",
+        "{memberships: true}",
+    )
     plan = plan_for(spec, live)
-    assert kinds(plan) == [("add_member", "membership.b.a@example.com"), ("remove_member", "membership.a.a@example.com")]
+    assert kinds(plan) == [
+        ("add_member", "membership.b.a@example.com"),
+        ("remove_member", "membership.a.a@example.com"),
+    ]
     assert plan.actions[1].depends_on == ("membership.b.a@example.com",)
     assert plan.summary() == {"add_member": 1, "remove_member": 1}
 
@@ -685,7 +766,9 @@ def test_deleting_a_team_says_how_many_keys_go_with_it():
 def test_protected_principals_are_never_removed():
     me = live_user("u-ci", "ci@example.com", metadata=ADOPTED, teams=("t",))
     admin = live_user("u-root", "root@example.com", role="proxy_admin", metadata=ADOPTED, teams=("t",))
-    live = replace(state(me, admin, live_team("t", "dev", members=(PROXY_ADMIN_ID, "u-ci", "u-root"))), caller_id="u-ci")
+    live = replace(
+        state(me, admin, live_team("t", "dev", members=(PROXY_ADMIN_ID, "u-ci", "u-root"))), caller_id="u-ci"
+    )
     plan = plan_for(removals("version: 1\nteams: [{alias: dev}]\n", "{users: true, memberships: true}"), live)
     assert kinds(plan) == [], "the caller's user, the last proxy_admin and default_user_id all stay"
     details = {d.address: d.detail for d in plan.drift}
@@ -696,7 +779,9 @@ def test_protected_principals_are_never_removed():
 def test_a_proxy_admin_may_go_while_another_stays():
     one = live_user("u-1", "one@example.com", role="proxy_admin", metadata=ADOPTED)
     two = live_user("u-2", "two@example.com", role="proxy_admin", metadata=ADOPTED)
-    plan = plan_for(removals("version: 1\nusers: [{email: two@example.com, role: proxy_admin}]\n", "{users: true}"), state(one, two))
+    plan = plan_for(
+        removals("version: 1\nusers: [{email: two@example.com, role: proxy_admin}]\n", "{users: true}"), state(one, two)
+    )
     assert kinds(plan) == [("delete_user", "user.one@example.com")]
 
 
@@ -707,13 +792,16 @@ def _guard(managed_users: int, doomed: int, max_percent: int = 25) -> Plan:
     return plan_for(removals(body, f"{{users: true, max_percent: {max_percent}}}"), state(*keep, *gone))
 
 
-@pytest.mark.parametrize("managed, doomed, tripped", [
-    (9, 9, False),    # fewer than 10 under management: not judged
-    (10, 3, True),    # 30 % > 25 %
-    (12, 3, False),   # exactly 25 %: allowed
-    (16, 4, False),   # exactly 25 %
-    (16, 5, True),    # 31 %
-])
+@pytest.mark.parametrize(
+    "managed, doomed, tripped",
+    [
+        (9, 9, False),  # fewer than 10 under management: not judged
+        (10, 3, True),  # 30 % > 25 %
+        (12, 3, False),  # exactly 25 %: allowed
+        (16, 4, False),  # exactly 25 %
+        (16, 5, True),  # 31 %
+    ],
+)
 def test_the_guard_arithmetic_at_its_edges(managed: int, doomed: int, tripped: bool):
     plan = _guard(managed, doomed)
     assert (plan.guard.removals, plan.guard.managed) == (doomed, managed)
@@ -736,19 +824,35 @@ def test_the_memberships_of_deleted_users_count_as_removals():
     keep = [live_user(f"k{i}", f"k{i}@example.com", teams=("t",), metadata=ADOPTED) for i in range(12)]
     gone = [live_user(f"g{i}", f"g{i}@example.com", teams=("t",), metadata=ADOPTED) for i in range(8)]
     team = live_team("t", "dev", members=tuple(u.user_id for u in keep + gone))
-    body = "version: 1\nteams: [{alias: dev}]\nusers:\n" + "".join(f"  - {{email: {u.email}, teams: [dev]}}\n" for u in keep)
+    body = "version: 1\nteams: [{alias: dev}]\nusers:\n" + "".join(
+        f"  - {{email: {u.email}, teams: [dev]}}\n" for u in keep
+    )
     plan = plan_for(removals(body, "{users: true, memberships: true}"), state(*keep, *gone, team))
     assert (plan.guard.removals, plan.guard.managed, plan.guard.tripped) == (16, 41, True)
 
 
 def test_a_removal_waits_for_the_adds_in_a_stable_order_whatever_the_file_order():
-    live = state(live_user("u1", "a@example.com", teams=("t-c",)), live_team("t-a", "a"), live_team("t-b", "b"), live_team("t-c", "c", members=("u1",)))
+    live = state(
+        live_user("u1", "a@example.com", teams=("t-c",)),
+        live_team("t-a", "a"),
+        live_team("t-b", "b"),
+        live_team("t-c", "c", members=("u1",)),
+    )
     plans = [
-        plan_for(removals(f"version: 1\nteams: [{{alias: a}}, {{alias: b}}, {{alias: c}}]\nusers: [{{email: a@example.com, teams: [{order}]}}]\n", "{memberships: true}"), live)
+        plan_for(
+            removals(
+                f"version: 1\nteams: [{{alias: a}}, {{alias: b}}, {{alias: c}}]\nusers: [{{email: a@example.com, teams: [{order}]}}]\n",
+                "{memberships: true}",
+            ),
+            live,
+        )
         for order in ("a, b", "b, a")
     ]
     assert plans[0].fingerprint == plans[1].fingerprint
-    assert the_action(plans[0], "membership.c.a@example.com").depends_on == ("membership.a.a@example.com", "membership.b.a@example.com")
+    assert the_action(plans[0], "membership.c.a@example.com").depends_on == (
+        "membership.a.a@example.com",
+        "membership.b.a@example.com",
+    )
 
 
 # --------------------------------------------------------------------------- scale
@@ -776,11 +880,18 @@ def at_scale(n: int) -> tuple[DesiredState, LiveState]:
     """``n`` declared users against a proxy with every kind of work: a quarter of them new, a
     fifth with a role to change, invitations pending, expired or never sent, memberships
     missing or extra, and a quarter as many owned users the file no longer lists."""
-    body = "version: 1\nremovals: {users: true, memberships: true}\nteams: [{alias: dev}, {alias: ops}]\nusers:\n" + "".join(
-        f"  - {{email: user{i}@example.com, teams: [{'dev, ops' if i % 2 else 'dev'}]{', role: internal_user_viewer' if i % 5 == 0 else ''}}}\n"
-        for i in range(n)
+    body = (
+        "version: 1\nremovals: {users: true, memberships: true}\nteams: [{alias: dev}, {alias: ops}]\nusers:\n"
+        + "".join(
+            f"  - {{email: user{i}@example.com, teams: [{'dev, ops' if i % 2 else 'dev'}]{', role: internal_user_viewer' if i % 5 == 0 else ''}}}\n"
+            for i in range(n)
+        )
     )
-    records = ({"sealed": "v1.x", "expires_at": "2099-01-01T00:00:00Z"}, {"sealed": "v1.x", "expires_at": "2020-01-01T00:00:00Z"}, None)
+    records = (
+        {"sealed": "v1.x", "expires_at": "2099-01-01T00:00:00Z"},
+        {"sealed": "v1.x", "expires_at": "2020-01-01T00:00:00Z"},
+        None,
+    )
     users = [
         CountedUser(
             user_id=f"u{i}",
@@ -793,11 +904,25 @@ def at_scale(n: int) -> tuple[DesiredState, LiveState]:
         for i in range(n)
         if i % 4 != 3
     ]
-    extra = [CountedUser(f"x{i}", f"extra{i}@example.com", "internal_user", None, ("t-ops",), MANAGED) for i in range(n // 4)]
+    extra = [
+        CountedUser(f"x{i}", f"extra{i}@example.com", "internal_user", None, ("t-ops",), MANAGED) for i in range(n // 4)
+    ]
     admin = CountedUser(PROXY_ADMIN_ID, None, "proxy_admin", None, ())
-    dev = LiveTeam("t-dev", "dev", live_team("t-dev", "dev").settings, tuple(CountedMember(u.user_id, "user") for u in users[::2]), MANAGED)
+    dev = LiveTeam(
+        "t-dev",
+        "dev",
+        live_team("t-dev", "dev").settings,
+        tuple(CountedMember(u.user_id, "user") for u in users[::2]),
+        MANAGED,
+    )
     strays = [u for u in users[::2] if int(u.user_id[1:]) % 2 == 0]  # in ops, but the file lists them in dev only
-    ops = LiveTeam("t-ops", "ops", live_team("t-ops", "ops").settings, tuple(CountedMember(u.user_id, "user") for u in extra + strays), MANAGED)
+    ops = LiveTeam(
+        "t-ops",
+        "ops",
+        live_team("t-ops", "ops").settings,
+        tuple(CountedMember(u.user_id, "user") for u in extra + strays),
+        MANAGED,
+    )
     return desired(body), LiveState(users=(*users, *extra, admin), teams=(dev, ops))
 
 
@@ -813,7 +938,15 @@ def test_the_planner_reads_each_live_user_a_bounded_number_of_times():
     declared user would read N^2 attributes, and doubling N would quadruple the count."""
     small, plan = touches(200)
     large, _ = touches(400)
-    assert {"create_user", "update_user", "add_member", "create_invitation", "renew_invitation", "remove_member", "delete_user"} <= set(plan.summary())
+    assert {
+        "create_user",
+        "update_user",
+        "add_member",
+        "create_invitation",
+        "renew_invitation",
+        "remove_member",
+        "delete_user",
+    } <= set(plan.summary())
     assert small <= 60 * 200
     assert large <= 2.1 * small
 

@@ -49,7 +49,12 @@ users:
         "people.yaml",
     )
     done = LiveUser(
-        "u-done", "done@example.com", "internal_user", None, (), {OWNER_KEY: {"managed": True, "invitation": {"id": "inv-secret", "expires_at": "2026-11-30"}}}
+        "u-done",
+        "done@example.com",
+        "internal_user",
+        None,
+        (),
+        {OWNER_KEY: {"managed": True, "invitation": {"id": "inv-secret", "expires_at": "2026-11-30"}}},
     )
     live = LiveState(
         users=(
@@ -88,7 +93,15 @@ def plan() -> Plan:
 
 def test_the_fixture_plan_has_every_interesting_part(plan):
     kinds = {a.kind for a in plan.actions}
-    assert {"create_team", "update_team", "create_user", "update_user", "add_member", "create_invitation", "replace_invitation"} <= kinds
+    assert {
+        "create_team",
+        "update_team",
+        "create_user",
+        "update_user",
+        "add_member",
+        "create_invitation",
+        "replace_invitation",
+    } <= kinds
     assert plan.drift
 
 
@@ -201,7 +214,11 @@ def test_no_changes_json():
 
 def test_markdown_escapes_pipes_in_every_table_cell(plan):
     out = rendered(plan, "markdown")
-    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| |") and not line.startswith("| address")]
+    rows = [
+        line
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| |") and not line.startswith("| address")
+    ]
     assert len(rows) == len(plan.actions) + len(plan.drift)
     for row in rows:
         assert unescaped_pipes(row) in (3, 6), row  # drift rows have 2 cells, action rows 5
@@ -257,11 +274,20 @@ def hostile_plan() -> Plan:
     a membership address, drift rows (addresses and details from the proxy), the file name, and an
     action whose address, reason and values hold line breaks."""
     desired = parse_desired(
-        json.dumps({"version": 1, "teams": [{"alias": HOSTILE_FILE}], "users": [{"email": "eve@example.com", "alias": HOSTILE_FILE, "teams": [HOSTILE_FILE]}]}),
+        json.dumps(
+            {
+                "version": 1,
+                "teams": [{"alias": HOSTILE_FILE}],
+                "users": [{"email": "eve@example.com", "alias": HOSTILE_FILE, "teams": [HOSTILE_FILE]}],
+            }
+        ),
         f"users`{FAKE}`<!--|\n.yaml",
     )
     live = LiveState(
-        users=(LiveUser(f"id {HOSTILE}", None, "internal_user", None, ()), LiveUser(f"u {HOSTILE}", "stray@example.com", "internal_user", None, ())),
+        users=(
+            LiveUser(f"id {HOSTILE}", None, "internal_user", None, ()),
+            LiveUser(f"u {HOSTILE}", "stray@example.com", "internal_user", None, ()),
+        ),
         teams=(LiveTeam(f"t {HOSTILE}", f"proxy {HOSTILE}", SETTINGS),),
     )
     plan = make_plan(desired, live, NOW)
@@ -324,8 +350,13 @@ def test_hostile_text_cannot_forge_the_fingerprint_or_break_the_comment(tmp_path
         assert "https://" not in line and "www.evil" not in line  # no autolinks
     # The hostile text is there, escaped, where reviewers expect it.
     assert f"<code>{escape('team.' + HOSTILE_FILE)}</code>" in out
-    assert f"| <code>{escape('team.' + HOSTILE)}</code> | update team | {escape('settings differ: ' + HOSTILE)} |" in out
-    assert f"<code>{escape('team.proxy ' + HOSTILE)}</code> | {escape(f'on the proxy (team_id t {HOSTILE}), not in the file; not owned by this tool, never deleted')} |" in out
+    assert (
+        f"| <code>{escape('team.' + HOSTILE)}</code> | update team | {escape('settings differ: ' + HOSTILE)} |" in out
+    )
+    assert (
+        f"<code>{escape('team.proxy ' + HOSTILE)}</code> | {escape(f'on the proxy (team_id t {HOSTILE}), not in the file; not owned by this tool, never deleted')} |"
+        in out
+    )
     assert f"<code>{escape(plan.source)}</code>" in out
 
     # The glue (litellm-reconciler github) takes the real fingerprint from the posted comment.

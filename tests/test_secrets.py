@@ -50,8 +50,14 @@ def test_extra_values_and_urls_for_pull_requests() -> None:
 
 
 def test_a_secret_containing_another_is_hidden_whole() -> None:
-    assert secret_values({"LITELLM_MASTER_KEY": "sk-abcd", "LITELLM_API_KEY": "sk-abcd-longer"}) == ["sk-abcd-longer", "sk-abcd"]
-    assert scrub("x sk-abcd-longer y", environ={"LITELLM_MASTER_KEY": "sk-abcd", "LITELLM_API_KEY": "sk-abcd-longer"}) == "x *** y"
+    assert secret_values({"LITELLM_MASTER_KEY": "sk-abcd", "LITELLM_API_KEY": "sk-abcd-longer"}) == [
+        "sk-abcd-longer",
+        "sk-abcd",
+    ]
+    assert (
+        scrub("x sk-abcd-longer y", environ={"LITELLM_MASTER_KEY": "sk-abcd", "LITELLM_API_KEY": "sk-abcd-longer"})
+        == "x *** y"
+    )
 
 
 def test_url_without_credentials() -> None:

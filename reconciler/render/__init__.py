@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..kinds import KINDS
 
@@ -25,7 +26,11 @@ def summary_line(plan: Plan) -> str:
         words = KINDS[kind]
         parts.append(f"{n} {words.one if n == 1 else words.many} {words.verb}")
     if not plan.has_changes:
-        sentence = f"No changes. The proxy matches {plan.source}." if not plan.drift else f"No changes. {len(plan.drift)} object(s) on the proxy are not in {plan.source}."
+        sentence = (
+            f"No changes. The proxy matches {plan.source}."
+            if not plan.drift
+            else f"No changes. {len(plan.drift)} object(s) on the proxy are not in {plan.source}."
+        )
         bookkeeping = f" Bookkeeping only: {', '.join(parts)}." if parts else ""
         return sentence + bookkeeping + (privilege_note(plan) if plan.drift else "")
     symbols = [a.symbol for a in plan.actions if not a.bookkeeping]
@@ -44,7 +49,7 @@ def value(v: Any) -> str:
     return json.dumps(v, sort_keys=True)
 
 
-def render(plan: Plan, fmt: str, max_chars: Optional[int] = None) -> str:
+def render(plan: Plan, fmt: str, max_chars: int | None = None) -> str:
     """Render in one of FORMATS; ``max_chars`` only applies to Markdown (PR comments)."""
     from . import json_format, markdown, text
 

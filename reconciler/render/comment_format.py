@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Optional
 
 MARKER = "<!-- litellm-reconciler-plan -->"
 HEADER = "### litellm-reconciler plan"
@@ -58,7 +57,7 @@ def is_plan_comment(body: str) -> bool:
     return bool(lines) and lines[0] == MARKER
 
 
-def parse_fingerprint(body: str) -> Optional[str]:
+def parse_fingerprint(body: str) -> str | None:
     """The fingerprint on line 2 of a comment whose line 1 is the marker, else None.
 
     Nothing else in the body is looked at: a fingerprint-like text further down (a team alias,

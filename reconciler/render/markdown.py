@@ -11,7 +11,7 @@ folded into ``<details>`` and rows that do not fit are cut with a note.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from . import KIND_LABELS, privilege_note, summary_line, value
 from .comment_format import (
@@ -33,15 +33,17 @@ _ICONS = {"+": "➕", "~": "✏️", "-": "➖"}
 _FOLD_AFTER = 20  # rows; longer tables are collapsed
 
 
-def _row(action: "Action") -> str:
+def _row(action: Action) -> str:
     changes = "<br>".join(
-        f"{code(c.field)}: {code(value(c.new))}" if action.symbol == "+" else f"{code(c.field)}: {code(value(c.old))} → {code(value(c.new))}"
+        f"{code(c.field)}: {code(value(c.new))}"
+        if action.symbol == "+"
+        else f"{code(c.field)}: {code(value(c.old))} → {code(value(c.new))}"
         for c in action.changes
     )
     return f"| {_ICONS[action.symbol]} | {code(action.address)} | {KIND_LABELS[action.kind]} | {escape(action.reason)} | {changes} |"
 
 
-def render(plan: "Plan", max_chars: Optional[int] = None) -> str:
+def render(plan: Plan, max_chars: int | None = None) -> str:
     """The comment; rows are cut until it fits ``max_chars`` (default: GitHub's limit)."""
     limit = max_chars or GITHUB_COMMENT_LIMIT
     budget = limit
@@ -52,16 +54,31 @@ def render(plan: "Plan", max_chars: Optional[int] = None) -> str:
         budget -= len(text) - limit + 200  # what the headers, wrappers and notes took, and a margin
 
 
-def _render(plan: "Plan", budget: int) -> str:
+def _render(plan: Plan, budget: int) -> str:
     """The comment with at most ``budget`` characters of table rows."""
-    head = [MARKER, fingerprint_line(plan.fingerprint), HEADER, "", f"**{escape(summary_line(plan))}** ({code(plan.source)})", ""]
+    head = [
+        MARKER,
+        fingerprint_line(plan.fingerprint),
+        HEADER,
+        "",
+        f"**{escape(summary_line(plan))}** ({code(plan.source)})",
+        "",
+    ]
     if plan.guard.tripped:
-        head += [f"**🛑 Mass removal: {escape(plan.guard.message())}. Apply refuses unless run with `--allow-mass-removal`.**", ""]
+        head += [
+            f"**🛑 Mass removal: {escape(plan.guard.message())}. Apply refuses unless run with `--allow-mass-removal`.**",
+            "",
+        ]
     if plan.actions and privilege_note(plan):
         head += [f"**⚠️ {escape(privilege_note(plan).strip())}**", ""]
     foot = [f"<sub>Plan fingerprint: `{plan.fingerprint}`</sub>", ""]  # for reviewers; CI reads line 2
     tables = [
-        (f"{len(plan.actions)} action(s)", ["| | address | action | reason | changes |", "|---|---|---|---|---|"], [_row(a) for a in plan.actions], len(plan.actions) > _FOLD_AFTER),
+        (
+            f"{len(plan.actions)} action(s)",
+            ["| | address | action | reason | changes |", "|---|---|---|---|---|"],
+            [_row(a) for a in plan.actions],
+            len(plan.actions) > _FOLD_AFTER,
+        ),
         (
             f"Drift: {len(plan.drift)} item(s) on the proxy not in the file (not acted on)",
             ["| address | detail |", "|---|---|"],
@@ -81,7 +98,10 @@ def _render(plan: "Plan", budget: int) -> str:
             budget -= len(row) + 1
         body = header + kept
         if len(kept) < len(rows):
-            body += ["", f"_…{len(rows) - len(kept)} more row(s) cut to fit a GitHub comment; run `litellm-reconciler plan` for the full plan._"]
+            body += [
+                "",
+                f"_…{len(rows) - len(kept)} more row(s) cut to fit a GitHub comment; run `litellm-reconciler plan` for the full plan._",
+            ]
         block = "\n".join(body)
         sections.append(f"<details><summary>{title}</summary>\n\n{block}\n\n</details>\n" if fold else block + "\n")
     return "\n".join(head + sections + foot)

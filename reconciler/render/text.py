@@ -34,7 +34,7 @@ def printable(text: object) -> str:
     return "".join(out)
 
 
-def render(plan: "Plan") -> str:
+def render(plan: Plan) -> str:
     lines: list[str] = []
     if plan.actions:
         lines.append(f"litellm-reconciler will perform the following actions ({printable(plan.source)}):")
@@ -54,12 +54,20 @@ def render(plan: "Plan") -> str:
     if plan.drift:
         lines.append("Drift: on the proxy but not in the file (shown only, nothing is changed):")
         for item in plan.drift:
-            mark = click.style("!", fg="red", bold=True) if item.kind == "privilege" else click.style("?", fg=_COLOURS["?"], bold=True)
+            mark = (
+                click.style("!", fg="red", bold=True)
+                if item.kind == "privilege"
+                else click.style("?", fg=_COLOURS["?"], bold=True)
+            )
             lines.append(f"  {mark} {printable(item.address)}: {printable(item.detail)}")
         lines.append("")
     lines.append(click.style(printable(summary_line(plan)), bold=True))
     if plan.guard.tripped:
-        lines.append(click.style(f"Mass removal: {plan.guard.message()}; apply refuses unless --allow-mass-removal.", fg="red", bold=True))
+        lines.append(
+            click.style(
+                f"Mass removal: {plan.guard.message()}; apply refuses unless --allow-mass-removal.", fg="red", bold=True
+            )
+        )
     if plan.actions and privilege_note(plan):
         lines.append(click.style(privilege_note(plan).strip(), fg="red", bold=True))
     lines.append(f"Plan fingerprint: {plan.fingerprint[:16]}")

@@ -19,7 +19,9 @@ import pytest
 
 from reconciler.lock import LOCK_USER_ID
 
-HARNESS = Path(os.environ.get("LITELLM_HARNESS") or Path(__file__).resolve().parents[3] / "shared" / "litellm-proxy" / "start.sh")
+HARNESS = Path(
+    os.environ.get("LITELLM_HARNESS") or Path(__file__).resolve().parents[3] / "shared" / "litellm-proxy" / "start.sh"
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -60,7 +62,12 @@ def empty_proxy(proxy: tuple[str, str]) -> tuple[str, str]:
     """An empty proxy (tables truncated; the process keeps running: ~0.2 s)."""
     if not HARNESS.exists():
         _unavailable("the harness is needed to empty the proxy between tests")
-    subprocess.run(["bash", str(HARNESS), "reset", "--keep-proxy"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["bash", str(HARNESS), "reset", "--keep-proxy"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return proxy
 
 
@@ -105,7 +112,10 @@ def _psql() -> str:
 def sql(empty_proxy: tuple[str, str]):
     """Run SQL on the proxy's own PostgreSQL, e.g. to expire an invitation: ``DATABASE_URL`` (the
     variable the LiteLLM image reads too), else the harness's database."""
-    url = os.environ.get("DATABASE_URL") or f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
+    url = (
+        os.environ.get("DATABASE_URL")
+        or f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
+    )
     psql = _psql()
 
     def run(query: str) -> str:

@@ -15,14 +15,21 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Optional
 
 import httpx
 
 # The body of a real 500 from LiteLLM 1.80.5 (samples/32_invitation_new_nonexistent_user.json shape).
-RECORDED_500 = {"error": {"message": "Internal Server Error (injected by the test)", "type": "internal_server_error", "param": "None", "code": "500"}}
+RECORDED_500 = {
+    "error": {
+        "message": "Internal Server Error (injected by the test)",
+        "type": "internal_server_error",
+        "param": "None",
+        "code": "500",
+    }
+}
 
 
 @dataclass
@@ -31,7 +38,7 @@ class Rule:
     path: str
     fault: str  # "fail" | "drop" | "hold"
     when: Callable[[dict], bool] = lambda body: True
-    times: Optional[int] = 1  # None: every matching request
+    times: int | None = 1  # None: every matching request
     hits: int = 0
 
 
@@ -39,7 +46,7 @@ class Rule:
 class FaultProxy:
     upstream: str
     rules: list[Rule] = field(default_factory=list)
-    seen: list[tuple[str, str, Optional[dict]]] = field(default_factory=list)
+    seen: list[tuple[str, str, dict | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.held = threading.Event()
@@ -52,7 +59,7 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         self._thread.start()
         return self
 
@@ -65,9 +72,14 @@ class FaultProxy:
     def posts(self, path: str) -> int:
         return sum(1 for method, p, _ in self.seen if method == "POST" and p == path)
 
-    def _match(self, method: str, path: str, body: Optional[dict]) -> Optional[Rule]:
+    def _match(self, method: str, path: str, body: dict | None) -> Rule | None:
         for rule in self.rules:
-            if rule.method == method and rule.path == path and (rule.times is None or rule.hits < rule.times) and rule.when(body or {}):
+            if (
+                rule.method == method
+                and rule.path == path
+                and (rule.times is None or rule.hits < rule.times)
+                and rule.when(body or {})
+            ):
                 rule.hits += 1
                 return rule
         return None

@@ -19,7 +19,11 @@ def test_plan_of_a_converged_org_reads_only_the_pages(sql) -> None:
     # 20 users: one page; 120: two (the org adds default_user_id and the apply-lock row).
     result = subprocess.run(
         [sys.executable, str(REPO / "bench" / "bench_plan_read.py"), "--users", "20", "120", "--repeat", "1"],
-        check=False, capture_output=True, text=True, timeout=600, env=os.environ.copy(),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ.copy(),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()

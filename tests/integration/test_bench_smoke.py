@@ -15,8 +15,20 @@ ROW = re.compile(r"^\s*(?P<run>\S.*?)\s+(?P<seconds>[\d.]+)\s+(?P<posts>\d+)\s+(
 
 def test_benchmark_runs_and_compares_with_the_baseline(empty_proxy) -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench_onboarding.py"), "--users", "6", "--teams", "2", "--parallelism", "2"],
-        capture_output=True, text=True, timeout=300, env=os.environ.copy(),
+        [
+            sys.executable,
+            str(REPO / "bench" / "bench_onboarding.py"),
+            "--users",
+            "6",
+            "--teams",
+            "2",
+            "--parallelism",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {m["run"]: m for m in map(ROW.match, result.stdout.splitlines()[1:]) if m}
@@ -25,7 +37,10 @@ def test_benchmark_runs_and_compares_with_the_baseline(empty_proxy) -> None:
     tool = rows["litellm-reconciler apply, parallelism 2"]
     again = rows["second apply"]
     assert (old["posts"], old["outcome"]) == ("12", "6 users, 6 stray keys, 6 roster entries, 6 with one link")
-    assert (raw["posts"], raw["outcome"].split("; ")[1]) == ("14", "6 users, 0 stray keys, 6 roster entries, 6 with one link")
+    assert (raw["posts"], raw["outcome"].split("; ")[1]) == (
+        "14",
+        "6 users, 0 stray keys, 6 roster entries, 6 with one link",
+    )
     ratio, state = tool["outcome"].split("; ")
     assert ratio.endswith("x old script") and state == "6 users, 0 stray keys, 6 roster entries, 6 with one link"
     # 6 users, 6 links, one member_add per team, one batch record, and the lock's two writes.

@@ -20,8 +20,15 @@ from .test_lifecycle import BASE, apply_ok, json_plan, write
 def hold_lock(api: Api, who: str, expires_in: float) -> None:
     """Plant a lock as another apply would have left it."""
     now = datetime.now(timezone.utc)
-    lock = {"token": "rival", "who": who, "acquired_at": now.isoformat(timespec="seconds"), "expires_at": (now + timedelta(seconds=expires_in)).isoformat(timespec="seconds")}
-    api.post("/user/update", {"user_id": LOCK_USER_ID, "metadata": {"litellm_reconciler": {"lock": lock, "failures": {}}}})
+    lock = {
+        "token": "rival",
+        "who": who,
+        "acquired_at": now.isoformat(timespec="seconds"),
+        "expires_at": (now + timedelta(seconds=expires_in)).isoformat(timespec="seconds"),
+    }
+    api.post(
+        "/user/update", {"user_id": LOCK_USER_ID, "metadata": {"litellm_reconciler": {"lock": lock, "failures": {}}}}
+    )
 
 
 def lock_row(api: Api) -> dict:
@@ -34,7 +41,10 @@ def test_a_held_lock_refuses_apply_naming_the_holder_and_writes_nothing(api: Api
     started = time.monotonic()
     result = cli("apply", "--yes", "--lock-timeout", "3")
     assert result.returncode == 1
-    assert "another apply holds the lock on this proxy: GitHub Actions run 42 of acme/llm-access (apply), since" in result.stderr
+    assert (
+        "another apply holds the lock on this proxy: GitHub Actions run 42 of acme/llm-access (apply), since"
+        in result.stderr
+    )
     assert time.monotonic() - started >= 3, "--lock-timeout waits before giving up"
     assert api.users() == [] and api.teams() == []
     assert json_plan(cli)["drift"] == [], "plans take no lock and never show it"
@@ -59,11 +69,18 @@ def test_two_applies_at_once_one_waits_no_link_twice_no_member_lost(api: Api, tm
     users = "".join(f"  - email: user{i:03d}@company.com\n    teams: [dev-test, research]\n" for i in range(40))
     write(tmp_path, "version: 1\nteams:\n  - alias: dev-test\n  - alias: research\nusers:\n" + users)
     command = [sys.executable, "-m", "reconciler", "apply", "--yes", "--lock-timeout", "120"]
-    first = subprocess.Popen([*command, "--report", "one.jsonl"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = subprocess.Popen([*command, "--report", "two.jsonl"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [*command, "--report", "one.jsonl"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    second = subprocess.Popen(
+        [*command, "--report", "two.jsonl"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     outputs = [p.communicate(timeout=300) for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
-    assert sum("No changes left: another apply made them while this one waited for the lock." in out for out, _ in outputs) == 1, outputs
+    assert (
+        sum("No changes left: another apply made them while this one waited for the lock." in out for out, _ in outputs)
+        == 1
+    ), outputs
     links = links_in_db(sql)
     assert len(links) == 40 and set(links.values()) == {1}, "nobody got two links"
     for team in api.teams():

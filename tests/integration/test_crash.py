@@ -9,8 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -71,12 +71,18 @@ def rerun_and_check(api: Api, cli, tmp_path: Path, proxy, sql) -> str:
     settle(sql)
     again = cli("apply", "--yes", "--lock-timeout", "60")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr
-    assert "\r" not in again.stderr + again.stdout and "Applying" not in again.stderr, "no progress bar outside a terminal"
+    assert "\r" not in again.stderr + again.stdout and "Applying" not in again.stderr, (
+        "no progress bar outside a terminal"
+    )
 
-    emails = sql('select lower(user_email), count(*) from "LiteLLM_UserTable" where user_email is not null group by 1').splitlines()
+    emails = sql(
+        'select lower(user_email), count(*) from "LiteLLM_UserTable" where user_email is not null group by 1'
+    ).splitlines()
     assert len(emails) == USERS and all(line.endswith("|1") for line in emails), "every user exactly once"
     assert sql('select count(*) from "LiteLLM_VerificationToken"') == "0", "no keys"
-    rosters = {t["team_alias"]: {m["user_id"] for m in t["members_with_roles"]} - {"default_user_id"} for t in api.teams()}
+    rosters = {
+        t["team_alias"]: {m["user_id"] for m in t["members_with_roles"]} - {"default_user_id"} for t in api.teams()
+    }
     assert sorted(len(r) for r in rosters.values()) == [USERS // 2, USERS // 2], "nobody missing from a team"
 
     records = load_report(tmp_path / REPORT)
@@ -98,7 +104,9 @@ def rerun_and_check(api: Api, cli, tmp_path: Path, proxy, sql) -> str:
 
 
 @pytest.mark.parametrize("links_before_kill", [1, 60, 150])
-def test_kill_during_the_invitation_phase_then_apply_again(api: Api, cli, tmp_path: Path, proxy, sql, links_before_kill: int) -> None:
+def test_kill_during_the_invitation_phase_then_apply_again(
+    api: Api, cli, tmp_path: Path, proxy, sql, links_before_kill: int
+) -> None:
     write(tmp_path, FILE)
     process = start_apply(tmp_path, proxy[0])
     wait_for(process, lambda: len(links(sql)) >= links_before_kill)
@@ -107,11 +115,15 @@ def test_kill_during_the_invitation_phase_then_apply_again(api: Api, cli, tmp_pa
     created = len(links(sql))
     assert created < USERS, "killed before the end"
     reported_before = {r["invitation_id"] for r in load_report(tmp_path / REPORT) if r.get("invitation_id")}
-    assert len(reported_before) >= created - DEFAULT_PARALLELISM, "links are on disk the moment they exist (those in flight excepted)"
+    assert len(reported_before) >= created - DEFAULT_PARALLELISM, (
+        "links are on disk the moment they exist (those in flight excepted)"
+    )
     rerun_and_check(api, cli, tmp_path, proxy, sql)
 
 
-def test_kill_between_links_and_their_record_is_reported_as_unrecorded(api: Api, cli, tmp_path: Path, proxy, sql) -> None:
+def test_kill_between_links_and_their_record_is_reported_as_unrecorded(
+    api: Api, cli, tmp_path: Path, proxy, sql
+) -> None:
     write(tmp_path, FILE)
 
     def records_links(body: dict) -> bool:
@@ -123,10 +135,14 @@ def test_kill_between_links_and_their_record_is_reported_as_unrecorded(api: Api,
         assert faulty.held.wait(120), "the apply never reached the first record"
         kill(process)
     batch = load_report(tmp_path / REPORT)
-    assert batch and all(r["status"] == "created" and r["onboarding_link"] for r in batch), "links are handed over before their record"
+    assert batch and all(r["status"] == "created" and r["onboarding_link"] for r in batch), (
+        "links are handed over before their record"
+    )
     out = rerun_and_check(api, cli, tmp_path, proxy, sql)
     for held in batch:
         assert f"Unrecorded link for {held['email']}: an apply at" in out
         mine = [r for r in load_report(tmp_path / REPORT) if r["user_id"] == held["user_id"]]
         assert [r["status"] for r in mine] == ["created", "unrecorded", "created"]
-        assert len([i for i, u in links(sql).items() if u == held["user_id"]]) == 2, "the old link cannot be found; a new one is recorded"
+        assert len([i for i, u in links(sql).items() if u == held["user_id"]]) == 2, (
+            "the old link cannot be found; a new one is recorded"
+        )

@@ -32,8 +32,12 @@ def age_invitation(sql, invitation_id: str, days: int) -> None:
     """Move an invitation's expiry into the past, as time would: on the proxy's row and on the
     copy the tool recorded in the user's metadata when it created the link (LiteLLM fixes the
     expiry at creation, so the two only differ if someone edits the database)."""
-    sql(f"update \"LiteLLM_InvitationLink\" set expires_at = expires_at - interval '{days} days' where id = '{invitation_id}'")
-    expires = sql(f"select to_char(expires_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') from \"LiteLLM_InvitationLink\" where id = '{invitation_id}'")
+    sql(
+        f"update \"LiteLLM_InvitationLink\" set expires_at = expires_at - interval '{days} days' where id = '{invitation_id}'"
+    )
+    expires = sql(
+        f"select to_char(expires_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') from \"LiteLLM_InvitationLink\" where id = '{invitation_id}'"
+    )
     sql(
         "update \"LiteLLM_UserTable\" set metadata = jsonb_set(metadata::jsonb, '{litellm_reconciler,invitation,expires_at}', "
         f"to_jsonb('{expires}'::text)) where user_id = (select user_id from \"LiteLLM_InvitationLink\" where id = '{invitation_id}')"
@@ -54,7 +58,11 @@ def accept(url: str, record: dict) -> None:
     session = _jwt_claims(opened.json()["token"])["key"]  # what the UI sends back as its bearer
     httpx.post(
         f"{url}/onboarding/claim_token",
-        json={"invitation_link": record["invitation_id"], "user_id": record["user_id"], "password": "A-long-test-passw0rd!"},
+        json={
+            "invitation_link": record["invitation_id"],
+            "user_id": record["user_id"],
+            "password": "A-long-test-passw0rd!",
+        },
         headers={"Authorization": f"Bearer {session}"},
         timeout=30,
     ).raise_for_status()
@@ -68,7 +76,7 @@ def links_in_db(sql) -> dict[str, int]:
 def test_fresh_proxy_new_users_get_one_pending_invitation_each(api: Api, cli, tmp_path: Path, sql) -> None:
     # An empty database and no teams: nothing has created the master key's user row, so
     # /invitation/new would fail on its created_by foreign key unless the plan provides it.
-    assert sql("select count(*) from \"LiteLLM_UserTable\"") == "0"
+    assert sql('select count(*) from "LiteLLM_UserTable"') == "0"
     write(tmp_path, USERS)
 
     plan = json_plan(cli)
@@ -130,7 +138,9 @@ def test_accepted_invitation_is_recorded_at_apply_and_never_renewed(api: Api, cl
     plan = cli("plan", "--detailed-exitcode")
     assert plan.returncode == 2, "only apply can tell an accepted link from an expired one"
     assert "invitation.alice@company.com" in plan.stdout and "apply records it if it was accepted" in plan.stdout
-    assert "Plan: 0 to add, 1 to change, 0 to remove (1 expired invitation to renew or record as accepted)." in plan.stdout
+    assert (
+        "Plan: 0 to add, 1 to change, 0 to remove (1 expired invitation to renew or record as accepted)." in plan.stdout
+    )
     assert "accepted on" in apply_ok(cli)
     assert json_plan(cli)["actions"] == [], "an accepted invitation is never renewed, even past its expiry"
     assert links_in_db(sql)[alice["user_id"]] == 1
@@ -142,7 +152,9 @@ def test_expired_invitation_is_renewed_once(api: Api, cli, tmp_path: Path, sql) 
     apply_ok(cli)
     bob = by_email(report(tmp_path), "bob@company.com")
     age_invitation(sql, bob["invitation_id"], 9)
-    expired_on = sql(f"select to_char(expires_at, 'YYYY-MM-DD') from \"LiteLLM_InvitationLink\" where id = '{bob['invitation_id']}'")
+    expired_on = sql(
+        f"select to_char(expires_at, 'YYYY-MM-DD') from \"LiteLLM_InvitationLink\" where id = '{bob['invitation_id']}'"
+    )
 
     assert re.search(r"bob@company.com\s+expired", cli("invitations").stdout)
     plan = json_plan(cli)
@@ -176,9 +188,14 @@ def test_existing_users_are_invited_only_when_asked(api: Api, cli, tmp_path: Pat
           - email: later@company.com
         """,
     )
-    assert [a["address"] for a in json_plan(cli)["actions"] if a["kind"] != "adopt_user"] == ["invitation.asked@company.com"]
+    assert [a["address"] for a in json_plan(cli)["actions"] if a["kind"] != "adopt_user"] == [
+        "invitation.asked@company.com"
+    ]
 
-    write(tmp_path, "version: 1\ndefaults:\n  invite: true\nusers:\n  - email: old@company.com\n  - email: later@company.com\n    invite: false\n")
+    write(
+        tmp_path,
+        "version: 1\ndefaults:\n  invite: true\nusers:\n  - email: old@company.com\n  - email: later@company.com\n    invite: false\n",
+    )
     invites = [a for a in json_plan(cli)["actions"] if a["kind"] != "adopt_user"]
     assert [a["address"] for a in invites] == ["invitation.old@company.com"]
     assert invites[0]["reason"] == "invitation will be created: invite: true and never invited by this tool"
@@ -186,16 +203,31 @@ def test_existing_users_are_invited_only_when_asked(api: Api, cli, tmp_path: Pat
 
 def test_show_links_is_the_only_way_links_reach_the_terminal(api: Api, cli, tmp_path: Path) -> None:
     write(tmp_path, USERS)
-    assert not LINK.search(cli("plan").stdout + cli("plan", "--format", "markdown").stdout + cli("plan", "--format", "json").stdout)
+    assert not LINK.search(
+        cli("plan").stdout + cli("plan", "--format", "markdown").stdout + cli("plan", "--format", "json").stdout
+    )
     shown = cli("apply", "--yes", "--show-links", "--ui-url", "https://llm.example.com")
     assert shown.returncode == 0
-    assert re.search(r"Invited alice@company.com \(valid until [0-9-]+\): https://llm.example.com/ui/onboarding\?invitation_id=", shown.stdout)
+    assert re.search(
+        r"Invited alice@company.com \(valid until [0-9-]+\): https://llm.example.com/ui/onboarding\?invitation_id=",
+        shown.stdout,
+    )
 
 
-def test_send_invites_smtp_delivers_each_new_link(api: Api, cli, tmp_path: Path, serve) -> None:
+def test_send_invites_smtp_delivers_each_new_link(
+    api: Api,
+    cli,
+    tmp_path: Path,
+    serve,  # noqa: F811 (the fixture imported above)
+) -> None:
     mailbox = Collector(reject=("bob@company.com",))
     server = serve(mailbox)
-    env = {"SMTP_HOST": server.host, "SMTP_PORT": str(server.port), "SMTP_FROM": "llm@company.com", "SMTP_SECURITY": "none"}
+    env = {
+        "SMTP_HOST": server.host,
+        "SMTP_PORT": str(server.port),
+        "SMTP_FROM": "llm@company.com",
+        "SMTP_SECURITY": "none",
+    }
     write(tmp_path, USERS)
 
     refused = cli("apply", "--yes", "--send-invites", "smtp", env=env)
@@ -208,7 +240,9 @@ def test_send_invites_smtp_delivers_each_new_link(api: Api, cli, tmp_path: Path,
     assert "1 invitation email(s) could not be sent (bob@company.com)" in result.stderr
     records = {r["email"]: r for r in report(tmp_path)}
     assert records["alice@company.com"]["status"] == "sent"
-    assert records["bob@company.com"]["status"] == "send_failed" and records["bob@company.com"]["onboarding_link"], "the link is kept"
+    assert records["bob@company.com"]["status"] == "send_failed" and records["bob@company.com"]["onboarding_link"], (
+        "the link is kept"
+    )
     [(sender, recipients, message)] = mailbox.messages
     assert recipients == ["alice@company.com"] and sender == "llm@company.com"
     assert records["alice@company.com"]["onboarding_link"] in message.get_payload(decode=True).decode()
@@ -216,7 +250,9 @@ def test_send_invites_smtp_delivers_each_new_link(api: Api, cli, tmp_path: Path,
 
     # The failed delivery is recorded on the proxy: the next apply, on any runner, sends the same link again.
     plan = json_plan(cli)
-    assert [(a["kind"], a["address"]) for a in plan["actions"]] == [("deliver_invitation", "invitation.bob@company.com")]
+    assert [(a["kind"], a["address"]) for a in plan["actions"]] == [
+        ("deliver_invitation", "invitation.bob@company.com")
+    ]
     mailbox.reject = ()
     again = cli("apply", "--yes", "--send-invites", "smtp", "--allow-insecure-smtp", env=env)
     assert again.returncode == 0, again.stdout + again.stderr

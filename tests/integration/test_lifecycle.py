@@ -104,9 +104,17 @@ def test_empty_proxy_plan_apply_converges(api: Api, cli, tmp_path: Path) -> None
     assert teams["dev-test"] >= {ids["alice@company.com"], ids["bob@company.com"]}
     assert ids["carol@company.com"] not in teams["dev-test"]
     assert teams["research"] >= {ids["bob@company.com"], ids["carol@company.com"]}
-    assert set(users["bob@company.com"][0]["teams"]) == {t["team_id"] for t in api.teams()}, "both views of membership agree"
+    assert set(users["bob@company.com"][0]["teams"]) == {t["team_id"] for t in api.teams()}, (
+        "both views of membership agree"
+    )
     dev = next(t for t in api.teams() if t["team_alias"] == "dev-test")
-    assert (dev["max_budget"], dev["budget_duration"], dev["tpm_limit"], dev["rpm_limit"], dev["models"]) == (100.0, "30d", 100000, 60, ["gpt-4o-mini"])
+    assert (dev["max_budget"], dev["budget_duration"], dev["tpm_limit"], dev["rpm_limit"], dev["models"]) == (
+        100.0,
+        "30d",
+        100000,
+        60,
+        ["gpt-4o-mini"],
+    )
 
 
 def test_second_apply_makes_zero_writes(api: Api, cli, tmp_path: Path) -> None:
@@ -125,7 +133,9 @@ def test_changed_file_plans_exactly_the_change(api: Api, cli, tmp_path: Path) ->
     write(tmp_path, BASE)
     apply_ok(cli)
 
-    changed = BASE.replace("max_budget: 100\n", "max_budget: 250\n").replace("role: internal_user_viewer", "role: internal_user")
+    changed = BASE.replace("max_budget: 100\n", "max_budget: 250\n").replace(
+        "role: internal_user_viewer", "role: internal_user"
+    )
     changed = changed.replace("  - alias: research\n", "  - alias: ops\n    rpm_limit: 10\n  - alias: research\n")
     changed += "  - email: dave@company.com\n    teams: [ops, research]\n"
     write(tmp_path, changed)
@@ -154,7 +164,9 @@ def test_changed_file_plans_exactly_the_change(api: Api, cli, tmp_path: Path) ->
 def test_adopts_existing_users_and_teams(api: Api, cli, tmp_path: Path) -> None:
     team = api.post("/team/new", {"team_alias": "dev-test", "models": ["gpt-4o-mini"], "max_budget": 100})
     other = api.post("/team/new", {"team_alias": "renamed-on-proxy"})
-    alice = api.post("/user/new", {"user_email": "ALICE@company.com", "user_role": "internal_user", "auto_create_key": False})
+    alice = api.post(
+        "/user/new", {"user_email": "ALICE@company.com", "user_role": "internal_user", "auto_create_key": False}
+    )
     api.post("/team/member_add", {"team_id": team["team_id"], "member": {"user_id": alice["user_id"], "role": "user"}})
     write(
         tmp_path,
@@ -186,7 +198,9 @@ def test_adopts_existing_users_and_teams(api: Api, cli, tmp_path: Path) -> None:
     apply_ok(cli)
     assert json_plan(cli)["actions"] == []
     assert len(api.teams()) == 2 and len(by_email(api)["alice@company.com"]) == 1
-    owned = [u["metadata"]["litellm_reconciler"] for u in by_email(api)["alice@company.com"]] + [t["metadata"]["litellm_reconciler"] for t in api.teams()]
+    owned = [u["metadata"]["litellm_reconciler"] for u in by_email(api)["alice@company.com"]] + [
+        t["metadata"]["litellm_reconciler"] for t in api.teams()
+    ]
     assert owned == [{"managed": True, "adopted": True}] * 3
     assert rosters(api)["research"] >= {alice["user_id"]}
 
@@ -225,13 +239,17 @@ def test_an_edited_saved_plan_is_refused_even_with_a_recomputed_fingerprint(api:
     saved = Plan.from_dict(json.loads((tmp_path / "plan.json").read_text(encoding="utf-8")))
     # Raise Carol to proxy_admin in the saved plan only, and make the file self-consistent again.
     forged = tuple(
-        replace(a, params={**a.params, "user_role": "proxy_admin"}) if a.address == "user.carol@company.com" else a for a in saved.actions
+        replace(a, params={**a.params, "user_role": "proxy_admin"}) if a.address == "user.carol@company.com" else a
+        for a in saved.actions
     )
     (tmp_path / "plan.json").write_text(render(replace(saved, actions=forged), "json"), encoding="utf-8")
 
     result = cli("apply", "--yes", "--plan", "plan.json")
     assert result.returncode == 1
-    assert "the saved plan is not what users.yaml and the proxy call for now (user.carol@company.com/create_user differ)" in result.stderr
+    assert (
+        "the saved plan is not what users.yaml and the proxy call for now (user.carol@company.com/create_user differ)"
+        in result.stderr
+    )
     assert api.users() == [] and api.teams() == [], "nothing was written"
 
 
@@ -242,7 +260,10 @@ def test_partial_failure_reports_and_converges(api: Api, cli, tmp_path: Path, pr
         result = cli("apply", "--yes", "--proxy-url", faulty.url)
 
     assert result.returncode == 1
-    assert "team.research: failed (POST /team/new: HTTP 500: Internal Server Error (injected by the test))" in result.stdout
+    assert (
+        "team.research: failed (POST /team/new: HTTP 500: Internal Server Error (injected by the test))"
+        in result.stdout
+    )
     assert "membership.research.bob@company.com: skipped (team.research did not succeed)" in result.stdout
     assert "membership.research.carol@company.com: skipped (team.research did not succeed)" in result.stdout
     assert "membership.dev-test.alice@company.com: done" in result.stdout
@@ -273,7 +294,9 @@ def test_lost_response_is_read_back_not_resent(api: Api, cli, tmp_path: Path, pr
     assert result.returncode == 0, result.stdout + result.stderr
     assert "team.dev-test: done (confirmed by reading back after the response was lost)" in result.stdout
     assert "user.alice@company.com: done (confirmed by reading back after the response was lost)" in result.stdout
-    assert "confirmed by reading back" in result.stdout.split("membership.dev-test.alice@company.com:")[1].splitlines()[0]
+    assert (
+        "confirmed by reading back" in result.stdout.split("membership.dev-test.alice@company.com:")[1].splitlines()[0]
+    )
     # /user/new: three users and the apply lock's row
     assert faulty.posts("/team/new") == 2 and faulty.posts("/user/new") == 4 + 1, "nothing was sent twice"
     assert len(api.teams()) == 2 and len(by_email(api)) == 3
@@ -307,7 +330,12 @@ def test_apply_on_a_terminal_asks_and_a_no_changes_nothing(api: Api, tmp_path: P
     try:
         os.write(controller, b"n\n")  # typed ahead; the prompt reads it from the terminal
         result = subprocess.run(
-            [sys.executable, "-m", "reconciler", "apply"], cwd=tmp_path, stdin=terminal, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "reconciler", "apply"],
+            cwd=tmp_path,
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     finally:
         os.close(terminal)

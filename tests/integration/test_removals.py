@@ -30,7 +30,10 @@ def roster(api: Api, alias: str) -> set[str]:
 def test_a_move_adds_then_removes_and_undeclared_teams_keep_their_members(api: Api, cli, tmp_path) -> None:
     api.post("/team/new", {"team_alias": "elsewhere"})
     api.post("/user/new", {"user_email": "stranger@company.com", "auto_create_key": False})
-    write(tmp_path, TEAMS + "users:\n  - email: alice@company.com\n    teams: [a]\n  - email: bob@company.com\n    teams: [a]\n")
+    write(
+        tmp_path,
+        TEAMS + "users:\n  - email: alice@company.com\n    teams: [a]\n  - email: bob@company.com\n    teams: [a]\n",
+    )
     apply_ok(cli)
     stranger = user_named(api, "stranger@company.com")
     elsewhere = next(t for t in api.teams() if t["team_alias"] == "elsewhere")
@@ -38,7 +41,11 @@ def test_a_move_adds_then_removes_and_undeclared_teams_keep_their_members(api: A
         team_id = next(t["team_id"] for t in api.teams() if t["team_alias"] == team)
         api.post("/team/member_add", {"team_id": team_id, "member": [{"user_id": stranger["user_id"], "role": "user"}]})
 
-    write(tmp_path, TEAMS + "removals:\n  memberships: true\nusers:\n  - email: alice@company.com\n    teams: [b]\n  - email: bob@company.com\n    teams: [a]\n")
+    write(
+        tmp_path,
+        TEAMS
+        + "removals:\n  memberships: true\nusers:\n  - email: alice@company.com\n    teams: [b]\n  - email: bob@company.com\n    teams: [a]\n",
+    )
     plan = json_plan(cli)
     kinds = [(a["kind"], a["address"]) for a in plan["actions"]]
     assert kinds == [
@@ -58,7 +65,10 @@ def test_a_move_adds_then_removes_and_undeclared_teams_keep_their_members(api: A
 
 
 def test_a_removed_user_is_deleted_with_its_key_and_its_link(api: Api, cli, proxy, tmp_path) -> None:
-    write(tmp_path, TEAMS + "users:\n  - email: alice@company.com\n    teams: [a]\n  - email: gone@company.com\n    teams: [a]\n")
+    write(
+        tmp_path,
+        TEAMS + "users:\n  - email: alice@company.com\n    teams: [a]\n  - email: gone@company.com\n    teams: [a]\n",
+    )
     apply_ok(cli)
     gone = user_named(api, "gone@company.com")
     api.post("/key/generate", {"user_id": gone["user_id"]})
@@ -74,7 +84,11 @@ def test_a_removed_user_is_deleted_with_its_key_and_its_link(api: Api, cli, prox
     assert user_named(api, "gone@company.com") is None
     keys = api.get("/key/list", user_id=gone["user_id"])
     assert keys["keys"] == [], keys  # type: ignore[index]
-    info = httpx.get(f"{proxy[0]}/invitation/info", params={"invitation_id": link["invitation_id"]}, headers={"Authorization": f"Bearer {proxy[1]}"})
+    info = httpx.get(
+        f"{proxy[0]}/invitation/info",
+        params={"invitation_id": link["invitation_id"]},
+        headers={"Authorization": f"Bearer {proxy[1]}"},
+    )
     assert info.status_code == 400 and "does not exist" in info.text, "the link no longer works"
     assert roster(api, "a") == {"alice@company.com"}
     assert json_plan(cli)["actions"] == []
@@ -101,13 +115,21 @@ def test_the_guard_refuses_a_mass_removal_until_allowed(api: Api, cli, tmp_path)
 
 
 def test_protected_principals_survive_a_file_that_omits_them(api: Api, cli, tmp_path) -> None:
-    write(tmp_path, TEAMS + "users:\n  - email: root@company.com\n    role: proxy_admin\n    teams: [a]\n  - email: ci@company.com\n    role: proxy_admin\n    teams: [a]\n")
+    write(
+        tmp_path,
+        TEAMS
+        + "users:\n  - email: root@company.com\n    role: proxy_admin\n    teams: [a]\n  - email: ci@company.com\n    role: proxy_admin\n    teams: [a]\n",
+    )
     apply_ok(cli)
     ci = user_named(api, "ci@company.com")
     key = api.post("/key/generate", {"user_id": ci["user_id"]})["key"]  # type: ignore[index]
 
     # Run with CI's own key: the file keeps root and drops CI, whose key the tool runs with.
-    write(tmp_path, TEAMS + "removals:\n  users: true\n  memberships: true\nusers:\n  - email: root@company.com\n    role: proxy_admin\n    teams: [a]\n")
+    write(
+        tmp_path,
+        TEAMS
+        + "removals:\n  users: true\n  memberships: true\nusers:\n  - email: root@company.com\n    role: proxy_admin\n    teams: [a]\n",
+    )
     result = cli("apply", "--yes", "--allow-mass-removal", env={"LITELLM_API_KEY": key})
     assert result.returncode == 0, result.stdout + result.stderr
     assert user_named(api, "ci@company.com") is not None, "the user that owns the key the tool runs with"
@@ -126,10 +148,16 @@ def test_protected_principals_survive_a_file_that_omits_them(api: Api, cli, tmp_
 
 
 def test_a_team_declared_by_id_is_renamed_not_recreated(api: Api, cli, tmp_path) -> None:
-    write(tmp_path, "version: 1\nteams:\n  - alias: old-name\nusers:\n  - email: alice@company.com\n    teams: [old-name]\n")
+    write(
+        tmp_path,
+        "version: 1\nteams:\n  - alias: old-name\nusers:\n  - email: alice@company.com\n    teams: [old-name]\n",
+    )
     apply_ok(cli)
     (team,) = api.teams()
-    write(tmp_path, f"version: 1\nremovals:\n  teams: true\nteams:\n  - alias: new-name\n    id: {team['team_id']}\nusers:\n  - email: alice@company.com\n    teams: [new-name]\n")
+    write(
+        tmp_path,
+        f"version: 1\nremovals:\n  teams: true\nteams:\n  - alias: new-name\n    id: {team['team_id']}\nusers:\n  - email: alice@company.com\n    teams: [new-name]\n",
+    )
     plan = json_plan(cli)
     assert [(a["kind"], a["address"]) for a in plan["actions"]] == [("update_team", "team.new-name")]
     apply_ok(cli)
@@ -151,10 +179,15 @@ def test_an_owned_team_no_longer_declared_is_deleted_with_its_keys(api: Api, cli
 
 
 def test_export_then_plan_is_no_changes_on_a_proxy_made_only_through_the_api(api: Api, cli, tmp_path) -> None:
-    dev = api.post("/team/new", {"team_alias": "dev", "models": ["gpt-4o-mini"], "max_budget": 50, "budget_duration": "30d", "rpm_limit": 60})
+    dev = api.post(
+        "/team/new",
+        {"team_alias": "dev", "models": ["gpt-4o-mini"], "max_budget": 50, "budget_duration": "30d", "rpm_limit": 60},
+    )
     nameless = api.post("/team/new", {})
     alice = api.post("/user/new", {"user_email": "alice@company.com", "user_alias": "Alice", "auto_create_key": False})
-    api.post("/user/new", {"user_email": "viewer@company.com", "user_role": "proxy_admin_viewer", "auto_create_key": False})
+    api.post(
+        "/user/new", {"user_email": "viewer@company.com", "user_role": "proxy_admin_viewer", "auto_create_key": False}
+    )
     anonymous = api.post("/user/new", {"user_id": "svc-batch", "auto_create_key": False})
     for user_id in (alice["user_id"], anonymous["user_id"]):  # type: ignore[index]
         for team in (dev, nameless):

@@ -48,7 +48,9 @@ def test_no_command_prints_or_stores_the_key(api: Api, cli, tmp_path: Path, prox
     logged = runs[5].stderr
     assert "INFO reconciler.http: POST /invitation/new 200" in logged and "(attempt 1)" in logged, logged
     assert "invitation_id" not in logged and "/ui/onboarding" not in logged, "-v logs paths, never a link"
-    assert "requests (" in runs[5].stdout and "writes, verification included) in" in runs[5].stdout, "the apply summary counts the requests"
+    assert "requests (" in runs[5].stdout and "writes, verification included) in" in runs[5].stdout, (
+        "the apply summary counts the requests"
+    )
     assert "INFO reconciler.http: GET /user/list 401" in runs[-4].stderr
     for result in runs:
         for secret in (key, echoed, seal):
@@ -68,13 +70,24 @@ def test_other_secrets_and_a_pasted_newline_never_leak(api: Api, cli, tmp_path: 
     padded = cli("plan", env={"LITELLM_API_KEY": key + "\n", "LITELLM_MASTER_KEY": ""})
     assert padded.returncode == 0, padded.stderr
     # An SMTP server that refuses the connection: each send fails, the password stays hidden.
-    mail = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "9", "SMTP_FROM": "llm@company.com", "SMTP_SECURITY": "none",
-            "SMTP_USERNAME": "mailer", "SMTP_PASSWORD": password}
-    sent = cli("apply", "--yes", "--send-invites", "smtp", "--allow-insecure-smtp", env={"LITELLM_API_KEY": key, **mail})
+    mail = {
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": "9",
+        "SMTP_FROM": "llm@company.com",
+        "SMTP_SECURITY": "none",
+        "SMTP_USERNAME": "mailer",
+        "SMTP_PASSWORD": password,
+    }
+    sent = cli(
+        "apply", "--yes", "--send-invites", "smtp", "--allow-insecure-smtp", env={"LITELLM_API_KEY": key, **mail}
+    )
     assert sent.returncode == 1 and "could not be sent" in sent.stderr
     for result in (padded, sent):
         for secret in (key, password):
             assert secret not in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
     assert password not in _files_text(tmp_path) and key not in _files_text(tmp_path)
-    assert all(r["status"] == "send_failed" and r["onboarding_link"] for r in load_report(tmp_path / "onboarding_results.jsonl"))
+    assert all(
+        r["status"] == "send_failed" and r["onboarding_link"]
+        for r in load_report(tmp_path / "onboarding_results.jsonl")
+    )

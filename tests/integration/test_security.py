@@ -45,7 +45,11 @@ def everything_readable(url: str, key: str) -> str:
         def get(path: str, must: bool = True, **params: object) -> object:
             response = http.get(path, params=params)
             seen.append(response.text)
-            assert response.status_code == 200 or (not must and response.status_code == 403), (path, response.status_code, response.text[:300])
+            assert response.status_code == 200 or (not must and response.status_code == 403), (
+                path,
+                response.status_code,
+                response.text[:300],
+            )
             return response.json()
 
         page, users = 1, []
@@ -100,13 +104,18 @@ def test_a_read_only_key_reads_no_pending_link_and_still_plans(api: Api, cli, tm
     assert re.search(r"bob@company.com\s+expired", status)
 
     applied = apply_ok(cli)
-    assert re.search(r"invitation.alice@company.com: done \(accepted on \d{4}-\d\d-\d\d; recorded, no new link\)", applied), applied
+    assert re.search(
+        r"invitation.alice@company.com: done \(accepted on \d{4}-\d\d-\d\d; recorded, no new link\)", applied
+    ), applied
     assert links_in_db(sql)[records["alice@company.com"]["user_id"]] == 1
     assert links_in_db(sql)[records["bob@company.com"]["user_id"]] == 2
     assert cli("plan", "--detailed-exitcode", env=viewer).returncode == 0
     status = cli("invitations", env=viewer).stdout
     assert re.search(r"alice@company.com\s+accepted", status)
-    assert re.search(r"bob@company.com\s+pending\s+pending until [0-9-]+ \(in an onboarding report; not verified: needs the seal key\)", status)
+    assert re.search(
+        r"bob@company.com\s+pending\s+pending until [0-9-]+ \(in an onboarding report; not verified: needs the seal key\)",
+        status,
+    )
     assert not [i for i in pending_ids(sql) if i in everything_readable(proxy[0], key)]
 
 
@@ -121,10 +130,15 @@ def test_plain_ids_of_the_previous_release_are_deleted_and_replaced(api: Api, cl
         legacy = {"id": record["invitation_id"], "expires_at": record["expires_at"]}
         if email == "alice@company.com":
             legacy["accepted_at"] = "2026-11-30T10:00:00Z"
-        api.post("/user/update", {"user_id": record["user_id"], "metadata": {"litellm_reconciler": {"managed": True, "invitation": legacy}}})
+        api.post(
+            "/user/update",
+            {"user_id": record["user_id"], "metadata": {"litellm_reconciler": {"managed": True, "invitation": legacy}}},
+        )
 
     plan = json.loads(cli("plan", "--format", "json").stdout)
-    assert {a["address"]: a["kind"] for a in plan["actions"]} == {f"invitation.{e}": "replace_invitation" for e in records}
+    assert {a["address"]: a["kind"] for a in plan["actions"]} == {
+        f"invitation.{e}": "replace_invitation" for e in records
+    }
     assert all(a["reason"].startswith("link was readable by read-only keys") for a in plan["actions"])
     assert not [r["invitation_id"] for r in records.values() if r["invitation_id"] in json.dumps(plan)]
 
@@ -132,9 +146,11 @@ def test_plain_ids_of_the_previous_release_are_deleted_and_replaced(api: Api, cl
     remaining = set(sql('select id from "LiteLLM_InvitationLink"').splitlines())
     assert not remaining & {r["invitation_id"] for r in records.values()}, "every exposed link is deleted on the proxy"
     for record in records.values():
-        rejected = httpx.get(f"{proxy[0]}/onboarding/get_token", params={"invite_link": record["invitation_id"]}, timeout=30)
+        rejected = httpx.get(
+            f"{proxy[0]}/onboarding/get_token", params={"invite_link": record["invitation_id"]}, timeout=30
+        )
         assert rejected.status_code in (400, 401), rejected.text
-    renewed = {r["email"] for r in report(tmp_path)[len(records):]}
+    renewed = {r["email"] for r in report(tmp_path)[len(records) :]}
     assert renewed == {"bob@company.com", "root@company.com"}, "the accepted user gets no new link"
     assert len(pending_ids(sql)) == 2
     for user in api.users():

@@ -14,7 +14,11 @@ def test_invalid_file_sends_no_request(proxy, cli, tmp_path: Path) -> None:
     )
     with FaultProxy(proxy[0]) as spy:
         for command in ("plan", "apply"):
-            result = cli(command, "--yes", "--proxy-url", spy.url) if command == "apply" else cli(command, "--proxy-url", spy.url)
+            result = (
+                cli(command, "--yes", "--proxy-url", spy.url)
+                if command == "apply"
+                else cli(command, "--proxy-url", spy.url)
+            )
             assert result.returncode == 1
             assert "users.yaml:6: users.0.teams: unknown team 'nope'" in result.stderr
             assert "users.yaml:7: duplicate email 'a@x.com' (first on line 5)" in result.stderr

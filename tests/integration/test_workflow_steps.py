@@ -46,12 +46,24 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shutil.copytree(
         REPO,
         workspace,
-        ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "tests", "bench", "build", "*.egg-info", "__pycache__", ".pytest_cache", "onboarding_results.jsonl", "plan.json"),
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            ".cache",
+            "tests",
+            "bench",
+            "build",
+            "*.egg-info",
+            "__pycache__",
+            ".pytest_cache",
+            "onboarding_results.jsonl",
+            "plan.json",
+        ),
     )
     bin_dir = root / "bin"
     bin_dir.mkdir()
     gh = bin_dir / "gh"
-    gh.write_text(f"#!/bin/sh\nexec {sys.executable} {TOOLS / 'fake_gh.py'} \"$@\"\n")
+    gh.write_text(f'#!/bin/sh\nexec {sys.executable} {TOOLS / "fake_gh.py"} "$@"\n')
     gh.chmod(0o755)
     return {"root": root, "workspace": workspace, "bin": bin_dir, "temp": root / "runner-temp"}
 
@@ -70,24 +82,44 @@ def viewer_key(api) -> str:
     return created["key"]
 
 
-def make_runner(installed: dict[str, Path], gh_state: Path, event_name: str, event: dict, secrets: dict, **kw) -> Runner:
+def make_runner(
+    installed: dict[str, Path], gh_state: Path, event_name: str, event: dict, secrets: dict, **kw
+) -> Runner:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "GITHUB_", "SMTP_"))}
     env["PATH"] = f"{installed['bin']}{os.pathsep}{env['PATH']}"
     env["FAKE_GH_STATE"] = str(gh_state)
-    return Runner(installed["workspace"], installed["temp"], event_name, event, secrets=secrets, base_env=env, repository=REPOSITORY, **kw)
+    return Runner(
+        installed["workspace"],
+        installed["temp"],
+        event_name,
+        event,
+        secrets=secrets,
+        base_env=env,
+        repository=REPOSITORY,
+        **kw,
+    )
 
 
 def pr_event(number: int, head_repo: str = REPOSITORY) -> dict:
     return {
         "action": "synchronize",
         "number": number,
-        "pull_request": {"number": number, "title": "Add dave `$(touch /tmp/pwned)`", "head": {"repo": {"full_name": head_repo}, "ref": "add-dave"}},
+        "pull_request": {
+            "number": number,
+            "title": "Add dave `$(touch /tmp/pwned)`",
+            "head": {"repo": {"full_name": head_repo}, "ref": "add-dave"},
+        },
         "repository": {"full_name": REPOSITORY, "private": True, "default_branch": "main"},
     }
 
 
 def push_event() -> dict:
-    return {"after": MERGE_SHA, "ref": "refs/heads/main", "head_commit": {"message": "Merge pull request #7"}, "repository": {"full_name": REPOSITORY, "private": True, "default_branch": "main"}}
+    return {
+        "after": MERGE_SHA,
+        "ref": "refs/heads/main",
+        "head_commit": {"message": "Merge pull request #7"},
+        "repository": {"full_name": REPOSITORY, "private": True, "default_branch": "main"},
+    }
 
 
 def run_plan(installed, gh_state, event, secrets) -> tuple[JobResult, JobResult]:
@@ -135,7 +167,9 @@ def test_plan_posts_one_comment_and_updates_it_in_place(installed, gh_state, api
     assert comment.result == "success", comment.log
     [posted] = comments(gh_state, 7)
     body = posted["body"]
-    assert body.startswith(MARKER + "\n") and escape("team.dev-test") in body and escape("user.alice@company.com") in body
+    assert (
+        body.startswith(MARKER + "\n") and escape("team.dev-test") in body and escape("user.alice@company.com") in body
+    )
     fingerprint = parse_fingerprint(body)  # line 2, the only place CI reads it from
     assert body.split("\n")[1] == f"<!-- litellm-reconciler-fingerprint: {fingerprint} -->"
     assert plan.outputs["fingerprint"] == fingerprint and plan.outputs["result"] == "changes"
@@ -164,8 +198,13 @@ def test_plan_posts_one_comment_and_updates_it_in_place(installed, gh_state, api
 
 
 def test_invalid_file_fails_the_check_and_says_why(installed, gh_state, empty_proxy) -> None:
-    write_users(installed, "version: 1\nteams:\n  - alias: dev-test\n    max_budget: lots\nusers:\n  - email: not-an-email\n    teams: [nope]\n")
-    plan, comment = run_plan(installed, gh_state, pr_event(9), {"LITELLM_PLAN_KEY": empty_proxy[1], "LITELLM_PROXY_URL": empty_proxy[0]})
+    write_users(
+        installed,
+        "version: 1\nteams:\n  - alias: dev-test\n    max_budget: lots\nusers:\n  - email: not-an-email\n    teams: [nope]\n",
+    )
+    plan, comment = run_plan(
+        installed, gh_state, pr_event(9), {"LITELLM_PLAN_KEY": empty_proxy[1], "LITELLM_PROXY_URL": empty_proxy[0]}
+    )
     assert plan.result == "failure" and plan.outputs["result"] == "invalid"
     assert comment.result == "success"  # the reason is still posted, in the same one comment
     [posted] = comments(gh_state, 9)
@@ -216,7 +255,11 @@ def test_apply_on_merge_applies_the_reviewed_plan(installed, gh_state, api, view
     # what the step decided from: the real CLI's result, with no link and no invitation id in it
     result = apply_result(installed)
     assert (result["outcome"], result["fingerprint_matches"], result["verified"]) == ("applied", True, True)
-    assert result["fingerprint"] == plan.outputs["fingerprint"] and result["summary"] == {"done": 13, "failed": 0, "skipped": 0}
+    assert result["fingerprint"] == plan.outputs["fingerprint"] and result["summary"] == {
+        "done": 13,
+        "failed": 0,
+        "skipped": 0,
+    }
     ids = [r["invitation_id"] for r in load_report(report) if r.get("invitation_id")]
     assert ids and not any(i in json.dumps(result) for i in ids) and not LINK.search(json.dumps(result))
 
@@ -308,7 +351,9 @@ def test_apply_with_smtp_configured_mails_the_links(installed, gh_state, empty_p
         assert job.result == "failure", "a link that did not reach its user is a failure"
         assert "1 onboarding email(s) could not be sent" in job.summary
         records = {r["email"]: r for r in load_report(uploaded)}
-        assert records["bob@company.com"]["status"] == "send_failed" and LINK.search(records["bob@company.com"]["onboarding_link"])
+        assert records["bob@company.com"]["status"] == "send_failed" and LINK.search(
+            records["bob@company.com"]["onboarding_link"]
+        )
     else:
         assert job.result == "success", job.log
         assert not uploaded.exists()  # ... not into an artifact
@@ -319,7 +364,14 @@ def test_drift_check_fails_and_says_what_drifted(installed, gh_state, api, viewe
     master, url = os.environ["LITELLM_MASTER_KEY"], os.environ["LITELLM_PROXY_URL"]
     users = USERS + "  - email: ci-viewer@example.com\n    role: proxy_admin_viewer\n"
     write_users(installed, users)
-    applied = cli("apply", str(installed["workspace"] / "users.yaml"), "--yes", "--report", "report.json", env={"LITELLM_API_KEY": ""})
+    applied = cli(
+        "apply",
+        str(installed["workspace"] / "users.yaml"),
+        "--yes",
+        "--report",
+        "report.json",
+        env={"LITELLM_API_KEY": ""},
+    )
     assert applied.returncode == 0, applied.stdout + applied.stderr
     workflow = load_yaml(WORKFLOWS / "drift.yml")
     # The master key stands in for the plan key here: with litellm 1.80.5 a proxy_admin_viewer key
@@ -333,7 +385,9 @@ def test_drift_check_fails_and_says_what_drifted(installed, gh_state, api, viewe
     team = next(t for t in api.teams() if t["team_alias"] == "dev-test")
     api.post("/team/update", {"team_id": team["team_id"], "max_budget": 5})  # changed by hand in the UI
     api.post("/user/new", {"user_email": "mallory@company.com"})  # added by hand
-    drifted = make_runner(installed, gh_state, "schedule", {"schedule": "17 6 * * *"}, secrets).run_job(workflow, "drift")
+    drifted = make_runner(installed, gh_state, "schedule", {"schedule": "17 6 * * *"}, secrets).run_job(
+        workflow, "drift"
+    )
     assert drifted.result == "failure"
     assert "❌ The proxy drifted from" in drifted.summary
     assert escape("team.dev-test") in drifted.summary and escape("user.mallory@company.com") in drifted.summary
@@ -343,7 +397,12 @@ def test_drift_check_fails_and_says_what_drifted(installed, gh_state, api, viewe
 
 def test_read_only_key_plans_like_the_master_key(api, viewer_key, cli) -> None:
     """The read-only plan key must see what the master key sees, or reviewers approve a wrong plan."""
-    assert cli("apply", str(REPO / "users.yaml"), "--yes", "--report", "report.json", env={"LITELLM_API_KEY": ""}).returncode == 0
+    assert (
+        cli(
+            "apply", str(REPO / "users.yaml"), "--yes", "--report", "report.json", env={"LITELLM_API_KEY": ""}
+        ).returncode
+        == 0
+    )
     with_master = cli("plan", str(REPO / "users.yaml"), "--format", "json", env={"LITELLM_API_KEY": ""})
     with_viewer = cli("plan", str(REPO / "users.yaml"), "--format", "json", env={"LITELLM_API_KEY": viewer_key})
     assert with_master.returncode == with_viewer.returncode == 0, with_viewer.stderr
@@ -357,24 +416,35 @@ def test_ci_proxy_script_empties_the_proxy_and_prints_env(api) -> None:
     if not shutil.which("psql"):
         pytest.fail("psql is needed by ci-proxy.sh reset", pytrace=False)
     script = REPO / ".github" / "scripts" / "ci-proxy.sh"
-    database = os.environ.get("DATABASE_URL") or f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
+    database = (
+        os.environ.get("DATABASE_URL")
+        or f"postgresql://litellm:litellm@127.0.0.1:{os.environ.get('LITELLM_HARNESS_PGPORT', '54329')}/litellm"
+    )
     env = {**os.environ, "DATABASE_URL": database}
     api.post("/team/new", {"team_alias": "to-be-emptied"})
     assert [t["team_alias"] for t in api.teams()] == ["to-be-emptied"]
-    reset = subprocess.run(["bash", str(script), "reset", "--keep-proxy"], env=env, capture_output=True, text=True, timeout=60)
+    reset = subprocess.run(
+        ["bash", str(script), "reset", "--keep-proxy"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert reset.returncode == 0, reset.stderr
     assert api.teams() == [] and api.users() == []
     exports = subprocess.run(["bash", str(script), "env"], env=env, capture_output=True, text=True, timeout=60).stdout
-    values = dict(line.removeprefix("export ").split("=", 1) for line in exports.splitlines() if line.startswith("export "))
+    values = dict(
+        line.removeprefix("export ").split("=", 1) for line in exports.splitlines() if line.startswith("export ")
+    )
     assert values["LITELLM_PROXY_URL"].strip("'\"") == os.environ["LITELLM_PROXY_URL"]
     assert values["LITELLM_MASTER_KEY"].strip("'\"") == os.environ["LITELLM_MASTER_KEY"]
     assert subprocess.run(["bash", str(script), "status"], env=env, timeout=60).returncode == 0
 
 
 def test_long_plan_is_folded_and_cut_below_the_comment_limit(installed, gh_state, empty_proxy) -> None:
-    users = "version: 1\nteams:\n  - alias: big\nusers:\n" + "".join(f"  - email: user{i:04d}@company.com\n    teams: [big]\n" for i in range(1500))
+    users = "version: 1\nteams:\n  - alias: big\nusers:\n" + "".join(
+        f"  - email: user{i:04d}@company.com\n    teams: [big]\n" for i in range(1500)
+    )
     write_users(installed, users)
-    plan, comment = run_plan(installed, gh_state, pr_event(12), {"LITELLM_PLAN_KEY": empty_proxy[1], "LITELLM_PROXY_URL": empty_proxy[0]})
+    plan, comment = run_plan(
+        installed, gh_state, pr_event(12), {"LITELLM_PLAN_KEY": empty_proxy[1], "LITELLM_PROXY_URL": empty_proxy[0]}
+    )
     assert plan.result == comment.result == "success", plan.log[-2000:]
     [posted] = comments(gh_state, 12)
     body = posted["body"]
@@ -399,7 +469,9 @@ def test_hostile_alias_cannot_change_the_reviewed_fingerprint(installed, gh_stat
     users = USERS + f"  - email: eve@company.com\n    teams: [{json.dumps(HOSTILE_ALIAS)}]\n"
     users = users.replace("teams:\n", f"teams:\n  - alias: {json.dumps(HOSTILE_ALIAS)}\n    max_budget: 1\n", 1)
     write_users(installed, users)
-    plan, comment = run_plan(installed, gh_state, pr_event(13), {"LITELLM_PLAN_KEY": viewer_key, "LITELLM_PROXY_URL": url})
+    plan, comment = run_plan(
+        installed, gh_state, pr_event(13), {"LITELLM_PLAN_KEY": viewer_key, "LITELLM_PROXY_URL": url}
+    )
     assert plan.result == comment.result == "success", plan.log
     [posted] = comments(gh_state, 13)
     body = posted["body"]
@@ -417,5 +489,7 @@ def test_hostile_alias_cannot_change_the_reviewed_fingerprint(installed, gh_stat
     assert job.steps["apply"]["outputs"]["fingerprint-matches"] == "true"
     assert HOSTILE_ALIAS in {t["team_alias"] for t in api.teams()}
     assert "\nline2" not in job.log  # the text plan shows the proxy's line break as \n
-    shown = (body + plan.summary + job.summary).replace(escape("https://evil.example"), "")  # the alias's own link, escaped
+    shown = (body + plan.summary + job.summary).replace(
+        escape("https://evil.example"), ""
+    )  # the alias's own link, escaped
     assert_clean(shown, master, viewer_key)

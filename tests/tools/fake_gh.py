@@ -22,7 +22,10 @@ def main(argv: list[str]) -> int:
     state.setdefault("comments", {})
     state.setdefault("pulls", {})
     if not os.environ.get("GH_TOKEN"):
-        print("gh: To use GitHub CLI in a GitHub Actions workflow, set the GH_TOKEN environment variable.", file=sys.stderr)
+        print(
+            "gh: To use GitHub CLI in a GitHub Actions workflow, set the GH_TOKEN environment variable.",
+            file=sys.stderr,
+        )
         return 4
     if argv[:1] != ["api"]:
         print(f"fake gh: unsupported {argv}", file=sys.stderr)

@@ -19,7 +19,7 @@ import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -40,7 +40,9 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
         pos = m.end()
         kind = m.lastgroup
         value = m.group(kind)
-        out.append((kind, float(value) if kind == "num" else value[1:-1].replace("''", "'") if kind == "str" else value))
+        out.append(
+            (kind, float(value) if kind == "num" else value[1:-1].replace("''", "'") if kind == "str" else value)
+        )
     return out
 
 
@@ -91,7 +93,7 @@ class Expression:
             raise ValueError(f"unexpected {self.tokens[self.i][1]!r}")
         return value
 
-    def _peek(self) -> Optional[str]:
+    def _peek(self) -> str | None:
         return self.tokens[self.i][1] if self.i < len(self.tokens) and self.tokens[self.i][0] == "op" else None
 
     def _take(self, op: str) -> None:
@@ -174,7 +176,11 @@ class Expression:
                 self.i += 1
                 key = self._or()
                 self._take("]")
-                value = value.get(key) if isinstance(value, dict) else (value[int(key)] if isinstance(value, list) else None)
+                value = (
+                    value.get(key)
+                    if isinstance(value, dict)
+                    else (value[int(key)] if isinstance(value, list) else None)
+                )
         return value
 
     def _call(self, name: str, args: list[Any]) -> Any:
@@ -190,7 +196,11 @@ class Expression:
             return False
         if lname == "contains":
             hay, needle = args
-            return any(_equal(x, needle) for x in hay) if isinstance(hay, list) else to_string(needle).lower() in to_string(hay).lower()
+            return (
+                any(_equal(x, needle) for x in hay)
+                if isinstance(hay, list)
+                else to_string(needle).lower() in to_string(hay).lower()
+            )
         if lname == "startswith":
             return to_string(args[0]).lower().startswith(to_string(args[1]).lower())
         if lname == "endswith":
@@ -282,10 +292,10 @@ class Runner:
         runner_temp: Path,
         event_name: str,
         event: dict[str, Any],
-        secrets: Optional[dict[str, str]] = None,
-        variables: Optional[dict[str, str]] = None,
-        inputs: Optional[dict[str, Any]] = None,
-        base_env: Optional[dict[str, str]] = None,
+        secrets: dict[str, str] | None = None,
+        variables: dict[str, str] | None = None,
+        inputs: dict[str, Any] | None = None,
+        base_env: dict[str, str] | None = None,
         repository: str = "acme/llm-access",
         sha: str = "0" * 40,
     ):
@@ -297,7 +307,7 @@ class Runner:
         self.secrets = {"GITHUB_TOKEN": "ghs_fake_token_for_tests", **(secrets or {})}
         self.vars, self.inputs = variables or {}, inputs or {}
         self.base_env = dict(base_env if base_env is not None else os.environ)
-        ref = "refs/pull/%s/merge" % event["pull_request"]["number"] if "pull_request" in event else "refs/heads/main"
+        ref = f"refs/pull/{event['pull_request']['number']}/merge" if "pull_request" in event else "refs/heads/main"
         self.github = {
             "event_name": event_name,
             "event": event,
@@ -326,14 +336,17 @@ class Runner:
 
     # -- jobs
 
-    def run_job(self, workflow: dict[str, Any], job_id: str, needs: Optional[dict[str, JobResult]] = None) -> JobResult:
+    def run_job(self, workflow: dict[str, Any], job_id: str, needs: dict[str, JobResult] | None = None) -> JobResult:
         job = workflow["jobs"][job_id]
         self.job_env: dict[str, str] = {}
         self.path_prefix: list[str] = []
         result = JobResult("success")
         needs_ctx = {k: {"result": v.result, "outputs": v.outputs} for k, v in (needs or {}).items()}
         ctx = self._contexts(result, needs_ctx)
-        if "if" in job and not condition(job["if"], {**ctx, "__status": "success" if all(v.result == "success" for v in (needs or {}).values()) else "failure"}):
+        if "if" in job and not condition(
+            job["if"],
+            {**ctx, "__status": "success" if all(v.result == "success" for v in (needs or {}).values()) else "failure"},
+        ):
             result.result = "skipped"
             return result
         for scope in (workflow.get("env") or {}, job.get("env") or {}):
@@ -372,7 +385,14 @@ class Runner:
 
     # -- steps
 
-    def _step(self, step: dict[str, Any], ctx: dict[str, Any], result: JobResult, github: dict[str, Any], local_env: Optional[dict[str, str]] = None) -> tuple[bool, dict[str, str]]:
+    def _step(
+        self,
+        step: dict[str, Any],
+        ctx: dict[str, Any],
+        result: JobResult,
+        github: dict[str, Any],
+        local_env: dict[str, str] | None = None,
+    ) -> tuple[bool, dict[str, str]]:
         env = {**(local_env or {})}
         for k, v in (step.get("env") or {}).items():
             env[k] = interpolate(v, {**ctx, "env": {**ctx["env"], **env}})
@@ -402,30 +422,49 @@ class Runner:
             return True, {"download-path": str(target)}
         raise NotImplementedError(f"this runner does not run {uses}")
 
-    def _composite(self, path: Path, with_: dict[str, str], env: dict[str, str], result: JobResult) -> tuple[bool, dict[str, str]]:
+    def _composite(
+        self, path: Path, with_: dict[str, str], env: dict[str, str], result: JobResult
+    ) -> tuple[bool, dict[str, str]]:
         action = load_yaml(path / "action.yml")
         assert action["runs"]["using"] == "composite", "only composite actions run here"
-        inputs = {name: with_.get(name, to_string(spec.get("default", ""))) for name, spec in (action.get("inputs") or {}).items()}
+        inputs = {
+            name: with_.get(name, to_string(spec.get("default", "")))
+            for name, spec in (action.get("inputs") or {}).items()
+        }
         unknown = set(with_) - set(inputs)
         assert not unknown, f"inputs not declared by {path}/action.yml: {unknown}"
         github = {**self.github, "action_path": str(path)}
         inner = JobResult("success")
         ok = True
         for index, step in enumerate(action["runs"]["steps"]):
-            ctx = {**self._contexts(inner, {}), "github": github, "inputs": inputs, "__status": "success" if ok else "failure"}
+            ctx = {
+                **self._contexts(inner, {}),
+                "github": github,
+                "inputs": inputs,
+                "__status": "success" if ok else "failure",
+            }
             step_id = step.get("id") or f"__step{index}"
             if not condition(step.get("if"), ctx):
                 inner.steps[step_id] = {"outputs": {}, "outcome": "skipped", "conclusion": "skipped"}
                 continue
             step_ok, outputs = self._step(step, ctx, result, github, local_env=env)
-            inner.steps[step_id] = {"outputs": outputs, "outcome": "success" if step_ok else "failure", "conclusion": "success" if step_ok else "failure"}
+            inner.steps[step_id] = {
+                "outputs": outputs,
+                "outcome": "success" if step_ok else "failure",
+                "conclusion": "success" if step_ok else "failure",
+            }
             ok = ok and step_ok
         ctx = {**self._contexts(inner, {}), "github": github, "inputs": inputs}
         outputs = {k: interpolate(v["value"], ctx) for k, v in (action.get("outputs") or {}).items()}
         return ok, outputs
 
-    def _run(self, script: str, env: dict[str, str], workdir: Optional[str], result: JobResult) -> tuple[bool, dict[str, str]]:
-        files = {name: self.temp / f"_{name.lower()}_{uuid.uuid4().hex}" for name in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY")}
+    def _run(
+        self, script: str, env: dict[str, str], workdir: str | None, result: JobResult
+    ) -> tuple[bool, dict[str, str]]:
+        files = {
+            name: self.temp / f"_{name.lower()}_{uuid.uuid4().hex}"
+            for name in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY")
+        }
         for f in files.values():
             f.touch()
         script_file = self.temp / f"_step_{uuid.uuid4().hex}.sh"

@@ -15,9 +15,10 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -29,7 +30,11 @@ sys.path.insert(0, str(TOOLS))
 from gha import parse_key_values  # noqa: E402
 
 #: What ``validate --format json`` prints for a valid file.
-VALID = {"stdout": json.dumps({"format_version": "1.0", "valid": True, "file": "users.yaml", "teams": 1, "users": 2, "problems": []})}
+VALID = {
+    "stdout": json.dumps(
+        {"format_version": "1.0", "valid": True, "file": "users.yaml", "teams": 1, "users": 2, "problems": []}
+    )
+}
 
 
 @dataclass
@@ -50,7 +55,9 @@ class FakeCli:
         for flag, key in (("--out", "plan_json"), ("--result-json", "result_json")):
             if key in behaviour and flag in args:
                 Path(args[args.index(flag) + 1]).write_text(json.dumps(behaviour[key]), encoding="utf-8")
-        return subprocess.CompletedProcess(args, int(behaviour.get("code", 0)), behaviour.get("stdout", ""), behaviour.get("stderr", ""))
+        return subprocess.CompletedProcess(
+            args, int(behaviour.get("code", 0)), behaviour.get("stdout", ""), behaviour.get("stderr", "")
+        )
 
 
 @dataclass
@@ -62,7 +69,7 @@ class GlueRun:
     summary: str
     cli_calls: list[list[str]]
     gh_state: dict[str, Any]
-    exception: Optional[BaseException] = None
+    exception: BaseException | None = None
     cli_envs: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -77,7 +84,7 @@ def own_logging() -> Any:
         logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
-def invoke(args: Sequence[str], env: Optional[dict[str, Optional[str]]] = None, obj: Any = None) -> Any:
+def invoke(args: Sequence[str], env: dict[str, str | None] | None = None, obj: Any = None) -> Any:
     """``litellm-reconciler ARGS`` in process (click's CliRunner); the result has stdout, stderr, exit_code."""
     with own_logging():
         return CliRunner().invoke(main, list(args), env=env, obj=obj)
@@ -86,7 +93,7 @@ def invoke(args: Sequence[str], env: Optional[dict[str, Optional[str]]] = None, 
 def fake_gh_on_path(bin_dir: Path) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     gh = bin_dir / "gh"
-    gh.write_text(f"#!/bin/sh\nexec {sys.executable} {TOOLS / 'fake_gh.py'} \"$@\"\n")
+    gh.write_text(f'#!/bin/sh\nexec {sys.executable} {TOOLS / "fake_gh.py"} "$@"\n')
     gh.chmod(0o755)
     return bin_dir
 
@@ -95,11 +102,11 @@ def run_glue(
     tmp_path: Path,
     command: str,
     *,
-    inputs: Optional[dict[str, str]] = None,
-    env: Optional[dict[str, str]] = None,
-    cli: Optional[dict[str, Any]] = None,
-    gh_state: Optional[dict[str, Any]] = None,
-    event: Optional[dict[str, Any]] = None,
+    inputs: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    cli: dict[str, Any] | None = None,
+    gh_state: dict[str, Any] | None = None,
+    event: dict[str, Any] | None = None,
     real_cli: bool = False,
 ) -> GlueRun:
     """One step. ``cli``: the FakeCli's script; ``real_cli``: run the real CLI instead (offline commands)."""
@@ -113,7 +120,9 @@ def run_glue(
     event_file = tmp_path / "event.json"
     event_file.write_text(json.dumps(event or {}))
     # None removes a variable of the test process's own environment for the run.
-    full_env: dict[str, Optional[str]] = {k: None for k in os.environ if k.startswith(("LITELLM_", "GITHUB_", "SMTP_", "INPUT_", "GH_"))}
+    full_env: dict[str, str | None] = {
+        k: None for k in os.environ if k.startswith(("LITELLM_", "GITHUB_", "SMTP_", "INPUT_", "GH_"))
+    }
     full_env.update(
         {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
