@@ -254,7 +254,8 @@ def converged_or_exit(result: subprocess.CompletedProcess[str], n: int) -> None:
     if result.returncode != 0 or not result.stdout.startswith("No changes"):
         sys.stderr.write(result.stdout + result.stderr)
         sys.exit(
-            f"the plan of the loaded {n}-user org is not empty (exit {result.returncode}); the benchmark needs a converged org"
+            f"the plan of the loaded {n}-user org is not empty (exit {result.returncode}); "
+            "the benchmark needs a converged org"
         )
 
 

@@ -76,7 +76,10 @@ class ApplyReport:
         return self.count("failed") == 0 and self.count("skipped") == 0
 
     def summary_line(self) -> str:
-        return f"Apply complete: {self.count('done')} done, {self.count('failed')} failed, {self.count('skipped')} skipped."
+        return (
+            f"Apply complete: {self.count('done')} done, {self.count('failed')} failed, "
+            f"{self.count('skipped')} skipped."
+        )
 
 
 def _waves(actions: tuple[Action, ...]) -> list[list[Action]]:
@@ -525,7 +528,10 @@ class Executor:
                     p.action,
                     None,
                     "failed",
-                    "no response from /invitation/new; the next apply reports the link as unrecorded and creates another",
+                    (
+                        "no response from /invitation/new; "
+                        "the next apply reports the link as unrecorded and creates another"
+                    ),
                 )
             )
             p.outcome = ("failed", str(exc), None)
@@ -560,7 +566,10 @@ class Executor:
             assert p.invitation is not None and p.record is not None
             error = errors.get(user_id)
             if error is not None:
-                p.record.error = f"link created and handed over, but not recorded on the user ({error}); the next apply reports it as unrecorded and creates another"
+                p.record.error = (
+                    f"link created and handed over, but not recorded on the user ({error}); "
+                    "the next apply reports it as unrecorded and creates another"
+                )
                 p.outcome = ("failed", p.record.error, None)
                 continue
             self._before_intent.pop(user_id, None)

@@ -259,7 +259,10 @@ def plan(
     "--send-invites",
     type=click.Choice(["smtp"]),
     default=None,
-    help="Email each new link to its user (SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM, SMTP_SECURITY).",
+    help=(
+        "Email each new link to its user "
+        "(SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM, SMTP_SECURITY)."
+    ),
 )
 @click.option(
     "--allow-insecure-smtp", is_flag=True, help="Allow SMTP_SECURITY=none: links cross the network in clear text."
@@ -293,7 +296,10 @@ def plan(
     "--result-json",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Write what the apply came to (outcome, fingerprint check, each action's result; no links) as JSON, mode 0600, whenever the proxy was reached, success or failure.",
+    help=(
+        "Write what the apply came to (outcome, fingerprint check, each action's result; no links) as JSON, "
+        "mode 0600, whenever the proxy was reached, success or failure."
+    ),
 )
 @proxy_options
 @guard
@@ -356,7 +362,8 @@ def apply(
                     return
                 if the_plan.fingerprint != shown.fingerprint:
                     raise StalePlan(
-                        "the proxy changed while this apply waited for the lock; nothing was applied. Run apply again to see the new plan"
+                        "the proxy changed while this apply waited for the lock; nothing was applied. "
+                        "Run apply again to see the new plan"
                     )
 
                 done = 0
@@ -393,7 +400,8 @@ def apply(
                 verify = None if client.deadline_passed else plan_against(desired, client)[0]
                 outcome.verified = None if verify is None else not verify.has_changes
                 click.echo(
-                    f"{client.requests_made} requests ({client.writes_made} writes, verification included) in {outcome.seconds():.1f} s, {connection.parallelism} at a time."
+                    f"{client.requests_made} requests ({client.writes_made} writes, verification included) "
+                    f"in {outcome.seconds():.1f} s, {connection.parallelism} at a time."
                 )
         if verify is None:
             click.echo("The run's deadline passed: the proxy was not read again to verify.", err=True)
@@ -405,13 +413,15 @@ def apply(
                 for failed, why in stubborn:
                     click.echo(f"error: {failed.address}: {why}: {failed.detail}", err=True)
                 raise Failure(
-                    f"{len(stubborn)} action(s) will not converge by re-running; fix the cause in {file} or on the proxy first"
+                    f"{len(stubborn)} action(s) will not converge by re-running; "
+                    f"fix the cause in {file} or on the proxy first"
                 )
             raise Failure("some actions failed or were skipped; run apply again (it converges)")
         unsent = [r.email for r in result.invitations if r.status == "send_failed"]
         if unsent:
             raise Failure(
-                f"{len(unsent)} invitation email(s) could not be sent ({', '.join(unsent)}); their links are in {onboarding.path}"
+                f"{len(unsent)} invitation email(s) could not be sent ({', '.join(unsent)}); "
+                f"their links are in {onboarding.path}"
             )
         if verify is None or verify.has_changes:
             raise Failure(

@@ -218,7 +218,9 @@ class Removals(_Strict):
         default=25,
         ge=0,
         le=100,
-        description="apply refuses (unless --allow-mass-removal) to remove more than this percentage of the managed objects",
+        description=(
+            "apply refuses (unless --allow-mass-removal) to remove more than this percentage of the managed objects"
+        ),
     )
 
 

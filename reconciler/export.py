@@ -30,7 +30,8 @@ def export_yaml(live: LiveState, only_teams: set[str] | None = None) -> str:
             skipped.append(f"team {team.team_id}: no alias (give it one, then declare it with 'alias:' and 'id:')")
         elif aliases[team.alias] > 1:
             skipped.append(
-                f"team {team.team_id}: {aliases[team.alias]} teams share the alias {team.alias!r} (declare the one you mean with 'id:')"
+                f"team {team.team_id}: {aliases[team.alias]} teams share the alias {team.alias!r} "
+                "(declare the one you mean with 'id:')"
             )
         elif only_teams is None or team.alias in only_teams:
             teams.append(team)

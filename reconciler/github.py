@@ -332,9 +332,12 @@ def _report_drift(step: Step, file: str, markdown: str, data: dict[str, Any], fa
             )
     if failing:
         step.log(
-            "To resolve: run apply for the changes; for objects on the proxy that the file does not list, either adopt them "
-            f"in {file} (`litellm-reconciler export` writes them out, with their roles) or turn on the matching removal scope "
-            "(removals: memberships / users / teams) so apply takes them away; a privileged role must be declared or revoked.",
+            (
+                "To resolve: run apply for the changes; for objects on the proxy that the file does not list, "
+                f"either adopt them in {file} (`litellm-reconciler export` writes them out, with their roles) "
+                "or turn on the matching removal scope (removals: memberships / users / teams) so apply takes "
+                "them away; a privileged role must be declared or revoked."
+            ),
             err=True,
         )
     step.summary(step.clean("\n".join(lines)) + "\n" + markdown)
@@ -442,7 +445,10 @@ def apply(step: Step, given: ApplyInputs) -> int:
         step.output("undelivered", "true" if undelivered else "false")
         if undelivered:
             summary += [
-                f"⚠️ {len(undelivered)} onboarding email(s) could not be sent; their links are only in the onboarding report.",
+                (
+                    f"⚠️ {len(undelivered)} onboarding email(s) could not be sent; "
+                    "their links are only in the onboarding report."
+                ),
                 "",
             ]
     summary += ["<details><summary>apply log</summary>", "", fence(log), "", "</details>"]
@@ -463,8 +469,8 @@ def _binding(expected: str, matched: bool | None) -> str:
         return f"✅ The plan matches the reviewed plan (fingerprint <code>{shown}</code>)."
     if matched is False:
         return (
-            f"❌ The plan does **not** match the reviewed plan (fingerprint <code>{shown}</code>): the proxy or the file "
-            "changed since the review. Nothing was applied; review a new plan."
+            f"❌ The plan does **not** match the reviewed plan (fingerprint <code>{shown}</code>): "
+            "the proxy or the file changed since the review. Nothing was applied; review a new plan."
         )
     return (
         f"⚠️ Apply stopped before comparing the plan with the reviewed plan (fingerprint <code>{shown}</code>), "
@@ -478,13 +484,17 @@ def _result_lines(step: Step, result: dict[str, Any]) -> list[str]:
     counts = result.get("summary") or {}
     if result["outcome"] in ("applied", "failed") and result.get("results"):
         lines += [
-            f"**Apply complete: {int(counts.get('done', 0))} done, {int(counts.get('failed', 0))} failed, {int(counts.get('skipped', 0))} skipped.**",
+            (
+                f"**Apply complete: {int(counts.get('done', 0))} done, {int(counts.get('failed', 0))} failed, "
+                f"{int(counts.get('skipped', 0))} skipped.**"
+            ),
             "",
         ]
         troubled = [r for r in result["results"] if isinstance(r, dict) and r.get("status") != "done"]
         for r in troubled[:50]:
             lines.append(
-                f"- {code(step.clean(str(r.get('address'))))}: {escape(r.get('status'))}: {escape(step.clean(str(r.get('detail') or ''), all_urls=True))}"
+                f"- {code(step.clean(str(r.get('address'))))}: {escape(r.get('status'))}: "
+                f"{escape(step.clean(str(r.get('detail') or ''), all_urls=True))}"
             )
         if len(troubled) > 50:
             lines.append(f"- …and {len(troubled) - 50} more (see the apply log)")

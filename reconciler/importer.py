@@ -70,7 +70,8 @@ def import_csv(csv_path: str | Path, yaml_path: str | Path, team: str | None = N
     refs = _team_refs(desired)
     if team is not None and team not in refs:
         raise ValueError(
-            f"unknown team {team!r}; declare it under 'teams' in {Path(yaml_path).name} (it may be named by alias or id)"
+            f"unknown team {team!r}; declare it under 'teams' in {Path(yaml_path).name} "
+            "(it may be named by alias or id)"
         )
     # The BOM is what spreadsheet programs write first; it is not part of the header.
     source = read_input(csv_path).removeprefix("\ufeff")
@@ -111,7 +112,10 @@ def _csv_rows(text: str, csv_file: str) -> list[Row]:
                             Problem(
                                 csv_file,
                                 reader.line_num,
-                                "expected a header row with the columns user_email and team_id (or give a team for a plain list of emails)",
+                                (
+                                    "expected a header row with the columns user_email and team_id "
+                                    "(or give a team for a plain list of emails)"
+                                ),
                             )
                         ]
                     )
@@ -185,7 +189,10 @@ def _email_problem(email: str) -> str | None:
     A comma gets its own message: here it always means a CSV row read as a plain list.
     """
     if "," in email:
-        return f"{email!r} has several columns; with a team give one email per line, without one use user_email,team_id columns"
+        return (
+            f"{email!r} has several columns; with a team give one email per line, "
+            "without one use user_email,team_id columns"
+        )
     try:
         check_email(email)
     except ValueError as exc:
@@ -206,7 +213,8 @@ def _insert_users(text: str, users: list[_CsvUser]) -> str:
         return _append_section(text, entries, newline)
     if node.flow_style and node.value:
         raise ValueError(
-            f"'users' on line {node.start_mark.line + 1} is a non-empty flow list ([...]); write it as a block list to import into it"
+            f"'users' on line {node.start_mark.line + 1} is a non-empty flow list ([...]); "
+            "write it as a block list to import into it"
         )
     if node.flow_style:
         # "users: []" becomes "users:" followed by the new block list.

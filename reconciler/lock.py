@@ -9,8 +9,9 @@ LiteLLM offers no compare-and-swap, so taking the lock is: create the row when i
 not exist (``/user/new`` with an id that exists leaves the row unchanged on ≤1.80 and is
 refused from 1.81, so the first creator's token stays), or, when it exists and is free or
 expired, write our token and read it back after a short settling delay (the last writer
-wins). Either way the token read back decides, and every other taker backs off. A holder refreshes its expiry while it works, so only the
-lock of a killed apply expires, and only an expired lock is ever broken.
+wins). Either way the token read back decides, and every other taker backs off. A holder
+refreshes its expiry while it works, so only the lock of a killed apply expires, and only an
+expired lock is ever broken.
 
 The same row remembers, from one apply to the next, which actions failed and how: an
 action the proxy refuses the same way on every run will not converge by re-running, and
@@ -72,7 +73,10 @@ def describe_runner(environ: Mapping[str, str] | None = None) -> str:
     """Who is applying, in words an operator recognises (the CI run, or user@host)."""
     environ = os.environ if environ is None else environ
     if environ.get("GITHUB_RUN_ID"):
-        return f"GitHub Actions run {environ['GITHUB_RUN_ID']} of {environ.get('GITHUB_REPOSITORY', '?')} ({environ.get('GITHUB_WORKFLOW', 'workflow')})"
+        return (
+            f"GitHub Actions run {environ['GITHUB_RUN_ID']} of {environ.get('GITHUB_REPOSITORY', '?')} "
+            f"({environ.get('GITHUB_WORKFLOW', 'workflow')})"
+        )
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -115,8 +119,9 @@ class ApplyLock:
                 return
             if self._clock() >= give_up:
                 raise LockHeld(
-                    f"another apply holds the lock on this proxy: {holder.who}, since {holder.acquired_at}, until {holder.expires_at} "
-                    "(renewed while it runs). Nothing was changed. Wait for it, or pass --lock-timeout SECONDS to wait"
+                    f"another apply holds the lock on this proxy: {holder.who}, since {holder.acquired_at}, "
+                    f"until {holder.expires_at} (renewed while it runs). "
+                    "Nothing was changed. Wait for it, or pass --lock-timeout SECONDS to wait"
                 )
             self._sleep(_POLL_SECONDS)
 

@@ -154,7 +154,8 @@ def check_saved_plan(saved: Plan, desired: DesiredState, client: LiteLLMClient) 
         )
         shown = ", ".join(differing[:5]) + (f" and {len(differing) - 5} more" if len(differing) > 5 else "")
         raise StalePlan(
-            f"the saved plan is not what {desired.source} and the proxy call for now ({shown or 'the order of the actions'} differ); "
+            f"the saved plan is not what {desired.source} and the proxy call for now "
+            f"({shown or 'the order of the actions'} differ); "
             "it was edited or made from another file. Nothing was applied; run 'plan' again and review the new plan"
         )
     return fresh, live
@@ -195,7 +196,8 @@ def check_fingerprint(plan: Plan, expected: str) -> None:
     wanted = expected.strip().lower()
     if len(wanted) < 12 or not plan.fingerprint.startswith(wanted):
         raise StalePlan(
-            f"plan fingerprint {plan.fingerprint[:16]} does not match the reviewed {wanted[:16] or '(empty)'}; nothing was applied"
+            f"plan fingerprint {plan.fingerprint[:16]} does not match the reviewed {wanted[:16] or '(empty)'}; "
+            "nothing was applied"
         )
 
 

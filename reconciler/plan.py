@@ -426,7 +426,8 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
         if len(found) > 1:
             ids = ", ".join(t.team_id for t in found)
             conflicts.append(
-                f"{address}: {len(found)} teams on the proxy have the alias {team.alias!r} ({ids}); add 'id:' to the file to pick one"
+                f"{address}: {len(found)} teams on the proxy have the alias {team.alias!r} ({ids}); "
+                "add 'id:' to the file to pick one"
             )
             return []
     if not found:
@@ -536,7 +537,8 @@ def _plan_user(user: UserSpec, key: str, live: LiveState, matched: _Matched, con
         clash = live.users_by_id.get(user_id)
         if clash is not None:
             conflicts.append(
-                f"{address}: user id {user_id} already exists with email {clash.email!r}; the email was changed on the proxy"
+                f"{address}: user id {user_id} already exists with email {clash.email!r}; "
+                "the email was changed on the proxy"
             )
             return []
         matched.user_ids[key] = user_id
@@ -643,14 +645,18 @@ def _plan_invitation(
         return None
     if record.exposed_id:
         if record.accepted_at:
-            why = f"{EXPOSED_REASON}; accepted on {utc_date(record.accepted_at) or 'an unknown date'}, the old link is deleted"
+            why = (
+                f"{EXPOSED_REASON}; accepted on {utc_date(record.accepted_at) or 'an unknown date'}, "
+                "the old link is deleted"
+            )
         else:
             why = f"{EXPOSED_REASON}; the old link is deleted and a new one created"
         return _invitation("replace_invitation", key, user, user_id, why, inviter)
     if record.intent_at:
         why = (
-            f"an apply on {utc_date(record.intent_at) or 'an unknown date'} was interrupted after asking for a link and before "
-            "recording it; that link cannot be found on the proxy (apply reports it) and a new one is created"
+            f"an apply on {utc_date(record.intent_at) or 'an unknown date'} was interrupted after asking for a link "
+            "and before recording it; that link cannot be found on the proxy (apply reports it) "
+            "and a new one is created"
         )
         return _invitation("create_invitation", key, user, user_id, why, inviter)
     if record.accepted_at:

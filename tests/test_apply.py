@@ -714,9 +714,15 @@ def test_an_invitation_without_a_seal_key_fails_before_calling_the_proxy():
 def test_removals_whose_answers_are_lost_are_confirmed_by_reading_back():
     proxy = FakeLiteLLM()
     proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
-    body = "version: 1\nteams: [{alias: a}, {alias: b}]\nusers: [{email: alice@example.com, teams: [a]}, {email: bob@example.com, teams: [a]}]\n"
+    body = (
+        "version: 1\nteams: [{alias: a}, {alias: b}]\n"
+        "users: [{email: alice@example.com, teams: [a]}, {email: bob@example.com, teams: [a]}]\n"
+    )
     assert apply(proxy, plan_against(proxy, body)).ok
-    moved = "version: 1\nremovals: {users: true, memberships: true, teams: true, max_percent: 100}\nteams: [{alias: b}]\nusers: [{email: alice@example.com, teams: [b]}]\n"
+    moved = (
+        "version: 1\nremovals: {users: true, memberships: true, teams: true, max_percent: 100}\n"
+        "teams: [{alias: b}]\nusers: [{email: alice@example.com, teams: [b]}]\n"
+    )
     for path in ("/user/delete", "/team/delete", "/team/member_delete"):
         proxy.fail(path, LOST_RESPONSE)
     plan = plan_against(proxy, moved)
@@ -737,7 +743,10 @@ def test_a_member_already_gone_counts_as_removed_and_adoption_merges_metadata():
     proxy.post_team_member_add({"team_id": "t-1", "member": [{"user_id": "u-1", "role": "user"}]})
     proxy.add_user("u-2", "bob@example.com")
     proxy.post_team_member_add({"team_id": "t-1", "member": [{"user_id": "u-2", "role": "user"}]})
-    body = "version: 1\nremovals: {memberships: true, max_percent: 100}\nteams: [{alias: a}]\nusers: [{email: alice@example.com, teams: [a]}]\n"
+    body = (
+        "version: 1\nremovals: {memberships: true, max_percent: 100}\nteams: [{alias: a}]\n"
+        "users: [{email: alice@example.com, teams: [a]}]\n"
+    )
     plan = plan_against(proxy, body)
     assert [a.kind for a in plan.actions] == ["adopt_team", "adopt_user", "remove_member"]
     proxy.post_team_member_delete({"team_id": "t-1", "user_id": "u-2"})  # someone was quicker

@@ -93,5 +93,7 @@ def test_refresh_writes_only_once_a_third_of_the_ttl_has_passed() -> None:
     clock.now += timedelta(seconds=15)
     held.refresh()
     assert row.writes == writes + 1
-    expires = datetime.fromisoformat(row.row["metadata"]["litellm_reconciler"]["lock"]["expires_at"])  # type: ignore[index]
+    expires = datetime.fromisoformat(
+        row.row["metadata"]["litellm_reconciler"]["lock"]["expires_at"]  # type: ignore[index]
+    )
     assert expires == clock.now + timedelta(seconds=60)

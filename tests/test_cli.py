@@ -63,7 +63,10 @@ def test_schema_check_detects_staleness(cli, tmp_path: Path) -> None:
 def test_import_csv_merges_and_keeps_comments(cli, tmp_path: Path) -> None:
     (tmp_path / "users.yaml").write_text(USERS, encoding="utf-8")
     (tmp_path / "users.csv").write_text(
-        "user_email,team_id\nALICE@company.com,f6dbea80-21b4-4f7b-a669-3d6adcc6e8d1\nbob@company.com,f6dbea80-21b4-4f7b-a669-3d6adcc6e8d1\n",
+        (
+            "user_email,team_id\nALICE@company.com,f6dbea80-21b4-4f7b-a669-3d6adcc6e8d1\n"
+            "bob@company.com,f6dbea80-21b4-4f7b-a669-3d6adcc6e8d1\n"
+        ),
         encoding="utf-8",
     )
     result = cli("import-csv", "users.csv")

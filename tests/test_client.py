@@ -421,7 +421,9 @@ def test_non_json_success_is_an_error():
 def test_key_echoed_in_a_401_never_appears_in_the_exception():
     echoed = {
         "error": {
-            "message": f"Authentication Error, LiteLLM Virtual Key expected. Received={KEY}, expected to start with 'sk-'.",
+            "message": (
+                f"Authentication Error, LiteLLM Virtual Key expected. Received={KEY}, expected to start with 'sk-'."
+            ),
             "type": "auth_error",
             "param": "None",
             "code": "401",

@@ -289,7 +289,12 @@ def test_server_errors_echoing_secrets_are_scrubbed() -> None:
     rec = record("alice@company.com", "inv-secret-token")
     settings = SmtpSettings("mail.company.com", 587, "llm@company.com", "none", "mailer", PASSWORD)
 
-    send_invitations([rec], settings, "Subject: hi\n\n$link\n", smtp_factory=lambda s: Echoing())  # type: ignore[arg-type,return-value]
+    send_invitations(
+        [rec],
+        settings,
+        "Subject: hi\n\n$link\n",
+        smtp_factory=lambda s: Echoing(),  # type: ignore[arg-type,return-value]
+    )
 
     assert rec.status == "send_failed"
     assert rec.error is not None and rec.error.startswith("554 rejected ") and rec.error.endswith("*** for ***")
@@ -308,8 +313,11 @@ def test_failure_reasons_are_scrubbed_like_all_output(monkeypatch: pytest.Monkey
 
     rec = record("alice@company.com", "inv-echoed")
     send_invitations(
-        [rec], SmtpSettings("h", 25, "llm@company.com", "none"), "Subject: hi\n\n$link\n", lambda s: Echoing()
-    )  # type: ignore[arg-type,return-value]
+        [rec],
+        SmtpSettings("h", 25, "llm@company.com", "none"),
+        "Subject: hi\n\n$link\n",
+        lambda s: Echoing(),  # type: ignore[arg-type,return-value]
+    )
 
     assert rec.error == "554 no <link removed> here, key ***, id ***"
 
@@ -319,7 +327,12 @@ def test_header_injection_fails_that_record_only() -> None:
     bad = record("eve@company.com\nBcc: all@company.com", "inv-e")
     good = record("alice@company.com", "inv-a")
 
-    send_invitations([bad, good], SmtpSettings("h", 25, "llm@company.com", "none"), DEFAULT_TEMPLATE, lambda s: fake)  # type: ignore[arg-type,return-value]
+    send_invitations(
+        [bad, good],
+        SmtpSettings("h", 25, "llm@company.com", "none"),
+        DEFAULT_TEMPLATE,
+        lambda s: fake,  # type: ignore[arg-type,return-value]
+    )
 
     assert (bad.status, good.status) == ("send_failed", "sent")
     assert "linefeed" in (bad.error or "")

@@ -625,7 +625,10 @@ def test_privilege_drift_fails_the_drift_check_even_when_unmanaged_objects_may_p
 
 
 def test_apply_summary_and_log_hide_keys_links_and_the_proxy_url_and_fence_hostile_text(tmp_path: Path) -> None:
-    stdout = f"Connecting to {PROXY}/team/new and {PUBLIC_PROXY}/v2/team/list with {MASTER}\n  + team.x ```\n</details><!-- x -->\n{LINK}\n"
+    stdout = (
+        f"Connecting to {PROXY}/team/new and {PUBLIC_PROXY}/v2/team/list with {MASTER}\n  + team.x ```\n"
+        f"</details><!-- x -->\n{LINK}\n"
+    )
     run = glue_apply(tmp_path, result_json(), stdout=stdout)
     for text in (run.summary, run.stdout, run.stderr):
         assert_clean(text, MASTER)
@@ -637,7 +640,10 @@ def test_apply_summary_and_log_hide_keys_links_and_the_proxy_url_and_fence_hosti
 
 # ---------------------------------------------------------------- apply --result-json (the real CLI, in process)
 
-USERS = "version: 1\nteams:\n  - alias: dev\nusers:\n  - email: alice@example.com\n    teams: [dev]\n  - email: bob@example.com\n    teams: [dev]\n"
+USERS = (
+    "version: 1\nteams:\n  - alias: dev\nusers:\n  - email: alice@example.com\n    teams: [dev]\n"
+    "  - email: bob@example.com\n    teams: [dev]\n"
+)
 RESULT_KEYS = {
     "format_version", "fingerprint", "expected_fingerprint", "fingerprint_matches", "outcome", "summary", "results",
     "invitations", "requests_made", "writes_made", "seconds", "verified", "error",

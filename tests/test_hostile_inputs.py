@@ -39,28 +39,36 @@ MEMORY_CAP = 1 << 30
 #: Case -> the exact error line ``plan`` prints (the only one before SUMMARY).
 EXPECTED: dict[str, str] = {
     "01-alias-bomb.yaml": "error: 01-alias-bomb.yaml:3: YAML anchors and aliases are not allowed: '&a'",
-    "02-anchor-without-alias.yaml": "error: 02-anchor-without-alias.yaml:3: YAML anchors and aliases are not allowed: '&dev'",
+    "02-anchor-without-alias.yaml": (
+        "error: 02-anchor-without-alias.yaml:3: YAML anchors and aliases are not allowed: '&dev'"
+    ),
     "03-recursive-alias.yaml": "error: 03-recursive-alias.yaml:2: YAML anchors and aliases are not allowed: '&users'",
     "04-merge-key-alias.yaml": "error: 04-merge-key-alias.yaml:5: YAML anchors and aliases are not allowed: '*base'",
     "05-deep-lists.yaml": "error: 05-deep-lists.yaml:2: nesting deeper than 32 levels is not allowed",
     "06-deep-mappings.yaml": "error: 06-deep-mappings.yaml:2: nesting deeper than 32 levels is not allowed",
     "07-deep-block-lists.yaml": "error: 07-deep-block-lists.yaml:34: nesting deeper than 32 levels is not allowed",
     "08-custom-tag.yaml": "error: 08-custom-tag.yaml:5: unknown YAML tag '!whatever'; this file uses no tags",
-    "09-python-tag.yaml": "error: 09-python-tag.yaml:5: unknown YAML tag '!!python/object/apply:os.system'; this file uses no tags",
-    "10-standard-tag.yaml": "error: 10-standard-tag.yaml:3: YAML tag '!!str' is not allowed: this file uses no tags, not even standard ones",
+    "09-python-tag.yaml": (
+        "error: 09-python-tag.yaml:5: unknown YAML tag '!!python/object/apply:os.system'; this file uses no tags"
+    ),
+    "10-standard-tag.yaml": (
+        "error: 10-standard-tag.yaml:3: YAML tag '!!str' is not allowed: this file uses no tags, not even standard ones"
+    ),
     "11-email-trailing-newline.yaml": (
         "error: 11-email-trailing-newline.yaml:5: users.0.email: 'alice@company.com\\n' is not a valid email address: "
         "it contains a control character"
     ),
     "12-email-nul.yaml": (
-        "error: 12-email-nul.yaml:5: users.0.email: 'alice@company.com\\x00' is not a valid email address: it contains a control character"
+        "error: 12-email-nul.yaml:5: users.0.email: 'alice@company.com\\x00' is not a valid email address: "
+        "it contains a control character"
     ),
     "13-email-rlo-bidi.yaml": (
         "error: 13-email-rlo-bidi.yaml:5: users.0.email: 'alice@\\u202emoc.ynapmoc' is not a valid email address: "
         "it contains a bidirectional text control"
     ),
     "14-email-display-name.yaml": (
-        "error: 14-email-display-name.yaml:5: users.0.email: '\"Alice\" <alice@company.com>' is not a valid email address: "
+        "error: 14-email-display-name.yaml:5: users.0.email: "
+        "'\"Alice\" <alice@company.com>' is not a valid email address: "
         "give only the address, without a display name or angle brackets"
     ),
     "15-email-angle-brackets.yaml": (
@@ -71,7 +79,10 @@ EXPECTED: dict[str, str] = {
         "error: 16-email-crlf-injection.yaml:5: users.0.email: 'alice@company.com\\r\\nBcc: all@company.com' "
         "is not a valid email address: it contains a control character"
     ),
-    "17-email-space.yaml": "error: 17-email-space.yaml:5: users.0.email: 'alice smith@company.com' is not a valid email address: it contains whitespace",
+    "17-email-space.yaml": (
+        "error: 17-email-space.yaml:5: users.0.email: "
+        "'alice smith@company.com' is not a valid email address: it contains whitespace"
+    ),
     "18-email-two-at.yaml": (
         "error: 18-email-two-at.yaml:5: users.0.email: 'alice@evil.example@company.com' is not a valid email address: "
         "it must contain exactly one '@'"
@@ -81,15 +92,18 @@ EXPECTED: dict[str, str] = {
         "the domain 'localhost' has no dot, as in example.com"
     ),
     "20-email-leading-hyphen-label.yaml": (
-        "error: 20-email-leading-hyphen-label.yaml:5: users.0.email: 'alice@-company.com' is not a valid email address: "
+        "error: 20-email-leading-hyphen-label.yaml:5: users.0.email: "
+        "'alice@-company.com' is not a valid email address: "
         "the domain label '-company' starts or ends with '-'"
     ),
     "21-email-zero-width-space.yaml": (
-        "error: 21-email-zero-width-space.yaml:5: users.0.email: 'alice\\u200b@company.com' is not a valid email address: "
+        "error: 21-email-zero-width-space.yaml:5: users.0.email: "
+        "'alice\\u200b@company.com' is not a valid email address: "
         "it contains an invisible formatting character"
     ),
     "22-email-homograph-domain.yaml": (
-        "error: 22-email-homograph-domain.yaml:5: users.0.email: 'alice@c\u043empany.com' is not a valid email address: "
+        "error: 22-email-homograph-domain.yaml:5: users.0.email: "
+        "'alice@c\u043empany.com' is not a valid email address: "
         "write the domain in ASCII, as 'xn--cmpany-wqf.com'"
     ),
     "23-invalid-role.yaml": (
@@ -98,37 +112,70 @@ EXPECTED: dict[str, str] = {
     ),
     "24-unknown-key.yaml": "error: 24-unknown-key.yaml:6: users.0.tems: unknown key 'tems'",
     "25-typo-top-level-key.yaml": "error: 25-typo-top-level-key.yaml:4: user: unknown key 'user'",
-    "26-duplicate-email.yaml": "error: 26-duplicate-email.yaml:6: duplicate email 'alice@company.com' (first on line 5)",
+    "26-duplicate-email.yaml": (
+        "error: 26-duplicate-email.yaml:6: duplicate email 'alice@company.com' (first on line 5)"
+    ),
     "27-duplicate-key.yaml": "error: 27-duplicate-key.yaml:7: duplicate key 'role' (first on line 6)",
-    "28-unknown-team.yaml": "error: 28-unknown-team.yaml:6: users.0.teams: unknown team 'ops'; declare it under 'teams'",
+    "28-unknown-team.yaml": (
+        "error: 28-unknown-team.yaml:6: users.0.teams: unknown team 'ops'; declare it under 'teams'"
+    ),
     "29-team-listed-twice.yaml": "error: 29-team-listed-twice.yaml:7: users.0.teams: team 'dev' is listed twice",
     "30-version-2.yaml": "error: 30-version-2.yaml:1: version: Input should be 1",
     "31-empty-file.yaml": "error: 31-empty-file.yaml:1: the file is empty; expected at least 'version: 1'",
-    "32-top-level-list.yaml": "error: 32-top-level-list.yaml:1: the top level must be a mapping with 'version', 'teams' and 'users'",
-    "33-tab-indentation.yaml": "error: 33-tab-indentation.yaml:3: malformed YAML: a tab cannot start a token; indent with spaces",
-    "34-unclosed-quote.yaml": (
-        "error: 34-unclosed-quote.yaml:7: malformed YAML: found unexpected end of stream (while scanning a quoted scalar that starts on line 5)"
+    "32-top-level-list.yaml": (
+        "error: 32-top-level-list.yaml:1: the top level must be a mapping with 'version', 'teams' and 'users'"
     ),
-    "35-budget-negative.yaml": "error: 35-budget-negative.yaml:4: teams.0.max_budget: Input should be greater than or equal to 0",
+    "33-tab-indentation.yaml": (
+        "error: 33-tab-indentation.yaml:3: malformed YAML: a tab cannot start a token; indent with spaces"
+    ),
+    "34-unclosed-quote.yaml": (
+        "error: 34-unclosed-quote.yaml:7: malformed YAML: "
+        "found unexpected end of stream (while scanning a quoted scalar that starts on line 5)"
+    ),
+    "35-budget-negative.yaml": (
+        "error: 35-budget-negative.yaml:4: teams.0.max_budget: Input should be greater than or equal to 0"
+    ),
     "36-budget-string.yaml": "error: 36-budget-string.yaml:4: teams.0.max_budget: Input should be a valid number",
-    "37-tpm-beyond-bigint.yaml": "error: 37-tpm-beyond-bigint.yaml:4: teams.0.tpm_limit: Input should be less than or equal to 9223372036854775807",
-    "38-bad-duration.yaml": "error: 38-bad-duration.yaml:4: teams.0.budget_duration: '30 days' is not a LiteLLM duration such as 30d, 12h or 1mo",
+    "37-tpm-beyond-bigint.yaml": (
+        "error: 37-tpm-beyond-bigint.yaml:4: teams.0.tpm_limit: "
+        "Input should be less than or equal to 9223372036854775807"
+    ),
+    "38-bad-duration.yaml": (
+        "error: 38-bad-duration.yaml:4: teams.0.budget_duration: "
+        "'30 days' is not a LiteLLM duration such as 30d, 12h or 1mo"
+    ),
     "39-id-empty-string.yaml": "error: 39-id-empty-string.yaml:4: teams.0.id: String should have at least 1 character",
     "40-yes-as-alias.yaml": "error: 40-yes-as-alias.yaml:3: teams.0.alias: Input should be a valid string",
-    "41-huge-integer.yaml": "error: 41-huge-integer.yaml:4: a YAML int of 5000 characters is too long; quote it if it is text",
+    "41-huge-integer.yaml": (
+        "error: 41-huge-integer.yaml:4: a YAML int of 5000 characters is too long; quote it if it is text"
+    ),
     "42-float-nan.yaml": "error: 42-float-nan.yaml:4: teams.0.max_budget: Input should be a finite number",
-    "43-invalid-date.yaml": "error: 43-invalid-date.yaml:3: '2024-13-45' looks like a YAML timestamp but is not a valid one; quote it if it is text",
-    "44-two-documents.yaml": "error: 44-two-documents.yaml:2: malformed YAML: expected a single document, but found another document",
+    "43-invalid-date.yaml": (
+        "error: 43-invalid-date.yaml:3: '2024-13-45' looks like a YAML timestamp but is not a valid one; "
+        "quote it if it is text"
+    ),
+    "44-two-documents.yaml": (
+        "error: 44-two-documents.yaml:2: malformed YAML: expected a single document, but found another document"
+    ),
     "45-list-as-key.yaml": "error: 45-list-as-key.yaml:2: unsupported YAML: a mapping or list cannot be used as a key",
-    "46-duplicate-team-alias.yaml": "error: 46-duplicate-team-alias.yaml:4: duplicate team alias 'dev' (first on line 3)",
-    "47-float-infinity-budget.yaml": "error: 47-float-infinity-budget.yaml:4: teams.0.max_budget: Input should be a finite number",
-    "48-binary-tag.yaml": "error: 48-binary-tag.yaml:3: YAML tag '!!binary' is not allowed: this file uses no tags, not even standard ones",
+    "46-duplicate-team-alias.yaml": (
+        "error: 46-duplicate-team-alias.yaml:4: duplicate team alias 'dev' (first on line 3)"
+    ),
+    "47-float-infinity-budget.yaml": (
+        "error: 47-float-infinity-budget.yaml:4: teams.0.max_budget: Input should be a finite number"
+    ),
+    "48-binary-tag.yaml": (
+        "error: 48-binary-tag.yaml:3: YAML tag '!!binary' is not allowed: this file uses no tags, "
+        "not even standard ones"
+    ),
     # Made by GENERATED:
     "g-non-utf8.yaml": "error: g-non-utf8.yaml:3:15: not UTF-8: byte 0xff",
     "g-utf16.yaml": "error: g-utf16.yaml:1:1: not UTF-8: byte 0xff",
     "g-nul-byte.yaml": "error: g-nul-byte.yaml:3:15: control character U+0000 is not allowed",
     "g-escape-sequence.yaml": "error: g-escape-sequence.yaml:3:12: control character U+001B is not allowed",
-    "g-sexagesimal-bomb.yaml": "error: g-sexagesimal-bomb.yaml:4: a YAML int of 200001 characters is too long; quote it if it is text",
+    "g-sexagesimal-bomb.yaml": (
+        "error: g-sexagesimal-bomb.yaml:4: a YAML int of 200001 characters is too long; quote it if it is text"
+    ),
     "g-over-20-mib.yaml": "error: g-over-20-mib.yaml:0: file too large: over 20971520 bytes (20 MiB)",
     "g-symlink-to-dev-zero.yaml": "error: g-symlink-to-dev-zero.yaml:0: not a regular file (a device or socket)",
     "g-fifo.yaml": "error: g-fifo.yaml:0: not a regular file (a FIFO)",
@@ -273,7 +320,8 @@ def test_the_counting_proxy_sees_a_valid_file(proxy: CountingProxy, tmp_path: Pa
     """The control case: a valid file (with a BOM and CRLF line ends) does reach the proxy,
     so the zero counts above mean the hostile files were stopped, not the requests lost."""
     (tmp_path / "users.yaml").write_bytes(
-        b"\xef\xbb\xbfversion: 1\r\nteams:\r\n  - alias: dev\r\nusers:\r\n  - email: alice@company.com\r\n    teams: [dev]\r\n"
+        b"\xef\xbb\xbfversion: 1\r\nteams:\r\n  - alias: dev\r\nusers:\r\n  - email: alice@company.com\r\n"
+        b"    teams: [dev]\r\n"
     )
     before = len(proxy.requests)
 

@@ -76,7 +76,10 @@ def test_new_users_are_inserted_at_the_end_of_the_users_block(tmp_path: Path, ya
 def test_repeated_emails_merge_into_one_user_with_several_teams(tmp_path: Path, yaml_file: Path) -> None:
     source = csv(
         tmp_path,
-        "user_email,team_id\ncarol@company.com,11111111-aaaa\nCarol@Company.com,22222222-bbbb\ncarol@company.com,dev-test\n",
+        (
+            "user_email,team_id\ncarol@company.com,11111111-aaaa\nCarol@Company.com,22222222-bbbb\n"
+            "carol@company.com,dev-test\n"
+        ),
     )
 
     result = import_csv(source, yaml_file)
@@ -106,7 +109,10 @@ def test_existing_users_are_not_duplicated_or_changed(tmp_path: Path, yaml_file:
 def test_all_bad_rows_are_reported_with_csv_lines_and_nothing_is_written(tmp_path: Path, yaml_file: Path) -> None:
     source = csv(
         tmp_path,
-        "user_email,team_id\ncarol@company.com,33333333-cccc\n\nnot-an-email,dev-test\ndave@company.com,\nerin@company.com,99\nfrank@company.com,dev-test\n",
+        (
+            "user_email,team_id\ncarol@company.com,33333333-cccc\n\nnot-an-email,dev-test\ndave@company.com,\n"
+            "erin@company.com,99\nfrank@company.com,dev-test\n"
+        ),
     )
 
     with pytest.raises(InputError) as caught:
@@ -147,7 +153,10 @@ def test_plain_list_reports_bad_emails_by_line(tmp_path: Path, yaml_file: Path) 
     assert [(p.line, p.message) for p in caught.value.problems] == [
         (
             2,
-            "'carol@company.com,dev-test' has several columns; with a team give one email per line, without one use user_email,team_id columns",
+            (
+                "'carol@company.com,dev-test' has several columns; with a team give one email per line, "
+                "without one use user_email,team_id columns"
+            ),
         ),
         (3, "'carol' is not a valid email address: it must contain exactly one '@'"),
     ]

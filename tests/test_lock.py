@@ -32,7 +32,10 @@ REGENERATE = (
     "pip install pip-tools && pip-compile --generate-hashes --allow-unsafe --build-deps-for=wheel "
     "--strip-extras --output-file requirements/action.lock pyproject.toml"
 )
-HOW = f"re-lock from the repository root with:\n    {REGENERATE}\n(then `.venv/bin/pip install -e '.[test]'` so this environment matches)"
+HOW = (
+    f"re-lock from the repository root with:\n    {REGENERATE}\n"
+    "(then `.venv/bin/pip install -e '.[test]'` so this environment matches)"
+)
 _PIN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)(?P<marker>\s*;.*)?")
 _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 
@@ -101,7 +104,10 @@ def _closure(roots: list[Requirement], installed_only: bool = False) -> set[str]
             if installed_only:
                 continue
             pytest.fail(
-                f"{name} (required) is not installed in this environment: run `.venv/bin/pip install -e '.[test]'`; if it is new, {HOW}",
+                (
+                    f"{name} (required) is not installed in this environment: "
+                    f"run `.venv/bin/pip install -e '.[test]'`; if it is new, {HOW}"
+                ),
                 pytrace=False,
             )
         for text in requires:

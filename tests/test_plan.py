@@ -47,7 +47,8 @@ def desired(body: str) -> DesiredState:
 def live_team(
     team_id: str, alias: str | None, members: tuple[str, ...] = (), managed: bool = True, **settings: Any
 ) -> LiveTeam:
-    """A team as the proxy shows it (owned by this tool unless ``managed=False``): unset settings are LiteLLM's defaults."""
+    """A team as the proxy shows it (owned by this tool unless ``managed=False``): unset settings are
+    LiteLLM's defaults."""
     base = {"models": [], "max_budget": None, "budget_duration": None, "tpm_limit": None, "rpm_limit": None}
     return LiveTeam(
         team_id=team_id,
@@ -841,7 +842,10 @@ def test_a_removal_waits_for_the_adds_in_a_stable_order_whatever_the_file_order(
     plans = [
         plan_for(
             removals(
-                f"version: 1\nteams: [{{alias: a}}, {{alias: b}}, {{alias: c}}]\nusers: [{{email: a@example.com, teams: [{order}]}}]\n",
+                (
+                    "version: 1\nteams: [{alias: a}, {alias: b}, {alias: c}]\n"
+                    f"users: [{{email: a@example.com, teams: [{order}]}}]\n"
+                ),
                 "{memberships: true}",
             ),
             live,
@@ -883,7 +887,10 @@ def at_scale(n: int) -> tuple[DesiredState, LiveState]:
     body = (
         "version: 1\nremovals: {users: true, memberships: true}\nteams: [{alias: dev}, {alias: ops}]\nusers:\n"
         + "".join(
-            f"  - {{email: user{i}@example.com, teams: [{'dev, ops' if i % 2 else 'dev'}]{', role: internal_user_viewer' if i % 5 == 0 else ''}}}\n"
+            (
+                f"  - {{email: user{i}@example.com, teams: "
+                f"[{'dev, ops' if i % 2 else 'dev'}]{', role: internal_user_viewer' if i % 5 == 0 else ''}}}\n"
+            )
             for i in range(n)
         )
     )

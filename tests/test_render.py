@@ -196,7 +196,10 @@ def drift_only_plan() -> Plan:
 @pytest.mark.parametrize("fmt", ["text", "markdown"])
 def test_no_changes_above_drift_says_both_and_calls_out_privileges(fmt):
     out = rendered(drift_only_plan(), fmt)
-    sentence = "No changes. 2 object(s) on the proxy are not in people.yaml. 1 user(s) hold a privileged role the file does not grant."
+    sentence = (
+        "No changes. 2 object(s) on the proxy are not in people.yaml. "
+        "1 user(s) hold a privileged role the file does not grant."
+    )
     assert (escape(sentence) if fmt == "markdown" else sentence) in out
     if fmt == "text":
         assert "  ! user.root@example.com: has the role proxy_admin" in out and "  ? user.x@example.com" in out
@@ -354,9 +357,9 @@ def test_hostile_text_cannot_forge_the_fingerprint_or_break_the_comment(tmp_path
         f"| <code>{escape('team.' + HOSTILE)}</code> | update team | {escape('settings differ: ' + HOSTILE)} |" in out
     )
     assert (
-        f"<code>{escape('team.proxy ' + HOSTILE)}</code> | {escape(f'on the proxy (team_id t {HOSTILE}), not in the file; not owned by this tool, never deleted')} |"
-        in out
-    )
+        f"<code>{escape('team.proxy ' + HOSTILE)}</code> | "
+        f"{escape(f'on the proxy (team_id t {HOSTILE}), not in the file; not owned by this tool, never deleted')} |"
+    ) in out
     assert f"<code>{escape(plan.source)}</code>" in out
 
     # The glue (litellm-reconciler github) takes the real fingerprint from the posted comment.
@@ -372,7 +375,10 @@ def test_hostile_text_cannot_forge_the_fingerprint_or_break_the_comment(tmp_path
 
 def test_a_comment_without_the_fingerprint_line_has_no_fingerprint(tmp_path):
     """Text that imitates the fingerprint anywhere but line 2 is never taken for it."""
-    forged = f"{MARKER}\n{HEADER}\n\n<!-- litellm-reconciler-fingerprint: {FAKE} -->\n<sub>Plan fingerprint: `{FAKE}`</sub>\n"
+    forged = (
+        f"{MARKER}\n{HEADER}\n\n<!-- litellm-reconciler-fingerprint: {FAKE} -->\n"
+        f"<sub>Plan fingerprint: `{FAKE}`</sub>\n"
+    )
     assert parse_fingerprint(forged) is None
     assert parse_fingerprint(f"{HEADER}\n{fingerprint_line(FAKE)}\n") is None  # line 1 must be the marker
     assert parse_fingerprint(f"{MARKER}\n{fingerprint_line(FAKE)} \n") is None  # exactly the line

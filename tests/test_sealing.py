@@ -30,10 +30,9 @@ def test_malformed_text_does_not_open(garbage: object) -> None:
 
 def test_the_key_comes_from_the_seal_variable_then_the_master_key() -> None:
     sealed = Sealer("seal").seal("inv", "u")
-    assert (
-        Sealer.from_env({"LITELLM_RECONCILER_SEAL_KEY": "seal", "LITELLM_MASTER_KEY": "sk-m"}).open(sealed, "u")
-        == "inv"
-    )  # type: ignore[union-attr]
-    assert Sealer.from_env({"LITELLM_MASTER_KEY": " sk-m\n"}).open(Sealer("sk-m").seal("inv", "u"), "u") == "inv"  # type: ignore[union-attr]
+    sealer = Sealer.from_env({"LITELLM_RECONCILER_SEAL_KEY": "seal", "LITELLM_MASTER_KEY": "sk-m"})
+    assert sealer.open(sealed, "u") == "inv"  # type: ignore[union-attr]
+    sealer = Sealer.from_env({"LITELLM_MASTER_KEY": " sk-m\n"})
+    assert sealer.open(Sealer("sk-m").seal("inv", "u"), "u") == "inv"  # type: ignore[union-attr]
     assert Sealer.from_env({"LITELLM_API_KEY": "read-only"}) is None
     assert "seal" not in repr(Sealer("seal"))

@@ -184,7 +184,8 @@ def test_permissions_are_minimal_per_job() -> None:
 
 
 def test_keys_roles() -> None:
-    """The plan and drift jobs use the read-only key; only the apply job, in a protected environment, has the master key."""
+    """The plan and drift jobs use the read-only key; only the apply job, in a protected environment,
+    has the master key."""
     for wf in WORKFLOWS:
         for job_id, job in load_yaml(wf)["jobs"].items():
             text = yaml.safe_dump(job)
@@ -271,7 +272,8 @@ def test_the_action_installs_the_package_hash_locked_for_every_command() -> None
 
 
 def test_the_action_runs_the_github_command_group_from_its_venv() -> None:
-    """No script of its own: the glue is ``litellm-reconciler github`` (reconciler/github.py, unit-tested in test_github.py)."""
+    """No script of its own: the glue is ``litellm-reconciler github`` (reconciler/github.py,
+    unit-tested in test_github.py)."""
     install, run = _action_steps()
     venv = install["run"].split('venv="', 1)[1].split('"', 1)[0]
     assert run["run"].strip() == f'"{venv}/bin/litellm-reconciler" github "$INPUT_COMMAND"'

@@ -40,7 +40,10 @@ def _row(action: Action) -> str:
         else f"{code(c.field)}: {code(value(c.old))} → {code(value(c.new))}"
         for c in action.changes
     )
-    return f"| {_ICONS[action.symbol]} | {code(action.address)} | {KIND_LABELS[action.kind]} | {escape(action.reason)} | {changes} |"
+    return (
+        f"| {_ICONS[action.symbol]} | {code(action.address)} | {KIND_LABELS[action.kind]} | "
+        f"{escape(action.reason)} | {changes} |"
+    )
 
 
 def render(plan: Plan, max_chars: int | None = None) -> str:
@@ -66,7 +69,10 @@ def _render(plan: Plan, budget: int) -> str:
     ]
     if plan.guard.tripped:
         head += [
-            f"**🛑 Mass removal: {escape(plan.guard.message())}. Apply refuses unless run with `--allow-mass-removal`.**",
+            (
+                f"**🛑 Mass removal: {escape(plan.guard.message())}. "
+                "Apply refuses unless run with `--allow-mass-removal`.**"
+            ),
             "",
         ]
     if plan.actions and privilege_note(plan):
@@ -100,7 +106,10 @@ def _render(plan: Plan, budget: int) -> str:
         if len(kept) < len(rows):
             body += [
                 "",
-                f"_…{len(rows) - len(kept)} more row(s) cut to fit a GitHub comment; run `litellm-reconciler plan` for the full plan._",
+                (
+                    f"_…{len(rows) - len(kept)} more row(s) cut to fit a GitHub comment; "
+                    "run `litellm-reconciler plan` for the full plan._"
+                ),
             ]
         block = "\n".join(body)
         sections.append(f"<details><summary>{title}</summary>\n\n{block}\n\n</details>\n" if fold else block + "\n")

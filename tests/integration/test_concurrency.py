@@ -32,7 +32,11 @@ def hold_lock(api: Api, who: str, expires_in: float) -> None:
 
 
 def lock_row(api: Api) -> dict:
-    return next(u for u in api.get("/user/list", user_ids=LOCK_USER_ID)["users"] if u["user_id"] == LOCK_USER_ID)  # type: ignore[index]
+    return next(
+        u
+        for u in api.get("/user/list", user_ids=LOCK_USER_ID)["users"]  # type: ignore[index]
+        if u["user_id"] == LOCK_USER_ID
+    )
 
 
 def test_a_held_lock_refuses_apply_naming_the_holder_and_writes_nothing(api: Api, cli, tmp_path: Path) -> None:

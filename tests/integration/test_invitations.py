@@ -33,14 +33,18 @@ def age_invitation(sql, invitation_id: str, days: int) -> None:
     copy the tool recorded in the user's metadata when it created the link (LiteLLM fixes the
     expiry at creation, so the two only differ if someone edits the database)."""
     sql(
-        f"update \"LiteLLM_InvitationLink\" set expires_at = expires_at - interval '{days} days' where id = '{invitation_id}'"
+        f"update \"LiteLLM_InvitationLink\" set expires_at = expires_at - interval '{days} days' "
+        f"where id = '{invitation_id}'"
     )
     expires = sql(
-        f"select to_char(expires_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') from \"LiteLLM_InvitationLink\" where id = '{invitation_id}'"
+        "select to_char(expires_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
+        f"from \"LiteLLM_InvitationLink\" where id = '{invitation_id}'"
     )
     sql(
-        "update \"LiteLLM_UserTable\" set metadata = jsonb_set(metadata::jsonb, '{litellm_reconciler,invitation,expires_at}', "
-        f"to_jsonb('{expires}'::text)) where user_id = (select user_id from \"LiteLLM_InvitationLink\" where id = '{invitation_id}')"
+        'update "LiteLLM_UserTable" set metadata = jsonb_set(metadata::jsonb, '
+        "'{litellm_reconciler,invitation,expires_at}', "
+        f"to_jsonb('{expires}'::text)) "
+        f"where user_id = (select user_id from \"LiteLLM_InvitationLink\" where id = '{invitation_id}')"
     )
 
 
@@ -162,7 +166,10 @@ def test_expired_invitation_is_renewed_once(api: Api, cli, tmp_path: Path, sql) 
         (
             "renew_invitation",
             "invitation.bob@company.com",
-            f"the previous invitation expired on {expired_on}; apply records it if it was accepted, else creates a new link",
+            (
+                f"the previous invitation expired on {expired_on}; apply records it if it was accepted, "
+                "else creates a new link"
+            ),
         )
     ]
     apply_ok(cli)
@@ -194,7 +201,10 @@ def test_existing_users_are_invited_only_when_asked(api: Api, cli, tmp_path: Pat
 
     write(
         tmp_path,
-        "version: 1\ndefaults:\n  invite: true\nusers:\n  - email: old@company.com\n  - email: later@company.com\n    invite: false\n",
+        (
+            "version: 1\ndefaults:\n  invite: true\nusers:\n  - email: old@company.com\n  - email: later@company.com\n"
+            "    invite: false\n"
+        ),
     )
     invites = [a for a in json_plan(cli)["actions"] if a["kind"] != "adopt_user"]
     assert [a["address"] for a in invites] == ["invitation.old@company.com"]

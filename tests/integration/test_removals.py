@@ -44,7 +44,10 @@ def test_a_move_adds_then_removes_and_undeclared_teams_keep_their_members(api: A
     write(
         tmp_path,
         TEAMS
-        + "removals:\n  memberships: true\nusers:\n  - email: alice@company.com\n    teams: [b]\n  - email: bob@company.com\n    teams: [a]\n",
+        + (
+            "removals:\n  memberships: true\nusers:\n  - email: alice@company.com\n    teams: [b]\n"
+            "  - email: bob@company.com\n    teams: [a]\n"
+        ),
     )
     plan = json_plan(cli)
     kinds = [(a["kind"], a["address"]) for a in plan["actions"]]
@@ -118,7 +121,10 @@ def test_protected_principals_survive_a_file_that_omits_them(api: Api, cli, tmp_
     write(
         tmp_path,
         TEAMS
-        + "users:\n  - email: root@company.com\n    role: proxy_admin\n    teams: [a]\n  - email: ci@company.com\n    role: proxy_admin\n    teams: [a]\n",
+        + (
+            "users:\n  - email: root@company.com\n    role: proxy_admin\n    teams: [a]\n  - email: ci@company.com\n"
+            "    role: proxy_admin\n    teams: [a]\n"
+        ),
     )
     apply_ok(cli)
     ci = user_named(api, "ci@company.com")
@@ -128,7 +134,10 @@ def test_protected_principals_survive_a_file_that_omits_them(api: Api, cli, tmp_
     write(
         tmp_path,
         TEAMS
-        + "removals:\n  users: true\n  memberships: true\nusers:\n  - email: root@company.com\n    role: proxy_admin\n    teams: [a]\n",
+        + (
+            "removals:\n  users: true\n  memberships: true\nusers:\n  - email: root@company.com\n"
+            "    role: proxy_admin\n    teams: [a]\n"
+        ),
     )
     result = cli("apply", "--yes", "--allow-mass-removal", env={"LITELLM_API_KEY": key})
     assert result.returncode == 0, result.stdout + result.stderr
@@ -144,7 +153,10 @@ def test_protected_principals_survive_a_file_that_omits_them(api: Api, cli, tmp_
     assert result.returncode == 0, result.stdout + result.stderr
     assert user_named(api, "ci@company.com") is not None and user_named(api, "root@company.com") is None
     assert roster(api, "a") == {"ci@company.com"}
-    assert any(u["user_id"] == "default_user_id" for u in api.get("/user/list", page_size=100)["users"])  # type: ignore[index]
+    assert any(
+        u["user_id"] == "default_user_id"
+        for u in api.get("/user/list", page_size=100)["users"]  # type: ignore[index]
+    )
 
 
 def test_a_team_declared_by_id_is_renamed_not_recreated(api: Api, cli, tmp_path) -> None:
@@ -156,7 +168,10 @@ def test_a_team_declared_by_id_is_renamed_not_recreated(api: Api, cli, tmp_path)
     (team,) = api.teams()
     write(
         tmp_path,
-        f"version: 1\nremovals:\n  teams: true\nteams:\n  - alias: new-name\n    id: {team['team_id']}\nusers:\n  - email: alice@company.com\n    teams: [new-name]\n",
+        (
+            f"version: 1\nremovals:\n  teams: true\nteams:\n  - alias: new-name\n    id: {team['team_id']}\nusers:\n"
+            "  - email: alice@company.com\n    teams: [new-name]\n"
+        ),
     )
     plan = json_plan(cli)
     assert [(a["kind"], a["address"]) for a in plan["actions"]] == [("update_team", "team.new-name")]
@@ -191,7 +206,13 @@ def test_export_then_plan_is_no_changes_on_a_proxy_made_only_through_the_api(api
     anonymous = api.post("/user/new", {"user_id": "svc-batch", "auto_create_key": False})
     for user_id in (alice["user_id"], anonymous["user_id"]):  # type: ignore[index]
         for team in (dev, nameless):
-            api.post("/team/member_add", {"team_id": team["team_id"], "member": [{"user_id": user_id, "role": "user"}]})  # type: ignore[index]
+            api.post(
+                "/team/member_add",
+                {
+                    "team_id": team["team_id"],  # type: ignore[index]
+                    "member": [{"user_id": user_id, "role": "user"}],
+                },
+            )
 
     exported = cli("export", "--out", "users.yaml")
     assert exported.returncode == 0, exported.stderr

@@ -113,7 +113,10 @@ def test_a_read_only_key_reads_no_pending_link_and_still_plans(api: Api, cli, tm
     status = cli("invitations", env=viewer).stdout
     assert re.search(r"alice@company.com\s+accepted", status)
     assert re.search(
-        r"bob@company.com\s+pending\s+pending until [0-9-]+ \(in an onboarding report; not verified: needs the seal key\)",
+        (
+            r"bob@company.com\s+pending\s+pending until [0-9-]+ \(in an onboarding report; not verified: "
+            r"needs the seal key\)"
+        ),
         status,
     )
     assert not [i for i in pending_ids(sql) if i in everything_readable(proxy[0], key)]
@@ -171,6 +174,11 @@ def test_a_silent_privilege_escalation_is_always_drift(api: Api, cli, tmp_path: 
     assert plan["actions"] == [], "alice's role is not managed by the file"
     privileged = {d["address"]: d["detail"] for d in plan["drift"] if d["kind"] == "privilege"}
     assert privileged == {
-        "user.alice@company.com": f"has the role proxy_admin on the proxy (user_id {alice['user_id']}); the file declares no role (internal_user for new users)",
-        "user.plan-bot": "has the role proxy_admin_viewer on the proxy (user_id plan-bot); the file does not declare this user",
+        "user.alice@company.com": (
+            f"has the role proxy_admin on the proxy (user_id {alice['user_id']}); "
+            "the file declares no role (internal_user for new users)"
+        ),
+        "user.plan-bot": (
+            "has the role proxy_admin_viewer on the proxy (user_id plan-bot); the file does not declare this user"
+        ),
     }

@@ -9,7 +9,10 @@ from .faults import FaultProxy
 
 def test_invalid_file_sends_no_request(proxy, cli, tmp_path: Path) -> None:
     (tmp_path / "users.yaml").write_text(
-        "version: 1\nteams:\n  - alias: dev\nusers:\n  - email: a@x.com\n    teams: [dev, nope]\n  - email: A@X.com\n    rol: internal_user\n",
+        (
+            "version: 1\nteams:\n  - alias: dev\nusers:\n  - email: a@x.com\n    teams: [dev, nope]\n"
+            "  - email: A@X.com\n    rol: internal_user\n"
+        ),
         encoding="utf-8",
     )
     with FaultProxy(proxy[0]) as spy:

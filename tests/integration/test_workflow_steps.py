@@ -200,7 +200,10 @@ def test_plan_posts_one_comment_and_updates_it_in_place(installed, gh_state, api
 def test_invalid_file_fails_the_check_and_says_why(installed, gh_state, empty_proxy) -> None:
     write_users(
         installed,
-        "version: 1\nteams:\n  - alias: dev-test\n    max_budget: lots\nusers:\n  - email: not-an-email\n    teams: [nope]\n",
+        (
+            "version: 1\nteams:\n  - alias: dev-test\n    max_budget: lots\nusers:\n  - email: not-an-email\n"
+            "    teams: [nope]\n"
+        ),
     )
     plan, comment = run_plan(
         installed, gh_state, pr_event(9), {"LITELLM_PLAN_KEY": empty_proxy[1], "LITELLM_PROXY_URL": empty_proxy[0]}
