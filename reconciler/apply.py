@@ -238,10 +238,10 @@ class Executor:
                 yield from zip(batch, self._add_members(batch))
         elif kind in INVITING:
             yield from self._invite_all(wave, report)
-        elif kind in SERIAL or self.client.parallelism == 1:
+        elif kind in SERIAL:
             for action in wave:
                 yield action, self._outcome(action, report)
-        else:
+        else:  # one at a time too when the parallelism is 1
             yield from zip(wave, self.client.concurrently(lambda a: self._outcome(a, report), wave))
 
     def _outcome(self, action: Action, report: ApplyReport) -> Outcome:

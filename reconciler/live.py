@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, time, timezone
 from functools import cached_property
@@ -306,10 +305,9 @@ def read_live(client: LiteLLMClient, *, declared_teams: frozenset[str] = frozens
 def _read_once(client: LiteLLMClient, declared_teams: frozenset[str]) -> LiveState:
     # The apply lock is a row of this tool's, not a person: never planned, never drift.
     # The teams are read beside the users' pages (the client still keeps to its parallelism).
-    with ThreadPoolExecutor(max_workers=1) as beside:
-        listed_teams = beside.submit(client.list_teams) if client.parallelism > 1 else None
-        users = tuple(user_from_api(u) for u in client.list_users() if u.get("user_id") != LOCK_USER_ID)
-        teams = tuple(team_from_api(t) for t in (listed_teams.result() if listed_teams else client.list_teams()))
+    listed_users, listed_teams = client.concurrently(lambda read: read(), (client.list_users, client.list_teams))
+    users = tuple(user_from_api(u) for u in listed_users if u.get("user_id") != LOCK_USER_ID)
+    teams = tuple(team_from_api(t) for t in listed_teams)
     seen = {t.team_id for t in teams} | {t.alias for t in teams if t.alias}
     referenced = {team_id for user in users for team_id in user.teams}
     if not teams or referenced - seen or declared_teams - seen:

@@ -4,6 +4,7 @@ few seconds, is given up on within the timeout per attempt (httpx alone bounds e
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -52,20 +53,18 @@ class TricklingServer:
             connection.close()
 
 
-def test_plan_gives_up_on_a_trickling_server_within_the_timeout_per_attempt(cli, tmp_path: Path) -> None:
+def plan_against_a_trickle(cli, tmp_path: Path, *flags: str) -> tuple[subprocess.CompletedProcess[str], float, int]:
+    """``plan FLAGS`` against a trickling server: (result, seconds it took, requests the server saw)."""
     (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
     with TricklingServer() as server:
         started = time.monotonic()
-        result = cli(
-            "plan",
-            "--timeout",
-            "5",
-            "--proxy-url",
-            server.url,
-            env={"LITELLM_API_KEY": "Zq7-test-key", "LITELLM_MASTER_KEY": ""},
-        )
-        elapsed = time.monotonic() - started
-        attempts = server.requests
+        env = {"LITELLM_API_KEY": "Zq7-test-key", "LITELLM_MASTER_KEY": ""}
+        result = cli("plan", *flags, "--proxy-url", server.url, env=env)
+        return result, time.monotonic() - started, server.requests
+
+
+def test_plan_gives_up_on_a_trickling_server_within_the_timeout_per_attempt(cli, tmp_path: Path) -> None:
+    result, elapsed, attempts = plan_against_a_trickle(cli, tmp_path, "--timeout", "5")
     assert result.returncode == 1 and "the answer took longer than 5 s" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     # Each attempt stops at 5 s (plus one 3 s trickle step at most); the retries wait 0.5 + 1 + 2 s in between.
@@ -74,18 +73,5 @@ def test_plan_gives_up_on_a_trickling_server_within_the_timeout_per_attempt(cli,
 
 
 def test_the_run_deadline_stops_a_plan(cli, tmp_path: Path) -> None:
-    (tmp_path / "users.yaml").write_text("version: 1\n", encoding="utf-8")
-    with TricklingServer() as server:
-        started = time.monotonic()
-        result = cli(
-            "plan",
-            "--timeout",
-            "30",
-            "--deadline",
-            "2",
-            "--proxy-url",
-            server.url,
-            env={"LITELLM_API_KEY": "Zq7-test-key", "LITELLM_MASTER_KEY": ""},
-        )
-        elapsed = time.monotonic() - started
+    result, elapsed, _ = plan_against_a_trickle(cli, tmp_path, "--timeout", "30", "--deadline", "2")
     assert result.returncode == 1 and elapsed < 8, (elapsed, result.stderr)
