@@ -56,6 +56,13 @@ from .secrets import scrub, setup_logging
 
 DEFAULT_FILE = "users.yaml"
 _file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+_env_option = click.option(
+    "--env",
+    "environment",
+    default=None,
+    metavar="NAME",
+    help="The environment of FILE to work on; required when FILE declares 'environments'.",
+)
 
 
 @dataclass(frozen=True)
@@ -181,7 +188,12 @@ def validate(file: str, fmt: str) -> None:
         click.echo(json.dumps(result, indent=2))
         sys.exit(0 if result["valid"] else 1)
     desired = load_desired(file)
-    click.echo(f"{file} is valid: {len(desired.teams)} team(s), {len(desired.users)} user(s).")
+    where = (
+        f" in {len(desired.environments)} environment(s): {', '.join(desired.environments)}"
+        if desired.environments
+        else ""
+    )
+    click.echo(f"{file} is valid: {len(desired.teams)} team(s), {len(desired.users)} user(s){where}.")
 
 
 @main.command()
@@ -206,6 +218,7 @@ def schema(check: bool, write: bool) -> None:
 
 @main.command()
 @_file_argument
+@_env_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Also save the plan as JSON, for 'apply --plan'.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there is nothing to do, 2 when there are changes.")
@@ -218,10 +231,16 @@ def schema(check: bool, write: bool) -> None:
 @proxy_options
 @guard
 def plan(
-    file: str, fmt: str, out: str | None, detailed_exitcode: bool, max_chars: int | None, proxy: ProxyOptions
+    file: str,
+    environment: str | None,
+    fmt: str,
+    out: str | None,
+    detailed_exitcode: bool,
+    max_chars: int | None,
+    proxy: ProxyOptions,
 ) -> None:
     """Read the proxy, compare it with FILE and show what apply would do. Never writes."""
-    desired = load_desired(file)
+    desired = load_desired(file).for_environment(environment)
     with _connect(proxy).client(Progress()) as client:
         the_plan, _ = plan_against(desired, client)
     click.echo(render(the_plan, fmt, max_chars=max_chars), nl=False)
@@ -234,6 +253,7 @@ def plan(
 
 @main.command()
 @_file_argument
+@_env_option
 @click.option(
     "--plan",
     "plan_file",
@@ -305,6 +325,7 @@ def plan(
 @guard
 def apply(
     file: str,
+    environment: str | None,
     plan_file: str | None,
     yes: bool,
     report: str,
@@ -325,7 +346,7 @@ def apply(
     Changes are made under a lock on the proxy (one apply at a time); an apply with nothing
     to do writes nothing, not even the lock."""
     with recorded_apply(result_json, expect_fingerprint, refusals=(Failure,)) as outcome:
-        desired = load_desired(file)
+        desired = load_desired(file).for_environment(environment)
         connection = _connect(proxy)
         # Everything that can be checked offline is checked before the first write.
         mailer = (
@@ -459,12 +480,13 @@ def _print_invitations(records: list[InvitationRecord], show_links: bool) -> Non
 
 @main.command()
 @_file_argument
+@_env_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @proxy_options
 @guard
-def invitations(file: str, fmt: str, proxy: ProxyOptions) -> None:
+def invitations(file: str, environment: str | None, fmt: str, proxy: ProxyOptions) -> None:
     """Show who has onboarded: accepted, pending until ..., expired, never invited. Read-only; no links."""
-    desired = load_desired(file)
+    desired = load_desired(file).for_environment(environment)
     with _connect(proxy).client(Progress()) as client:
         live = read_for(desired, client)
         rows = onboarding_status(desired, live, now(), pending_invitations(desired, live, client, Sealer.from_env()))

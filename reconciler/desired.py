@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NoReturn, get_args
+from typing import Annotated, Any, Literal, NoReturn, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -145,10 +145,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class TeamSpec(_Strict):
-    """A team as declared. Optional fields left out are not managed (never changed)."""
+#: An environment's name: it also names GitHub environments and secrets, hence the narrow alphabet.
+_ENVIRONMENT_RE = r"^[a-z][a-z0-9_]{0,39}$"
+EnvironmentName = Annotated[str, Field(pattern=_ENVIRONMENT_RE)]
 
-    alias: str = Field(min_length=1, description="team_alias; unique in the file")
+
+class TeamSettings(_Strict):
+    """What a team declares besides its alias; also the shape of a per-environment override."""
+
     id: str | None = Field(default=None, min_length=1, description="adopt this existing team_id")
     models: list[str] = Field(default=None, description="allowed models; [] = all models")  # type: ignore[assignment]
     max_budget: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="USD; null = no limit")
@@ -169,20 +173,46 @@ class TeamSpec(_Strict):
         return {name: getattr(self, name) for name in TEAM_SETTINGS if name in self.model_fields_set}
 
 
+class TeamSpec(TeamSettings):
+    """A team as declared. Optional fields left out are not managed (never changed)."""
+
+    alias: str = Field(min_length=1, description="team_alias; unique in the file")
+    only_in: list[EnvironmentName] | None = Field(
+        default=None, min_length=1, description="the environments that have this team [default: all]"
+    )
+    overrides: dict[EnvironmentName, TeamSettings] = Field(
+        default_factory=dict, description="per environment: settings that differ there (id, models, budget, limits)"
+    )
+
+
 #: Team fields that map one-to-one onto ``/team/new`` and ``/team/update``.
 TEAM_SETTINGS = ("models", "max_budget", "budget_duration", "tpm_limit", "rpm_limit")
 
 
-class UserSpec(_Strict):
-    """A user as declared; the email is the identity (matched case-insensitively)."""
+class UserSettings(_Strict):
+    """What may differ for a user between environments."""
 
-    email: str = Field(description="identity; case-insensitive; unique in the file")
-    teams: list[str] = Field(default_factory=list, description="team aliases (or declared ids)")
     role: UserRole | None = Field(default=None, description="user_role; new users get internal_user when left out")
     alias: str | None = Field(default=None, description="user_alias")
     invite: bool | None = Field(
         default=None,
         description="invite a user that existed before the tool managed it (defaults.invite)",
+    )
+
+
+class UserSpec(UserSettings):
+    """A user as declared; the email is the identity (matched case-insensitively)."""
+
+    email: str = Field(description="identity; case-insensitive; unique in the file")
+    teams: list[str] = Field(
+        default_factory=list,
+        description="team aliases (or declared ids); a team with only_in counts only in its environments",
+    )
+    only_in: list[EnvironmentName] | None = Field(
+        default=None, min_length=1, description="the environments that have this user [default: all]"
+    )
+    overrides: dict[EnvironmentName, UserSettings] = Field(
+        default_factory=dict, description="per environment: role, alias or invite where they differ"
     )
 
     @field_validator("email")
@@ -224,12 +254,23 @@ class Removals(_Strict):
     )
 
 
+class Environment(_Strict):
+    """One proxy this file manages. Its URL and keys are not here: they come from where the job
+    runs (a GitHub environment's secrets), so a pull request cannot send a key elsewhere."""
+
+    name: EnvironmentName = Field(description="lower-case letters, digits and _; used with --env")
+
+
 class UsersFile(_Strict):
     """The whole ``users.yaml``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, title="litellm-reconciler users.yaml")
 
     version: Literal[1] = Field(description="file format version")
+    environments: list[Environment] = Field(
+        default_factory=list,
+        description="the proxies this file manages, in promotion order; none = one proxy, no --env",
+    )
     defaults: Defaults = Field(default_factory=Defaults)
     removals: Removals = Field(default_factory=Removals)
     teams: list[TeamSpec] = Field(default_factory=list)
@@ -267,6 +308,53 @@ class DesiredState:
 
     source: str
     spec: UsersFile
+    #: The environment this state was selected for (``for_environment``); None for a file without environments.
+    environment: str | None = None
+
+    @property
+    def environments(self) -> list[str]:
+        """The environments the file declares, in its (promotion) order."""
+        return [env.name for env in self.spec.environments]
+
+    def for_environment(self, name: str | None) -> DesiredState:
+        """What the file wants on the proxy of environment ``name``: the teams and users that are
+        in it, with that environment's overrides applied and memberships of teams it lacks left
+        out. A file without environments is its own only state (``name`` must be None); a file
+        with environments must be given one. ``InputError`` otherwise, before any request.
+
+        Users that nothing changes for are shared, not copied: a 100,000-user file is projected
+        in a fraction of a second.
+        """
+        names = self.environments
+        if not names:
+            if name is None:
+                return self
+            raise InputError([Problem(self.source, 0, f"--env {name}: this file declares no environments")])
+        if name is None:
+            raise InputError(
+                [Problem(self.source, 0, f"this file declares environments {', '.join(names)}; choose one with --env")]
+            )
+        if name not in names:
+            raise InputError(
+                [Problem(self.source, 0, f"unknown environment {name!r}; this file declares {', '.join(names)}")]
+            )
+        teams = [
+            _with_override(team, team.overrides.get(name))
+            for team in self.spec.teams
+            if team.only_in is None or name in team.only_in
+        ]
+        present = {team.alias for team in teams}
+        alias_of = {ref: team.alias for ref, team in self.team_refs.items()}
+        users = []
+        for user in self.spec.users:
+            if user.only_in is not None and name not in user.only_in:
+                continue
+            memberships = [alias_of[ref] for ref in user.teams if alias_of[ref] in present]
+            if memberships != user.teams:
+                user = user.model_copy(update={"teams": memberships})
+            users.append(_with_override(user, user.overrides.get(name)))
+        spec = self.spec.model_copy(update={"environments": [], "teams": teams, "users": users})
+        return DesiredState(self.source, spec, environment=name)
 
     @property
     def teams(self) -> list[TeamSpec]:
@@ -287,6 +375,16 @@ class DesiredState:
         refs = {team.id: team for team in self.spec.teams if team.id}
         refs.update({team.alias: team for team in self.spec.teams})
         return refs
+
+
+_Spec = TypeVar("_Spec", TeamSpec, UserSpec)
+
+
+def _with_override(spec: _Spec, override: TeamSettings | UserSettings | None) -> _Spec:
+    """``spec`` with the fields the override names (explicit nulls included) replaced."""
+    if override is None:
+        return spec
+    return spec.model_copy(update={name: getattr(override, name) for name in override.model_fields_set})
 
 
 # --------------------------------------------------------------------------- reading the file
@@ -553,6 +651,11 @@ def parse_desired(text: str, file: str = "users.yaml") -> DesiredState:
 def _describe(loc: Path_, error: dict[str, Any]) -> str:
     """A one-line, human message for a pydantic error."""
     where = ".".join(str(p) for p in loc) or "file"
+    if error["type"] == "string_pattern_mismatch":  # only environment names have a pattern
+        return (
+            f"{where}: {error.get('input')!r} is not an environment name: use lower-case letters, digits and _, "
+            "starting with a letter (it also names GitHub environments and secrets)"
+        )
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown key {loc[-1]!r}"
     if error["type"] == "literal_error" and loc and loc[-1] == "role":
@@ -620,6 +723,89 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
                 problems.append(Problem(file, loc, f"users.{i}.teams: team {by_ref[ref]!r} is listed twice"))
             else:
                 named[by_ref[ref]] = loc
+    problems += _check_environments(data, lines, file, by_ref)
+    return problems
+
+
+def _check_environments(
+    data: dict[str, Any], lines: dict[Path_, int], file: str, by_ref: dict[str, str]
+) -> list[Problem]:
+    """``environments``, ``only_in`` and ``overrides``: every name declared, nothing that exists in no
+    environment, and each environment's team ids unique (an override may give a team another id)."""
+    problems: list[Problem] = []
+
+    def problem(loc: Path_, message: str) -> None:
+        problems.append(Problem(file, _line_for(loc, lines), f"{'.'.join(str(p) for p in loc)}: {message}"))
+
+    declared: list[str] = []
+    for i, env in _entries(data, "environments"):
+        name = env.get("name")
+        if isinstance(name, str) and re.fullmatch(_ENVIRONMENT_RE, name):
+            if name in declared:
+                problem(("environments", i, "name"), f"duplicate environment {name!r}")
+            else:
+                declared.append(name)
+    known = ", ".join(declared)
+    scoped: dict[str, dict[int, set[str]]] = {"teams": {}, "users": {}}
+    for section in ("teams", "users"):
+        for i, entry in _entries(data, section):
+            only_in, overrides = entry.get("only_in"), entry.get("overrides")
+            if not declared and (only_in is not None or overrides is not None):
+                key = "only_in" if only_in is not None else "overrides"
+                problem((section, i, key), "this file declares no environments; add an 'environments' list first")
+                continue
+            envs = set(declared)
+            if isinstance(only_in, list):
+                seen: set[str] = set()
+                for j, name in enumerate(only_in):
+                    if not isinstance(name, str):
+                        continue
+                    if name in seen:
+                        problem((section, i, "only_in", j), f"environment {name!r} is listed twice")
+                    elif name not in declared:
+                        problem((section, i, "only_in", j), f"unknown environment {name!r}; declared: {known}")
+                    seen.add(name)
+                envs = seen & set(declared)
+            scoped[section][i] = envs
+            if isinstance(overrides, dict):
+                for name in overrides:
+                    if name not in declared:
+                        problem((section, i, "overrides", name), f"unknown environment {name!r}; declared: {known}")
+                    elif name not in envs:
+                        problem((section, i, "overrides", name), f"not in environment {name!r} (see only_in)")
+    if not declared:
+        return problems
+    teams = _entries(data, "teams")
+    envs_of_team = {
+        t["alias"]: scoped["teams"].get(i, set(declared)) for i, t in teams if isinstance(t.get("alias"), str)
+    }
+    for i, user in _entries(data, "users"):
+        refs = user.get("teams")
+        for j, ref in enumerate(refs if isinstance(refs, list) else []):
+            alias = by_ref.get(ref) if isinstance(ref, str) else None
+            if alias in envs_of_team and not envs_of_team[alias] & scoped["users"].get(i, set()):
+                problem(
+                    ("users", i, "teams", j),
+                    f"team {alias!r} is only in {', '.join(sorted(envs_of_team[alias]))}, where this user is not",
+                )
+    for name in declared:
+        in_env = [(i, t) for i, t in teams if name in scoped["teams"].get(i, set()) and isinstance(t.get("alias"), str)]
+        overridden = {
+            i: o["id"]
+            for i, t in in_env
+            if isinstance(o := (t.get("overrides") or {}).get(name), dict) and isinstance(o.get("id"), str)
+        }
+        # Top-level ids were checked once for the whole file; an override's id is checked here.
+        ids = {t["id"]: t["alias"] for i, t in in_env if i not in overridden and isinstance(t.get("id"), str)}
+        for i, team in in_env:
+            if i not in overridden:
+                continue
+            team_id, loc = overridden[i], ("teams", i, "overrides", name, "id")
+            if team_id in ids:
+                problem(loc, f"team id {team_id!r} is already team {ids[team_id]!r} in environment {name!r}")
+            elif by_ref.get(team_id, team["alias"]) != team["alias"]:
+                problem(loc, f"{team_id!r} is another team's alias; references would be ambiguous")
+            ids[team_id] = team["alias"]
     return problems
 
 

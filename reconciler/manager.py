@@ -268,6 +268,7 @@ def validation_result(path: str | Path) -> dict[str, Any]:
         "file": str(path),
         "teams": len(desired.teams),
         "users": len(desired.users),
+        "environments": desired.environments,
         "problems": [],
     }
 

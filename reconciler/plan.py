@@ -183,6 +183,8 @@ class Plan:
     live_fingerprint: str
     source: str = "users.yaml"
     guard: RemovalGuard = RemovalGuard()
+    #: The environment of the file this plan is for; None when the file declares none.
+    environment: str | None = None
 
     @property
     def has_changes(self) -> bool:
@@ -191,8 +193,12 @@ class Plan:
 
     @property
     def fingerprint(self) -> str:
-        """A digest of what the plan does; reviewers and ``apply`` compare it."""
-        payload = json.dumps([a.to_dict() for a in self.actions], sort_keys=True, default=str)
+        """A digest of what the plan does, and where; reviewers and ``apply`` compare it.
+
+        The environment is part of it, so a plan reviewed for staging can never pass for production's."""
+        actions = [a.to_dict() for a in self.actions]
+        content = actions if self.environment is None else {"environment": self.environment, "actions": actions}
+        payload = json.dumps(content, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def summary(self) -> dict[str, int]:
@@ -206,6 +212,7 @@ class Plan:
         return {
             "format_version": FORMAT_VERSION,
             "source": self.source,
+            "environment": self.environment,
             "fingerprint": self.fingerprint,
             "live_fingerprint": self.live_fingerprint,
             "has_changes": self.has_changes,
@@ -225,6 +232,7 @@ class Plan:
             drift=tuple(Drift(d["kind"], d["address"], d["detail"]) for d in data.get("drift", [])),
             live_fingerprint=data["live_fingerprint"],
             source=data.get("source", "users.yaml"),
+            environment=data.get("environment"),
             guard=RemovalGuard(
                 **{
                     k: int(v)
@@ -391,6 +399,7 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
         live_fingerprint=live.fingerprint,
         source=desired.source,
         guard=guard,
+        environment=desired.environment,
     )
 
 

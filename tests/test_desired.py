@@ -719,3 +719,148 @@ def test_a_hundred_thousand_users_load_in_seconds(tmp_path):
     elapsed = time.perf_counter() - started
     assert len(loaded.users) == 100_000 and loaded.users[-1].email == "user99999@example.com"
     assert elapsed < 10, f"{elapsed:.1f}s"  # about 2 s here; composing with PyYAML's Python loader took 17 s
+
+
+# --------------------------------------------------------------------------- environments
+
+ENVIRONMENTS = """\
+    version: 1
+    environments:
+      - name: staging
+      - name: production
+    removals: {memberships: true}
+    teams:
+      - alias: research
+        id: team-research
+        max_budget: 500
+        overrides:
+          staging: {max_budget: 50, models: [gpt-4o-mini], id: team-research-staging}
+      - alias: sandbox
+        only_in: [staging]
+    users:
+      - email: alice@company.com
+        teams: [team-research, sandbox]
+        overrides:
+          staging: {role: proxy_admin, alias: null}
+        alias: Alice
+      - email: bob@company.com
+        teams: [research]
+        only_in: [production]
+"""
+
+
+def test_each_environment_gets_its_teams_users_and_overrides():
+    file = parse_desired(yaml_text(ENVIRONMENTS), FILE)
+    assert file.environments == ["staging", "production"] and file.environment is None
+    staging, production = file.for_environment("staging"), file.for_environment("production")
+    assert (staging.environment, production.environment, staging.source) == ("staging", "production", FILE)
+    assert [(t.alias, t.id, t.managed_settings) for t in staging.teams] == [
+        ("research", "team-research-staging", {"models": ["gpt-4o-mini"], "max_budget": 50.0}),
+        ("sandbox", None, {}),
+    ]
+    assert [(t.alias, t.id, t.managed_settings) for t in production.teams] == [
+        ("research", "team-research", {"max_budget": 500.0})
+    ]
+    [alice] = staging.users
+    # the reference by the top-level id still finds the team whose id staging overrides
+    assert (alice.teams, alice.role, alice.alias) == (["research", "sandbox"], "proxy_admin", None)
+    assert {"role", "alias"} <= alice.model_fields_set  # an explicit null in an override is managed
+    assert staging.team_for_ref("research").id == "team-research-staging"
+    alice_p, bob = production.users
+    # the staging-only team's membership is simply not there in production
+    assert (alice_p.teams, alice_p.role, alice_p.alias, bob.email) == (["research"], None, "Alice", "bob@company.com")
+    assert staging.spec.removals == production.spec.removals == file.spec.removals
+    assert staging.environments == [] and staging.for_environment(None) is staging
+
+
+def test_a_user_nothing_changes_for_is_shared_not_copied():
+    file = parse_desired(yaml_text(ENVIRONMENTS), FILE)
+    bob = file.users[1]
+    assert file.for_environment("production").users[1] is bob
+
+
+@pytest.mark.parametrize(
+    "body, name, message",
+    [
+        ("version: 1\n", "staging", "--env staging: this file declares no environments"),
+        (
+            "version: 1\nenvironments: [{name: a}, {name: b}]\n",
+            None,
+            "this file declares environments a, b; choose one with --env",
+        ),
+        ("version: 1\nenvironments: [{name: a}]\n", "b", "unknown environment 'b'; this file declares a"),
+    ],
+)
+def test_choosing_an_environment_is_checked_before_any_request(body, name, message):
+    with pytest.raises(InputError) as caught:
+        parse_desired(body, FILE).for_environment(name)
+    assert [str(p) for p in caught.value.problems] == [f"{FILE}:0: {message}"]
+
+
+def test_environment_mistakes_are_located():
+    problems = problems_of(
+        """\
+        version: 1
+        environments:
+          - name: staging
+          - name: Prod
+          - name: staging
+        teams:
+          - alias: research
+            id: t1
+            overrides:
+              prod: {max_budget: 50}
+              staging: {alias: x, id: t2}
+          - alias: sandbox
+            id: t2
+            only_in: [staging, staging, qa]
+            overrides:
+              production: {}
+          - alias: ops
+            only_in: [staging]
+            overrides:
+              staging: {id: research}
+        users:
+          - email: alice@company.com
+            teams: [sandbox]
+            only_in: [staging]
+          - email: bob@company.com
+            teams: [t2]
+            only_in: [qa]
+        """
+    )
+    assert [str(p) for p in problems] == [
+        f"{FILE}:4: environments.1.name: 'Prod' is not an environment name: use lower-case letters, digits and _, "
+        "starting with a letter (it also names GitHub environments and secrets)",
+        f"{FILE}:5: environments.2.name: duplicate environment 'staging'",
+        f"{FILE}:10: teams.0.overrides.prod: unknown environment 'prod'; declared: staging",
+        f"{FILE}:11: teams.0.overrides.staging.alias: unknown key 'alias'",
+        f"{FILE}:11: teams.0.overrides.staging.id: team id 't2' is already team 'sandbox' in environment 'staging'",
+        f"{FILE}:14: teams.1.only_in.1: environment 'staging' is listed twice",
+        f"{FILE}:14: teams.1.only_in.2: unknown environment 'qa'; declared: staging",
+        f"{FILE}:16: teams.1.overrides.production: unknown environment 'production'; declared: staging",
+        f"{FILE}:20: teams.2.overrides.staging.id: 'research' is another team's alias; references would be ambiguous",
+        f"{FILE}:26: users.1.teams.0: team 'sandbox' is only in staging, where this user is not",
+        f"{FILE}:27: users.1.only_in.0: unknown environment 'qa'; declared: staging",
+    ]
+
+
+@pytest.mark.parametrize("key", ["only_in: [staging]", "overrides: {staging: {max_budget: 1}}"])
+def test_only_in_and_overrides_need_declared_environments(key):
+    problem = only_problem(f"version: 1\nteams:\n  - alias: research\n    {key}\n")
+    assert_problem(problem, 4, "teams.0.", "this file declares no environments; add an 'environments' list first")
+
+
+def test_an_override_for_an_environment_the_team_is_not_in_is_refused():
+    problem = only_problem(
+        """\
+        version: 1
+        environments: [{name: staging}, {name: production}]
+        teams:
+          - alias: sandbox
+            only_in: [staging]
+            overrides:
+              production: {max_budget: 1}
+        """
+    )
+    assert_problem(problem, 7, "teams.0.overrides.production: not in environment 'production' (see only_in)")

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 KIND_LABELS = {name: kind.label for name, kind in KINDS.items()}
 
 
+def target(plan: Plan) -> str:
+    """What the plan compares the proxy with: the file, and its environment when it has one."""
+    return plan.source if plan.environment is None else f"{plan.source}, environment {plan.environment}"
+
+
 def summary_line(plan: Plan) -> str:
     """``Plan: 1 team to create, 2 users to create.`` or the no-changes sentence."""
     counts = plan.summary()
@@ -27,9 +32,9 @@ def summary_line(plan: Plan) -> str:
         parts.append(f"{n} {words.one if n == 1 else words.many} {words.verb}")
     if not plan.has_changes:
         sentence = (
-            f"No changes. The proxy matches {plan.source}."
+            f"No changes. The proxy matches {target(plan)}."
             if not plan.drift
-            else f"No changes. {len(plan.drift)} object(s) on the proxy are not in {plan.source}."
+            else f"No changes. {len(plan.drift)} object(s) on the proxy are not in {target(plan)}."
         )
         bookkeeping = f" Bookkeeping only: {', '.join(parts)}." if parts else ""
         return sentence + bookkeeping + (privilege_note(plan) if plan.drift else "")

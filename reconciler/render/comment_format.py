@@ -39,6 +39,12 @@ _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _BIDI = frozenset("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+def header(environment: str | None = None) -> str:
+    """The heading under the fixed lines: one per environment in a comment that has several.
+    Environment names are ``[a-z][a-z0-9_]*`` (validated), so they need no escaping."""
+    return HEADER if environment is None else f"{HEADER}: {environment}"
+
+
 def fingerprint_line(fingerprint: str) -> str:
     """Line 2 of a plan comment; refuses anything but a full SHA-256 in lowercase hex."""
     if not _HEX64.fullmatch(fingerprint):

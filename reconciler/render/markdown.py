@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import KIND_LABELS, privilege_note, summary_line, value
+from . import KIND_LABELS, privilege_note, summary_line, target, value
 from .comment_format import (
     HEADER,
     MARKER,
     code,
     escape,
     fingerprint_line,
+    header,
     parse_fingerprint,
 )
 
@@ -62,9 +63,9 @@ def _render(plan: Plan, budget: int) -> str:
     head = [
         MARKER,
         fingerprint_line(plan.fingerprint),
-        HEADER,
+        header(plan.environment),
         "",
-        f"**{escape(summary_line(plan))}** ({code(plan.source)})",
+        f"**{escape(summary_line(plan))}** ({code(target(plan))})",
         "",
     ]
     if plan.guard.tripped:
@@ -93,7 +94,7 @@ def _render(plan: Plan, budget: int) -> str:
         ),
     ]
     sections: list[str] = []
-    for title, header, rows, fold in tables:
+    for title, columns, rows, fold in tables:
         if not rows:
             continue
         kept: list[str] = []
@@ -102,7 +103,7 @@ def _render(plan: Plan, budget: int) -> str:
                 break
             kept.append(row)
             budget -= len(row) + 1
-        body = header + kept
+        body = columns + kept
         if len(kept) < len(rows):
             body += [
                 "",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from . import privilege_note, summary_line, value
+from . import privilege_note, summary_line, target, value
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -37,7 +37,7 @@ def printable(text: object) -> str:
 def render(plan: Plan) -> str:
     lines: list[str] = []
     if plan.actions:
-        lines.append(f"litellm-reconciler will perform the following actions ({printable(plan.source)}):")
+        lines.append(f"litellm-reconciler will perform the following actions ({printable(target(plan))}):")
         lines.append("")
         for action in plan.actions:
             symbol = click.style(action.symbol, fg=_COLOURS[action.symbol], bold=True)
