@@ -977,3 +977,39 @@ def test_planning_leaves_the_cycle_collector_as_it_found_it():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# --------------------------------------------------------------------------- environments
+
+
+def test_each_environment_is_planned_from_its_own_state_and_fingerprinted_apart():
+    file = desired(
+        """
+        version: 1
+        environments: [{name: staging}, {name: production}]
+        teams:
+          - alias: research
+            max_budget: 5
+            overrides: {staging: {max_budget: 1}}
+        users:
+          - email: a@x.io
+            teams: [research]
+            only_in: [staging]
+        """
+    )
+    live = state(live_team("t-1", "research", max_budget=5.0))
+    staging, production = (plan_for(file.for_environment(env), live) for env in ("staging", "production"))
+    assert (staging.environment, production.environment) == ("staging", "production")
+    assert [(a.address, a.kind) for a in staging.actions if not a.bookkeeping] == [
+        ("team.research", "update_team"),
+        ("user.a@x.io", "create_user"),
+        ("membership.research.a@x.io", "add_member"),
+        ("invitation.a@x.io", "create_invitation"),
+    ]
+    assert production.actions == ()
+    # The same actions on another environment never share a fingerprint; a file without environments
+    # keeps the fingerprint it always had.
+    assert replace(staging, environment="production").fingerprint != staging.fingerprint
+    plain = replace(staging, environment=None)
+    assert plain.fingerprint != staging.fingerprint
+    assert Plan.from_dict(staging.to_dict()) == staging and staging.to_dict()["environment"] == "staging"

@@ -448,3 +448,13 @@ def test_text_format_keeps_hostile_text_on_its_line():
     shown = render(evil, "text")
     assert "\x1b]8" not in shown and "\x1b[2J" not in shown and "\x07" not in shown
     assert "t\\x1b]8;;https://evil\\x07x\\x1b[2J" in shown
+
+
+def test_a_plan_for_an_environment_says_which_in_every_format():
+    plan = replace(build_plan(), environment="staging")
+    assert "(people.yaml, environment staging):" in rendered(plan, "text")
+    markdown = rendered(plan, "markdown")
+    assert markdown.split("\n")[2] == f"{HEADER}: staging" and parse_fingerprint(markdown) == plan.fingerprint
+    assert json.loads(rendered(plan, "json"))["environment"] == "staging"
+    quiet = replace(empty_plan(), environment="production")
+    assert "No changes. The proxy matches people.yaml, environment production." in rendered(quiet, "text")
