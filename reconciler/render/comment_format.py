@@ -9,7 +9,11 @@ Every comment the tool writes starts with two fixed lines::
     <!-- litellm-reconciler-fingerprint: <64 lowercase hex digits> -->
 
 Line 1 (:data:`MARKER`) lets CI find its own comment; line 2 carries the fingerprint of the
-plan that reviewers saw. Comments without a plan (invalid file, no key, failed plan) have
+plan that reviewers saw. A comment for a file with environments has one section per environment
+and line 2 carries each one's fingerprint (``none`` for an environment without a plan)::
+
+    <!-- litellm-reconciler-fingerprints: staging=<64 hex digits> production=none -->
+ Comments without a plan (invalid file, no key, failed plan) have
 something else on line 2 and so no fingerprint. :func:`parse_fingerprint` reads only these
 two lines. Text from the users file or from the proxy can never be there: it is rendered
 further down and always through :func:`escape`, which cannot produce a line break, ``<`` or
@@ -26,6 +30,10 @@ HEADER = "### litellm-reconciler plan"
 FINGERPRINT_PREFIX = "<!-- litellm-reconciler-fingerprint: "
 FINGERPRINT_SUFFIX = " -->"
 _FINGERPRINT_LINE = re.compile(re.escape(FINGERPRINT_PREFIX) + r"([0-9a-f]{64})" + re.escape(FINGERPRINT_SUFFIX))
+FINGERPRINTS_PREFIX = "<!-- litellm-reconciler-fingerprints:"
+_ENTRY = r"[a-z][a-z0-9_]{0,39}=(?:[0-9a-f]{64}|none)"
+_FINGERPRINTS_LINE = re.compile(re.escape(FINGERPRINTS_PREFIX) + f"((?: {_ENTRY})+)" + re.escape(FINGERPRINT_SUFFIX))
+_ENVIRONMENT = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 # ASCII punctuation that means something to CommonMark / GitHub Flavored Markdown: emphasis,
@@ -52,6 +60,18 @@ def fingerprint_line(fingerprint: str) -> str:
     return f"{FINGERPRINT_PREFIX}{fingerprint}{FINGERPRINT_SUFFIX}"
 
 
+def fingerprints_line(fingerprints: dict[str, str | None]) -> str:
+    """Line 2 of a comment with one section per environment: each environment's fingerprint, or none."""
+    entries = []
+    for environment, fingerprint in fingerprints.items():
+        if not _ENVIRONMENT.fullmatch(environment):
+            raise ValueError(f"not an environment name: {environment!r}")
+        if fingerprint is not None and not _HEX64.fullmatch(fingerprint):
+            raise ValueError(f"a plan fingerprint is 64 lowercase hex digits, not {fingerprint!r}")
+        entries.append(f"{environment}={fingerprint or 'none'}")
+    return f"{FINGERPRINTS_PREFIX} {' '.join(entries)}{FINGERPRINT_SUFFIX}"
+
+
 def _fixed_lines(body: str) -> list[str]:
     lines = body.split("\n", 2)[:2]
     return [line[:-1] if line.endswith("\r") else line for line in lines]
@@ -63,8 +83,9 @@ def is_plan_comment(body: str) -> bool:
     return bool(lines) and lines[0] == MARKER
 
 
-def parse_fingerprint(body: str) -> str | None:
-    """The fingerprint on line 2 of a comment whose line 1 is the marker, else None.
+def parse_fingerprint(body: str, environment: str | None = None) -> str | None:
+    """The fingerprint on line 2 of a comment whose line 1 is the marker (for ``environment``, in
+    a comment with one section per environment), else None.
 
     Nothing else in the body is looked at: a fingerprint-like text further down (a team alias,
     a reason, a drift detail) is never taken for the real one.
@@ -72,8 +93,25 @@ def parse_fingerprint(body: str) -> str | None:
     lines = _fixed_lines(body)
     if len(lines) < 2 or lines[0] != MARKER:
         return None
-    found = _FINGERPRINT_LINE.fullmatch(lines[1])
-    return found[1] if found else None
+    if environment is None:
+        found = _FINGERPRINT_LINE.fullmatch(lines[1])
+        return found[1] if found else None
+    many = _FINGERPRINTS_LINE.fullmatch(lines[1])
+    if not many:
+        return None
+    entries = dict(entry.split("=") for entry in many[1].split())
+    value = entries.get(environment)
+    return None if value in (None, "none") else value
+
+
+def section_environment(body: str) -> str | None:
+    """The environment a one-plan comment body is for: the heading after its fixed lines says it."""
+    frame, rest = split_frame(body)
+    heading = rest.split("\n", 1)[0]
+    prefix = HEADER + ": "
+    if not frame or not heading.startswith(prefix) or not _ENVIRONMENT.fullmatch(heading[len(prefix) :]):
+        return None
+    return heading[len(prefix) :]
 
 
 def split_frame(body: str) -> tuple[str, str]:
@@ -81,7 +119,8 @@ def split_frame(body: str) -> tuple[str, str]:
     lines = _fixed_lines(body)
     if not lines or lines[0] != MARKER:
         return "", body
-    keep = 2 if len(lines) > 1 and _FINGERPRINT_LINE.fullmatch(lines[1]) else 1
+    fixed = len(lines) > 1 and (_FINGERPRINT_LINE.fullmatch(lines[1]) or _FINGERPRINTS_LINE.fullmatch(lines[1]))
+    keep = 2 if fixed else 1
     parts = body.split("\n", keep)
     return "\n".join(parts[:keep]) + "\n", parts[keep] if len(parts) > keep else ""
 

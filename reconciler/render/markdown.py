@@ -20,8 +20,10 @@ from .comment_format import (
     code,
     escape,
     fingerprint_line,
+    fingerprints_line,
     header,
     parse_fingerprint,
+    split_frame,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +47,35 @@ def _row(action: Action) -> str:
         f"| {_ICONS[action.symbol]} | {code(action.address)} | {KIND_LABELS[action.kind]} | "
         f"{escape(action.reason)} | {changes} |"
     )
+
+
+def cap(body: str, limit: int = GITHUB_COMMENT_LIMIT) -> str:
+    """``body`` cut at a line end to stay under ``limit``, with a note.
+
+    A last resort: plans fold and cut their own tables to fit."""
+    if len(body) <= limit - 100:
+        return body
+    return body[: limit - 300].rsplit("\n", 1)[0] + "\n\n_…cut to fit a GitHub comment._\n"
+
+
+#: Under the heading of an environment whose plan job left no comment body.
+NO_SECTION = "**❌ No plan for this environment: its job did not finish (see the workflow run).**"
+
+
+def combine(sections: dict[str, str | None], limit: int = GITHUB_COMMENT_LIMIT) -> str:
+    """One comment for several environments: line 2 holds each one's fingerprint (read from line 2
+    of its own body), then each body below its fixed lines, in the given (promotion) order.
+    ``None``: the environment's job left no body; its section says so and its fingerprint is none."""
+    fingerprints: dict[str, str | None] = {}
+    parts: list[str] = []
+    for environment, body in sections.items():
+        if body is None:
+            fingerprints[environment] = None
+            parts.append(f"{header(environment)}\n\n{NO_SECTION}\n")
+            continue
+        fingerprints[environment] = parse_fingerprint(body)
+        parts.append(split_frame(body)[1].rstrip("\n") + "\n")
+    return cap("\n".join([MARKER, fingerprints_line(fingerprints), "\n---\n\n".join(parts)]), limit)
 
 
 def render(plan: Plan, max_chars: int | None = None) -> str:
