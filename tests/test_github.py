@@ -783,3 +783,133 @@ def test_result_json_of_a_guarded_refusal(fake_proxy: FakeLiteLLM) -> None:
     assert run.exit_code == 1
     result = read_result()
     assert result["outcome"] == "refused" and result["fingerprint_matches"] is None and "seal" in result["error"]
+
+
+# ---------------------------------------------------------------- environments
+
+STAGING, PRODUCTION = "12" * 32, "34" * 32
+ENV_FILE = "version: 1\nenvironments: [{name: staging}, {name: production}]\nteams: [{alias: a}]\n"
+
+
+def _users_file(where: Path, text: str) -> Path:
+    where.mkdir(parents=True)
+    (where / "users.yaml").write_text(text)
+    return where
+
+
+def test_environments_gives_one_matrix_entry_per_environment_with_its_secrets(tmp_path: Path) -> None:
+    _users_file(tmp_path / "run", ENV_FILE)
+    run = run_glue(tmp_path / "run", "environments", inputs={"file": "users.yaml"}, real_cli=True)
+    assert run.code == 0, run.stderr
+    assert json.loads(run.outputs["names"]) == ["staging", "production"]
+    assert json.loads(run.outputs["matrix"]) == {
+        "include": [
+            {
+                "name": name,
+                "label": name,
+                "artifact": f"plan-comment-0{i}-{name}",
+                "plan-key-secret": f"LITELLM_PLAN_KEY_{name.upper()}",
+                "proxy-url-secret": f"LITELLM_PROXY_URL_{name.upper()}",
+                "max-chars": 29750,  # the comment's 60000, shared
+            }
+            for i, name in enumerate(["staging", "production"], 1)
+        ]
+    }
+    for text, why in (("version: 1\n", "no environments"), ("version: 2\nenvironments: [{name: x}]\n", "invalid")):
+        single = run_glue(
+            _users_file(tmp_path / why, text), "environments", inputs={"file": "users.yaml"}, real_cli=True
+        )
+        assert json.loads(single.outputs["names"]) == [], why
+        assert json.loads(single.outputs["matrix"])["include"] == [
+            {
+                "name": "",
+                "label": "default",
+                "artifact": "plan-comment-01",
+                "plan-key-secret": "LITELLM_PLAN_KEY",
+                "proxy-url-secret": "LITELLM_PROXY_URL",
+                "max-chars": 59500,
+            }
+        ], why
+
+
+def section(environment: str, fingerprint: str | None, text: str) -> str:
+    line2 = [fingerprint_line(fingerprint)] if fingerprint else []
+    return "\n".join([MARKER, *line2, f"{HEADER}: {environment}", "", text, ""])
+
+
+def test_one_comment_has_a_section_and_a_fingerprint_per_environment(tmp_path: Path) -> None:
+    bodies = tmp_path / "bodies"
+    # artifacts as download-artifact lays them out, in an order other than the file's
+    for artifact, body in (
+        ("plan-comment-02-production", section("production", PRODUCTION, f"production plan from {PROXY}")),
+        ("plan-comment-01-staging", section("staging", STAGING, "staging plan")),
+        ("plan-comment-03-qa", section("qa", None, "**❌ The plan failed.**")),
+    ):
+        (bodies / artifact).mkdir(parents=True)
+        (bodies / artifact / "plan-comment.md").write_text(body)
+    run = run_glue(
+        tmp_path,
+        "comment",
+        inputs={"body-file": str(bodies), "environments": '["staging", "production", "qa", "eu"]'},
+        env={"LITELLM_PROXY_URL": PROXY},
+        event={"pull_request": {"number": 7}},
+    )
+    assert run.code == 0, run.stderr
+    [posted] = run.gh_state["comments"]["7"]
+    body = posted["body"]
+    lines = body.split("\n")
+    assert lines[:3] == [
+        MARKER,
+        f"<!-- litellm-reconciler-fingerprints: staging={STAGING} production={PRODUCTION} qa=none eu=none -->",
+        f"{HEADER}: staging",
+    ]
+    headings = [line for line in lines if line.startswith(HEADER)]
+    assert headings == [f"{HEADER}: {name}" for name in ("staging", "production", "qa", "eu")]
+    assert "The plan failed" in body and "No plan for this environment: its job did not finish" in body
+    assert parse_fingerprint(body, "staging") == STAGING and parse_fingerprint(body, "production") == PRODUCTION
+    assert parse_fingerprint(body, "qa") is None and parse_fingerprint(body, "eu") is None
+    assert parse_fingerprint(body) is None  # no single fingerprint: apply must name its environment
+    assert_clean(body)
+    # a file without environments: its one body, exactly as before
+    single = tmp_path / "single"
+    (single / "plan-comment-01").mkdir(parents=True)
+    (single / "plan-comment-01" / "plan-comment.md").write_text(frame() + "\nthe plan\n")
+    again = run_glue(
+        tmp_path / "again",
+        "comment",
+        inputs={"body-file": str(single), "environments": "[]"},
+        event={"pull_request": {"number": 8}},
+    )
+    assert again.gh_state["comments"]["8"][0]["body"] == frame() + "\nthe plan\n"
+
+
+def test_reviewed_fingerprint_of_an_environment(tmp_path: Path) -> None:
+    body = f"{MARKER}\n<!-- litellm-reconciler-fingerprints: staging={STAGING} production=none -->\n{HEADER}: staging\n"
+    state = {
+        "comments": {"7": [{"id": 1, "user": {"login": "github-actions[bot]"}, "body": body}]},
+        "pulls": {MERGE_SHA: [{"number": 7, "merge_commit_sha": MERGE_SHA, "merged_at": "2025-11-27T00:00:00Z"}]},
+    }
+    staging = run_glue(tmp_path / "s", "reviewed-fingerprint", inputs={"environment": "staging"}, gh_state=state)
+    assert staging.outputs["fingerprint"] == STAGING
+    production = run_glue(tmp_path / "p", "reviewed-fingerprint", inputs={"environment": "production"}, gh_state=state)
+    assert production.outputs["fingerprint"] == ""
+    assert "no plan comment with a fingerprint for environment production" in production.stdout
+    unnamed = run_glue(tmp_path / "u", "reviewed-fingerprint", gh_state=state)
+    assert unnamed.outputs["fingerprint"] == ""  # a per-environment comment has no fingerprint for "no environment"
+
+
+def test_plan_and_apply_of_an_environment_pass_it_to_the_cli_and_say_it(tmp_path: Path) -> None:
+    skipped = run_glue(tmp_path / "nokey", "plan", inputs={"file": "users.yaml", "environment": "staging"})
+    body = Path(skipped.outputs["body-file"]).read_text()
+    assert body.split("\n")[:2] == [MARKER, f"{HEADER}: staging"] and "environment <code>staging</code>" in body
+    planned = run_glue(
+        tmp_path / "plan",
+        "plan",
+        inputs={"file": "users.yaml", "environment": "staging"},
+        env={"LITELLM_API_KEY": PLAN_KEY},
+        cli=plan_cli(section("staging", REVIEWED, "the plan")),
+    )
+    assert planned.code == 0 and planned.cli_calls[-1][:4] == ["plan", "users.yaml", "--env", "staging"]
+    applied = glue_apply(tmp_path / "apply", result_json(), environment="production")
+    assert applied.code == 0 and applied.cli_calls[-1][:4] == ["apply", "users.yaml", "--env", "production"]
+    assert "Applied: <code>users\\.yaml</code>, environment <code>production</code>" in applied.summary
