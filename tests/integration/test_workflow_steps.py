@@ -122,11 +122,20 @@ def push_event() -> dict:
     }
 
 
-def run_plan(installed, gh_state, event, secrets) -> tuple[JobResult, JobResult]:
+def run_plan_jobs(installed, gh_state, event, secrets) -> tuple[list[JobResult], JobResult]:
+    """The plan workflow as GitHub runs it: the environments job, one plan job per environment, the comment."""
     workflow = load_yaml(WORKFLOWS / "plan.yml")
     runner = make_runner(installed, gh_state, "pull_request", event, secrets)
-    plan = runner.run_job(workflow, "plan")
-    comment = runner.run_job(workflow, "comment", needs={"plan": plan})
+    environments = runner.run_job(workflow, "environments")
+    assert environments.result == "success", environments.log
+    plans = runner.run_matrix(workflow, "plan", needs={"environments": environments})
+    needs = {"environments": environments, "plan": JobResult.of_matrix(plans)}
+    return plans, runner.run_job(workflow, "comment", needs=needs)
+
+
+def run_plan(installed, gh_state, event, secrets) -> tuple[JobResult, JobResult]:
+    """The plan workflow for a file without environments: its one plan job, and the comment job."""
+    [plan], comment = run_plan_jobs(installed, gh_state, event, secrets)
     return plan, comment
 
 
@@ -226,9 +235,14 @@ def test_fork_pull_request_gets_no_secrets_and_says_so(installed, gh_state, empt
 
 
 def _apply(installed, gh_state, secrets, event=None) -> JobResult:
+    """apply.yml's one job, a call of apply-environment.yml: its inner apply job's result."""
     workflow = load_yaml(WORKFLOWS / "apply.yml")
     runner = make_runner(installed, gh_state, "push", event or push_event(), secrets, sha=MERGE_SHA)
-    return runner.run_job(workflow, "apply")
+    call = runner.run_job(workflow, "apply")
+    inner = call.jobs["apply"]
+    assert call.result == inner.result and inner.environment == "litellm-production"
+    assert inner.concurrency == "litellm-apply-default"
+    return inner
 
 
 def _merged(gh_state: Path, pr: int) -> None:
@@ -341,7 +355,7 @@ def test_apply_with_smtp_configured_mails_the_links(installed, gh_state, empty_p
         }
         runner = make_runner(installed, gh_state, "workflow_dispatch", push_event(), secrets, sha=MERGE_SHA)
         runner.inputs = {"expect-fingerprint": ""}
-        job = runner.run_job(load_yaml(WORKFLOWS / "apply.yml"), "apply")
+        job = runner.run_job(load_yaml(WORKFLOWS / "apply.yml"), "apply").jobs["apply"]
     finally:
         smtp.stop()
     assert job.steps["reviewed"]["outcome"] == "skipped"  # workflow_dispatch: the environment's approval is the review
@@ -363,6 +377,14 @@ def test_apply_with_smtp_configured_mails_the_links(installed, gh_state, empty_p
     assert_clean(job.summary + job.log, master)
 
 
+def run_drift(installed, gh_state, secrets) -> list[JobResult]:
+    """The drift workflow: the environments job, then one drift job per environment."""
+    workflow = load_yaml(WORKFLOWS / "drift.yml")
+    runner = make_runner(installed, gh_state, "schedule", {"schedule": "17 6 * * *"}, secrets)
+    environments = runner.run_job(workflow, "environments")
+    return runner.run_matrix(workflow, "drift", needs={"environments": environments})
+
+
 def test_drift_check_fails_and_says_what_drifted(installed, gh_state, api, viewer_key, cli) -> None:
     master, url = os.environ["LITELLM_MASTER_KEY"], os.environ["LITELLM_PROXY_URL"]
     users = USERS + "  - email: ci-viewer@example.com\n    role: proxy_admin_viewer\n"
@@ -376,21 +398,18 @@ def test_drift_check_fails_and_says_what_drifted(installed, gh_state, api, viewe
         env={"LITELLM_API_KEY": ""},
     )
     assert applied.returncode == 0, applied.stdout + applied.stderr
-    workflow = load_yaml(WORKFLOWS / "drift.yml")
     # The master key stands in for the plan key here: with litellm 1.80.5 a proxy_admin_viewer key
     # lists no teams through /v2/team/list (see test_read_only_key_plans_like_the_master_key).
     secrets = {"LITELLM_PLAN_KEY": master, "LITELLM_PROXY_URL": url}
 
-    clean = make_runner(installed, gh_state, "schedule", {"schedule": "17 6 * * *"}, secrets).run_job(workflow, "drift")
+    [clean] = run_drift(installed, gh_state, secrets)
     assert clean.result == "success", clean.log + clean.summary + applied.stdout
     assert "✅ The proxy matches" in clean.summary
 
     team = next(t for t in api.teams() if t["team_alias"] == "dev-test")
     api.post("/team/update", {"team_id": team["team_id"], "max_budget": 5})  # changed by hand in the UI
     api.post("/user/new", {"user_email": "mallory@company.com"})  # added by hand
-    drifted = make_runner(installed, gh_state, "schedule", {"schedule": "17 6 * * *"}, secrets).run_job(
-        workflow, "drift"
-    )
+    [drifted] = run_drift(installed, gh_state, secrets)
     assert drifted.result == "failure"
     assert "❌ The proxy drifted from" in drifted.summary
     assert escape("team.dev-test") in drifted.summary and escape("user.mallory@company.com") in drifted.summary
