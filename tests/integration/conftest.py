@@ -1,4 +1,5 @@
-"""The real LiteLLM proxy from ../shared/litellm-proxy, one per session, emptied per test.
+"""The real LiteLLM proxy from ../shared/litellm-proxy, one per session, emptied per test;
+and a second one for the tests of two environments (``second_api``).
 
 ``.ci/run`` starts the proxy and exports LITELLM_PROXY_URL / LITELLM_MASTER_KEY. A
 developer may instead let this fixture start it. Under CI (CI=true) a missing proxy
@@ -22,6 +23,10 @@ from reconciler.lock import LOCK_USER_ID
 HARNESS = Path(
     os.environ.get("LITELLM_HARNESS") or Path(__file__).resolve().parents[3] / "shared" / "litellm-proxy" / "start.sh"
 )
+
+
+#: Empties a proxy's database (``reset``), and runs the proxies of the GitHub tests workflow.
+CI_PROXY = Path(__file__).resolve().parents[2] / ".github" / "scripts" / "ci-proxy.sh"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -122,3 +127,47 @@ def sql(empty_proxy: tuple[str, str]):
         return subprocess.run([psql, url, "-XAtqc", query], check=True, capture_output=True, text=True).stdout.strip()
 
     return run
+
+
+#: The second proxy when LITELLM_SECOND_* are not set: the harness's newest LiteLLM, where .ci/run puts it too.
+SECOND_HARNESS = {
+    "LITELLM_VERSION": "1.110.2",
+    "LITELLM_HARNESS_HOME": "/tmp/litellm-harness-1.110.2",
+    "LITELLM_HARNESS_PORT": "4031",
+    "LITELLM_HARNESS_PGPORT": "54349",
+}
+
+
+@pytest.fixture(scope="session")
+def second_proxy() -> tuple[str, str, str]:
+    """(base URL, master key, database URL) of another proxy, for a second environment: from
+    LITELLM_SECOND_PROXY_URL, LITELLM_SECOND_MASTER_KEY and LITELLM_SECOND_DATABASE_URL, else the
+    harness started with SECOND_HARNESS (2-3 minutes the first time)."""
+    names = ("LITELLM_SECOND_PROXY_URL", "LITELLM_SECOND_MASTER_KEY", "LITELLM_SECOND_DATABASE_URL")
+    url, key, database = (os.environ.get(name) for name in names)
+    if not (url and key and database):
+        if not HARNESS.exists():
+            _unavailable(f"{', '.join(names)} are not set and the harness is absent")
+        env = {**os.environ, **SECOND_HARNESS}
+        subprocess.run(["bash", str(HARNESS), "start"], check=True, stdout=subprocess.DEVNULL, env=env)
+        exports = subprocess.run(["bash", str(HARNESS), "env"], check=True, capture_output=True, text=True, env=env)
+        words = [w for line in exports.stdout.splitlines() if line.startswith("export ") for w in shlex.split(line)[1:]]
+        values = dict(w.split("=", 1) for w in words if "=" in w)
+        url, key = values["LITELLM_PROXY_URL"], values["LITELLM_MASTER_KEY"]
+        database = f"postgresql://litellm:litellm@127.0.0.1:{SECOND_HARNESS['LITELLM_HARNESS_PGPORT']}/litellm"
+    try:
+        httpx.get(f"{url}/health/liveliness", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        _unavailable(f"the second proxy at {url} does not answer: {exc}")
+    return url, key, database
+
+
+@pytest.fixture
+def second_api(second_proxy: tuple[str, str, str]) -> Api:
+    """The second proxy, emptied through its database (the process keeps running) by the script that
+    empties the proxy of the GitHub tests workflow."""
+    url, key, database = second_proxy
+    _psql()  # the script needs it
+    env = {**os.environ, "DATABASE_URL": database, "LITELLM_PROXY_URL": url}
+    subprocess.run(["bash", str(CI_PROXY), "reset"], check=True, capture_output=True, text=True, env=env)
+    return Api(url, key)

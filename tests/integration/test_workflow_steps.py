@@ -28,7 +28,7 @@ sys.path.insert(0, str(TOOLS))
 from gha import JobResult, Runner, load_yaml  # noqa: E402
 
 from reconciler.onboarding import load_report  # noqa: E402
-from reconciler.render.markdown import MARKER, escape, parse_fingerprint  # noqa: E402
+from reconciler.render.markdown import HEADER, MARKER, escape, parse_fingerprint  # noqa: E402
 
 WORKFLOWS = REPO / ".github" / "workflows"
 REPOSITORY = "acme/llm-access"
@@ -515,3 +515,163 @@ def test_hostile_alias_cannot_change_the_reviewed_fingerprint(installed, gh_stat
         escape("https://evil.example"), ""
     )  # the alias's own link, escaped
     assert_clean(shown, master, viewer_key)
+
+
+# ---------------------------------------------------------------- two environments, two real proxies
+
+TWO_ENVIRONMENTS = """\
+version: 1
+environments:
+  - name: staging
+  - name: production
+teams:
+  - alias: research
+    models: [gpt-4o-mini]
+    max_budget: 500
+    overrides:
+      staging: {max_budget: 50}
+  - alias: sandbox
+    only_in: [staging]
+users:
+  - email: alice@company.com
+    teams: [research, sandbox]
+  - email: bob@company.com
+    teams: [research]
+    only_in: [production]
+"""
+PROMOTION = WORKFLOWS / "examples" / "apply-staging-production.yml"
+
+
+def _environment_secrets(staging: tuple[str, str], production: tuple[str, str]) -> dict[str, str]:
+    """The plan workflow's repository secrets: each environment's proxy URL and read-only key."""
+    return {
+        "LITELLM_PROXY_URL_STAGING": staging[0],
+        "LITELLM_PLAN_KEY_STAGING": staging[1],
+        "LITELLM_PROXY_URL_PRODUCTION": production[0],
+        "LITELLM_PLAN_KEY_PRODUCTION": production[1],
+    }
+
+
+def _promote(installed, gh_state, staging: tuple[str, str], production: tuple[str, str]) -> dict[str, JobResult]:
+    """The promotion workflow: staging, then production with `needs: staging`. Each job runs in its own
+    GitHub environment, whose secrets are its proxy's URL and master key (a runner per environment)."""
+    workflow = load_yaml(PROMOTION)
+    results: dict[str, JobResult] = {}
+    for name, (url, key) in (("staging", staging), ("production", production)):
+        secrets = {"LITELLM_PROXY_URL": url, "LITELLM_MASTER_KEY": key}
+        runner = make_runner(installed, gh_state, "push", push_event(), secrets, sha=MERGE_SHA)
+        results[name] = runner.run_job(workflow, name, needs={k: v for k, v in results.items()})
+    return results
+
+
+def test_two_environments_one_comment_then_staging_before_production(
+    installed, gh_state, api, viewer_key, second_api, cli
+) -> None:
+    """staging (the second proxy) and production (the first), planned in one comment with a section and a
+    fingerprint each, then applied by the promotion workflow: staging first, production after it."""
+    staging_viewer = second_api.post(
+        "/user/new", {"user_email": "ci-viewer@example.com", "user_role": "proxy_admin_viewer"}
+    )["key"]
+    staging_url, staging_master = second_api.http.base_url, second_api.http.headers["Authorization"][7:]
+    staging_url = str(staging_url).rstrip("/")
+    production_url, production_master = os.environ["LITELLM_PROXY_URL"], os.environ["LITELLM_MASTER_KEY"]
+    write_users(installed, TWO_ENVIRONMENTS)
+
+    plans, comment = run_plan_jobs(
+        installed,
+        gh_state,
+        pr_event(21),
+        _environment_secrets((staging_url, staging_viewer), (production_url, viewer_key)),
+    )
+    assert [(p.name, p.result, p.outputs["result"]) for p in plans] == [
+        ("plan (staging)", "success", "changes"),
+        ("plan (production)", "success", "changes"),
+    ], [p.log[-2000:] for p in plans]
+    assert comment.result == "success", comment.log
+    [posted] = comments(gh_state, 21)
+    body = posted["body"]
+    staging_fp, production_fp = (p.outputs["fingerprint"] for p in plans)
+    assert staging_fp != production_fp
+    assert body.split("\n")[1] == (
+        f"<!-- litellm-reconciler-fingerprints: staging={staging_fp} production={production_fp} -->"
+    )
+    staging_part, production_part = body.split(f"{HEADER}: production")
+    assert f"{HEADER}: staging" in staging_part and escape("team.sandbox") in staging_part
+    assert escape("user.bob@company.com") not in staging_part and escape("team.sandbox") not in production_part
+    assert escape("user.bob@company.com") in production_part
+    assert second_api.teams() == [] and api.teams() == []  # plan never writes
+    netloc = urlsplit(staging_url).netloc
+    assert_clean(body + comment.log, production_master, staging_master, staging_viewer, viewer_key, netloc)
+    _merged(gh_state, 21)
+
+    applied = _promote(installed, gh_state, (staging_url, staging_master), (production_url, production_master))
+    for name, fingerprint in (("staging", staging_fp), ("production", production_fp)):
+        call = applied[name]
+        job = call.jobs["apply"]
+        assert call.result == job.result == "success", job.log[-3000:]
+        assert (job.environment, job.concurrency) == (f"litellm-{name}", f"litellm-apply-{name}")
+        assert job.steps["reviewed"]["outputs"]["fingerprint"] == fingerprint
+        assert job.steps["apply"]["outputs"]["fingerprint-matches"] == "true"
+        assert f"environment <code>{name}</code>" in job.summary
+    staging_teams = {t["team_alias"]: t for t in second_api.teams()}
+    production_teams = {t["team_alias"]: t for t in api.teams()}
+    assert set(staging_teams) == {"research", "sandbox"} and set(production_teams) == {"research"}
+    assert (staging_teams["research"]["max_budget"], production_teams["research"]["max_budget"]) == (50, 500)
+    assert {u["user_email"] for u in second_api.users()} - {"ci-viewer@example.com", None} == {"alice@company.com"}
+    assert {u["user_email"] for u in api.users()} - {"ci-viewer@example.com", None} == {
+        "alice@company.com",
+        "bob@company.com",
+    }
+    # converged: a new plan of each environment is empty
+    users_file = str(installed["workspace"] / "users.yaml")
+    for name, url, key in (("staging", staging_url, staging_master), ("production", production_url, production_master)):
+        again = cli(
+            "plan",
+            users_file,
+            "--env",
+            name,
+            "--detailed-exitcode",
+            env={"LITELLM_PROXY_URL": url, "LITELLM_MASTER_KEY": key},
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_failing_environment_is_reported_without_hiding_the_other(
+    installed, gh_state, api, viewer_key, second_api
+) -> None:
+    """staging's proxy is unreachable: its section says the plan failed, production's plan is still there
+    with its fingerprint; the promotion applies neither staging (no reviewed plan for it) nor, because
+    staging did not converge, production, and says so."""
+    production_url, production_master = os.environ["LITELLM_PROXY_URL"], os.environ["LITELLM_MASTER_KEY"]
+    dead = "http://127.0.0.1:9"  # nothing listens there
+    write_users(installed, TWO_ENVIRONMENTS)
+    plans, comment = run_plan_jobs(
+        installed,
+        gh_state,
+        pr_event(22),
+        _environment_secrets((dead, "sk-staging-unused"), (production_url, viewer_key)),
+    )
+    assert [(p.result, p.outputs["result"]) for p in plans] == [("failure", "error"), ("success", "changes")]
+    assert comment.result == "success", comment.log
+    [posted] = comments(gh_state, 22)
+    body = posted["body"]
+    production_fp = plans[1].outputs["fingerprint"]
+    assert body.split("\n")[1] == f"<!-- litellm-reconciler-fingerprints: staging=none production={production_fp} -->"
+    staging_part, production_part = body.split(f"{HEADER}: production")
+    assert "The plan failed" in staging_part and escape("user.bob@company.com") in production_part
+    assert_clean(body, production_master, viewer_key)
+    _merged(gh_state, 22)
+
+    applied = _promote(installed, gh_state, (dead, "sk-staging-unused"), (production_url, production_master))
+    staging = applied["staging"].jobs["apply"]
+    assert staging.result == "failure" and "No reviewed plan was found" in staging.summary
+    assert applied["production"].result == "skipped"  # promotion: production waits for a converged staging
+    assert api.teams() == []
+    # production on its own (no promotion rule): its reviewed plan applies, whatever happened to staging
+    workflow = load_yaml(PROMOTION)
+    del workflow["jobs"]["production"]["needs"]
+    secrets = {"LITELLM_PROXY_URL": production_url, "LITELLM_MASTER_KEY": production_master}
+    runner = make_runner(installed, gh_state, "push", push_event(), secrets, sha=MERGE_SHA)
+    alone = runner.run_job(workflow, "production").jobs["apply"]
+    assert alone.result == "success", alone.log[-3000:]
+    assert {t["team_alias"] for t in api.teams()} == {"research"}
