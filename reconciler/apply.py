@@ -22,6 +22,7 @@ Rules:
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -315,8 +316,7 @@ class Executor:
         return "done", f"team_id {action.params['team_id']}"
 
     def _do_update_team(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
-        self.client.update_team(action.params)
-        return "done", ""
+        return _unless_ignored(action.params, self.client.update_team(action.params))
 
     def _do_create_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         params = action.params
@@ -332,8 +332,7 @@ class Executor:
         return "done", f"user_id {user_id}"
 
     def _do_update_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
-        self.client.update_user(action.params)
-        return "done", ""
+        return _unless_ignored(action.params, self.client.update_user(action.params))
 
     def _do_adopt_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         user_id = action.params["user_id"]
@@ -745,3 +744,26 @@ def stubborn_failures(results: list[ActionResult], memory: dict[str, Any]) -> li
         elif runs > 1:
             stubborn.append((result, f"failed the same way on {runs} runs in a row"))
     return stubborn
+
+
+def _unless_ignored(sent: dict[str, Any], answer: Any) -> tuple[Status, str]:
+    """Done, unless the row the proxy answered with kept a value the update was to clear.
+
+    LiteLLM's update endpoints drop empty values: ``models: []`` on every version, and ``null``
+    limits on some (1.80.5). The update "succeeds" and changes nothing; said here, with what to
+    do, instead of by a verification plan that never comes out empty."""
+    row = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(row, dict):
+        return "done", ""
+    kept = [
+        f"{name} ({json.dumps(row[name])})"
+        for name, value in sent.items()
+        if value in (None, []) and row.get(name) not in (None, [])
+    ]
+    if not kept:
+        return "done", ""
+    return (
+        "failed",
+        f"this LiteLLM version ignores clearing {', '.join(kept)}; give a value instead "
+        "(models: list them), or drop the field from the file to stop managing it",
+    )

@@ -20,7 +20,7 @@ from . import __version__
 from .apply import ActionResult, remember_failures, stubborn_failures
 from .client import DEFAULT_PARALLELISM, ProxyError, check_proxy_url
 from .delivery import Mailer, SmtpSettings, load_template
-from .desired import InputError, load_desired
+from .desired import DesiredState, InputError, load_desired
 from .export import export_yaml
 from .files import write_private
 from .github import github
@@ -188,6 +188,7 @@ def validate(file: str, fmt: str) -> None:
         click.echo(json.dumps(result, indent=2))
         sys.exit(0 if result["valid"] else 1)
     desired = load_desired(file)
+    _warn(desired)
     where = (
         f" in {len(desired.environments)} environment(s): {', '.join(desired.environments)}"
         if desired.environments
@@ -240,7 +241,7 @@ def plan(
     proxy: ProxyOptions,
 ) -> None:
     """Read the proxy, compare it with FILE and show what apply would do. Never writes."""
-    desired = load_desired(file).for_environment(environment)
+    desired = _desired(file, environment)
     with _connect(proxy).client(Progress()) as client:
         the_plan, _ = plan_against(desired, client)
     click.echo(render(the_plan, fmt, max_chars=max_chars), nl=False)
@@ -346,7 +347,7 @@ def apply(
     Changes are made under a lock on the proxy (one apply at a time); an apply with nothing
     to do writes nothing, not even the lock."""
     with recorded_apply(result_json, expect_fingerprint, refusals=(Failure,)) as outcome:
-        desired = load_desired(file).for_environment(environment)
+        desired = _desired(file, environment)
         connection = _connect(proxy)
         # Everything that can be checked offline is checked before the first write.
         mailer = (
@@ -486,7 +487,7 @@ def _print_invitations(records: list[InvitationRecord], show_links: bool) -> Non
 @guard
 def invitations(file: str, environment: str | None, fmt: str, proxy: ProxyOptions) -> None:
     """Show who has onboarded: accepted, pending until ..., expired, never invited. Read-only; no links."""
-    desired = load_desired(file).for_environment(environment)
+    desired = _desired(file, environment)
     with _connect(proxy).client(Progress()) as client:
         live = read_for(desired, client)
         rows = onboarding_status(desired, live, now(), pending_invitations(desired, live, client, Sealer.from_env()))
@@ -537,6 +538,18 @@ def import_csv_command(csv_file: str, yaml_file: str, team: str | None) -> None:
         if result.added
         else f"Nothing to add; {yaml_file} is unchanged."
     )
+
+
+def _desired(file: str, environment: str | None) -> DesiredState:
+    """FILE validated and narrowed to ``environment``; its warnings go to stderr."""
+    desired = load_desired(file).for_environment(environment)
+    _warn(desired)
+    return desired
+
+
+def _warn(desired: DesiredState) -> None:
+    for warning in desired.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _connect(proxy: ProxyOptions) -> Connection:

@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn, TypeVar, get_args
+from typing import Annotated, Any, ClassVar, Literal, NoReturn, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -150,10 +150,13 @@ _ENVIRONMENT_RE = r"^[a-z][a-z0-9_]{0,39}$"
 EnvironmentName = Annotated[str, Field(pattern=_ENVIRONMENT_RE)]
 
 
-class TeamSettings(_Strict):
-    """What a team declares besides its alias; also the shape of a per-environment override."""
+class _Limits(_Strict):
+    """Budget, models and rate limits: what LiteLLM lets a team and a user each have.
+    A field left out is not managed; an explicit ``null`` is (it means "no limit")."""
 
-    id: str | None = Field(default=None, min_length=1, description="adopt this existing team_id")
+    #: The fields that map one-to-one onto the proxy's create and update endpoints.
+    SETTINGS: ClassVar[tuple[str, ...]] = ("models", "max_budget", "budget_duration", "tpm_limit", "rpm_limit")
+
     models: list[str] = Field(default=None, description="allowed models; [] = all models")  # type: ignore[assignment]
     max_budget: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="USD; null = no limit")
     budget_duration: str | None = Field(default=None, description="budget window, e.g. 30d, 1mo")
@@ -169,8 +172,19 @@ class TeamSettings(_Strict):
 
     @property
     def managed_settings(self) -> dict[str, Any]:
-        """The team settings the file mentions (explicit ``null`` included), by LiteLLM field name."""
-        return {name: getattr(self, name) for name in TEAM_SETTINGS if name in self.model_fields_set}
+        """The settings the file mentions (explicit ``null`` included), by LiteLLM field name."""
+        return {name: getattr(self, name) for name in self.SETTINGS if name in self.model_fields_set}
+
+
+class TeamSettings(_Limits):
+    """What a team declares besides its alias; also the shape of a per-environment override."""
+
+    SETTINGS: ClassVar[tuple[str, ...]] = (*_Limits.SETTINGS, "blocked")
+
+    id: str | None = Field(default=None, min_length=1, description="adopt this existing team_id")
+    blocked: bool = Field(  # type: ignore[assignment]
+        default=None, description="true: every key of the team is refused until unblocked (the team stays)"
+    )
 
 
 class TeamSpec(TeamSettings):
@@ -186,11 +200,17 @@ class TeamSpec(TeamSettings):
 
 
 #: Team fields that map one-to-one onto ``/team/new`` and ``/team/update``.
-TEAM_SETTINGS = ("models", "max_budget", "budget_duration", "tpm_limit", "rpm_limit")
+TEAM_SETTINGS = TeamSettings.SETTINGS
+#: User fields that map one-to-one onto ``/user/new`` and ``/user/update``.
+USER_SETTINGS = _Limits.SETTINGS
 
 
-class UserSettings(_Strict):
-    """What may differ for a user between environments."""
+class UserSettings(_Limits):
+    """A user's role, alias, budget, models and limits: what may also differ between environments.
+
+    LiteLLM applies a user's own ``max_budget`` and ``models`` only to the user's personal keys,
+    not to keys that belong to a team (``validate`` warns); ``tpm_limit`` and ``rpm_limit`` apply to all.
+    """
 
     role: UserRole | None = Field(default=None, description="user_role; new users get internal_user when left out")
     alias: str | None = Field(default=None, description="user_alias")
@@ -310,6 +330,8 @@ class DesiredState:
     spec: UsersFile
     #: The environment this state was selected for (``for_environment``); None for a file without environments.
     environment: str | None = None
+    #: What is valid but will not do what it seems to (located like problems); shown, never fatal.
+    warnings: tuple[Problem, ...] = ()
 
     @property
     def environments(self) -> list[str]:
@@ -354,7 +376,7 @@ class DesiredState:
                 user = user.model_copy(update={"teams": memberships})
             users.append(_with_override(user, user.overrides.get(name)))
         spec = self.spec.model_copy(update={"environments": [], "teams": teams, "users": users})
-        return DesiredState(self.source, spec, environment=name)
+        return DesiredState(self.source, spec, environment=name, warnings=self.warnings)
 
     @property
     def teams(self) -> list[TeamSpec]:
@@ -645,7 +667,35 @@ def parse_desired(text: str, file: str = "users.yaml") -> DesiredState:
         raise InputError(problems) from None
     if problems:
         raise InputError(problems)
-    return DesiredState(source=file, spec=spec)
+    return DesiredState(source=file, spec=spec, warnings=_warnings(spec, lines, file))
+
+
+#: What LiteLLM applies only to a user's personal keys, and where it must go to bind a team's keys.
+_PERSONAL_ONLY = {"max_budget": "the team's max_budget", "models": "the team's models"}
+
+
+def _warnings(spec: UsersFile, lines: dict[Path_, int], file: str) -> tuple[Problem, ...]:
+    """Settings that are valid but would not be enforced as they read: a user's own budget or
+    models, for a user in teams (LiteLLM checks them only on keys without a team)."""
+    found = []
+    for i, user in enumerate(spec.users):
+        if not user.teams:
+            continue
+        scopes: list[tuple[Path_, _Limits]] = [(("users", i), user)]
+        scopes += [(("users", i, "overrides", env), settings) for env, settings in user.overrides.items()]
+        for loc, settings in scopes:
+            for name, instead in _PERSONAL_ONLY.items():
+                if name in settings.model_fields_set and getattr(settings, name) not in (None, []):
+                    where = ".".join(str(p) for p in (*loc, name))
+                    found.append(
+                        Problem(
+                            file,
+                            _line_for((*loc, name), lines),
+                            f"{where}: LiteLLM applies a user's own {name} only to the user's personal keys, "
+                            f"not to the keys of a team ({', '.join(user.teams)}); to bind those, set {instead}",
+                        )
+                    )
+    return tuple(found)
 
 
 def _describe(loc: Path_, error: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .desired import TEAM_SETTINGS, USER_ROLES, check_email, parse_desired
+from .desired import TEAM_SETTINGS, USER_ROLES, USER_SETTINGS, check_email, parse_desired
 from .live import PROXY_ADMIN_ID, LiveState, LiveTeam, LiveUser
 
 
@@ -90,12 +90,12 @@ def _unexportable(user: LiveUser, emails: Counter[str]) -> str | None:
 
 def _team(team: LiveTeam) -> dict[str, Any]:
     """The alias and every setting that is set (the rest stays unmanaged)."""
-    entry: dict[str, Any] = {"alias": team.alias}
-    for name in TEAM_SETTINGS:
-        value = team.settings.get(name)
-        if value not in (None, []):
-            entry[name] = value
-    return entry
+    return {"alias": team.alias, **_set(team.settings, TEAM_SETTINGS)}
+
+
+def _set(settings: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The settings that differ from LiteLLM's defaults (no limit, all models, not blocked)."""
+    return {name: v for name in names if (v := settings.get(name)) is not None and v != [] and v is not False}
 
 
 def _user(user: LiveUser, teams: list[str]) -> dict[str, Any]:
@@ -104,6 +104,7 @@ def _user(user: LiveUser, teams: list[str]) -> dict[str, Any]:
         entry["role"] = user.role
     if user.alias:
         entry["alias"] = user.alias
+    entry.update(_set(user.settings, USER_SETTINGS))
     if teams:
         entry["teams"] = teams
     return entry

@@ -226,6 +226,15 @@ def validate(step: Step, file: str) -> bool:
     data = _json_object(proc.stdout)
     if proc.returncode == 0 and data is not None and data.get("valid") is True:
         step.log(f"{file} is valid: {data.get('teams', 0)} team(s), {data.get('users', 0)} user(s).")
+        for w in [w for w in data.get("warnings") or [] if isinstance(w, dict)]:
+            line = w.get("line") if isinstance(w.get("line"), int) else 0
+            step.annotate(
+                "warning",
+                str(w.get("message", "")),
+                title=f"{file}: valid, but not enforced as written",
+                file=str(w.get("file") or file),
+                line=str(line) if line > 0 else "",
+            )
         return True
     problems = [p for p in (data or {}).get("problems") or [] if isinstance(p, dict)]
     if problems:

@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
 
 from .client import IncompleteRead, LiteLLMClient
-from .desired import TEAM_SETTINGS
+from .desired import TEAM_SETTINGS, USER_SETTINGS
 from .lock import LOCK_USER_ID
 from .sealing import Sealer
 
@@ -125,6 +125,8 @@ class LiveUser:
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
     #: The user's virtual keys (``/user/list`` reports it): what deleting the user deletes.
     key_count: int | None = None
+    #: Budget, models and limits, by LiteLLM field name (USER_SETTINGS).
+    settings: dict[str, Any] = field(default_factory=dict, hash=False)
 
     @_once
     def key(self) -> str | None:
@@ -193,7 +195,9 @@ class LiveState:
         """Plain data of everything planning depends on. Built field by field: ``asdict`` deep-copies
         every metadata dict and dominated the cost of a 100,000-user plan."""
         return {
-            "users": [[u.user_id, u.email, u.role, u.alias, u.teams, u.metadata, u.key_count] for u in self.users],
+            "users": [
+                [u.user_id, u.email, u.role, u.alias, u.teams, u.metadata, u.key_count, u.settings] for u in self.users
+            ],
             "teams": [
                 [
                     t.team_id,
@@ -256,6 +260,7 @@ def user_from_api(raw: dict[str, Any]) -> LiveUser:
         teams=tuple(sorted(str(t) for t in raw.get("teams") or [])),
         metadata=dict(raw.get("metadata") or {}),
         key_count=raw["key_count"] if isinstance(raw.get("key_count"), int) else None,
+        settings={name: raw.get(name) for name in USER_SETTINGS},
     )
 
 
@@ -274,7 +279,8 @@ def team_from_api(raw: dict[str, Any]) -> LiveTeam:
     return LiveTeam(
         team_id=str(raw["team_id"]),
         alias=raw.get("team_alias"),
-        settings={name: raw.get(name) for name in TEAM_SETTINGS},
+        # A proxy that does not report ``blocked`` has no blocked teams.
+        settings={name: raw.get(name) for name in TEAM_SETTINGS} | {"blocked": raw.get("blocked") is True},
         members=members,
         metadata=dict(raw.get("metadata") or {}) if isinstance(raw.get("metadata"), dict) else {},
     )

@@ -270,6 +270,9 @@ def validation_result(path: str | Path) -> dict[str, Any]:
         "users": len(desired.users),
         "environments": desired.environments,
         "problems": [],
+        "warnings": [
+            {"file": w.file, "line": w.line, "column": w.column, "message": w.message} for w in desired.warnings
+        ],
     }
 
 

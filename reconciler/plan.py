@@ -562,6 +562,9 @@ def _plan_user(user: UserSpec, key: str, live: LiveState, matched: _Matched, con
         if user.alias is not None:
             params["user_alias"] = user.alias
             changes += (Change("user_alias", None, user.alias),)
+        settings = user.managed_settings
+        params.update(settings)
+        changes += tuple(Change(k, None, v) for k, v in sorted(settings.items()))
         return [
             Action(
                 kind="create_user",
@@ -575,14 +578,15 @@ def _plan_user(user: UserSpec, key: str, live: LiveState, matched: _Matched, con
     matched.user_ids[key] = current.user_id
     matched.live_users[key] = current
     managed = current.managed
-    if managed and user.role is None and user.alias is None:
+    settings = user.managed_settings
+    if managed and user.role is None and user.alias is None and not settings:
         return []  # owned, and the file manages none of its fields: nothing to adopt or compare
-    wanted: dict[str, Any] = {}
+    wanted: dict[str, Any] = dict(settings)
     if user.role is not None:
         wanted["user_role"] = user.role
     if user.alias is not None:
         wanted["user_alias"] = user.alias
-    have = {"user_role": current.role, "user_alias": current.alias}
+    have = {**current.settings, "user_role": current.role, "user_alias": current.alias}
     return _existing("user", address, {"user_id": current.user_id}, managed, have, wanted, "differs")
 
 

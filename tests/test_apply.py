@@ -22,7 +22,7 @@ from reconciler.apply import (
     stubborn_failures,
 )
 from reconciler.client import LiteLLMClient
-from reconciler.desired import TEAM_SETTINGS, parse_desired
+from reconciler.desired import TEAM_SETTINGS, USER_SETTINGS, parse_desired
 from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, read_live
 from reconciler.onboarding import InvitationRecord
 from reconciler.plan import EXPOSED_REASON, Plan, make_plan, new_team_id, new_user_id
@@ -80,6 +80,11 @@ class FakeLiteLLM:
             "user_alias": None,
             "teams": [],
             "metadata": {},
+            "models": [],
+            "max_budget": None,
+            "budget_duration": None,
+            "tpm_limit": None,
+            "rpm_limit": None,
             **fields,
         }
 
@@ -178,13 +183,15 @@ class FakeLiteLLM:
         if email and any((u["user_email"] or "").lower() == email.lower() for u in self.users.values()):
             return error(400, f"{{'error': 'User with email {email} already exists'}}")
         user_id = body.get("user_id") or f"user-{next(self._ids)}"
-        self.add_user(user_id, email, **{k: body[k] for k in ("user_role", "user_alias", "metadata") if k in body})
+        kept = ("user_role", "user_alias", "metadata", *USER_SETTINGS)
+        self.add_user(user_id, email, **{k: body[k] for k in kept if k in body})
         return httpx.Response(200, json={**self.users[user_id], "key": ""})
 
     def post_user_update(self, body: dict[str, Any]) -> httpx.Response:
         if body["user_id"] not in self.users:  # LiteLLM upserts
             self.add_user(body["user_id"], None)
-        self.users[body["user_id"]].update({k: v for k, v in body.items() if k != "user_id"})
+        # Like every LiteLLM: empty lists and objects are dropped (models cannot be cleared to []).
+        self.users[body["user_id"]].update({k: v for k, v in body.items() if k != "user_id" and v not in ([], {})})
         return httpx.Response(200, json={"user_id": body["user_id"], "data": self.users[body["user_id"]]})
 
     def post_user_bulk_update(self, body: dict[str, Any]) -> httpx.Response:
@@ -889,3 +896,18 @@ def test_parallelism_one_sends_one_request_at_a_time():
         .ok
     )
     assert max(proxy.most_in_flight.values()) == 1
+
+
+def test_an_update_the_proxy_ignores_fails_and_says_what_to_do_instead():
+    """LiteLLM drops ``models: []`` on /user/update: the apply says so, rather than a verification plan
+    that never comes out empty; what it could change, it changed."""
+    proxy = FakeLiteLLM()
+    proxy.add_user("u-1", "a@x.io", models=["gpt-4o"], tpm_limit=5, metadata={OWNER_KEY: {"managed": True}})
+    report = apply(proxy, plan_against(proxy, "version: 1\nusers:\n  - {email: a@x.io, models: [], tpm_limit: 9}\n"))
+    [result] = [r for r in report.results if r.address == "user.a@x.io"]  # besides the inviter's row
+    assert result.status == "failed"
+    assert result.detail == (
+        'this LiteLLM version ignores clearing models (["gpt-4o"]); give a value instead (models: list them), '
+        "or drop the field from the file to stop managing it"
+    )
+    assert proxy.users["u-1"]["tpm_limit"] == 9 and proxy.users["u-1"]["models"] == ["gpt-4o"]

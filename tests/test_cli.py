@@ -41,7 +41,7 @@ def test_validate_json_locates_every_problem(cli, tmp_path: Path) -> None:
     valid = cli("validate", str(REPO / "users.yaml"), "--format", "json")
     assert valid.returncode == 0 and json.loads(valid.stdout) | {"file": "x"} == {
         "format_version": "1.0", "valid": True, "file": "x", "teams": 2, "users": 3, "environments": [],
-        "problems": [],
+        "problems": [], "warnings": [],
     }  # fmt: skip
     missing = cli("validate", "absent.yaml", "--format", "json")
     assert missing.returncode == 1 and json.loads(missing.stdout)["problems"][0]["line"] == 0

@@ -864,3 +864,76 @@ def test_an_override_for_an_environment_the_team_is_not_in_is_refused():
         """
     )
     assert_problem(problem, 7, "teams.0.overrides.production: not in environment 'production' (see only_in)")
+
+
+# --------------------------------------------------------------------------- user limits
+
+
+def test_user_limits_are_managed_only_when_written():
+    file = parse_desired(
+        yaml_text(
+            """\
+            version: 1
+            teams: [{alias: t, blocked: true}]
+            users:
+              - {email: a@x.io, max_budget: 5, budget_duration: 1mo, models: [m], tpm_limit: 1, rpm_limit: null}
+              - {email: b@x.io}
+            """
+        ),
+        FILE,
+    )
+    a, b = file.users
+    assert a.managed_settings == {
+        "models": ["m"],
+        "max_budget": 5.0,
+        "budget_duration": "1mo",
+        "tpm_limit": 1,
+        "rpm_limit": None,
+    }
+    assert b.managed_settings == {} and file.teams[0].managed_settings == {"blocked": True}
+
+
+@pytest.mark.parametrize(
+    "entry, line, message",
+    [
+        ("{email: a@x.io, max_budget: -1}", 3, "users.0.max_budget: Input should be greater than or equal to 0"),
+        ("{email: a@x.io, budget_duration: soon}", 3, "'soon' is not a LiteLLM duration"),
+        ("{email: a@x.io, models: gpt-4o}", 3, "users.0.models: Input should be a valid list"),
+        ("{email: a@x.io, tpm_limit: 1.5}", 3, "users.0.tpm_limit: Input should be a valid integer"),
+    ],
+)
+def test_user_limits_are_validated_like_the_teams(entry, line, message):
+    assert_problem(only_problem(f"version: 1\nusers:\n  - {entry}\n"), line, message)
+
+
+def test_a_budget_or_models_that_would_not_bind_a_team_member_is_a_warning_with_its_line():
+    file = parse_desired(
+        yaml_text(
+            """\
+            version: 1
+            environments: [{name: staging}]
+            teams: [{alias: t}]
+            users:
+              - email: in-team@x.io
+                teams: [t]
+                max_budget: 5
+                tpm_limit: 10
+                overrides:
+                  staging: {models: [m]}
+              - email: personal@x.io
+                max_budget: 5
+              - email: unlimited@x.io
+                teams: [t]
+                max_budget: null
+                models: []
+            """
+        ),
+        FILE,
+    )
+    assert [str(w) for w in file.warnings] == [
+        f"{FILE}:7: users.0.max_budget: LiteLLM applies a user's own max_budget only to the user's personal keys, "
+        "not to the keys of a team (t); to bind those, set the team's max_budget",
+        f"{FILE}:10: users.0.overrides.staging.models: LiteLLM applies a user's own models only to the user's "
+        "personal keys, not to the keys of a team (t); to bind those, set the team's models",
+    ]
+    assert file.for_environment("staging").warnings == file.warnings

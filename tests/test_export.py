@@ -79,3 +79,22 @@ def test_export_of_chosen_teams_keeps_only_their_members() -> None:
     ]
     with pytest.raises(ValueError, match="no team with the alias nope"):
         export_yaml(snapshot(), {"nope"})
+
+
+def test_user_limits_and_a_blocked_team_are_exported_and_defaults_left_out() -> None:
+    limits = {**EMPTY, "max_budget": 0.0, "models": ["gpt-4o"], "rpm_limit": 0}
+    live = LiveState(
+        users=(
+            LiveUser("u1", "a@x.io", "internal_user", None, (), settings=limits),
+            LiveUser("u2", "b@x.io", "internal_user", None, (), settings=EMPTY),
+        ),
+        teams=(
+            LiveTeam("t1", "paused", {**EMPTY, "blocked": True}),
+            LiveTeam("t2", "open", {**EMPTY, "blocked": False}),
+        ),
+    )
+    text = export_yaml(live)
+    assert "- email: a@x.io\n  role: internal_user\n  models:\n  - gpt-4o\n  max_budget: 0.0\n  rpm_limit: 0\n" in text
+    assert "- email: b@x.io\n  role: internal_user\n" in text and "blocked: false" not in text
+    assert "- alias: paused\n  blocked: true\n" in text
+    assert not make_plan(parse_desired(text), live, NOW).has_changes

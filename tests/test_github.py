@@ -913,3 +913,17 @@ def test_plan_and_apply_of_an_environment_pass_it_to_the_cli_and_say_it(tmp_path
     applied = glue_apply(tmp_path / "apply", result_json(), environment="production")
     assert applied.code == 0 and applied.cli_calls[-1][:4] == ["apply", "users.yaml", "--env", "production"]
     assert "Applied: <code>users\\.yaml</code>, environment <code>production</code>" in applied.summary
+
+
+def test_a_valid_file_with_warnings_is_annotated_and_passes(tmp_path: Path) -> None:
+    where = _users_file(
+        tmp_path / "run",
+        "version: 1\nteams: [{alias: t}]\nusers:\n  - email: a@x.io\n    teams: [t]\n    max_budget: 5\n",
+    )
+    run = run_glue(where, "validate", inputs={"file": "users.yaml"}, real_cli=True)
+    assert run.code == 0 and run.outputs["result"] == "valid", run.stderr
+    [warning] = [line for line in run.stdout.splitlines() if line.startswith("::warning ")]
+    assert warning.startswith(
+        "::warning title=users.yaml%3A valid%2C but not enforced as written,file=users.yaml,line=6::"
+        "users.0.max_budget: LiteLLM applies a user's own max_budget only to the user's personal keys"
+    )

@@ -44,12 +44,16 @@ def desired(body: str) -> DesiredState:
     return parse_desired(textwrap.dedent(body).lstrip("\n"), "users.yaml")
 
 
+#: LiteLLM's defaults of the settings a team and a user share: no budget, all models, no limits.
+UNLIMITED = {"models": [], "max_budget": None, "budget_duration": None, "tpm_limit": None, "rpm_limit": None}
+
+
 def live_team(
     team_id: str, alias: str | None, members: tuple[str, ...] = (), managed: bool = True, **settings: Any
 ) -> LiveTeam:
     """A team as the proxy shows it (owned by this tool unless ``managed=False``): unset settings are
     LiteLLM's defaults."""
-    base = {"models": [], "max_budget": None, "budget_duration": None, "tpm_limit": None, "rpm_limit": None}
+    base = {**UNLIMITED, "blocked": False}
     return LiveTeam(
         team_id=team_id,
         alias=alias,
@@ -67,6 +71,7 @@ def live_user(
     alias: str | None = None,
     teams: tuple[str, ...] = (),
     metadata: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> LiveUser:
     """A user as the proxy shows it; adopted by the file earlier unless ``metadata`` says otherwise."""
     return LiveUser(
@@ -76,6 +81,7 @@ def live_user(
         alias=alias,
         teams=tuple(sorted(teams)),
         metadata=ADOPTED if metadata is None else metadata,
+        settings={**UNLIMITED, **settings},
     )
 
 
@@ -1013,3 +1019,72 @@ def test_each_environment_is_planned_from_its_own_state_and_fingerprinted_apart(
     plain = replace(staging, environment=None)
     assert plain.fingerprint != staging.fingerprint
     assert Plan.from_dict(staging.to_dict()) == staging and staging.to_dict()["environment"] == "staging"
+
+
+# --------------------------------------------------------------------------- user limits, blocked teams
+
+
+def test_a_users_budget_models_and_limits_are_created_and_then_updated_field_by_field():
+    spec = desired(
+        """
+        version: 1
+        users:
+          - email: a@x.io
+            max_budget: 10
+            budget_duration: 30d
+            models: [gpt-4o, gpt-4o-mini]
+            tpm_limit: 1000
+          - email: b@x.io
+            rpm_limit: null
+        """
+    )
+    created = plan_for(spec)
+    [new] = [a for a in created.actions if a.address == "user.a@x.io"]
+    assert new.kind == "create_user" and {k: new.params[k] for k in ("max_budget", "models", "tpm_limit")} == {
+        "max_budget": 10.0,
+        "models": ["gpt-4o", "gpt-4o-mini"],
+        "tpm_limit": 1000,
+    }
+    assert "rpm_limit" not in new.params and new.params["budget_duration"] == "30d"
+    live = state(
+        live_user(
+            "u-a", "a@x.io", max_budget=10.0, budget_duration="30d", models=["gpt-4o-mini", "gpt-4o"], tpm_limit=5
+        ),
+        live_user("u-b", "b@x.io", rpm_limit=60, tpm_limit=7),
+    )
+    updated = plan_for(spec, live)
+    assert [(a.address, a.params) for a in updated.actions] == [
+        ("user.a@x.io", {"user_id": "u-a", "tpm_limit": 1000}),  # the models, in another order, are the same
+        ("user.b@x.io", {"user_id": "u-b", "rpm_limit": None}),  # explicit null: managed; tpm_limit left alone
+    ]
+    converged = state(
+        live_user(
+            "u-a", "a@x.io", max_budget=10, budget_duration="30d", models=["gpt-4o", "gpt-4o-mini"], tpm_limit=1000
+        ),
+        live_user("u-b", "b@x.io", tpm_limit=7),
+    )
+    assert plan_for(spec, converged).actions == ()
+
+
+def test_blocking_a_team_is_a_managed_setting():
+    spec = desired(
+        """
+        version: 1
+        teams:
+          - alias: paused
+            blocked: true
+          - alias: open
+            blocked: false
+          - alias: untouched
+        """
+    )
+    created = {a.address: a.params for a in plan_for(spec).actions if a.kind == "create_team"}
+    assert (created["team.paused"]["blocked"], created["team.open"]["blocked"]) == (True, False)
+    assert "blocked" not in created["team.untouched"]
+    live = state(
+        live_team("t-1", "paused"), live_team("t-2", "open", blocked=True), live_team("t-3", "untouched", blocked=True)
+    )
+    assert [(a.address, a.params) for a in plan_for(spec, live).actions] == [
+        ("team.open", {"team_id": "t-2", "blocked": False}),
+        ("team.paused", {"team_id": "t-1", "blocked": True}),
+    ]
