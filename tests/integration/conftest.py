@@ -76,6 +76,11 @@ def empty_proxy(proxy: tuple[str, str]) -> tuple[str, str]:
     return proxy
 
 
+def proxy_version(url: str) -> str:
+    """The LiteLLM version a proxy runs (its OpenAPI document says it on every version we test)."""
+    return str(httpx.get(f"{url}/openapi.json", timeout=30).json()["info"]["version"])
+
+
 class Api:
     """Direct calls to the proxy for arranging and checking, independent of the code under test."""
 

@@ -1,0 +1,102 @@
+"""Users' budgets, models and limits, and blocked teams, round-tripped on the real proxy: declared →
+planned → applied → nothing left → changed → exactly that change → applied → nothing left → exported back.
+CI runs this file on each LiteLLM version it tests; what differs between versions is asserted where it shows."""
+
+from __future__ import annotations
+
+import os
+
+from .conftest import proxy_version
+from .test_lifecycle import apply_ok, json_plan, write
+
+DECLARED = """\
+version: 1
+teams:
+  - alias: research
+    blocked: true
+users:
+  - email: alice@company.com
+    max_budget: 10
+    budget_duration: 30d
+    models: [gpt-4o, gpt-4o-mini]
+    tpm_limit: 1000
+    rpm_limit: 10
+  - email: bob@company.com
+    teams: [research]
+    tpm_limit: 50
+"""
+CHANGED = (
+    DECLARED.replace("blocked: true", "blocked: false")
+    .replace("max_budget: 10", "max_budget: 25")
+    .replace("models: [gpt-4o, gpt-4o-mini]", "models: [gpt-4o-mini]")
+)
+
+
+def changes(plan: dict) -> dict[str, dict[str, list]]:
+    """Each action's changes: address → {field: [old, new]}."""
+    return {a["address"]: {c["field"]: [c["old"], c["new"]] for c in a["changes"]} for a in plan["actions"]}
+
+
+def test_user_limits_and_a_blocked_team_round_trip(api, cli, tmp_path) -> None:
+    write(tmp_path, DECLARED)
+    planned = changes(json_plan(cli))
+    assert planned["user.alice@company.com"] == {
+        "user_id": planned["user.alice@company.com"]["user_id"],
+        "user_role": [None, "internal_user"],
+        "budget_duration": [None, "30d"],
+        "max_budget": [None, 10.0],
+        "models": [None, ["gpt-4o", "gpt-4o-mini"]],
+        "rpm_limit": [None, 10],
+        "tpm_limit": [None, 1000],
+    }
+    assert planned["team.research"]["blocked"] == [None, True]
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    alice = next(u for u in api.users() if u["user_email"] == "alice@company.com")
+    assert (alice["max_budget"], alice["tpm_limit"], sorted(alice["models"])) == (10, 1000, ["gpt-4o", "gpt-4o-mini"])
+    assert alice["budget_reset_at"]  # the window runs
+    [team] = api.teams()
+    assert team["blocked"] is True
+
+    write(tmp_path, CHANGED)
+    assert changes(json_plan(cli)) == {
+        "team.research": {"blocked": [True, False]},
+        "user.alice@company.com": {"max_budget": [10.0, 25.0], "models": [["gpt-4o", "gpt-4o-mini"], ["gpt-4o-mini"]]},
+    }
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    [team] = api.teams()
+    assert team["blocked"] is False
+
+    exported = cli("export")
+    assert exported.returncode == 0, exported.stderr
+    write(tmp_path, exported.stdout)
+    assert json_plan(cli)["has_changes"] is False
+    assert "max_budget: 25.0" in exported.stdout and "tpm_limit: 50" in exported.stdout
+
+
+def test_clearing_what_litellm_will_not_clear_fails_and_says_so(api, cli, tmp_path) -> None:
+    """``models: []`` is dropped by /user/update on every version; ``null`` limits by 1.80.5 only."""
+    write(tmp_path, DECLARED)
+    apply_ok(cli)
+    write(
+        tmp_path,
+        DECLARED.replace("models: [gpt-4o, gpt-4o-mini]", "models: []").replace("max_budget: 10", "max_budget: null"),
+    )
+    result = cli("apply", "--yes")
+    assert result.returncode == 1
+    [line] = [line for line in result.stdout.splitlines() if "user.alice@company.com: failed" in line]
+    assert "this LiteLLM version ignores clearing" in line and 'models (["gpt-4o", "gpt-4o-mini"])' in line
+    alice = next(u for u in api.users() if u["user_email"] == "alice@company.com")
+    if proxy_version(os.environ["LITELLM_PROXY_URL"]).startswith("1.80."):  # drops null too
+        assert "max_budget (10.0)" in line and alice["max_budget"] == 10
+    else:
+        assert "max_budget" not in line and alice["max_budget"] is None
+    assert sorted(alice["models"]) == ["gpt-4o", "gpt-4o-mini"]
+
+
+def test_a_team_member_with_a_personal_budget_gets_a_warning_not_an_error(cli, tmp_path) -> None:
+    write(tmp_path, DECLARED.replace("    tpm_limit: 50\n", "    tpm_limit: 50\n    max_budget: 3\n"))
+    result = cli("validate")
+    assert result.returncode == 0
+    assert "warning: users.yaml:15: users.1.max_budget: LiteLLM applies a user's own max_budget only" in result.stderr
