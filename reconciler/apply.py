@@ -316,7 +316,13 @@ class Executor:
         return "done", f"team_id {action.params['team_id']}"
 
     def _do_update_team(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
-        return _unless_ignored(action.params, self.client.update_team(action.params))
+        settings = dict(action.params)
+        permissions = settings.pop("team_member_permissions", None)
+        if permissions is not None:  # only this endpoint changes them; /team/update ignores them
+            self.client.update_team_permissions(settings["team_id"], permissions)
+        if len(settings) == 1:  # the team_id alone: nothing else to update
+            return "done", ""
+        return _unless_ignored(settings, self.client.update_team(settings))
 
     def _do_create_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         params = action.params

@@ -508,6 +508,22 @@ class LiteLLMClient:
     def update_team(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.post("/team/update", body)
 
+    def update_team_permissions(self, team_id: str, permissions: list[str]) -> dict[str, Any]:
+        """The routes the team's members may call (``/team/update`` ignores them)."""
+        return self.post("/team/permissions_update", {"team_id": team_id, "team_member_permissions": permissions})
+
+    def team_permissions_available(self, team_id: str) -> list[str] | None:
+        """Every member permission the proxy accepts (it lists them for a given team), or None
+        when this key may not ask (a read-only key on some versions)."""
+        try:
+            answer = self.get("/team/permissions_list", team_id=team_id)
+        except ProxyError as exc:
+            if exc.status in (401, 403):
+                return None
+            raise
+        found = answer.get("all_available_permissions") if isinstance(answer, dict) else None
+        return [str(p) for p in found] if isinstance(found, list) else None
+
     def create_user(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.post("/user/new", {**body, "auto_create_key": False})
 

@@ -179,12 +179,28 @@ class _Limits(_Strict):
 class TeamSettings(_Limits):
     """What a team declares besides its alias; also the shape of a per-environment override."""
 
-    SETTINGS: ClassVar[tuple[str, ...]] = (*_Limits.SETTINGS, "blocked")
+    SETTINGS: ClassVar[tuple[str, ...]] = (*_Limits.SETTINGS, "blocked", "team_member_permissions")
 
     id: str | None = Field(default=None, min_length=1, description="adopt this existing team_id")
     blocked: bool = Field(  # type: ignore[assignment]
         default=None, description="true: every key of the team is refused until unblocked (the team stays)"
     )
+    team_member_permissions: list[str] = Field(  # type: ignore[assignment]
+        default=None,
+        description=(
+            "routes the team's non-admin members may call, e.g. /key/generate; [] = none beyond reading their keys"
+        ),
+    )
+
+    @field_validator("team_member_permissions")
+    @classmethod
+    def _routes(cls, value: list[str] | None) -> list[str] | None:
+        for route in value or []:
+            if not route.startswith("/"):
+                raise ValueError(f"{route!r} is not a route such as /key/generate")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a permission is listed twice")
+        return value
 
 
 class TeamSpec(TeamSettings):
@@ -199,7 +215,8 @@ class TeamSpec(TeamSettings):
     )
 
 
-#: Team fields that map one-to-one onto ``/team/new`` and ``/team/update``.
+#: Team fields that map one-to-one onto ``/team/new`` and ``/team/update`` (``team_member_permissions``:
+#: ``/team/permissions_update``, which is the only endpoint that changes them).
 TEAM_SETTINGS = TeamSettings.SETTINGS
 #: User fields that map one-to-one onto ``/user/new`` and ``/user/update``.
 USER_SETTINGS = _Limits.SETTINGS

@@ -190,6 +190,8 @@ class LiveState:
     #: The user that owns the key this run reads with, when the proxy says (protected from removal).
     #: Not part of the fingerprint: a plan key and an apply key see the same proxy.
     caller_id: str | None = None
+    #: The team member permissions the proxy accepts, read only when the file sets some; None: not known.
+    team_permissions: frozenset[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data of everything planning depends on. Built field by field: ``asdict`` deep-copies

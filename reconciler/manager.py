@@ -96,6 +96,9 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
     it no longer declares (what deleting it deletes). O(pages + teams to delete) requests."""
     teams = frozenset(t.alias for t in desired.teams) | frozenset(t.id for t in desired.teams if t.id)
     live = read_live(client, declared_teams=teams)
+    if live.teams and any("team_member_permissions" in t.model_fields_set for t in desired.teams):
+        available = client.team_permissions_available(live.teams[0].team_id)
+        live = replace(live, team_permissions=None if available is None else frozenset(available))
     scopes = desired.spec.removals
     if scopes.users or scopes.memberships or scopes.teams:
         live = replace(live, caller_id=client.caller_user_id())

@@ -427,6 +427,15 @@ def _member_order(action: Action) -> tuple[str, str]:
 
 def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: list[str]) -> list[Action]:
     address = f"team.{team.alias}"
+    unknown = [
+        p for p in team.team_member_permissions or () if live.team_permissions and p not in live.team_permissions
+    ]
+    if unknown:
+        conflicts.append(
+            f"{address}: team_member_permissions {', '.join(unknown)}: not accepted by this proxy, "
+            f"which accepts {', '.join(sorted(live.team_permissions or ()))}"
+        )
+        return []
     if team.id:
         found = [live.teams_by_id[team.id]] if team.id in live.teams_by_id else []
     else:

@@ -175,8 +175,16 @@ class FakeLiteLLM:
         team = self.teams.get(body["team_id"])
         if team is None:
             return error(404, "Team not found")
-        team.update({k: v for k, v in body.items() if k != "team_id"})
+        # Like LiteLLM: /team/update does not change the member permissions.
+        team.update({k: v for k, v in body.items() if k not in ("team_id", "team_member_permissions")})
         return httpx.Response(200, json={"team_id": team["team_id"], "data": team})
+
+    def post_team_permissions_update(self, body: dict[str, Any]) -> httpx.Response:
+        team = self.teams.get(body["team_id"])
+        if team is None:
+            return error(404, "Team not found")
+        team["team_member_permissions"] = body["team_member_permissions"]
+        return httpx.Response(200, json=team)
 
     def post_user_new(self, body: dict[str, Any]) -> httpx.Response:
         email = body.get("user_email")
@@ -911,3 +919,18 @@ def test_an_update_the_proxy_ignores_fails_and_says_what_to_do_instead():
         "or drop the field from the file to stop managing it"
     )
     assert proxy.users["u-1"]["tpm_limit"] == 9 and proxy.users["u-1"]["models"] == ["gpt-4o"]
+
+
+def test_member_permissions_go_through_their_own_endpoint_and_the_rest_through_team_update():
+    proxy = FakeLiteLLM()
+    text = "version: 1\nteams:\n  - {alias: builders, max_budget: 5, team_member_permissions: [/key/generate]}\n"
+    apply(proxy, plan_against(proxy, text))
+    changed = text.replace("max_budget: 5", "max_budget: 7").replace("[/key/generate]", "[/key/generate, /key/update]")
+    report = apply(proxy, plan_against(proxy, changed))
+    assert report.ok, report.results
+    [team] = proxy.teams.values()
+    assert (team["max_budget"], team["team_member_permissions"]) == (7, ["/key/generate", "/key/update"])
+    assert proxy.posts("/team/permissions_update") == [
+        {"team_id": team["team_id"], "team_member_permissions": ["/key/generate", "/key/update"]}
+    ]
+    assert not plan_against(proxy, changed).has_changes

@@ -1088,3 +1088,27 @@ def test_blocking_a_team_is_a_managed_setting():
         ("team.open", {"team_id": "t-2", "blocked": False}),
         ("team.paused", {"team_id": "t-1", "blocked": True}),
     ]
+
+
+def test_team_member_permissions_are_planned_and_checked_against_what_the_proxy_accepts():
+    spec = desired(
+        """
+        version: 1
+        teams:
+          - alias: builders
+            team_member_permissions: [/key/generate, /key/update]
+          - alias: readers
+        """
+    )
+    live = state(live_team("t-1", "builders", team_member_permissions=None), live_team("t-2", "readers"))
+    [update] = plan_for(spec, live).actions
+    assert update.params == {"team_id": "t-1", "team_member_permissions": ["/key/generate", "/key/update"]}
+    accepted = replace(live, team_permissions=frozenset({"/key/generate", "/key/info"}))
+    with pytest.raises(PlanConflict) as refused:
+        plan_for(spec, accepted)
+    assert str(refused.value) == (
+        "team.builders: team_member_permissions /key/update: not accepted by this proxy, "
+        "which accepts /key/generate, /key/info"
+    )
+    converged = state(live_team("t-1", "builders", team_member_permissions=["/key/update", "/key/generate"]))
+    assert plan_for(spec, replace(converged, teams=converged.teams + live.teams[1:])).actions == ()

@@ -33,6 +33,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+        if "second_proxy" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.two_proxies)
 
 
 def _unavailable(reason: str) -> None:

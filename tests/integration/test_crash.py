@@ -22,7 +22,7 @@ from .conftest import Api
 from .faults import FaultProxy, Rule
 from .test_lifecycle import json_plan, write
 
-USERS = 200
+USERS = 120  # three batches of links (BULK_SIZE 50): kills land before, between and after records
 FILE = "version: 1\nteams:\n  - alias: dev\n  - alias: research\nusers:\n" + "".join(
     f"  - email: person{i:03d}@company.com\n    teams: [{'dev' if i % 2 else 'research'}]\n" for i in range(USERS)
 )
@@ -103,7 +103,7 @@ def rerun_and_check(api: Api, cli, tmp_path: Path, proxy, sql) -> str:
     return again.stdout
 
 
-@pytest.mark.parametrize("links_before_kill", [1, 60, 150])
+@pytest.mark.parametrize("links_before_kill", [1, 60, 105])
 def test_kill_during_the_invitation_phase_then_apply_again(
     api: Api, cli, tmp_path: Path, proxy, sql, links_before_kill: int
 ) -> None:

@@ -100,3 +100,30 @@ def test_a_team_member_with_a_personal_budget_gets_a_warning_not_an_error(cli, t
     result = cli("validate")
     assert result.returncode == 0
     assert "warning: users.yaml:15: users.1.max_budget: LiteLLM applies a user's own max_budget only" in result.stderr
+
+
+PERMISSIONS = "version: 1\nteams:\n  - alias: builders\n    team_member_permissions: [/key/generate]\n"
+
+
+def test_team_member_permissions_round_trip_and_unknown_ones_are_refused(api, cli, tmp_path) -> None:
+    write(tmp_path, PERMISSIONS)
+    assert changes(json_plan(cli))["team.builders"]["team_member_permissions"] == [None, ["/key/generate"]]
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    [team] = api.teams()
+    assert team["team_member_permissions"] == ["/key/generate"]
+
+    write(tmp_path, PERMISSIONS.replace("[/key/generate]", "[/key/generate, /key/update]"))
+    assert changes(json_plan(cli)) == {
+        "team.builders": {"team_member_permissions": [["/key/generate"], ["/key/generate", "/key/update"]]}
+    }
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    assert "team_member_permissions:\n  - /key/generate\n  - /key/update\n" in cli("export").stdout
+
+    write(tmp_path, PERMISSIONS.replace("[/key/generate]", "[/key/generate, /key/launch]"))
+    refused = cli("plan")
+    assert refused.returncode == 1
+    assert "team.builders: team_member_permissions /key/launch: not accepted by this proxy, which accepts " in (
+        refused.stderr
+    )
