@@ -311,6 +311,25 @@ class Executor:
             raise
         return "done", ""
 
+    def _do_create_organization(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        self.client.create_organization(action.params)
+        return "done", f"organization_id {action.params['organization_id']}"
+
+    def _do_update_organization(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        self.client.update_organization(action.params)
+        return "done", ""
+
+    def _do_adopt_organization(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        organization_id = action.params["organization_id"]
+        found = self.client.organization_info(organization_id) or {}
+        metadata = dict(found.get("metadata") or {}) if isinstance(found.get("metadata"), dict) else {}
+        owned = metadata.get(OWNER_KEY) if isinstance(metadata.get(OWNER_KEY), dict) else {}
+        owned = {**owned, "managed": True, "adopted": True}
+        self.client.update_organization(
+            {"organization_id": organization_id, "metadata": {**metadata, OWNER_KEY: owned}}
+        )
+        return "done", "ownership recorded"
+
     def _do_create_team(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         self.client.create_team(action.params)
         return "done", f"team_id {action.params['team_id']}"

@@ -102,6 +102,15 @@ class ProxyError(Exception):
         super().__init__(f"{where}: HTTP {status}: {message}" if status else f"{where}: {message}")
 
 
+class EnterpriseOnly(ProxyError):
+    """The proxy serves this only with a LiteLLM Enterprise license."""
+
+
+# What LiteLLM says (in several wordings) when a feature needs its Enterprise license.
+_ENTERPRISE = "LiteLLM Enterprise"
+ENTERPRISE_ONLY = "this proxy offers it only with a LiteLLM Enterprise license (LITELLM_LICENSE); it has none"
+
+
 class DeadlineExceeded(ProxyError):
     """The run's total deadline passed; nothing more is sent."""
 
@@ -294,6 +303,8 @@ class LiteLLMClient:
             message = self.redact(error_message(answer, response.reason_phrase))
             if method != "GET" and status in _UNKNOWN_POST:
                 raise OutcomeUnknown(method, path, status, message)
+            if status in (400, 401, 403) and _ENTERPRISE in message:
+                raise EnterpriseOnly(method, path, status, ENTERPRISE_ONLY) from None
             raise ProxyError(method, path, status, message, kind=error_type(answer)) from None
 
     @property
@@ -507,6 +518,29 @@ class LiteLLMClient:
 
     def update_team(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.post("/team/update", body)
+
+    def list_organizations(self) -> list[dict[str, Any]]:
+        """Every organization, in one answer (the listing is not paginated)."""
+        answer = self.get("/organization/list")
+        if not isinstance(answer, list):
+            raise ProxyError("GET", "/organization/list", 200, "unexpected shape (not a list)")
+        return [o for o in answer if isinstance(o, dict) and o.get("organization_id")]
+
+    def organization_info(self, organization_id: str) -> dict[str, Any] | None:
+        """The organization's row, or None when there is none."""
+        try:
+            answer = self.get("/organization/info", organization_id=organization_id)
+        except ProxyError as exc:
+            if exc.status in (400, 404):
+                return None
+            raise
+        return answer if isinstance(answer, dict) else None
+
+    def create_organization(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/organization/new", body)
+
+    def update_organization(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request("PATCH", "/organization/update", body=body)
 
     def update_team_permissions(self, team_id: str, permissions: list[str]) -> dict[str, Any]:
         """The routes the team's members may call (``/team/update`` ignores them)."""

@@ -182,6 +182,11 @@ class TeamSettings(_Limits):
     SETTINGS: ClassVar[tuple[str, ...]] = (*_Limits.SETTINGS, "blocked", "team_member_permissions")
 
     id: str | None = Field(default=None, min_length=1, description="adopt this existing team_id")
+    organization: str | None = Field(
+        default=None,
+        min_length=1,
+        description="alias of the organization (under 'organizations') the team is in; null = none",
+    )
     blocked: bool = Field(  # type: ignore[assignment]
         default=None, description="true: every key of the team is refused until unblocked (the team stays)"
     )
@@ -220,6 +225,8 @@ class TeamSpec(TeamSettings):
 TEAM_SETTINGS = TeamSettings.SETTINGS
 #: User fields that map one-to-one onto ``/user/new`` and ``/user/update``.
 USER_SETTINGS = _Limits.SETTINGS
+#: Organization fields that map one-to-one onto ``/organization/new`` and ``/organization/update``.
+ORGANIZATION_SETTINGS = _Limits.SETTINGS
 
 
 class UserSettings(_Limits):
@@ -291,6 +298,13 @@ class Removals(_Strict):
     )
 
 
+class OrganizationSpec(_Limits):
+    """An organization above teams. Its budget, models and limits bound the teams placed in it."""
+
+    alias: str = Field(min_length=1, description="organization_alias; unique in the file")
+    id: str | None = Field(default=None, min_length=1, description="adopt this existing organization_id")
+
+
 class Environment(_Strict):
     """One proxy this file manages. Its URL and keys are not here: they come from where the job
     runs (a GitHub environment's secrets), so a pull request cannot send a key elsewhere."""
@@ -310,6 +324,7 @@ class UsersFile(_Strict):
     )
     defaults: Defaults = Field(default_factory=Defaults)
     removals: Removals = Field(default_factory=Removals)
+    organizations: list[OrganizationSpec] = Field(default_factory=list)
     teams: list[TeamSpec] = Field(default_factory=list)
     users: list[UserSpec] = Field(default_factory=list)
 
@@ -394,6 +409,10 @@ class DesiredState:
             users.append(_with_override(user, user.overrides.get(name)))
         spec = self.spec.model_copy(update={"environments": [], "teams": teams, "users": users})
         return DesiredState(self.source, spec, environment=name, warnings=self.warnings)
+
+    @property
+    def organizations(self) -> list[OrganizationSpec]:
+        return list(self.spec.organizations)
 
     @property
     def teams(self) -> list[TeamSpec]:
@@ -752,6 +771,30 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
             else:
                 first[value] = line
 
+    organizations = _entries(data, "organizations")
+    once(
+        "organization alias",
+        [(o["alias"], ("organizations", i, "alias")) for i, o in organizations if isinstance(o.get("alias"), str)],
+    )
+    once(
+        "organization id",
+        [(o["id"], ("organizations", i, "id")) for i, o in organizations if isinstance(o.get("id"), str)],
+    )
+    declared_orgs = {o["alias"] for _, o in organizations if isinstance(o.get("alias"), str)}
+    for i, t in teams:
+        placements = [(("teams", i, "organization"), t.get("organization"))]
+        overrides = t.get("overrides")
+        if isinstance(overrides, dict):
+            placements += [
+                (("teams", i, "overrides", env, "organization"), o.get("organization"))
+                for env, o in overrides.items()
+                if isinstance(o, dict)
+            ]
+        for loc, org in placements:
+            if isinstance(org, str) and org not in declared_orgs:
+                where = ".".join(str(p) for p in loc)
+                message = f"{where}: unknown organization {org!r}; declare it under 'organizations'"
+                problems.append(Problem(file, _line_for(loc, lines), message))
     once("team alias", [(t["alias"], ("teams", i, "alias")) for i, t in teams if isinstance(t.get("alias"), str)])
     once("team id", [(t["id"], ("teams", i, "id")) for i, t in teams if isinstance(t.get("id"), str)])
     once("email", [(u["email"].lower(), ("users", i, "email")) for i, u in users if isinstance(u.get("email"), str)])

@@ -36,11 +36,14 @@ class Kind:
         return _SYMBOLS[self.effect]
 
 
-#: In phase order: a plan runs inviter -> teams -> users -> memberships -> invitations -> bookkeeping -> removals.
+#: In phase order: a plan runs inviter -> organizations -> teams -> users -> memberships -> invitations
+#: -> bookkeeping -> removals.
 KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
         Kind("create_inviter", "create inviter user", "inviter user", "inviter users", "to create", "add", serial=True),
+        Kind("create_organization", "create organization", "organization", "organizations", "to create", "add"),
+        Kind("update_organization", "update organization", "organization", "organizations", "to update", "change"),
         Kind("create_team", "create team", "team", "teams", "to create", "add"),
         Kind("update_team", "update team", "team", "teams", "to update", "change"),
         Kind("create_user", "create user", "user", "users", "to create", "add"),
@@ -74,6 +77,7 @@ KINDS: dict[str, Kind] = {
             "change",
             invites=True,
         ),
+        Kind("adopt_organization", "adopt organization", "organization", "organizations", "to adopt", "bookkeeping"),
         Kind("adopt_team", "adopt team", "team", "teams", "to adopt", "bookkeeping"),
         Kind("adopt_user", "adopt user", "user", "users", "to adopt", "bookkeeping"),
         Kind("remove_member", "remove from team", "membership", "memberships", "to remove", "remove", serial=True),

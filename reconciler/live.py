@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
 
 from .client import IncompleteRead, LiteLLMClient
-from .desired import TEAM_SETTINGS, USER_SETTINGS
+from .desired import ORGANIZATION_SETTINGS, TEAM_SETTINGS, USER_SETTINGS
 from .lock import LOCK_USER_ID
 from .sealing import Sealer
 
@@ -182,6 +182,21 @@ class LiveTeam:
 
 
 @dataclass(frozen=True)
+class LiveOrganization:
+    organization_id: str
+    alias: str | None
+    #: Models, budget and limits, by the names the file uses (ORGANIZATION_SETTINGS).
+    settings: dict[str, Any] = field(hash=False)
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def managed(self) -> bool:
+        """Owned by this tool: created by it, or adopted by the file."""
+        owned = self.metadata.get(OWNER_KEY)
+        return isinstance(owned, dict) and owned.get("managed") is True
+
+
+@dataclass(frozen=True)
 class LiveState:
     """Everything the planner may know about the proxy."""
 
@@ -192,6 +207,8 @@ class LiveState:
     caller_id: str | None = None
     #: The team member permissions the proxy accepts, read only when the file sets some; None: not known.
     team_permissions: frozenset[str] | None = None
+    #: Read only when the file declares organizations or places a team in one.
+    organizations: tuple[LiveOrganization, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data of everything planning depends on. Built field by field: ``asdict`` deep-copies
@@ -211,6 +228,7 @@ class LiveState:
                 ]
                 for t in self.teams
             ],
+            "organizations": [[o.organization_id, o.alias, o.settings, o.metadata] for o in self.organizations],
         }
 
     # Indexes, built once per snapshot: the planner looks objects up, it never scans for them.
@@ -230,6 +248,14 @@ class LiveState:
     @cached_property
     def teams_by_alias(self) -> dict[str, list[LiveTeam]]:
         return _group((team.alias, team) for team in self.teams)
+
+    @cached_property
+    def organizations_by_id(self) -> dict[str, LiveOrganization]:
+        return {org.organization_id: org for org in self.organizations}
+
+    @cached_property
+    def organizations_by_alias(self) -> dict[str, list[LiveOrganization]]:
+        return _group((org.alias, org) for org in self.organizations)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -282,8 +308,21 @@ def team_from_api(raw: dict[str, Any]) -> LiveTeam:
         team_id=str(raw["team_id"]),
         alias=raw.get("team_alias"),
         # A proxy that does not report ``blocked`` has no blocked teams.
-        settings={name: raw.get(name) for name in TEAM_SETTINGS} | {"blocked": raw.get("blocked") is True},
+        settings={name: raw.get(name) for name in TEAM_SETTINGS}
+        | {"blocked": raw.get("blocked") is True, "organization_id": raw.get("organization_id") or None},
         members=members,
+        metadata=dict(raw.get("metadata") or {}) if isinstance(raw.get("metadata"), dict) else {},
+    )
+
+
+def organization_from_api(raw: dict[str, Any]) -> LiveOrganization:
+    """The models are on the row; budget and limits on its budget row (``litellm_budget_table``)."""
+    budget = raw.get("litellm_budget_table") if isinstance(raw.get("litellm_budget_table"), dict) else {}
+    settings = {name: budget.get(name) for name in ORGANIZATION_SETTINGS if name != "models"}
+    return LiveOrganization(
+        organization_id=str(raw["organization_id"]),
+        alias=raw.get("organization_alias"),
+        settings={"models": list(raw.get("models") or []), **settings},
         metadata=dict(raw.get("metadata") or {}) if isinstance(raw.get("metadata"), dict) else {},
     )
 

@@ -31,6 +31,7 @@ from .kinds import INVITING
 from .live import (
     LiveInvitation,
     LiveState,
+    organization_from_api,
     read_invitations,
     read_live,
     with_team_key_counts,
@@ -96,6 +97,9 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
     it no longer declares (what deleting it deletes). O(pages + teams to delete) requests."""
     teams = frozenset(t.alias for t in desired.teams) | frozenset(t.id for t in desired.teams if t.id)
     live = read_live(client, declared_teams=teams)
+    if desired.organizations:
+        organizations = tuple(organization_from_api(o) for o in client.list_organizations())
+        live = replace(live, organizations=organizations)
     if live.teams and any("team_member_permissions" in t.model_fields_set for t in desired.teams):
         available = client.team_permissions_available(live.teams[0].team_id)
         live = replace(live, team_permissions=None if available is None else frozenset(available))

@@ -22,7 +22,7 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
-from .desired import DEFAULT_ROLE, DesiredState, TeamSpec, UserSpec
+from .desired import DEFAULT_ROLE, DesiredState, OrganizationSpec, TeamSpec, UserSpec
 from .kinds import BOOKKEEPING, INVITING, KINDS, PHASES, REMOVING  # noqa: F401  (re-exported)
 from .live import (
     OWNER_KEY,
@@ -285,6 +285,10 @@ class _Matched:
     user_ids: dict[str, str] = field(default_factory=dict)  # email key -> user_id; every declared user once planned
     live_users: dict[str, LiveUser] = field(default_factory=dict)  # email key -> live
     claimed_teams: set[str] = field(default_factory=set)  # team ids already matched to a declared team
+    organization_ids: dict[str, str] = field(default_factory=dict)  # alias -> organization_id
+    claimed_organizations: set[str] = field(default_factory=set)
+    #: Organizations this plan creates or changes: the teams placed in them wait for that.
+    changed_organizations: set[str] = field(default_factory=set)
     #: Live team id -> the user ids the file lists in it: what removals and drift compare each roster with.
     listed: dict[str, set[str]] = field(default_factory=dict)
 
@@ -332,8 +336,10 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
     matched = _Matched()
     actions: list[Action] = []
 
-    # Teams with a declared id claim their live team first, so an alias match never
-    # hands the same live team to a second declared team.
+    # Objects with a declared id claim their live object first, so an alias match never
+    # hands the same live object to a second declared one.
+    for organization in sorted(desired.organizations, key=lambda o: o.id is None):
+        actions.extend(_plan_organization(organization, live, matched, conflicts))
     for team in sorted(desired.teams, key=lambda t: t.id is None):
         actions.extend(_plan_team(team, live, matched, conflicts))
     # Each identity is lower-cased once, here, and passed along.
@@ -458,21 +464,26 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
         matched.team_ids[team.alias] = team_id
         matched.claimed_teams.add(team_id)
         settings = team.managed_settings
-        return [
-            Action(
-                kind="create_team",
-                address=address,
-                reason="declared in the file, not on the proxy",
-                params={
-                    "team_id": team_id,
-                    "team_alias": team.alias,
-                    **settings,
-                    "metadata": {OWNER_KEY: {"managed": True}},
-                },
-                changes=(Change("team_id", None, team_id),)
-                + tuple(Change(k, None, v) for k, v in sorted(settings.items())),
-            )
-        ]
+        return _placed(
+            team,
+            [
+                Action(
+                    kind="create_team",
+                    address=address,
+                    reason="declared in the file, not on the proxy",
+                    params={
+                        "team_id": team_id,
+                        "team_alias": team.alias,
+                        **settings,
+                        "metadata": {OWNER_KEY: {"managed": True}},
+                    },
+                    changes=(Change("team_id", None, team_id),)
+                    + tuple(Change(k, None, v) for k, v in sorted(settings.items())),
+                )
+            ],
+            None,
+            matched,
+        )
     current = found[0]
     matched.team_ids[team.alias] = current.team_id
     matched.claimed_teams.add(current.team_id)
@@ -482,7 +493,95 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
     if team.id and current.alias != team.alias:
         wanted["team_alias"] = team.alias
     have = {**current.settings, "team_alias": current.alias}
-    return _existing("team", address, {"team_id": current.team_id}, current.managed, have, wanted, "settings differ")
+    actions = _existing("team", address, {"team_id": current.team_id}, current.managed, have, wanted, "settings differ")
+    return _placed(team, actions, current.settings.get("organization_id"), matched)
+
+
+def _plan_organization(
+    organization: OrganizationSpec, live: LiveState, matched: _Matched, conflicts: list[str]
+) -> list[Action]:
+    address = f"organization.{organization.alias}"
+    if organization.id:
+        by_id = live.organizations_by_id.get(organization.id)
+        found = [by_id] if by_id is not None else []
+    else:
+        claimed = matched.claimed_organizations
+        found = [o for o in live.organizations_by_alias.get(organization.alias, []) if o.organization_id not in claimed]
+        if len(found) > 1:
+            ids = ", ".join(o.organization_id for o in found)
+            conflicts.append(
+                f"{address}: {len(found)} organizations on the proxy have the alias {organization.alias!r} ({ids}); "
+                "add 'id:' to the file to pick one"
+            )
+            return []
+    settings = organization.managed_settings
+    if not found:
+        organization_id = organization.id or _derived_id(f"organization:{organization.alias}")
+        if organization_id in live.organizations_by_id:
+            conflicts.append(
+                f"{address}: organization id {organization_id} is taken by an organization with another alias; "
+                "add 'id:' to adopt it"
+            )
+            return []
+        matched.organization_ids[organization.alias] = organization_id
+        matched.claimed_organizations.add(organization_id)
+        matched.changed_organizations.add(organization.alias)
+        return [
+            Action(
+                kind="create_organization",
+                address=address,
+                reason="declared in the file, not on the proxy",
+                params={
+                    "organization_id": organization_id,
+                    "organization_alias": organization.alias,
+                    **settings,
+                    "metadata": {OWNER_KEY: {"managed": True}},
+                },
+                changes=(Change("organization_id", None, organization_id),)
+                + tuple(Change(k, None, v) for k, v in sorted(settings.items())),
+            )
+        ]
+    current = found[0]
+    matched.organization_ids[organization.alias] = current.organization_id
+    matched.claimed_organizations.add(current.organization_id)
+    wanted = dict(settings)
+    if organization.id and current.alias != organization.alias:
+        wanted["organization_alias"] = organization.alias
+    have = {**current.settings, "organization_alias": current.alias}
+    ids = {"organization_id": current.organization_id}
+    actions = _existing("organization", address, ids, current.managed, have, wanted, "settings differ")
+    if any(a.kind == "update_organization" for a in actions):
+        matched.changed_organizations.add(organization.alias)
+    return actions
+
+
+def _placed(team: TeamSpec, actions: list[Action], have: str | None, matched: _Matched) -> list[Action]:
+    """The team's actions with its organization: placed where the file says (null: in none), after
+    whatever this plan does to that organization first. LiteLLM takes "" to take a team out."""
+    if "organization" not in team.model_fields_set:
+        return actions
+    want = matched.organization_ids[team.organization] if team.organization else None
+    depends = (f"organization.{team.organization}",) if team.organization in matched.changed_organizations else ()
+    creating = [a for a in actions if a.kind == "create_team"]
+    if creating:
+        [create] = creating
+        params = {**create.params, "organization_id": want} if want else create.params
+        changes = create.changes + ((Change("organization_id", None, want),) if want else ())
+        return [Action(create.kind, create.address, create.reason, params, changes, depends)]
+    if have == want:
+        return actions
+    change = Change("organization_id", have, want)
+    updates = [a for a in actions if a.kind == "update_team"]
+    team_id = matched.team_ids[team.alias]
+    if updates:
+        [update] = updates
+        params = {**update.params, "organization_id": want or ""}
+        reason, changes = f"{update.reason}, organization_id", update.changes + (change,)
+    else:
+        params = {"team_id": team_id, "organization_id": want or ""}
+        reason, changes = "settings differ: organization_id", (change,)
+    placed = Action("update_team", f"team.{team.alias}", reason, params, changes, depends)
+    return [a for a in actions if a.kind != "update_team"] + [placed]
 
 
 def _target(team: TeamSpec, matched: _Matched) -> _Target:

@@ -937,3 +937,39 @@ def test_a_budget_or_models_that_would_not_bind_a_team_member_is_a_warning_with_
         "personal keys, not to the keys of a team (t); to bind those, set the team's models",
     ]
     assert file.for_environment("staging").warnings == file.warnings
+
+
+# --------------------------------------------------------------------------- organizations
+
+
+def test_organizations_and_the_teams_placed_in_them_are_checked_with_lines():
+    problems = problems_of(
+        """\
+        version: 1
+        environments: [{name: staging}]
+        organizations:
+          - alias: acme
+            max_budget: 10
+          - alias: acme
+            id: o-1
+          - {alias: other, id: o-1}
+        teams:
+          - alias: a
+            organization: acme
+          - alias: b
+            organization: nope
+            overrides:
+              staging: {organization: elsewhere}
+        """
+    )
+    assert [str(p) for p in problems] == [
+        f"{FILE}:6: duplicate organization alias 'acme' (first on line 4)",
+        f"{FILE}:8: duplicate organization id 'o-1' (first on line 7)",
+        f"{FILE}:13: teams.1.organization: unknown organization 'nope'; declare it under 'organizations'",
+        f"{FILE}:15: teams.1.overrides.staging.organization: unknown organization 'elsewhere'; "
+        "declare it under 'organizations'",
+    ]
+    file = parse_desired(
+        "version: 1\norganizations: [{alias: acme, rpm_limit: 5}]\nteams: [{alias: a, organization: acme}]\n"
+    )
+    assert file.organizations[0].managed_settings == {"rpm_limit": 5} and file.teams[0].organization == "acme"

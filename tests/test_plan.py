@@ -16,6 +16,7 @@ from reconciler.live import (
     OWNER_KEY,
     PROXY_ADMIN_ID,
     LiveMember,
+    LiveOrganization,
     LiveState,
     LiveTeam,
     LiveUser,
@@ -25,6 +26,7 @@ from reconciler.plan import (
     EXPOSED_REASON,
     PHASES,
     Action,
+    Change,
     Plan,
     PlanConflict,
     make_plan,
@@ -96,10 +98,11 @@ ADMIN = live_user(PROXY_ADMIN_ID, None, role="proxy_admin")
 
 
 def state(*objects: Any, admin: bool = True) -> LiveState:
-    """A snapshot from a mix of LiveUser/LiveTeam; the inviter row exists unless ``admin=False``."""
+    """A snapshot from a mix of LiveUser/LiveTeam/LiveOrganization; the inviter row exists unless ``admin=False``."""
     users = tuple(o for o in objects if isinstance(o, LiveUser)) + ((ADMIN,) if admin else ())
     teams = tuple(o for o in objects if isinstance(o, LiveTeam))
-    return LiveState(users=users, teams=teams)
+    organizations = tuple(o for o in objects if isinstance(o, LiveOrganization))
+    return LiveState(users=users, teams=teams, organizations=organizations)
 
 
 def plan_for(spec: DesiredState, live: LiveState = LiveState(), now: datetime = NOW) -> Plan:
@@ -1112,3 +1115,76 @@ def test_team_member_permissions_are_planned_and_checked_against_what_the_proxy_
     )
     converged = state(live_team("t-1", "builders", team_member_permissions=["/key/update", "/key/generate"]))
     assert plan_for(spec, replace(converged, teams=converged.teams + live.teams[1:])).actions == ()
+
+
+# --------------------------------------------------------------------------- organizations
+
+
+def live_organization(organization_id: str, alias: str, managed: bool = True, **settings: Any) -> LiveOrganization:
+    return LiveOrganization(organization_id, alias, {**UNLIMITED, **settings}, MANAGED if managed else {})
+
+
+ORGANIZATIONS = """
+    version: 1
+    organizations:
+      - alias: acme
+        models: [gpt-4o]
+        max_budget: 1000
+    teams:
+      - alias: research
+        organization: acme
+      - alias: loose
+        organization: null
+      - alias: unmanaged
+"""
+
+
+def test_an_organization_is_created_before_the_teams_placed_in_it():
+    spec = desired(ORGANIZATIONS)
+    plan = plan_for(spec)
+    [organization] = [a for a in plan.actions if a.kind == "create_organization"]
+    assert plan.actions[0] is organization and organization.params == {
+        "organization_id": organization.params["organization_id"],
+        "organization_alias": "acme",
+        "models": ["gpt-4o"],
+        "max_budget": 1000.0,
+        "metadata": {OWNER_KEY: {"managed": True}},
+    }
+    teams = {a.address: a for a in plan.actions if a.kind == "create_team"}
+    assert teams["team.research"].params["organization_id"] == organization.params["organization_id"]
+    assert teams["team.research"].depends_on == ("organization.acme",)
+    assert "organization_id" not in teams["team.loose"].params and teams["team.loose"].depends_on == ()
+    assert plan_for(spec).fingerprint == plan.fingerprint  # the derived id is stable
+
+
+def test_teams_move_into_and_out_of_organizations_and_organizations_are_updated_or_adopted():
+    spec = desired(ORGANIZATIONS)
+    live = state(
+        live_organization("o-1", "acme", managed=False, models=["gpt-4o"], max_budget=500.0),
+        live_team("t-1", "research"),
+        live_team("t-2", "loose", organization_id="o-1"),
+        live_team("t-3", "unmanaged", organization_id="o-1"),
+    )
+    plan = plan_for(spec, live)
+    assert [(a.kind, a.address, a.params, a.depends_on) for a in plan.actions] == [
+        ("update_organization", "organization.acme", {"organization_id": "o-1", "max_budget": 1000.0}, ()),
+        ("update_team", "team.loose", {"team_id": "t-2", "organization_id": ""}, ()),
+        ("update_team", "team.research", {"team_id": "t-1", "organization_id": "o-1"}, ("organization.acme",)),
+        ("adopt_organization", "organization.acme", {"organization_id": "o-1"}, ()),
+    ]
+    [out] = [a for a in plan.actions if a.address == "team.loose"]
+    assert out.changes == (Change("organization_id", "o-1", None),)
+    settled = state(
+        live_organization("o-1", "acme", models=["gpt-4o"], max_budget=1000.0),
+        live_team("t-1", "research", organization_id="o-1"),
+        live_team("t-2", "loose"),
+        live_team("t-3", "unmanaged", organization_id="o-1"),
+    )
+    assert plan_for(spec, settled).actions == ()
+
+
+def test_two_organizations_with_the_declared_alias_are_a_conflict():
+    live = state(live_organization("o-1", "acme"), live_organization("o-2", "acme"))
+    with pytest.raises(PlanConflict) as refused:
+        plan_for(desired("version: 1\norganizations: [{alias: acme}]\n"), live)
+    assert "organization.acme: 2 organizations on the proxy have the alias 'acme' (o-1, o-2)" in str(refused.value)

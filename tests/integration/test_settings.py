@@ -127,3 +127,54 @@ def test_team_member_permissions_round_trip_and_unknown_ones_are_refused(api, cl
     assert "team.builders: team_member_permissions /key/launch: not accepted by this proxy, which accepts " in (
         refused.stderr
     )
+
+
+ORGANIZATIONS = """\
+version: 1
+organizations:
+  - alias: acme
+    max_budget: 1000
+    models: [gpt-4o, gpt-4o-mini]
+teams:
+  - alias: research
+    organization: acme
+    models: [gpt-4o]
+  - alias: loose
+"""
+
+
+def test_organizations_round_trip_or_are_refused_in_one_line_without_a_license(api, cli, tmp_path) -> None:
+    """1.80.5 serves organizations to everyone; 1.110.2 only with an Enterprise license."""
+    write(tmp_path, ORGANIZATIONS)
+    if not proxy_version(os.environ["LITELLM_PROXY_URL"]).startswith("1.80."):
+        refused = cli("plan")
+        assert refused.returncode == 1 and api.teams() == []
+        assert refused.stderr.strip().splitlines()[-1] == (
+            "Error: GET /organization/list: HTTP 403: this proxy offers it only with a LiteLLM Enterprise license "
+            "(LITELLM_LICENSE); it has none"
+        )
+        return
+    planned = changes(json_plan(cli))
+    assert planned["organization.acme"]["max_budget"] == [None, 1000.0]
+    assert planned["team.research"]["organization_id"] == [None, planned["organization.acme"]["organization_id"][1]]
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    [organization] = api.get("/organization/list")
+    teams = {t["team_alias"]: t for t in api.teams()}
+    assert teams["research"]["organization_id"] == organization["organization_id"] and not teams["loose"].get(
+        "organization_id"
+    )
+
+    write(
+        tmp_path,
+        ORGANIZATIONS.replace("max_budget: 1000", "max_budget: 2000").replace(
+            "organization: acme", "organization: null"
+        ),
+    )
+    assert changes(json_plan(cli)) == {
+        "organization.acme": {"max_budget": [1000.0, 2000.0]},
+        "team.research": {"organization_id": [organization["organization_id"], None]},
+    }
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    assert not {t["team_alias"]: t for t in api.teams()}["research"].get("organization_id")
