@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, NoReturn, TypeVar, get_args
@@ -147,6 +147,7 @@ class _Strict(BaseModel):
 
 #: An environment's name: it also names GitHub environments and secrets, hence the narrow alphabet.
 _ENVIRONMENT_RE = r"^[a-z][a-z0-9_]{0,39}$"
+ENVIRONMENT_NAME = re.compile(_ENVIRONMENT_RE)
 EnvironmentName = Annotated[str, Field(pattern=_ENVIRONMENT_RE)]
 
 
@@ -364,6 +365,8 @@ class DesiredState:
     environment: str | None = None
     #: What is valid but will not do what it seems to (located like problems); shown, never fatal.
     warnings: tuple[Problem, ...] = ()
+    #: Each environment's own warnings (``for_environment`` picks them).
+    environment_warnings: dict[str | None, tuple[Problem, ...]] = field(default_factory=dict, compare=False)
 
     @property
     def environments(self) -> list[str]:
@@ -408,7 +411,7 @@ class DesiredState:
                 user = user.model_copy(update={"teams": memberships})
             users.append(_with_override(user, user.overrides.get(name)))
         spec = self.spec.model_copy(update={"environments": [], "teams": teams, "users": users})
-        return DesiredState(self.source, spec, environment=name, warnings=self.warnings)
+        return DesiredState(self.source, spec, environment=name, warnings=self.environment_warnings.get(name, ()))
 
     @property
     def organizations(self) -> list[OrganizationSpec]:
@@ -703,34 +706,67 @@ def parse_desired(text: str, file: str = "users.yaml") -> DesiredState:
         raise InputError(problems) from None
     if problems:
         raise InputError(problems)
-    return DesiredState(source=file, spec=spec, warnings=_warnings(spec, lines, file))
+    warnings = _file_warnings(spec, lines, file)
+    return DesiredState(source=file, spec=spec, warnings=warnings[None], environment_warnings=warnings)
 
 
 #: What LiteLLM applies only to a user's personal keys, and where it must go to bind a team's keys.
 _PERSONAL_ONLY = {"max_budget": "the team's max_budget", "models": "the team's models"}
+#: Warnings shown one by one; more are counted in one last line (a 100,000-user file must not print 200,000).
+MAX_WARNINGS = 20
 
 
-def _warnings(spec: UsersFile, lines: dict[Path_, int], file: str) -> tuple[Problem, ...]:
+def _file_warnings(spec: UsersFile, lines: dict[Path_, int], file: str) -> dict[str | None, tuple[Problem, ...]]:
+    """The warnings of each environment (key None: the file as a whole, every environment's at once)."""
+    names = [env.name for env in spec.environments]
+    if not names:
+        return {None: _warnings(spec, lines, file, None)}
+    found: dict[str | None, tuple[Problem, ...]] = {name: _warnings(spec, lines, file, name) for name in names}
+    merged = {w for warnings in found.values() for w in warnings}
+    found[None] = tuple(sorted(merged, key=lambda w: (w.line, w.message)))
+    return found
+
+
+def _warnings(spec: UsersFile, lines: dict[Path_, int], file: str, environment: str | None) -> tuple[Problem, ...]:
     """Settings that are valid but would not be enforced as they read: a user's own budget or
-    models, for a user in teams (LiteLLM checks them only on keys without a team)."""
-    found = []
+    models, for a user in teams (LiteLLM checks them only on keys without a team), as they are in
+    ``environment`` (its users, its teams, its overrides)."""
+    alias_of = {team.id: team.alias for team in spec.teams if team.id} | {team.alias: team.alias for team in spec.teams}
+    present = None
+    if environment is not None:
+        present = {team.alias for team in spec.teams if team.only_in is None or environment in team.only_in}
+    found: list[Problem] = []
+    count = 0
     for i, user in enumerate(spec.users):
-        if not user.teams:
+        if environment is not None and user.only_in is not None and environment not in user.only_in:
             continue
-        scopes: list[tuple[Path_, _Limits]] = [(("users", i), user)]
-        scopes += [(("users", i, "overrides", env), settings) for env, settings in user.overrides.items()]
-        for loc, settings in scopes:
-            for name, instead in _PERSONAL_ONLY.items():
-                if name in settings.model_fields_set and getattr(settings, name) not in (None, []):
-                    where = ".".join(str(p) for p in (*loc, name))
-                    found.append(
-                        Problem(
-                            file,
-                            _line_for((*loc, name), lines),
-                            f"{where}: LiteLLM applies a user's own {name} only to the user's personal keys, "
-                            f"not to the keys of a team ({', '.join(user.teams)}); to bind those, set {instead}",
-                        )
+        teams = [alias_of[ref] for ref in user.teams if present is None or alias_of[ref] in present]
+        if not teams:
+            continue
+        override = user.overrides.get(environment) if environment is not None else None
+        for name, instead in _PERSONAL_ONLY.items():
+            if override is not None and name in override.model_fields_set:
+                value, loc = getattr(override, name), ("users", i, "overrides", environment, name)
+            elif name in user.model_fields_set:
+                value, loc = getattr(user, name), ("users", i, name)
+            else:
+                continue
+            if value in (None, []):
+                continue
+            count += 1
+            if count <= MAX_WARNINGS:
+                where = ".".join(str(p) for p in loc)
+                found.append(
+                    Problem(
+                        file,
+                        _line_for(loc, lines),
+                        f"{where}: LiteLLM applies a user's own {name} only to the user's personal keys, "
+                        f"not to the keys of a team ({', '.join(teams)}); to bind those, set {instead}",
                     )
+                )
+    if count > MAX_WARNINGS:
+        more = f"...and {count - MAX_WARNINGS} more users in teams with their own max_budget or models"
+        found.append(Problem(file, found[-1].line, more))
     return tuple(found)
 
 
@@ -875,7 +911,8 @@ def _check_environments(
                     elif name not in declared:
                         problem((section, i, "only_in", j), f"unknown environment {name!r}; declared: {known}")
                     seen.add(name)
-                envs = seen & set(declared)
+                # An empty list is a schema error already; the checks below then take it as "everywhere".
+                envs = seen & set(declared) if only_in else set(declared)
             scoped[section][i] = envs
             if isinstance(overrides, dict):
                 for name in overrides:
@@ -886,6 +923,7 @@ def _check_environments(
     if not declared:
         return problems
     teams = _entries(data, "teams")
+    aliases = {t["alias"] for _, t in teams if isinstance(t.get("alias"), str)}
     envs_of_team = {
         t["alias"]: scoped["teams"].get(i, set(declared)) for i, t in teams if isinstance(t.get("alias"), str)
     }
@@ -913,7 +951,7 @@ def _check_environments(
             team_id, loc = overridden[i], ("teams", i, "overrides", name, "id")
             if team_id in ids:
                 problem(loc, f"team id {team_id!r} is already team {ids[team_id]!r} in environment {name!r}")
-            elif by_ref.get(team_id, team["alias"]) != team["alias"]:
+            elif team_id in aliases and team_id != team["alias"]:
                 problem(loc, f"{team_id!r} is another team's alias; references would be ambiguous")
             ids[team_id] = team["alias"]
     return problems

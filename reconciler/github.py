@@ -41,6 +41,7 @@ from typing import Any
 
 import click
 
+from .desired import ENVIRONMENT_NAME
 from .onboarding import load_report
 from .render.comment_format import (
     MARKER,
@@ -340,7 +341,11 @@ def plan(step: Step, file: str, max_chars: int, drift: bool = False, fail_on_unm
         or not _is_fingerprint(data.get("fingerprint"))
         or parse_fingerprint(markdown) != data.get("fingerprint")
     ):
-        message = step.clean(proc.stderr).strip() or f"plan exited with {proc.returncode} without a plan"
+        # Warnings are the file's (annotated by validate); the error is what the comment must show.
+        said = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("warning: "))
+        message = step.clean(said).strip() or f"plan exited with {proc.returncode} without a plan"
+        if len(message) > max_chars // 2:  # the end holds the error
+            message = "…" + message[-(max_chars // 2) :]
         click.echo(message, err=True)
         step.annotate("error", message.splitlines()[-1], title="Plan failed")
         body = f"{MARKER}\n{step.header}\n\n**❌ The plan failed.**\n\n{fence(message)}\n"
@@ -679,7 +684,10 @@ _environment = click.option(
 
 def _step(proxy_url: str | None = None, environment: str = "") -> Step:
     tools = click.get_current_context().find_object(Tools)
-    return Step(tools or Tools(), proxy_url, environment.strip())
+    environment = environment.strip()
+    if environment and not ENVIRONMENT_NAME.fullmatch(environment):
+        raise GlueError(f"{environment!r} is not an environment name (lower-case letters, digits and _)")
+    return Step(tools or Tools(), proxy_url, environment)
 
 
 def _names(value: str) -> list[str]:

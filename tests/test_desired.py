@@ -977,3 +977,57 @@ def test_organizations_and_the_teams_placed_in_them_are_checked_with_lines():
         "version: 1\norganizations: [{alias: acme, rpm_limit: 5}]\nteams: [{alias: a, organization: acme}]\n"
     )
     assert file.organizations[0].managed_settings == {"rpm_limit": 5} and file.teams[0].organization == "acme"
+
+
+def test_warnings_are_each_environments_own_and_counted_past_the_first_twenty():
+    file = parse_desired(
+        yaml_text(
+            """\
+            version: 1
+            environments: [{name: staging}, {name: production}]
+            teams:
+              - {alias: t}
+              - {alias: s, only_in: [staging]}
+            users:
+              - email: a@x.io
+                teams: [t]
+                max_budget: 3
+                overrides:
+                  production: {max_budget: null}
+              - email: b@x.io
+                teams: [s]
+                models: [m]
+            """
+        ),
+        FILE,
+    )
+    assert [w.line for w in file.for_environment("staging").warnings] == [9, 14]
+    assert file.for_environment("production").warnings == ()  # null there; b's only team is staging's
+    assert [w.line for w in file.warnings] == [9, 14]
+    many = "version: 1\nteams: [{alias: t}]\nusers:\n" + "".join(
+        f"  - {{email: u{i}@x.io, teams: [t], max_budget: 1}}\n" for i in range(25)
+    )
+    warnings = parse_desired(many, FILE).warnings
+    assert len(warnings) == 21 and str(warnings[-1]) == (
+        f"{FILE}:23: ...and 5 more users in teams with their own max_budget or models"
+    )
+
+
+def test_teams_may_swap_ids_between_environments_and_an_empty_only_in_says_one_thing():
+    parse_desired(
+        yaml_text(
+            """\
+            version: 1
+            environments: [{name: staging}, {name: production}]
+            teams:
+              - {alias: a, id: t1, overrides: {production: {id: t2}}}
+              - {alias: b, id: t2, overrides: {production: {id: t1}}}
+            """
+        ),
+        FILE,
+    )
+    problem = only_problem(
+        "version: 1\nenvironments: [{name: staging}]\nteams: [{alias: a, only_in: []}]\n"
+        "users: [{email: u@x.io, teams: [a]}]\n"
+    )
+    assert_problem(problem, 3, "teams.0.only_in: List should have at least 1 item")

@@ -927,3 +927,8 @@ def test_a_valid_file_with_warnings_is_annotated_and_passes(tmp_path: Path) -> N
         "::warning title=users.yaml%3A valid%2C but not enforced as written,file=users.yaml,line=6::"
         "users.0.max_budget: LiteLLM applies a user's own max_budget only to the user's personal keys"
     )
+
+
+def test_an_environment_input_that_is_not_a_name_is_refused(tmp_path: Path) -> None:
+    run = run_glue(tmp_path, "plan", inputs={"file": "users.yaml", "environment": "prod\n::error::x"})
+    assert run.code == 1 and "is not an environment name" in run.stderr and run.cli_calls == []

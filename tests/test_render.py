@@ -458,3 +458,17 @@ def test_a_plan_for_an_environment_says_which_in_every_format():
     assert json.loads(rendered(plan, "json"))["environment"] == "staging"
     quiet = replace(empty_plan(), environment="production")
     assert "No changes. The proxy matches people.yaml, environment production." in rendered(quiet, "text")
+
+
+def test_a_section_too_long_for_its_share_is_not_shown_and_its_fingerprint_is_none():
+    from reconciler.render.comment_format import fingerprint_line
+    from reconciler.render.markdown import CUT_SECTION, combine
+
+    def body(environment: str, fingerprint: str, rows: int) -> str:
+        table = "".join(f"| row {i} |\n" for i in range(rows))
+        return f"{MARKER}\n{fingerprint_line(fingerprint)}\n{HEADER}: {environment}\n\n{table}"
+
+    combined = combine({"staging": body("staging", "a" * 64, 5000), "production": body("production", "b" * 64, 10)})
+    assert len(combined) <= 65536 and CUT_SECTION in combined.split(f"{HEADER}: production")[0]
+    assert parse_fingerprint(combined, "staging") is None and parse_fingerprint(combined, "production") == "b" * 64
+    assert "| row 9 |" in combined.split(f"{HEADER}: production")[1]

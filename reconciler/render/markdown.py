@@ -62,20 +62,29 @@ def cap(body: str, limit: int = GITHUB_COMMENT_LIMIT) -> str:
 NO_SECTION = "**❌ No plan for this environment: its job did not finish (see the workflow run).**"
 
 
+#: Under the heading of an environment whose section was too long for its share of the comment.
+CUT_SECTION = "**✂️ This environment's plan is too long for its share of the comment; it is not shown here.**"
+
+
 def combine(sections: dict[str, str | None], limit: int = GITHUB_COMMENT_LIMIT) -> str:
     """One comment for several environments: line 2 holds each one's fingerprint (read from line 2
     of its own body), then each body below its fixed lines, in the given (promotion) order.
-    ``None``: the environment's job left no body; its section says so and its fingerprint is none."""
+
+    ``None``: the environment's job left no body; its section says so. Each section gets an equal
+    share of ``limit``; one that does not fit is replaced by a note. Either way its fingerprint is
+    ``none``: a plan is approved only where reviewers could see all of it."""
+    share = (limit - 200 - 80 * len(sections)) // max(1, len(sections))
     fingerprints: dict[str, str | None] = {}
     parts: list[str] = []
     for environment, body in sections.items():
-        if body is None:
+        rest = split_frame(body)[1].rstrip("\n") + "\n" if body is not None else ""
+        if body is None or len(rest) > share:
             fingerprints[environment] = None
-            parts.append(f"{header(environment)}\n\n{NO_SECTION}\n")
+            parts.append(f"{header(environment)}\n\n{NO_SECTION if body is None else CUT_SECTION}\n")
             continue
         fingerprints[environment] = parse_fingerprint(body)
-        parts.append(split_frame(body)[1].rstrip("\n") + "\n")
-    return cap("\n".join([MARKER, fingerprints_line(fingerprints), "\n---\n\n".join(parts)]), limit)
+        parts.append(rest)
+    return "\n".join([MARKER, fingerprints_line(fingerprints), "\n---\n\n".join(parts)])
 
 
 def render(plan: Plan, max_chars: int | None = None) -> str:
