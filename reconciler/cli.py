@@ -26,7 +26,7 @@ from .files import write_private
 from .github import github
 from .importer import import_csv
 from .invitations import onboarding_status, render_json, render_table
-from .live import read_live, utc_date
+from .live import utc_date
 from .lock import LockHeld
 from .manager import (
     ApplyOutcome,
@@ -42,6 +42,7 @@ from .manager import (
     pending_invitations,
     plan_against,
     read_for,
+    read_for_export,
     recorded_apply,
     require_sealer,
     validation_result,
@@ -502,7 +503,7 @@ def invitations(file: str, environment: str | None, fmt: str, proxy: ProxyOption
 def export(teams: tuple[str, ...], out: str | None, proxy: ProxyOptions) -> None:
     """Write a users.yaml from the live proxy (sorted, deterministic); nothing is written if the read is incomplete."""
     with _connect(proxy).client(Progress()) as client:
-        text = export_yaml(read_live(client), set(teams) if teams else None)
+        text = export_yaml(read_for_export(client), set(teams) if teams else None)
     if out:
         write_private(out, text)
         click.echo(f"Wrote {out}; review it, then 'litellm-reconciler plan {out}' should show no changes.", err=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .desired import TEAM_SETTINGS, USER_ROLES, USER_SETTINGS, check_email, parse_desired
+from .desired import ORGANIZATION_SETTINGS, TEAM_SETTINGS, USER_ROLES, USER_SETTINGS, check_email, parse_desired
 from .live import PROXY_ADMIN_ID, LiveState, LiveTeam, LiveUser
 
 
@@ -55,9 +55,23 @@ def export_yaml(live: LiveState, only_teams: set[str] | None = None) -> str:
         else:
             users.append(user)
 
+    organization_aliases = Counter(o.alias for o in live.organizations if o.alias)
+    organizations = []
+    for organization in sorted(live.organizations, key=lambda o: (o.alias or "", o.organization_id)):
+        if not organization.alias or organization_aliases[organization.alias] > 1:
+            why = "no alias" if not organization.alias else f"its alias {organization.alias!r} is not unique"
+            skipped.append(f"organization {organization.organization_id}: {why} (declare it with 'alias:' and 'id:')")
+        else:
+            organizations.append(organization)
+    placed_in = {o.organization_id: o.alias for o in organizations}
+
     document: dict[str, Any] = {"version": 1}
+    if organizations:
+        document["organizations"] = [
+            {"alias": o.alias, **_set(o.settings, ORGANIZATION_SETTINGS)} for o in organizations
+        ]
     if teams:
-        document["teams"] = [_team(t) for t in teams]
+        document["teams"] = [_team(t, placed_in) for t in teams]
     if users:
         document["users"] = [_user(u, sorted(members.get(u.user_id, []))) for u in users]
     header = [
@@ -88,9 +102,13 @@ def _unexportable(user: LiveUser, emails: Counter[str]) -> str | None:
     return None
 
 
-def _team(team: LiveTeam) -> dict[str, Any]:
-    """The alias and every setting that is set (the rest stays unmanaged)."""
-    return {"alias": team.alias, **_set(team.settings, TEAM_SETTINGS)}
+def _team(team: LiveTeam, placed_in: dict[str, str | None]) -> dict[str, Any]:
+    """The alias, every setting that is set (the rest stays unmanaged) and the organization it is in."""
+    entry = {"alias": team.alias, **_set(team.settings, TEAM_SETTINGS)}
+    organization = placed_in.get(team.settings.get("organization_id") or "")
+    if organization:
+        entry["organization"] = organization
+    return entry
 
 
 def _set(settings: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:

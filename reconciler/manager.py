@@ -20,6 +20,7 @@ from .apply import ActionResult, ApplyReport, Executor
 from .client import (
     DEFAULT_PARALLELISM,
     DEFAULT_PROXY_URL,
+    EnterpriseOnly,
     LiteLLMClient,
     ProgressHook,
     ProxyError,
@@ -110,6 +111,16 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
         undeclared = {t.team_id for t in live.teams if t.managed and t.team_id not in teams and t.alias not in teams}
         live = with_team_key_counts(client, live, undeclared)
     return live
+
+
+def read_for_export(client: LiteLLMClient) -> LiveState:
+    """Everything ``export`` writes: users, teams and, where the proxy serves them, organizations."""
+    live = read_live(client)
+    try:
+        organizations = client.list_organizations()
+    except EnterpriseOnly:
+        return live  # organizations need a license this proxy lacks: there are none to export
+    return replace(live, organizations=tuple(organization_from_api(o) for o in organizations))
 
 
 def plan_against(desired: DesiredState, client: LiteLLMClient) -> tuple[Plan, LiveState]:

@@ -98,3 +98,24 @@ def test_user_limits_and_a_blocked_team_are_exported_and_defaults_left_out() -> 
     assert "- email: b@x.io\n  role: internal_user\n" in text and "blocked: false" not in text
     assert "- alias: paused\n  blocked: true\n" in text
     assert not make_plan(parse_desired(text), live, NOW).has_changes
+
+
+def test_organizations_are_exported_with_their_teams_placed_in_them() -> None:
+    from reconciler.live import LiveOrganization
+
+    live = LiveState(
+        teams=(
+            LiveTeam("t1", "research", {**EMPTY, "organization_id": "o1"}),
+            LiveTeam("t2", "loose", {**EMPTY, "organization_id": None}),
+            LiveTeam("t3", "stray", {**EMPTY, "organization_id": "o2"}),
+        ),
+        organizations=(
+            LiveOrganization("o1", "acme", {**EMPTY, "max_budget": 100.0}),
+            LiveOrganization("o2", None, EMPTY),
+        ),
+    )
+    text = export_yaml(live)
+    assert "organizations:\n- alias: acme\n  max_budget: 100.0\n" in text
+    assert "- alias: research\n  organization: acme\n" in text and "- alias: stray\n" in text
+    assert "#   - organization o2: no alias (declare it with 'alias:' and 'id:')" in text
+    assert not make_plan(parse_desired(text), live, NOW).has_changes

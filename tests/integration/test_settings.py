@@ -164,6 +164,10 @@ def test_organizations_round_trip_or_are_refused_in_one_line_without_a_license(a
     assert teams["research"]["organization_id"] == organization["organization_id"] and not teams["loose"].get(
         "organization_id"
     )
+    exported = cli("export")
+    assert "organizations:\n- alias: acme\n" in exported.stdout and "  organization: acme\n" in exported.stdout
+    (tmp_path / "exported.yaml").write_text(exported.stdout)
+    assert cli("plan", "exported.yaml", "--detailed-exitcode").returncode == 0
 
     write(
         tmp_path,
