@@ -519,6 +519,20 @@ class LiteLLMClient:
     def update_team(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.post("/team/update", body)
 
+    def list_budgets(self) -> list[dict[str, Any]]:
+        """Every budget row (where LiteLLM keeps each team's limits for its members), in one answer."""
+        answer = self.get("/budget/list")
+        if not isinstance(answer, list):
+            raise ProxyError("GET", "/budget/list", 200, "unexpected shape (not a list)")
+        return [b for b in answer if isinstance(b, dict) and b.get("budget_id")]
+
+    def team_fields(self) -> frozenset[str] | None:
+        """The fields ``/team/new`` takes on this proxy (its OpenAPI document), or None when it does not say."""
+        answer = self.get("/openapi.json")
+        schema = (((answer or {}).get("components") or {}).get("schemas") or {}).get("NewTeamRequest")
+        properties = schema.get("properties") if isinstance(schema, dict) else None
+        return frozenset(properties) if isinstance(properties, dict) else None
+
     def list_organizations(self) -> list[dict[str, Any]]:
         """Every organization, in one answer (the listing is not paginated)."""
         answer = self.get("/organization/list")

@@ -151,6 +151,15 @@ ENVIRONMENT_NAME = re.compile(_ENVIRONMENT_RE)
 EnvironmentName = Annotated[str, Field(pattern=_ENVIRONMENT_RE)]
 
 
+#: The limits a team gives each of its members (LiteLLM keeps them on a budget row of the team's).
+TEAM_MEMBER_DEFAULTS = (
+    "team_member_budget",
+    "team_member_budget_duration",
+    "team_member_tpm_limit",
+    "team_member_rpm_limit",
+)
+
+
 class _Limits(_Strict):
     """Budget, models and rate limits: what LiteLLM lets a team and a user each have.
     A field left out is not managed; an explicit ``null`` is (it means "no limit")."""
@@ -180,7 +189,12 @@ class _Limits(_Strict):
 class TeamSettings(_Limits):
     """What a team declares besides its alias; also the shape of a per-environment override."""
 
-    SETTINGS: ClassVar[tuple[str, ...]] = (*_Limits.SETTINGS, "blocked", "team_member_permissions")
+    SETTINGS: ClassVar[tuple[str, ...]] = (
+        *_Limits.SETTINGS,
+        "blocked",
+        "team_member_permissions",
+        *TEAM_MEMBER_DEFAULTS,
+    )
 
     id: str | None = Field(default=None, min_length=1, description="adopt this existing team_id")
     organization: str | None = Field(
@@ -197,6 +211,24 @@ class TeamSettings(_Limits):
             "routes the team's non-admin members may call, e.g. /key/generate; [] = none beyond reading their keys"
         ),
     )
+
+    team_member_budget: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="USD each member may spend in the team"
+    )
+    team_member_budget_duration: str | None = Field(
+        default=None, description="window of team_member_budget, e.g. 30d (LiteLLM after 1.80.5; 1.110.2 has it)"
+    )
+    team_member_tpm_limit: int | None = Field(
+        default=None, ge=0, le=_BIGINT_MAX, description="tokens per minute, each member"
+    )
+    team_member_rpm_limit: int | None = Field(
+        default=None, ge=0, le=_BIGINT_MAX, description="requests per minute, each member"
+    )
+
+    @field_validator("team_member_budget_duration")
+    @classmethod
+    def _member_duration(cls, value: str | None) -> str | None:
+        return cls._duration(value)
 
     @field_validator("team_member_permissions")
     @classmethod

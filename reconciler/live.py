@@ -209,6 +209,8 @@ class LiveState:
     team_permissions: frozenset[str] | None = None
     #: Read only when the file declares organizations or places a team in one.
     organizations: tuple[LiveOrganization, ...] = ()
+    #: The fields ``/team/new`` takes, read only when the file sets a team's member limits; None: not known.
+    team_fields: frozenset[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data of everything planning depends on. Built field by field: ``asdict`` deep-copies
@@ -313,6 +315,23 @@ def team_from_api(raw: dict[str, Any]) -> LiveTeam:
         members=members,
         metadata=dict(raw.get("metadata") or {}) if isinstance(raw.get("metadata"), dict) else {},
     )
+
+
+def with_member_limits(live: LiveState, budgets: list[dict[str, Any]]) -> LiveState:
+    """The teams with the limits they give each member, from the budget row their metadata names
+    (``team_member_budget_id``); a team without one gives none."""
+    by_id = {str(b["budget_id"]): b for b in budgets}
+    teams = []
+    for team in live.teams:
+        row = by_id.get(str(team.metadata.get("team_member_budget_id")), {})
+        limits = {
+            "team_member_budget": row.get("max_budget"),
+            "team_member_budget_duration": row.get("budget_duration"),
+            "team_member_tpm_limit": row.get("tpm_limit"),
+            "team_member_rpm_limit": row.get("rpm_limit"),
+        }
+        teams.append(replace(team, settings={**team.settings, **limits}))
+    return replace(live, teams=tuple(teams))
 
 
 def organization_from_api(raw: dict[str, Any]) -> LiveOrganization:

@@ -26,7 +26,7 @@ from .client import (
     ProxyError,
 )
 from .delivery import Mailer
-from .desired import DesiredState, InputError, load_desired
+from .desired import TEAM_MEMBER_DEFAULTS, DesiredState, InputError, load_desired
 from .files import write_private
 from .kinds import INVITING
 from .live import (
@@ -35,6 +35,7 @@ from .live import (
     organization_from_api,
     read_invitations,
     read_live,
+    with_member_limits,
     with_team_key_counts,
 )
 from .lock import ApplyLock, LockHeld, describe_runner
@@ -101,6 +102,8 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
     if desired.organizations:
         organizations = tuple(organization_from_api(o) for o in client.list_organizations())
         live = replace(live, organizations=organizations)
+    if any(set(TEAM_MEMBER_DEFAULTS) & t.model_fields_set for t in desired.teams):
+        live = replace(with_member_limits(live, client.list_budgets()), team_fields=client.team_fields())
     if live.teams and any("team_member_permissions" in t.model_fields_set for t in desired.teams):
         available = client.team_permissions_available(live.teams[0].team_id)
         live = replace(live, team_permissions=None if available is None else frozenset(available))
@@ -116,6 +119,11 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
 def read_for_export(client: LiteLLMClient) -> LiveState:
     """Everything ``export`` writes: users, teams and, where the proxy serves them, organizations."""
     live = read_live(client)
+    try:
+        live = with_member_limits(live, client.list_budgets())
+    except ProxyError as exc:
+        if exc.status not in (401, 403):
+            raise  # a key that may not read budgets exports the teams without their member limits
     try:
         organizations = client.list_organizations()
     except EnterpriseOnly:

@@ -22,7 +22,7 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
-from .desired import DEFAULT_ROLE, DesiredState, OrganizationSpec, TeamSpec, UserSpec
+from .desired import DEFAULT_ROLE, TEAM_MEMBER_DEFAULTS, DesiredState, OrganizationSpec, TeamSpec, UserSpec
 from .kinds import BOOKKEEPING, INVITING, KINDS, PHASES, REMOVING  # noqa: F401  (re-exported)
 from .live import (
     OWNER_KEY,
@@ -433,6 +433,17 @@ def _member_order(action: Action) -> tuple[str, str]:
 
 def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: list[str]) -> list[Action]:
     address = f"team.{team.alias}"
+    unsupported = [
+        name
+        for name in TEAM_MEMBER_DEFAULTS
+        if name in team.model_fields_set and name not in (live.team_fields or {name})
+    ]
+    if unsupported:
+        conflicts.append(
+            f"{address}: {', '.join(unsupported)}: this proxy's LiteLLM does not take it on /team/new "
+            "(1.110.2 does; 1.80.5 has no team_member_budget_duration): upgrade LiteLLM or leave it out"
+        )
+        return []
     unknown = [
         p for p in team.team_member_permissions or () if live.team_permissions and p not in live.team_permissions
     ]
@@ -493,6 +504,13 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
     if team.id and current.alias != team.alias:
         wanted["team_alias"] = team.alias
     have = {**current.settings, "team_alias": current.alias}
+    uncleared = [n for n in TEAM_MEMBER_DEFAULTS if n in wanted and wanted[n] is None and have.get(n) is not None]
+    if uncleared:
+        conflicts.append(
+            f"{address}: {', '.join(uncleared)}: LiteLLM cannot take a member limit away once set (its update "
+            "ignores null); give a value, or leave the field out to stop managing it"
+        )
+        return []
     actions = _existing("team", address, {"team_id": current.team_id}, current.managed, have, wanted, "settings differ")
     return _placed(team, actions, current.settings.get("organization_id"), matched)
 

@@ -1188,3 +1188,21 @@ def test_two_organizations_with_the_declared_alias_are_a_conflict():
     with pytest.raises(PlanConflict) as refused:
         plan_for(desired("version: 1\norganizations: [{alias: acme}]\n"), live)
     assert "organization.acme: 2 organizations on the proxy have the alias 'acme' (o-1, o-2)" in str(refused.value)
+
+
+def test_member_limits_of_a_team_are_planned_refused_where_unsupported_and_never_cleared():
+    spec = desired("version: 1\nteams:\n  - {alias: t, team_member_budget: 5, team_member_tpm_limit: 100}\n")
+    live = state(live_team("t-1", "t", team_member_budget=2.0, team_member_tpm_limit=100))
+    [update] = plan_for(spec, live).actions
+    assert update.params == {"team_id": "t-1", "team_member_budget": 5.0}
+    older = replace(live, team_fields=frozenset({"team_alias", "team_member_budget", "team_member_tpm_limit"}))
+    assert plan_for(spec, older).actions == (update,)
+    with_duration = desired("version: 1\nteams:\n  - {alias: t, team_member_budget_duration: 30d}\n")
+    with pytest.raises(PlanConflict) as unsupported:
+        plan_for(with_duration, older)
+    assert str(unsupported.value).startswith(
+        "team.t: team_member_budget_duration: this proxy's LiteLLM does not take it on /team/new"
+    )
+    with pytest.raises(PlanConflict) as uncleared:
+        plan_for(desired("version: 1\nteams:\n  - {alias: t, team_member_budget: null}\n"), live)
+    assert "team.t: team_member_budget: LiteLLM cannot take a member limit away once set" in str(uncleared.value)

@@ -182,3 +182,35 @@ def test_organizations_round_trip_or_are_refused_in_one_line_without_a_license(a
     apply_ok(cli)
     assert json_plan(cli)["has_changes"] is False
     assert not {t["team_alias"]: t for t in api.teams()}["research"].get("organization_id")
+
+
+MEMBER_LIMITS = """\
+version: 1
+teams:
+  - alias: research
+    team_member_budget: 10
+    team_member_tpm_limit: 1000
+    team_member_rpm_limit: 20
+"""
+
+
+def test_member_limits_round_trip_and_what_a_version_lacks_is_refused(api, cli, tmp_path) -> None:
+    write(tmp_path, MEMBER_LIMITS)
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    write(tmp_path, MEMBER_LIMITS.replace("team_member_budget: 10", "team_member_budget: 15"))
+    assert changes(json_plan(cli)) == {"team.research": {"team_member_budget": [10.0, 15.0]}}
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    assert "team_member_budget: 15.0\n" in cli("export").stdout
+
+    raised = MEMBER_LIMITS.replace("team_member_budget: 10", "team_member_budget: 15")
+    write(tmp_path, raised + "    team_member_budget_duration: 30d\n")
+    if proxy_version(os.environ["LITELLM_PROXY_URL"]).startswith("1.80."):
+        refused = cli("plan")
+        assert refused.returncode == 1
+        assert "team.research: team_member_budget_duration: this proxy's LiteLLM does not take it" in refused.stderr
+        return
+    assert changes(json_plan(cli)) == {"team.research": {"team_member_budget_duration": [None, "30d"]}}
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
