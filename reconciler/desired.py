@@ -411,8 +411,8 @@ class DesiredState:
         out. A file without environments is its own only state (``name`` must be None); a file
         with environments must be given one. ``InputError`` otherwise, before any request.
 
-        Users that nothing changes for are shared, not copied: a 100,000-user file is projected
-        in a fraction of a second.
+        Users that nothing changes for are shared, not copied (measured: about 1.5 s for 100,000
+        users when every one of them needs a copy, e.g. all name teams by id).
         """
         names = self.environments
         if not names:
