@@ -8,11 +8,16 @@ fails the run: integration tests are required, never skipped.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
+import hashlib
 import os
 import shlex
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -62,6 +67,26 @@ def proxy() -> tuple[str, str]:
     except httpx.HTTPError as exc:
         _unavailable(f"the proxy at {url} does not answer: {exc}")
     return url, key
+
+
+@contextlib.contextmanager
+def exclusive(url: str) -> Iterator[None]:
+    """This process's tests alone on the proxy at ``url`` while the block runs: CI runs the suites of
+    two LiteLLM versions side by side, and the tests of two environments also use the other's proxy."""
+    name = hashlib.sha256(url.encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"litellm-reconciler-proxy-{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _one_test_per_proxy() -> Iterator[None]:
+    """Every integration test holds its proxy (see ``exclusive``), before the proxy is emptied for it."""
+    with exclusive(os.environ.get("LITELLM_PROXY_URL") or "harness"):
+        yield
 
 
 @pytest.fixture
@@ -170,11 +195,12 @@ def second_proxy() -> tuple[str, str, str]:
 
 
 @pytest.fixture
-def second_api(second_proxy: tuple[str, str, str]) -> Api:
-    """The second proxy, emptied through its database (the process keeps running) by the script that
-    empties the proxy of the GitHub tests workflow."""
+def second_api(second_proxy: tuple[str, str, str]) -> Iterator[Api]:
+    """The second proxy, held for this test (``exclusive``) and emptied through its database (the
+    process keeps running) by the script that empties the proxy of the GitHub tests workflow."""
     url, key, database = second_proxy
     _psql()  # the script needs it
-    env = {**os.environ, "DATABASE_URL": database, "LITELLM_PROXY_URL": url}
-    subprocess.run(["bash", str(CI_PROXY), "reset"], check=True, capture_output=True, text=True, env=env)
-    return Api(url, key)
+    with exclusive(url):
+        env = {**os.environ, "DATABASE_URL": database, "LITELLM_PROXY_URL": url}
+        subprocess.run(["bash", str(CI_PROXY), "reset"], check=True, capture_output=True, text=True, env=env)
+        yield Api(url, key)
