@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from deepdiff import DeepDiff
 
@@ -28,6 +28,7 @@ from .live import (
     OWNER_KEY,
     PROXY_ADMIN_ID,
     LiveMember,
+    LiveOrganization,
     LiveState,
     LiveTeam,
     LiveUser,
@@ -453,18 +454,9 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
             f"which accepts {', '.join(sorted(live.team_permissions or ()))}"
         )
         return []
-    if team.id:
-        found = [live.teams_by_id[team.id]] if team.id in live.teams_by_id else []
-    else:
-        claimed = matched.claimed_teams
-        found = [t for t in live.teams_by_alias.get(team.alias, []) if t.team_id not in claimed]
-        if len(found) > 1:
-            ids = ", ".join(t.team_id for t in found)
-            conflicts.append(
-                f"{address}: {len(found)} teams on the proxy have the alias {team.alias!r} ({ids}); "
-                "add 'id:' to the file to pick one"
-            )
-            return []
+    found = _find(address, team.id, team.alias, live.teams_by_id, live.teams_by_alias, matched.claimed_teams, conflicts)
+    if found is None:
+        return []
     if not found:
         team_id = team.id or new_team_id(team.alias)
         if team_id in live.teams_by_id:
@@ -474,27 +466,10 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
             return []
         matched.team_ids[team.alias] = team_id
         matched.claimed_teams.add(team_id)
-        settings = team.managed_settings
-        return _placed(
-            team,
-            [
-                Action(
-                    kind="create_team",
-                    address=address,
-                    reason="declared in the file, not on the proxy",
-                    params={
-                        "team_id": team_id,
-                        "team_alias": team.alias,
-                        **settings,
-                        "metadata": {OWNER_KEY: {"managed": True}},
-                    },
-                    changes=(Change("team_id", None, team_id),)
-                    + tuple(Change(k, None, v) for k, v in sorted(settings.items())),
-                )
-            ],
-            None,
-            matched,
+        creation = _creation(
+            "create_team", address, {"team_id": team_id, "team_alias": team.alias}, team.managed_settings
         )
+        return _placed(team, [creation], None, matched)
     current = found[0]
     matched.team_ids[team.alias] = current.team_id
     matched.claimed_teams.add(current.team_id)
@@ -519,19 +494,17 @@ def _plan_organization(
     organization: OrganizationSpec, live: LiveState, matched: _Matched, conflicts: list[str]
 ) -> list[Action]:
     address = f"organization.{organization.alias}"
-    if organization.id:
-        by_id = live.organizations_by_id.get(organization.id)
-        found = [by_id] if by_id is not None else []
-    else:
-        claimed = matched.claimed_organizations
-        found = [o for o in live.organizations_by_alias.get(organization.alias, []) if o.organization_id not in claimed]
-        if len(found) > 1:
-            ids = ", ".join(o.organization_id for o in found)
-            conflicts.append(
-                f"{address}: {len(found)} organizations on the proxy have the alias {organization.alias!r} ({ids}); "
-                "add 'id:' to the file to pick one"
-            )
-            return []
+    found = _find(
+        address,
+        organization.id,
+        organization.alias,
+        live.organizations_by_id,
+        live.organizations_by_alias,
+        matched.claimed_organizations,
+        conflicts,
+    )
+    if found is None:
+        return []
     settings = organization.managed_settings
     if not found:
         organization_id = organization.id or _derived_id(f"organization:{organization.alias}")
@@ -544,21 +517,8 @@ def _plan_organization(
         matched.organization_ids[organization.alias] = organization_id
         matched.claimed_organizations.add(organization_id)
         matched.changed_organizations.add(organization.alias)
-        return [
-            Action(
-                kind="create_organization",
-                address=address,
-                reason="declared in the file, not on the proxy",
-                params={
-                    "organization_id": organization_id,
-                    "organization_alias": organization.alias,
-                    **settings,
-                    "metadata": {OWNER_KEY: {"managed": True}},
-                },
-                changes=(Change("organization_id", None, organization_id),)
-                + tuple(Change(k, None, v) for k, v in sorted(settings.items())),
-            )
-        ]
+        names = {"organization_id": organization_id, "organization_alias": organization.alias}
+        return [_creation("create_organization", address, names, settings)]
     current = found[0]
     matched.organization_ids[organization.alias] = current.organization_id
     matched.claimed_organizations.add(current.organization_id)
@@ -571,6 +531,51 @@ def _plan_organization(
     if any(a.kind == "update_organization" for a in actions):
         matched.changed_organizations.add(organization.alias)
     return actions
+
+
+_Live = TypeVar("_Live", LiveTeam, LiveOrganization)
+
+
+def _find(
+    address: str,
+    declared_id: str | None,
+    alias: str,
+    by_id: dict[str, _Live],
+    by_alias: dict[str, list[_Live]],
+    claimed: set[str],
+    conflicts: list[str],
+) -> list[_Live] | None:
+    """The live team or organization a declared one is: by its declared id, else by its alias among
+    those no other declared one took. None (and a conflict) when the alias is ambiguous."""
+    if declared_id:
+        return [by_id[declared_id]] if declared_id in by_id else []
+    found = [o for o in by_alias.get(alias, []) if _live_id(o) not in claimed]
+    if len(found) > 1:
+        kind = address.split(".", 1)[0]
+        ids = ", ".join(_live_id(o) for o in found)
+        conflicts.append(
+            f"{address}: {len(found)} {kind}s on the proxy have the alias {alias!r} ({ids}); "
+            "add 'id:' to the file to pick one"
+        )
+        return None
+    return found
+
+
+def _live_id(found: LiveTeam | LiveOrganization) -> str:
+    return found.team_id if isinstance(found, LiveTeam) else found.organization_id
+
+
+def _creation(kind: str, address: str, names: dict[str, str], settings: dict[str, Any]) -> Action:
+    """Creating a team or an organization: its id and alias (``names``), the settings the file gives,
+    and this tool's ownership in its metadata."""
+    return Action(
+        kind=kind,
+        address=address,
+        reason="declared in the file, not on the proxy",
+        params={**names, **settings, "metadata": {OWNER_KEY: {"managed": True}}},
+        changes=tuple(Change(k, None, v) for k, v in names.items() if not k.endswith("_alias"))
+        + tuple(Change(k, None, v) for k, v in sorted(settings.items())),
+    )
 
 
 def _placed(team: TeamSpec, actions: list[Action], have: str | None, matched: _Matched) -> list[Action]:
