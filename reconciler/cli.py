@@ -439,7 +439,10 @@ def apply(
                     f"{len(stubborn)} action(s) will not converge by re-running; "
                     f"fix the cause in {file} or on the proxy first"
                 )
-            raise Failure("some actions failed or were skipped; run apply again (it converges)")
+            raise Failure(
+                "some actions failed or were skipped; run apply again (it converges), after fixing what "
+                "a failure's reason asks for"
+            )
         unsent = [r.email for r in result.invitations if r.status == "send_failed"]
         if unsent:
             raise Failure(

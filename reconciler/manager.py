@@ -169,6 +169,11 @@ def check_saved_plan(saved: Plan, desired: DesiredState, client: LiteLLMClient) 
     file and the proxy call for now, so an edited ``plan.json`` (fingerprint recomputed or
     not) is refused as surely as a proxy that changed since the review.
     """
+    if saved.environment != desired.environment:
+        raise StalePlan(
+            f"the saved plan is for environment {saved.environment or '(none)'}, not "
+            f"{desired.environment or '(none)'}; nothing was applied"
+        )
     fresh, live = plan_against(desired, client)
     if live.fingerprint != saved.live_fingerprint:
         raise StalePlan("the proxy changed since this plan was made; run 'plan' again and review the new plan")
