@@ -103,7 +103,7 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
         organizations = tuple(organization_from_api(o) for o in client.list_organizations())
         live = replace(live, organizations=organizations)
     if any(set(TEAM_MEMBER_DEFAULTS) & t.model_fields_set for t in desired.teams):
-        live = replace(with_member_limits(live, client.list_budgets()), team_fields=client.team_fields())
+        live = replace(with_member_limits(live, member_budgets(client, live, teams)), team_fields=client.team_fields())
     if live.teams and any("team_member_permissions" in t.model_fields_set for t in desired.teams):
         available = client.team_permissions_available(live.teams[0].team_id)
         live = replace(live, team_permissions=None if available is None else frozenset(available))
@@ -114,6 +114,24 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
         undeclared = {t.team_id for t in live.teams if t.managed and t.team_id not in teams and t.alias not in teams}
         live = with_team_key_counts(client, live, undeclared)
     return live
+
+
+def member_budgets(client: LiteLLMClient, live: LiveState, declared: frozenset[str]) -> list[dict[str, Any]]:
+    """The budget rows that hold teams' member limits: all of them in one ``/budget/list``, or, for
+    a key that may not list budgets (a read-only key on 1.80.5), each declared team's own from its
+    ``/team/info`` (one request per declared team that has such a row)."""
+    try:
+        return client.list_budgets()
+    except ProxyError as exc:
+        if exc.status not in (401, 403):
+            raise
+    with_row = [
+        t.team_id
+        for t in live.teams
+        if t.metadata.get("team_member_budget_id") and (t.team_id in declared or t.alias in declared)
+    ]
+    infos = client.concurrently(client.team_info, with_row)
+    return [row for info in infos if isinstance(row := (info or {}).get("team_member_budget_table"), dict)]
 
 
 def read_for_export(client: LiteLLMClient) -> LiveState:

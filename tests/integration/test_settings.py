@@ -203,6 +203,10 @@ def test_member_limits_round_trip_and_what_a_version_lacks_is_refused(api, cli, 
     apply_ok(cli)
     assert json_plan(cli)["has_changes"] is False
     assert "team_member_budget: 15.0\n" in cli("export").stdout
+    # a read-only key (on 1.80.5 it may not list budgets: each team's /team/info says its own) plans the same
+    viewer = api.post("/user/new", {"user_email": "viewer@example.com", "user_role": "proxy_admin_viewer"})["key"]
+    read_only = cli("plan", "--detailed-exitcode", env={"LITELLM_API_KEY": viewer})
+    assert read_only.returncode == 0, read_only.stdout + read_only.stderr
 
     raised = MEMBER_LIMITS.replace("team_member_budget: 10", "team_member_budget: 15")
     write(tmp_path, raised + "    team_member_budget_duration: 30d\n")
