@@ -379,6 +379,22 @@ class LiteLLMClient:
     def get(self, path: str, **params: Any) -> Any:
         return self._request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
+    def _get_unless(self, statuses: tuple[int, ...], path: str, **params: Any) -> Any:
+        """GET, or None when the proxy answers one of ``statuses`` (not there, or not for this key)."""
+        try:
+            return self.get(path, **params)
+        except ProxyError as exc:
+            if exc.status in statuses:
+                return None
+            raise
+
+    def _listing(self, path: str, id_key: str) -> list[dict[str, Any]]:
+        """A listing the proxy sends whole (not paginated): its rows that carry an id."""
+        answer = self.get(path)
+        if not isinstance(answer, list):
+            raise ProxyError("GET", path, 200, "unexpected shape (not a list)")
+        return [row for row in answer if isinstance(row, dict) and row.get(id_key)]
+
     def post(self, path: str, body: Any, *, retry_refused: bool = True) -> Any:
         """POST; ``retry_refused=False`` for writes that must never happen twice, even after a
         429/503 that a gateway in front of the proxy might send after the write was made."""
@@ -472,12 +488,7 @@ class LiteLLMClient:
 
     def team_info_full(self, team_id: str) -> dict[str, Any] | None:
         """``/team/info`` as a whole (``team_info`` plus ``keys``), or None when the team does not exist."""
-        try:
-            body = self.get("/team/info", team_id=team_id)
-        except ProxyError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        body = self._get_unless((404,), "/team/info", team_id=team_id)
         return body if isinstance(body, dict) else None
 
     def caller_user_id(self) -> str | None:
@@ -517,14 +528,13 @@ class LiteLLMClient:
         return self.post("/team/new", body)
 
     def update_team(self, body: dict[str, Any]) -> dict[str, Any]:
+        if "organization_id" in body and body["organization_id"] is None:
+            body = {**body, "organization_id": ""}  # LiteLLM takes a team out of its organization with ""
         return self.post("/team/update", body)
 
     def list_budgets(self) -> list[dict[str, Any]]:
         """Every budget row (where LiteLLM keeps each team's limits for its members), in one answer."""
-        answer = self.get("/budget/list")
-        if not isinstance(answer, list):
-            raise ProxyError("GET", "/budget/list", 200, "unexpected shape (not a list)")
-        return [b for b in answer if isinstance(b, dict) and b.get("budget_id")]
+        return self._listing("/budget/list", "budget_id")
 
     def team_fields(self) -> frozenset[str] | None:
         """The fields ``/team/new`` takes on this proxy (its OpenAPI document), or None when it does not say."""
@@ -534,20 +544,12 @@ class LiteLLMClient:
         return frozenset(properties) if isinstance(properties, dict) else None
 
     def list_organizations(self) -> list[dict[str, Any]]:
-        """Every organization, in one answer (the listing is not paginated)."""
-        answer = self.get("/organization/list")
-        if not isinstance(answer, list):
-            raise ProxyError("GET", "/organization/list", 200, "unexpected shape (not a list)")
-        return [o for o in answer if isinstance(o, dict) and o.get("organization_id")]
+        """Every organization, in one answer."""
+        return self._listing("/organization/list", "organization_id")
 
     def organization_info(self, organization_id: str) -> dict[str, Any] | None:
         """The organization's row, or None when there is none."""
-        try:
-            answer = self.get("/organization/info", organization_id=organization_id)
-        except ProxyError as exc:
-            if exc.status in (400, 404):
-                return None
-            raise
+        answer = self._get_unless((400, 404), "/organization/info", organization_id=organization_id)
         return answer if isinstance(answer, dict) else None
 
     def create_organization(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -563,12 +565,7 @@ class LiteLLMClient:
     def team_permissions_available(self, team_id: str) -> list[str] | None:
         """Every member permission the proxy accepts (it lists them for a given team), or None
         when this key may not ask (a read-only key on some versions)."""
-        try:
-            answer = self.get("/team/permissions_list", team_id=team_id)
-        except ProxyError as exc:
-            if exc.status in (401, 403):
-                return None
-            raise
+        answer = self._get_unless((401, 403), "/team/permissions_list", team_id=team_id)
         found = answer.get("all_available_permissions") if isinstance(answer, dict) else None
         return [str(p) for p in found] if isinstance(found, list) else None
 

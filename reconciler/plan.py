@@ -466,16 +466,15 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
             return []
         matched.team_ids[team.alias] = team_id
         matched.claimed_teams.add(team_id)
-        creation = _creation(
-            "create_team", address, {"team_id": team_id, "team_alias": team.alias}, team.managed_settings
-        )
-        return _placed(team, [creation], None, matched)
+        settings = {**team.managed_settings, **{k: v for k, v in _placement(team, matched).items() if v}}
+        creation = _creation("create_team", address, {"team_id": team_id, "team_alias": team.alias}, settings)
+        return _after_organization(team, [creation], matched)
     current = found[0]
     matched.team_ids[team.alias] = current.team_id
     matched.claimed_teams.add(current.team_id)
     matched.live_teams[team.alias] = current
     matched.listed[current.team_id] = set()
-    wanted = dict(team.managed_settings)
+    wanted = {**team.managed_settings, **_placement(team, matched)}
     if team.id and current.alias != team.alias:
         wanted["team_alias"] = team.alias
     have = {**current.settings, "team_alias": current.alias}
@@ -487,7 +486,7 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
         )
         return []
     actions = _existing("team", address, {"team_id": current.team_id}, current.managed, have, wanted, "settings differ")
-    return _placed(team, actions, current.settings.get("organization_id"), matched)
+    return _after_organization(team, actions, matched)
 
 
 def _plan_organization(
@@ -578,33 +577,25 @@ def _creation(kind: str, address: str, names: dict[str, str], settings: dict[str
     )
 
 
-def _placed(team: TeamSpec, actions: list[Action], have: str | None, matched: _Matched) -> list[Action]:
-    """The team's actions with its organization: placed where the file says (null: in none), after
-    whatever this plan does to that organization first. LiteLLM takes "" to take a team out."""
+def _placement(team: TeamSpec, matched: _Matched) -> dict[str, str | None]:
+    """The organization the file puts the team in, as LiteLLM's ``organization_id`` (None: in none);
+    nothing when the file does not say."""
     if "organization" not in team.model_fields_set:
+        return {}
+    return {"organization_id": matched.organization_ids[team.organization] if team.organization else None}
+
+
+def _after_organization(team: TeamSpec, actions: list[Action], matched: _Matched) -> list[Action]:
+    """The team's creation or update waits for what this plan does to the organization it goes into."""
+    if team.organization not in matched.changed_organizations:
         return actions
-    want = matched.organization_ids[team.organization] if team.organization else None
-    depends = (f"organization.{team.organization}",) if team.organization in matched.changed_organizations else ()
-    creating = [a for a in actions if a.kind == "create_team"]
-    if creating:
-        [create] = creating
-        params = {**create.params, "organization_id": want} if want else create.params
-        changes = create.changes + ((Change("organization_id", None, want),) if want else ())
-        return [Action(create.kind, create.address, create.reason, params, changes, depends)]
-    if have == want:
-        return actions
-    change = Change("organization_id", have, want)
-    updates = [a for a in actions if a.kind == "update_team"]
-    team_id = matched.team_ids[team.alias]
-    if updates:
-        [update] = updates
-        params = {**update.params, "organization_id": want or ""}
-        reason, changes = f"{update.reason}, organization_id", update.changes + (change,)
-    else:
-        params = {"team_id": team_id, "organization_id": want or ""}
-        reason, changes = "settings differ: organization_id", (change,)
-    placed = Action("update_team", f"team.{team.alias}", reason, params, changes, depends)
-    return [a for a in actions if a.kind != "update_team"] + [placed]
+    depends = (f"organization.{team.organization}",)
+    return [
+        Action(a.kind, a.address, a.reason, a.params, a.changes, depends)
+        if a.kind in ("create_team", "update_team")
+        else a
+        for a in actions
+    ]
 
 
 def _target(team: TeamSpec, matched: _Matched) -> _Target:

@@ -934,3 +934,10 @@ def test_member_permissions_go_through_their_own_endpoint_and_the_rest_through_t
         {"team_id": team["team_id"], "team_member_permissions": ["/key/generate", "/key/update"]}
     ]
     assert not plan_against(proxy, changed).has_changes
+
+
+def test_a_team_leaves_its_organization_by_the_empty_id_litellm_expects():
+    proxy = FakeLiteLLM()
+    proxy.post_team_new({"team_id": "t-1", "team_alias": "a"})
+    proxy.client().update_team({"team_id": "t-1", "organization_id": None, "max_budget": 1})
+    assert proxy.posts("/team/update") == [{"team_id": "t-1", "organization_id": "", "max_budget": 1}]

@@ -1168,7 +1168,7 @@ def test_teams_move_into_and_out_of_organizations_and_organizations_are_updated_
     plan = plan_for(spec, live)
     assert [(a.kind, a.address, a.params, a.depends_on) for a in plan.actions] == [
         ("update_organization", "organization.acme", {"organization_id": "o-1", "max_budget": 1000.0}, ()),
-        ("update_team", "team.loose", {"team_id": "t-2", "organization_id": ""}, ()),
+        ("update_team", "team.loose", {"team_id": "t-2", "organization_id": None}, ()),  # the client sends ""
         ("update_team", "team.research", {"team_id": "t-1", "organization_id": "o-1"}, ("organization.acme",)),
         ("adopt_organization", "organization.acme", {"organization_id": "o-1"}, ()),
     ]
