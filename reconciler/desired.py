@@ -770,6 +770,8 @@ def _warnings(spec: UsersFile, lines: dict[Path_, int], file: str, environment: 
     found: list[Problem] = []
     count = 0
     for i, user in enumerate(spec.users):
+        if not user.overrides and _PERSONAL_ONLY.keys().isdisjoint(user.model_fields_set):
+            continue  # most users: nothing to warn about, and no list of teams to build for them
         if environment is not None and user.only_in is not None and environment not in user.only_in:
             continue
         teams = [alias_of[ref] for ref in user.teams if present is None or alias_of[ref] in present]
