@@ -41,8 +41,10 @@ from .client import (
 from .kinds import INVITING, SERIAL
 from .live import (
     INVITATION_DAYS,
+    MEMBER_BUDGET,
     OWNER_KEY,
     RecordedInvitation,
+    member_budgets_from_api,
     parse_time,
     team_from_api,
     utc_date,
@@ -99,10 +101,12 @@ def _waves(actions: tuple[Action, ...]) -> list[list[Action]]:
 
 
 def _team_batches(members: list[Action]) -> list[list[Action]]:
-    """Memberships by team, in plan order: one ``/team/member_add`` per team (no lost members)."""
-    batches: dict[str, list[Action]] = {}
+    """Memberships by team, in plan order: one ``/team/member_add`` per team (no lost members), or
+    one per role and member budget in it (the call gives all its members the same budget)."""
+    batches: dict[tuple[str, str, float | None], list[Action]] = {}
     for action in members:
-        batches.setdefault(action.params["team_id"], []).append(action)
+        p = action.params
+        batches.setdefault((p["team_id"], p.get("role", "user"), p.get("max_budget_in_team")), []).append(action)
     return list(batches.values())
 
 
@@ -300,6 +304,15 @@ class Executor:
         if action.kind == "remove_member":
             team = self.client.team_info(p["team_id"])
             return team is None or p["user_id"] not in team_from_api(team).member_ids
+        if action.kind == "update_member":
+            info = self.client.team_info_full(p["team_id"])
+            if info is None:
+                return False
+            roles = team_from_api(info.get("team_info") or {"team_id": p["team_id"]}).member_roles
+            budget = member_budgets_from_api(info).get(p["user_id"], {})
+            return p.get("role", roles.get(p["user_id"])) == roles.get(p["user_id"]) and all(
+                budget.get(name) == p[name] for name in MEMBER_BUDGET if name in p
+            )
         return False  # invitations cannot be listed; a lost /invitation/new is reported as failed
 
     def _do_create_inviter(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -380,6 +393,10 @@ class Executor:
 
     def _do_remove_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         self.client.remove_member(action.params["team_id"], action.params["user_id"])
+        return "done", ""
+
+    def _do_update_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        self.client.update_member({k: v for k, v in action.params.items() if k not in ("team_alias", "user_email")})
         return "done", ""
 
     def _do_delete_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -708,7 +725,12 @@ class Executor:
         team_id = batch[0].params["team_id"]
         try:
             try:
-                self.client.add_members(team_id, [a.params["user_id"] for a in batch])
+                self.client.add_members(
+                    team_id,
+                    [a.params["user_id"] for a in batch],
+                    role=batch[0].params.get("role", "user"),
+                    max_budget_in_team=batch[0].params.get("max_budget_in_team"),
+                )
             except OutcomeUnknown as exc:
                 try:
                     team = self.client.team_info(team_id)

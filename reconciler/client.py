@@ -617,15 +617,25 @@ class LiteLLMClient:
                 outcome[str(body["user_id"])] = str(exc)
         return outcome
 
-    def add_members(self, team_id: str, user_ids: Iterable[str]) -> dict[str, Any]:
-        """Add users (by id, role ``user``) in one call: one roster write per team, no lost members."""
-        members = [{"user_id": user_id, "role": "user"} for user_id in user_ids]
+    def add_members(
+        self, team_id: str, user_ids: Iterable[str], *, role: str = "user", max_budget_in_team: float | None = None
+    ) -> dict[str, Any]:
+        """Add users (by id) in one call: one roster write per team, no lost members. ``role``
+        ``admin`` needs LiteLLM Enterprise (``EnterpriseOnly``)."""
+        body: dict[str, Any] = {"team_id": team_id, "member": [{"user_id": u, "role": role} for u in user_ids]}
+        if max_budget_in_team is not None:
+            body["max_budget_in_team"] = max_budget_in_team
         try:
-            return self.post("/team/member_add", {"team_id": team_id, "member": members})
+            return self.post("/team/member_add", body)
         except ProxyError as exc:
             if exc.kind == "team_member_already_in_team" or (exc.status == 400 and "already in team" in exc.message):
                 return {"team_id": team_id, "already_members": True}
             raise
+
+    def update_member(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``/team/member_update``: a member's role and own budget (``team_id``, ``user_id`` and
+        the fields to set; making someone ``admin`` needs LiteLLM Enterprise)."""
+        return self.post("/team/member_update", body)
 
     def delete_invitation(self, invitation_id: str) -> None:
         """Delete a link; one that no longer exists (400 "does not exist") counts as deleted."""

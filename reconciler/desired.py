@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, NoReturn, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 #: The roles ``/user/new`` and ``/user/update`` accept; anything else is a 422 on the proxy.
 UserRole = Literal["proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer"]
@@ -277,13 +277,65 @@ class UserSettings(_Limits):
     )
 
 
+#: A member's role in a team (``members_with_roles``); ``admin`` may manage the team's members and keys.
+TeamRole = Literal["user", "admin"]
+
+
+class Membership(_Strict):
+    """A team entry with settings of the user's own in that team (the long form of ``teams: [a]``).
+    A field left out is not managed, like everywhere else."""
+
+    team: str = Field(min_length=1, description="team alias (or declared id)")
+    role: TeamRole = Field(  # type: ignore[assignment]
+        default=None,
+        description="the user's role in the team; admin needs LiteLLM Enterprise on 1.80.5 and 1.110.2",
+    )
+    max_budget_in_team: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="USD this user may spend in this team; null = no budget of the member's own",
+    )
+
+    @property
+    def managed_settings(self) -> dict[str, Any]:
+        """The settings the entry mentions (explicit ``null`` included)."""
+        return {name: getattr(self, name) for name in MEMBERSHIP_SETTINGS if name in self.model_fields_set}
+
+
+#: What a membership entry may manage, by LiteLLM's ``/team/member_update`` field names.
+MEMBERSHIP_SETTINGS = ("role", "max_budget_in_team")
+
+
+def team_ref(entry: str | Membership) -> str:
+    """The team a user's ``teams`` entry names, in either form."""
+    return entry if isinstance(entry, str) else entry.team
+
+
+def membership_settings(entry: str | Membership) -> dict[str, Any]:
+    """What a ``teams`` entry manages about the membership ({} for the short form)."""
+    return {} if isinstance(entry, str) else entry.managed_settings
+
+
+#: The two forms of a ``teams`` entry; the tag keeps pydantic from reporting a mistake in one
+#: form as a failure of the other too (the tags are taken out of error locations again).
+_TEAM_ENTRY_TAGS = ("team-name", "team-entry")
+TeamEntry = Annotated[
+    Annotated[str, Tag("team-name")] | Annotated[Membership, Tag("team-entry")],
+    Discriminator(lambda value: "team-entry" if isinstance(value, (dict, Membership)) else "team-name"),
+]
+
+
 class UserSpec(UserSettings):
     """A user as declared; the email is the identity (matched case-insensitively)."""
 
     email: str = Field(description="identity; case-insensitive; unique in the file")
-    teams: list[str] = Field(
+    teams: list[TeamEntry] = Field(
         default_factory=list,
-        description="team aliases (or declared ids); a team with only_in counts only in its environments",
+        description=(
+            "team aliases (or declared ids), or {team, role, max_budget_in_team} to manage the membership too; "
+            "a team with only_in counts only in its environments"
+        ),
     )
     only_in: list[EnvironmentName] | None = Field(
         default=None, min_length=1, description="the environments that have this user [default: all]"
@@ -438,7 +490,7 @@ class DesiredState:
         for user in self.spec.users:
             if user.only_in is not None and name not in user.only_in:
                 continue
-            memberships = [alias_of[ref] for ref in user.teams if alias_of[ref] in present]
+            memberships = [_aliased(entry, alias_of) for entry in user.teams if alias_of[team_ref(entry)] in present]
             if memberships != user.teams:
                 user = user.model_copy(update={"teams": memberships})
             users.append(_with_override(user, user.overrides.get(name)))
@@ -471,6 +523,14 @@ class DesiredState:
 
 
 _Spec = TypeVar("_Spec", TeamSpec, UserSpec)
+
+
+def _aliased(entry: str | Membership, alias_of: dict[str, str]) -> str | Membership:
+    """A ``teams`` entry naming its team by alias (a declared id is resolved)."""
+    if isinstance(entry, str):
+        return alias_of[entry]
+    alias = alias_of[entry.team]
+    return entry if alias == entry.team else entry.model_copy(update={"team": alias})
 
 
 def _with_override(spec: _Spec, override: TeamSettings | UserSettings | None) -> _Spec:
@@ -733,7 +793,7 @@ def parse_desired(text: str, file: str = "users.yaml") -> DesiredState:
         spec = UsersFile.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
-            loc = tuple(error["loc"])
+            loc = tuple(p for p in error["loc"] if p not in _TEAM_ENTRY_TAGS)
             problems.append(Problem(file, _line_for(loc, lines), _describe(loc, error)))
         raise InputError(problems) from None
     if problems:
@@ -774,7 +834,7 @@ def _warnings(spec: UsersFile, lines: dict[Path_, int], file: str, environment: 
             continue  # most users: nothing to warn about, and no list of teams to build for them
         if environment is not None and user.only_in is not None and environment not in user.only_in:
             continue
-        teams = [alias_of[ref] for ref in user.teams if present is None or alias_of[ref] in present]
+        teams = [alias_of[ref] for ref in map(team_ref, user.teams) if present is None or alias_of[ref] in present]
         if not teams:
             continue
         override = user.overrides.get(environment) if environment is not None else None
@@ -814,6 +874,10 @@ def _describe(loc: Path_, error: dict[str, Any]) -> str:
         )
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown key {loc[-1]!r}"
+    if error["type"] == "string_type" and len(loc) == 4 and loc[2] == "teams":
+        return f"{where}: expected a team alias, or a mapping such as {{team: a, role: admin, max_budget_in_team: 10}}"
+    if error["type"] == "literal_error" and len(loc) > 4 and loc[2] == "teams" and loc[-1] == "role":
+        return f"{where}: invalid role {error.get('input')!r} in a team; expected user or admin"
     if error["type"] == "literal_error" and loc and loc[-1] == "role":
         return f"{where}: invalid role {error.get('input')!r}; expected one of {', '.join(USER_ROLES)}"
     message = error["msg"]
@@ -893,10 +957,13 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
         if not isinstance(refs, list):
             continue
         named: dict[str, int] = {}
-        for j, ref in enumerate(refs):
-            if not isinstance(ref, str):
+        for j, entry in enumerate(refs):
+            ref = _raw_ref(entry)
+            if ref is None:
                 continue
-            loc = _line_for(("users", i, "teams", j), lines)
+            loc = _line_for(
+                ("users", i, "teams", j, "team") if isinstance(entry, dict) else ("users", i, "teams", j), lines
+            )
             if ref not in by_ref:
                 problems.append(Problem(file, loc, f"users.{i}.teams: unknown team {ref!r}; declare it under 'teams'"))
             elif by_ref[ref] in named:
@@ -963,8 +1030,9 @@ def _check_environments(
     }
     for i, user in _entries(data, "users"):
         refs = user.get("teams")
-        for j, ref in enumerate(refs if isinstance(refs, list) else []):
-            alias = by_ref.get(ref) if isinstance(ref, str) else None
+        for j, entry in enumerate(refs if isinstance(refs, list) else []):
+            ref = _raw_ref(entry)
+            alias = by_ref.get(ref) if ref is not None else None
             if alias in envs_of_team and not envs_of_team[alias] & scoped["users"].get(i, set()):
                 problem(
                     ("users", i, "teams", j),
@@ -989,6 +1057,12 @@ def _check_environments(
                 problem(loc, f"{team_id!r} is another team's alias; references would be ambiguous")
             ids[team_id] = team["alias"]
     return problems
+
+
+def _raw_ref(entry: object) -> str | None:
+    """The team a raw ``teams`` entry names (``a`` or ``{team: a, ...}``); None when malformed."""
+    ref = entry.get("team") if isinstance(entry, dict) else entry
+    return ref if isinstance(ref, str) else None
 
 
 def _entries(data: dict[str, Any], section: str) -> list[tuple[int, dict[str, Any]]]:

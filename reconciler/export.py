@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from .desired import ORGANIZATION_SETTINGS, TEAM_SETTINGS, USER_ROLES, USER_SETTINGS, check_email, parse_desired
-from .live import PROXY_ADMIN_ID, LiveState, LiveTeam, LiveUser
+from .live import PROXY_ADMIN_ID, LiveMember, LiveState, LiveTeam, LiveUser
 
 
 def export_yaml(live: LiveState, only_teams: set[str] | None = None) -> str:
@@ -40,10 +40,10 @@ def export_yaml(live: LiveState, only_teams: set[str] | None = None) -> str:
             f"no team with the alias {', '.join(sorted(only_teams - {t.alias for t in teams}))} on the proxy"
         )
 
-    members: dict[str, list[str]] = {}
+    members: dict[str, list[str | dict[str, Any]]] = {}
     for team in teams:
         for member in team.members:
-            members.setdefault(member.user_id, []).append(str(team.alias))
+            members.setdefault(member.user_id, []).append(_membership(team, member))
     emails = Counter(u.key for u in live.users if u.key)
     users = []
     for user in sorted(live.users, key=lambda u: (u.key or "", u.user_id)):
@@ -73,7 +73,7 @@ def export_yaml(live: LiveState, only_teams: set[str] | None = None) -> str:
     if teams:
         document["teams"] = [_team(t, placed_in) for t in teams]
     if users:
-        document["users"] = [_user(u, sorted(members.get(u.user_id, []))) for u in users]
+        document["users"] = [_user(u, sorted(members.get(u.user_id, []), key=_team_of)) for u in users]
     header = [
         "# users.yaml exported from the live proxy by `litellm-reconciler export`.",
         "# Review it, then commit it: the next plan adopts these objects (bookkeeping, no changes).",
@@ -116,7 +116,20 @@ def _set(settings: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     return {name: v for name in names if (v := settings.get(name)) is not None and v != [] and v is not False}
 
 
-def _user(user: LiveUser, teams: list[str]) -> dict[str, Any]:
+def _membership(team: LiveTeam, member: LiveMember) -> str | dict[str, Any]:
+    """The team's alias, or the long form when the member is an admin or has a budget of its own there."""
+    settings: dict[str, Any] = {"role": "admin"} if member.role == "admin" else {}
+    budget = (team.member_budgets or {}).get(member.user_id, {}).get("max_budget_in_team")
+    if budget is not None:
+        settings["max_budget_in_team"] = budget
+    return {"team": team.alias, **settings} if settings else str(team.alias)
+
+
+def _team_of(entry: str | dict[str, Any]) -> str:
+    return entry if isinstance(entry, str) else entry["team"]
+
+
+def _user(user: LiveUser, teams: list[str | dict[str, Any]]) -> dict[str, Any]:
     entry: dict[str, Any] = {"email": user.email}
     if user.role in USER_ROLES:  # any other role (org_admin, ...) stays unmanaged
         entry["role"] = user.role

@@ -49,6 +49,7 @@ KINDS: dict[str, Kind] = {
         Kind("create_user", "create user", "user", "users", "to create", "add"),
         Kind("update_user", "update user", "user", "users", "to update", "change"),
         Kind("add_member", "add to team", "membership", "memberships", "to add", "add", serial=True),
+        Kind("update_member", "update membership", "membership", "memberships", "to update", "change", serial=True),
         Kind("create_invitation", "invite", "invitation", "invitations", "to create", "add", invites=True),
         Kind(
             "renew_invitation",

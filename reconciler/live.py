@@ -168,11 +168,19 @@ class LiveTeam:
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
     #: The team's keys, read only for teams a plan may delete (``/team/info``); None when not read.
     key_count: int | None = None
+    #: Each member's own budget in the team (user id -> MEMBER_BUDGET fields; no entry: none), read
+    #: (``/team/info``) only for teams whose memberships the file manages; None when not read.
+    member_budgets: dict[str, dict[str, Any]] | None = field(default=None, hash=False)
 
     @cached_property
     def member_ids(self) -> frozenset[str]:
         """Built once: the planner asks it for every declared membership."""
         return frozenset(m.user_id for m in self.members)
+
+    @cached_property
+    def member_roles(self) -> dict[str, str]:
+        """User id -> role in the team; built for teams whose memberships the file manages."""
+        return {m.user_id: m.role for m in self.members}
 
     @property
     def managed(self) -> bool:
@@ -227,6 +235,7 @@ class LiveState:
                     [[m.user_id, m.role, m.email] for m in t.members],
                     t.metadata,
                     t.key_count,
+                    t.member_budgets,
                 ]
                 for t in self.teams
             ],
@@ -332,6 +341,35 @@ def with_member_limits(live: LiveState, budgets: list[dict[str, Any]]) -> LiveSt
         }
         teams.append(replace(team, settings={**team.settings, **limits}))
     return replace(live, teams=tuple(teams))
+
+
+#: A member's budget in a team, by ``/team/member_update``'s names (``max_budget_in_team`` is the row's
+#: ``max_budget``): what an update must send again, as 1.80.5 rewrites the whole budget on every update.
+MEMBER_BUDGET = {"max_budget_in_team": "max_budget", "tpm_limit": "tpm_limit", "rpm_limit": "rpm_limit"}
+
+
+def with_member_budgets(client: LiteLLMClient, live: LiveState, team_ids: set[str]) -> LiveState:
+    """The snapshot with the members' own budgets of the given teams (``/team/info``'s
+    ``team_memberships``, one request per team): only for teams whose memberships the file
+    manages, so a plan stays O(pages + those teams)."""
+    wanted = [team.team_id for team in live.teams if team.team_id in team_ids]
+    infos = dict(zip(wanted, client.concurrently(client.team_info_full, wanted), strict=True))
+    teams = []
+    for team in live.teams:
+        if team.team_id in infos:
+            team = replace(team, member_budgets=member_budgets_from_api(infos[team.team_id]))
+        teams.append(team)
+    return replace(live, teams=tuple(teams))
+
+
+def member_budgets_from_api(info: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """User id -> the member's budget limits, from a ``/team/info`` answer (no budget row: left out)."""
+    found: dict[str, dict[str, Any]] = {}
+    for membership in (info or {}).get("team_memberships") or []:
+        row = membership.get("litellm_budget_table") if isinstance(membership, dict) else None
+        if isinstance(row, dict) and membership.get("user_id"):
+            found[str(membership["user_id"])] = {name: row.get(column) for name, column in MEMBER_BUDGET.items()}
+    return found
 
 
 def organization_from_api(raw: dict[str, Any]) -> LiveOrganization:

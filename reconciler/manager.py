@@ -26,7 +26,14 @@ from .client import (
     ProxyError,
 )
 from .delivery import Mailer
-from .desired import TEAM_MEMBER_DEFAULTS, DesiredState, InputError, load_desired
+from .desired import (
+    TEAM_MEMBER_DEFAULTS,
+    DesiredState,
+    InputError,
+    load_desired,
+    membership_settings,
+    team_ref,
+)
 from .files import write_private
 from .kinds import INVITING
 from .live import (
@@ -35,6 +42,7 @@ from .live import (
     organization_from_api,
     read_invitations,
     read_live,
+    with_member_budgets,
     with_member_limits,
     with_team_key_counts,
 )
@@ -107,6 +115,11 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
     if live.teams and any("team_member_permissions" in t.model_fields_set for t in desired.teams):
         available = client.team_permissions_available(live.teams[0].team_id)
         live = replace(live, team_permissions=None if available is None else frozenset(available))
+    managed_memberships = {team_ref(e) for u in desired.users for e in u.teams if membership_settings(e)}
+    if managed_memberships:
+        refs = desired.team_refs
+        names = {refs[ref].alias for ref in managed_memberships} | {refs[ref].id for ref in managed_memberships}
+        live = with_member_budgets(client, live, {t.team_id for t in live.teams if {t.team_id, t.alias} & names})
     scopes = desired.spec.removals
     if scopes.users or scopes.memberships or scopes.teams:
         live = replace(live, caller_id=client.caller_user_id())
@@ -135,8 +148,10 @@ def member_budgets(client: LiteLLMClient, live: LiveState, declared: frozenset[s
 
 
 def read_for_export(client: LiteLLMClient) -> LiveState:
-    """Everything ``export`` writes: users, teams and, where the proxy serves them, organizations."""
+    """Everything ``export`` writes: users, teams (with their members' own budgets: one ``/team/info``
+    per team) and, where the proxy serves them, organizations."""
     live = read_live(client)
+    live = with_member_budgets(client, live, {t.team_id for t in live.teams})
     try:
         live = with_member_limits(live, client.list_budgets())
     except ProxyError as exc:

@@ -22,7 +22,16 @@ from typing import Any, TypeVar
 
 from deepdiff import DeepDiff
 
-from .desired import DEFAULT_ROLE, TEAM_MEMBER_DEFAULTS, DesiredState, OrganizationSpec, TeamSpec, UserSpec
+from .desired import (
+    DEFAULT_ROLE,
+    TEAM_MEMBER_DEFAULTS,
+    DesiredState,
+    OrganizationSpec,
+    TeamSpec,
+    UserSpec,
+    membership_settings,
+    team_ref,
+)
 from .kinds import BOOKKEEPING, INVITING, KINDS, PHASES, REMOVING  # noqa: F401  (re-exported)
 from .live import (
     OWNER_KEY,
@@ -715,15 +724,19 @@ def _plan_user(user: UserSpec, key: str, live: LiveState, matched: _Matched, con
 def _plan_memberships(
     user: UserSpec, key: str, user_id: str, live_user: LiveUser | None, targets: dict[str, _Target], matched: _Matched
 ) -> list[Action]:
-    """The user's missing memberships; records the user on each live team's list as it goes.
-    ``live_user``: the user on the proxy, None when this plan creates it."""
+    """The user's missing memberships, and the settings of existing ones that differ; records
+    the user on each live team's list as it goes. ``live_user``: the user on the proxy, None
+    when this plan creates it."""
     actions = []
-    for ref in user.teams:
-        target = targets[ref]
+    for entry in user.teams:
+        target = targets[team_ref(entry)]
+        settings = membership_settings(entry)
         reason = "listed in the file"
         if target.live is not None:
             matched.listed[target.team_id].add(user_id)
             if user_id in target.live.member_ids:
+                if settings:
+                    actions.extend(_membership_update(user, key, user_id, target, settings))
                 continue
             if live_user is not None and target.team_id in live_user.teams:
                 reason = "the user lists the team, but the team's roster lacks the user (a lost concurrent write)"
@@ -731,6 +744,8 @@ def _plan_memberships(
         depends: tuple[str, ...] = () if target.live is not None else (f"team.{target.alias}",)
         if live_user is None:
             depends += (f"user.{key}",)
+        # Only what differs from a plain new member (role user, no budget of its own) is sent.
+        extra = {k: v for k, v in settings.items() if v is not None and v != "user"}
         actions.append(
             Action(
                 kind="add_member",
@@ -741,11 +756,47 @@ def _plan_memberships(
                     "user_id": user_id,
                     "team_alias": target.alias,
                     "user_email": user.email,
+                    **extra,
                 },
+                changes=tuple(Change(k, None, v) for k, v in sorted(extra.items())),
                 depends_on=depends,
             )
         )
     return actions
+
+
+def _membership_update(
+    user: UserSpec, key: str, user_id: str, target: _Target, settings: dict[str, Any]
+) -> list[Action]:
+    """``/team/member_update`` where the member's role or own budget differ from the file's.
+
+    The member's current budget limits go along unchanged: 1.80.5 replaces the member's whole
+    budget with what an update sends (nothing sent: the budget is dropped); 1.110.2 takes the
+    same values as no change."""
+    team = target.live
+    assert team is not None
+    budget = (team.member_budgets or {}).get(user_id, {})
+    have = {"role": team.member_roles.get(user_id), "max_budget_in_team": budget.get("max_budget_in_team")}
+    changes = _diff(have, settings)
+    if not changes:
+        return []
+    kept = {name: value for name, value in budget.items() if value is not None}
+    return [
+        Action(
+            kind="update_member",
+            address=f"membership.{target.alias}.{key}",
+            reason="settings in the team differ: " + ", ".join(c.field for c in changes),
+            params={
+                "team_id": target.team_id,
+                "user_id": user_id,
+                "team_alias": target.alias,
+                "user_email": user.email,
+                **kept,
+                **{c.field: c.new for c in changes},
+            },
+            changes=changes,
+        )
+    ]
 
 
 def _plan_invitation(

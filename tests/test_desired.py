@@ -1031,3 +1031,44 @@ def test_teams_may_swap_ids_between_environments_and_an_empty_only_in_says_one_t
         "users: [{email: u@x.io, teams: [a]}]\n"
     )
     assert_problem(problem, 3, "teams.0.only_in: List should have at least 1 item")
+
+
+# --------------------------------------------------------------------------- membership entries
+
+
+def test_a_teams_entry_may_carry_the_members_role_and_budget():
+    text = """
+        version: 1
+        teams: [{alias: dev, id: t-dev}, {alias: ops}]
+        users:
+          - email: a@example.com
+            teams: [ops, {team: t-dev, role: admin, max_budget_in_team: 5}]
+    """
+    spec = parse_desired(yaml_text(text), "users.yaml")
+    ops, dev = spec.users[0].teams
+    assert ops == "ops" and dev.team == "t-dev" and dev.managed_settings == {"role": "admin", "max_budget_in_team": 5}
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("{team: dev, role: owner}", "users.0.teams.0.role: invalid role 'owner' in a team; expected user or admin"),
+        ("5", "users.0.teams.0: expected a team alias, or a mapping such as {team: a, role: admin"),
+        ("{team: dev, budget: 5}", "users.0.teams.0.budget: unknown key 'budget'"),
+        ("{role: user}", "users.0.teams.0.team: Field required"),
+        ("{team: dev, max_budget_in_team: -1}", "users.0.teams.0.max_budget_in_team: Input should be greater"),
+        ("{team: nope}", "users.0.teams: unknown team 'nope'"),
+    ],
+)
+def test_a_wrong_membership_entry_is_one_clear_message_at_its_line(entry, message):
+    problem = only_problem(
+        f"version: 1\nteams: [{{alias: dev}}]\nusers:\n  - email: a@example.com\n    teams: [{entry}]\n"
+    )
+    assert problem.line == 5 and problem.message.startswith(message), problem.message
+
+
+def test_the_same_team_in_both_forms_is_listed_twice():
+    problem = only_problem(
+        "version: 1\nteams: [{alias: dev}]\nusers: [{email: a@example.com, teams: [dev, {team: dev}]}]\n"
+    )
+    assert "team 'dev' is listed twice" in problem.message

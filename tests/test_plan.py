@@ -1206,3 +1206,73 @@ def test_member_limits_of_a_team_are_planned_refused_where_unsupported_and_never
     with pytest.raises(PlanConflict) as uncleared:
         plan_for(desired("version: 1\nteams:\n  - {alias: t, team_member_budget: null}\n"), live)
     assert "team.t: team_member_budget: LiteLLM cannot take a member limit away once set" in str(uncleared.value)
+
+
+# --------------------------------------------------------------------------- membership settings
+
+MEMBERSHIPS = """
+version: 1
+teams: [{alias: dev}, {alias: ops}]
+users:
+  - email: a@example.com
+    teams: [dev, {team: ops, role: admin, max_budget_in_team: 5}]
+"""
+
+
+def test_a_new_membership_carries_its_role_and_budget_in_the_add():
+    plan = plan_for(desired(MEMBERSHIPS), state(live_team("t-dev", "dev"), live_team("t-ops", "ops")))
+    add = the_action(plan, "membership.ops.a@example.com")
+    assert add.kind == "add_member"
+    assert (add.params["role"], add.params["max_budget_in_team"]) == ("admin", 5)
+    assert add.changes == (Change("max_budget_in_team", None, 5), Change("role", None, "admin"))
+    plain = the_action(plan, "membership.dev.a@example.com")
+    assert "role" not in plain.params and "max_budget_in_team" not in plain.params and plain.changes == ()
+
+
+def member_with(role: str = "user", budget: dict[str, Any] | None = None, read: bool = True) -> LiveState:
+    ops = replace(
+        live_team("t-ops", "ops"),
+        members=(LiveMember("u-a", role),),
+        member_budgets=({"u-a": budget} if budget else {}) if read else None,
+    )
+    return state(live_user("u-a", "a@example.com", teams=("t-dev", "t-ops")), live_team("t-dev", "dev", ("u-a",)), ops)
+
+
+def test_an_existing_membership_is_updated_where_the_file_differs_and_only_there():
+    plan = plan_for(desired(MEMBERSHIPS), member_with("user", None))
+    [update] = [a for a in plan.actions if a.kind == "update_member"]
+    assert update.address == "membership.ops.a@example.com"
+    assert update.changes == (Change("max_budget_in_team", None, 5), Change("role", "user", "admin"))
+    assert update.reason == "settings in the team differ: max_budget_in_team, role"
+    budget = {"max_budget_in_team": 5.0, "tpm_limit": None, "rpm_limit": None}
+    assert not plan_for(desired(MEMBERSHIPS), member_with("admin", budget)).has_changes
+
+
+def test_a_role_change_sends_the_members_budget_again_which_1_80_5_would_drop():
+    body = MEMBERSHIPS.replace("role: admin, max_budget_in_team: 5", "role: user")
+    budget = {"max_budget_in_team": 7.0, "tpm_limit": 100, "rpm_limit": None}
+    [update] = [a for a in plan_for(desired(body), member_with("admin", budget)).actions if a.kind == "update_member"]
+    assert update.changes == (Change("role", "admin", "user"),)
+    assert update.params == {
+        "team_id": "t-ops",
+        "user_id": "u-a",
+        "team_alias": "ops",
+        "user_email": "a@example.com",
+        "max_budget_in_team": 7.0,
+        "tpm_limit": 100,
+        "role": "user",
+    }
+
+
+def test_a_null_member_budget_takes_the_members_own_budget_away():
+    body = MEMBERSHIPS.replace("role: admin, max_budget_in_team: 5", "max_budget_in_team: null")
+    budget = {"max_budget_in_team": 7.0, "tpm_limit": None, "rpm_limit": None}
+    [update] = [a for a in plan_for(desired(body), member_with("user", budget)).actions if a.kind == "update_member"]
+    assert update.changes == (Change("max_budget_in_team", 7.0, None),)
+    assert update.params["max_budget_in_team"] is None
+    assert not plan_for(desired(body), member_with("user", None)).has_changes
+
+
+def test_the_short_form_manages_neither_role_nor_budget():
+    body = MEMBERSHIPS.replace("{team: ops, role: admin, max_budget_in_team: 5}", "ops")
+    assert not plan_for(desired(body), member_with("admin", {"max_budget_in_team": 9.0})).has_changes

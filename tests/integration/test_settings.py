@@ -218,3 +218,84 @@ def test_member_limits_round_trip_and_what_a_version_lacks_is_refused(api, cli, 
     assert changes(json_plan(cli)) == {"team.research": {"team_member_budget_duration": [None, "30d"]}}
     apply_ok(cli)
     assert json_plan(cli)["has_changes"] is False
+
+
+MEMBERSHIPS = """\
+version: 1
+teams:
+  - alias: ops
+users:
+  - email: alice@company.com
+    teams: [{team: ops, max_budget_in_team: 5}]
+  - email: bob@company.com
+    teams: [{team: ops, max_budget_in_team: 3}]
+"""
+
+
+def member_budgets(api, team_id: str) -> dict[str, float | None]:
+    info = api.get("/team/info", team_id=team_id)
+    return {
+        m["user_id"]: (m.get("litellm_budget_table") or {}).get("max_budget")
+        for m in info["team_memberships"]
+        if m["user_id"] != "default_user_id"
+    }
+
+
+def roles(api, team_id: str) -> dict[str, str]:
+    info = api.get("/team/info", team_id=team_id)
+    return {m["user_id"]: m["role"] for m in info["team_info"]["members_with_roles"]}
+
+
+def test_membership_roles_and_budgets_round_trip(api, cli, tmp_path) -> None:
+    """Bob is a team admin already (``/team/new`` sets admins without a license; the member
+    endpoints do not): the file gives him a budget, then demotes him, and his budget stays, which
+    on 1.80.5 holds only because the update sends it again."""
+    bob = api.post("/user/new", {"user_email": "bob@company.com", "auto_create_key": False})["user_id"]
+    api.post(
+        "/team/new",
+        {"team_id": "t-ops", "team_alias": "ops", "members_with_roles": [{"user_id": bob, "role": "admin"}]},
+    )
+    write(tmp_path, MEMBERSHIPS)
+    planned = changes(json_plan(cli))
+    assert planned["membership.ops.alice@company.com"] == {"max_budget_in_team": [None, 5.0]}
+    assert planned["membership.ops.bob@company.com"] == {"max_budget_in_team": [None, 3.0]}
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    alice = next(u["user_id"] for u in api.users() if u["user_email"] == "alice@company.com")
+    assert member_budgets(api, "t-ops") == {alice: 5.0, bob: 3.0}
+    assert roles(api, "t-ops")[bob] == "admin"
+
+    write(
+        tmp_path,
+        MEMBERSHIPS.replace("max_budget_in_team: 5", "max_budget_in_team: 8").replace(
+            "max_budget_in_team: 3}", "max_budget_in_team: 3, role: user}"
+        ),
+    )
+    assert changes(json_plan(cli)) == {
+        "membership.ops.alice@company.com": {"max_budget_in_team": [5.0, 8.0]},
+        "membership.ops.bob@company.com": {"role": ["admin", "user"]},
+    }
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    assert member_budgets(api, "t-ops") == {alice: 8.0, bob: 3.0}
+    assert roles(api, "t-ops")[bob] == "user"
+
+    write(tmp_path, MEMBERSHIPS.replace("max_budget_in_team: 5", "max_budget_in_team: null"))
+    assert changes(json_plan(cli)) == {"membership.ops.alice@company.com": {"max_budget_in_team": [8.0, None]}}
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    assert member_budgets(api, "t-ops").get(alice) is None
+
+    exported = cli("export")
+    assert "- team: ops\n    max_budget_in_team: 3.0\n" in exported.stdout, exported.stdout
+    write(tmp_path, exported.stdout)
+    assert json_plan(cli)["has_changes"] is False
+
+
+def test_making_a_team_admin_without_a_license_fails_in_one_line(api, cli, tmp_path) -> None:
+    write(tmp_path, MEMBERSHIPS.replace("max_budget_in_team: 5", "role: admin"))
+    result = cli("apply", "--yes")
+    assert result.returncode == 1
+    [line] = [line for line in result.stdout.splitlines() if "membership.ops.alice@company.com: failed" in line]
+    assert "only with a LiteLLM Enterprise license" in line
+    assert "membership.ops.bob@company.com" not in [x for x in result.stdout.splitlines() if "failed" in x]
