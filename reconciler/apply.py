@@ -45,6 +45,7 @@ from .live import (
     OWNER_KEY,
     RecordedInvitation,
     member_budgets_from_api,
+    organization_from_api,
     parse_time,
     team_from_api,
     utc_date,
@@ -304,6 +305,12 @@ class Executor:
         if action.kind == "remove_member":
             team = self.client.team_info(p["team_id"])
             return team is None or p["user_id"] not in team_from_api(team).member_ids
+        if action.kind in ("add_org_member", "update_org_member", "remove_org_member"):
+            info = self.client.organization_info(p["organization_id"])
+            roles = organization_from_api(info).member_roles if info else {}
+            return roles.get(p["user_id"]) == p.get("role")  # removed: None on both sides
+        if action.kind == "delete_organization":
+            return self.client.organization_info(p["organization_id"]) is None
         if action.kind == "update_member":
             info = self.client.team_info_full(p["team_id"])
             if info is None:
@@ -397,6 +404,24 @@ class Executor:
 
     def _do_update_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         self.client.update_member({k: v for k, v in action.params.items() if k not in ("team_alias", "user_email")})
+        return "done", ""
+
+    def _do_add_org_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        p = action.params
+        self.client.add_organization_member(p["organization_id"], p["user_id"], p["role"])
+        return "done", ""
+
+    def _do_update_org_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        p = action.params
+        self.client.update_organization_member(p["organization_id"], p["user_id"], p["role"])
+        return "done", ""
+
+    def _do_remove_org_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        self.client.remove_organization_member(action.params["organization_id"], action.params["user_id"])
+        return "done", ""
+
+    def _do_delete_organization(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        self.client.delete_organization(action.params["organization_id"])
         return "done", ""
 
     def _do_delete_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:

@@ -637,6 +637,29 @@ class LiteLLMClient:
         the fields to set; making someone ``admin`` needs LiteLLM Enterprise)."""
         return self.post("/team/member_update", body)
 
+    def add_organization_member(self, organization_id: str, user_id: str, role: str) -> dict[str, Any]:
+        """Add a user (by id) to an organization with an organization role."""
+        body = {"organization_id": organization_id, "member": [{"user_id": user_id, "role": role}]}
+        return self.post("/organization/member_add", body)
+
+    def update_organization_member(self, organization_id: str, user_id: str, role: str) -> dict[str, Any]:
+        body = {"organization_id": organization_id, "user_id": user_id, "role": role}
+        return self._request("PATCH", "/organization/member_update", body=body)
+
+    def remove_organization_member(self, organization_id: str, user_id: str) -> None:
+        """Take a user out of an organization (LiteLLM answers 200 when it is not a member)."""
+        self._request(
+            "DELETE", "/organization/member_delete", body={"organization_id": organization_id, "user_id": user_id}
+        )
+
+    def delete_organization(self, organization_id: str) -> None:
+        """Delete an organization (LiteLLM deletes its teams and their keys with it); gone counts as deleted."""
+        try:
+            self._request("DELETE", "/organization/delete", body={"organization_ids": [organization_id]})
+        except ProxyError as exc:
+            if exc.status != 404:
+                raise
+
     def delete_invitation(self, invitation_id: str) -> None:
         """Delete a link; one that no longer exists (400 "does not exist") counts as deleted."""
         self._post_unless_gone("/invitation/delete", {"invitation_id": invitation_id}, 400, "does not exist")

@@ -373,6 +373,13 @@ class Removals(_Strict):
     )
     users: bool = Field(default=False, description="users this tool owns that the file no longer lists are deleted")
     teams: bool = Field(default=False, description="teams this tool owns that the file no longer declares are deleted")
+    organizations: bool = Field(
+        default=False,
+        description=(
+            "organizations this tool owns that the file no longer declares are deleted "
+            "(refused while they still hold teams: LiteLLM would delete those and their keys with them)"
+        ),
+    )
     max_percent: int = Field(
         default=25,
         ge=0,
@@ -383,11 +390,36 @@ class Removals(_Strict):
     )
 
 
+#: A user's role in an organization (LiteLLM's organization membership roles).
+OrganizationRole = Literal["org_admin", "internal_user", "internal_user_viewer"]
+ORGANIZATION_ROLES: tuple[str, ...] = get_args(OrganizationRole)
+
+
+class OrganizationMember(_Strict):
+    """A declared user in an organization; ``org_admin`` administers its teams and members."""
+
+    email: str = Field(description="a user declared under 'users' (case-insensitive)")
+    role: OrganizationRole = Field(  # type: ignore[assignment]
+        default=None, description="org_admin, internal_user or internal_user_viewer; new members get internal_user"
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return check_email(value)
+
+
 class OrganizationSpec(_Limits):
     """An organization above teams. Its budget, models and limits bound the teams placed in it."""
 
     alias: str = Field(min_length=1, description="organization_alias; unique in the file")
     id: str | None = Field(default=None, min_length=1, description="adopt this existing organization_id")
+    members: list[OrganizationMember] = Field(  # type: ignore[assignment]
+        default=None,
+        description=(
+            "the organization's members and their roles [default: unmanaged]; with removals.memberships, exactly these"
+        ),
+    )
 
 
 class Environment(_Strict):
@@ -494,7 +526,15 @@ class DesiredState:
             if memberships != user.teams:
                 user = user.model_copy(update={"teams": memberships})
             users.append(_with_override(user, user.overrides.get(name)))
-        spec = self.spec.model_copy(update={"environments": [], "teams": teams, "users": users})
+        keys = {user.key for user in users}
+        organizations = [
+            org
+            if org.members is None or all(m.email.lower() in keys for m in org.members)
+            else org.model_copy(update={"members": [m for m in org.members if m.email.lower() in keys]})
+            for org in self.spec.organizations
+        ]
+        update = {"environments": [], "teams": teams, "users": users, "organizations": organizations}
+        spec = self.spec.model_copy(update=update)
         return DesiredState(self.source, spec, environment=name, warnings=self.environment_warnings.get(name, ()))
 
     @property
@@ -876,9 +916,13 @@ def _describe(loc: Path_, error: dict[str, Any]) -> str:
         return f"{where}: unknown key {loc[-1]!r}"
     if error["type"] == "string_type" and len(loc) == 4 and loc[2] == "teams":
         return f"{where}: expected a team alias, or a mapping such as {{team: a, role: admin, max_budget_in_team: 10}}"
-    if error["type"] == "literal_error" and len(loc) > 4 and loc[2] == "teams" and loc[-1] == "role":
-        return f"{where}: invalid role {error.get('input')!r} in a team; expected user or admin"
     if error["type"] == "literal_error" and loc and loc[-1] == "role":
+        if loc[0] == "organizations":
+            return f"{where}: invalid role {error.get('input')!r} in an organization; expected one of " + ", ".join(
+                ORGANIZATION_ROLES
+            )
+        if len(loc) > 4 and loc[2] == "teams":
+            return f"{where}: invalid role {error.get('input')!r} in a team; expected user or admin"
         return f"{where}: invalid role {error.get('input')!r}; expected one of {', '.join(USER_ROLES)}"
     message = error["msg"]
     if message.startswith("Value error, "):
@@ -915,6 +959,27 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
         [(o["id"], ("organizations", i, "id")) for i, o in organizations if isinstance(o.get("id"), str)],
     )
     declared_orgs = {o["alias"] for _, o in organizations if isinstance(o.get("alias"), str)}
+    emails = {u["email"].lower() for _, u in users if isinstance(u.get("email"), str)}
+    for i, o in organizations:
+        members = o.get("members")
+        seen_members: dict[str, int] = {}
+        for j, member in enumerate(members if isinstance(members, list) else []):
+            email = member.get("email") if isinstance(member, dict) else None
+            if not isinstance(email, str) or _email_problem(email):
+                continue  # the schema reports what is wrong with it
+            loc = ("organizations", i, "members", j, "email")
+            line = _line_for(loc, lines)
+            where = ".".join(str(p) for p in loc)
+            if email.lower() not in emails:
+                problems.append(Problem(file, line, f"{where}: unknown user {email!r}; declare it under 'users'"))
+            elif email.lower() in seen_members:
+                problems.append(
+                    Problem(
+                        file, line, f"{where}: {email!r} is listed twice (first on line {seen_members[email.lower()]})"
+                    )
+                )
+            else:
+                seen_members[email.lower()] = line
     for i, t in teams:
         placements = [(("teams", i, "organization"), t.get("organization"))]
         overrides = t.get("overrides")

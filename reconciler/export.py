@@ -15,8 +15,16 @@ from typing import Any
 
 import yaml
 
-from .desired import ORGANIZATION_SETTINGS, TEAM_SETTINGS, USER_ROLES, USER_SETTINGS, check_email, parse_desired
-from .live import PROXY_ADMIN_ID, LiveMember, LiveState, LiveTeam, LiveUser
+from .desired import (
+    ORGANIZATION_ROLES,
+    ORGANIZATION_SETTINGS,
+    TEAM_SETTINGS,
+    USER_ROLES,
+    USER_SETTINGS,
+    check_email,
+    parse_desired,
+)
+from .live import PROXY_ADMIN_ID, LiveMember, LiveOrganization, LiveState, LiveTeam, LiveUser
 
 
 def export_yaml(live: LiveState, only_teams: set[str] | None = None) -> str:
@@ -67,9 +75,8 @@ def export_yaml(live: LiveState, only_teams: set[str] | None = None) -> str:
 
     document: dict[str, Any] = {"version": 1}
     if organizations:
-        document["organizations"] = [
-            {"alias": o.alias, **_set(o.settings, ORGANIZATION_SETTINGS)} for o in organizations
-        ]
+        emails_by_id = {u.user_id: u.email for u in users}
+        document["organizations"] = [_organization(o, emails_by_id) for o in organizations]
     if teams:
         document["teams"] = [_team(t, placed_in) for t in teams]
     if users:
@@ -88,6 +95,19 @@ def export_yaml(live: LiveState, only_teams: set[str] | None = None) -> str:
     )
     parse_desired(text, "export")  # what we write must be a valid file; a failure here is a bug
     return text
+
+
+def _organization(organization: LiveOrganization, emails: dict[str, str | None]) -> dict[str, Any]:
+    """The alias, the settings that are set, and the members among the exported users, with their roles."""
+    entry = {"alias": organization.alias, **_set(organization.settings, ORGANIZATION_SETTINGS)}
+    members = [
+        {"email": emails[m.user_id], **({"role": m.role} if m.role in ORGANIZATION_ROLES else {})}
+        for m in organization.members
+        if m.user_id in emails
+    ]
+    if members:
+        entry["members"] = sorted(members, key=lambda m: str(m["email"]).lower())
+    return entry
 
 
 def _unexportable(user: LiveUser, emails: Counter[str]) -> str | None:

@@ -27,8 +27,8 @@ class Kind:
     effect: Effect
     #: May call ``/invitation/new`` (needs the inviter user and the seal key; run in batches).
     invites: bool = False
-    #: Rewrites team rosters (or the user rows behind them): LiteLLM loses members when two such
-    #: writes overlap, so these never run concurrently.
+    #: Rewrites team rosters (or the user rows behind them), organization memberships, or deletes:
+    #: LiteLLM loses members when two roster writes overlap, so these never run concurrently.
     serial: bool = False
 
     @property
@@ -36,8 +36,8 @@ class Kind:
         return _SYMBOLS[self.effect]
 
 
-#: In phase order: a plan runs inviter -> organizations -> teams -> users -> memberships -> invitations
-#: -> bookkeeping -> removals.
+#: In phase order: a plan runs inviter -> organizations -> teams -> users -> memberships (of teams, then
+#: of organizations) -> invitations -> bookkeeping -> removals (an organization last: after its teams).
 KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
@@ -50,6 +50,24 @@ KINDS: dict[str, Kind] = {
         Kind("update_user", "update user", "user", "users", "to update", "change"),
         Kind("add_member", "add to team", "membership", "memberships", "to add", "add", serial=True),
         Kind("update_member", "update membership", "membership", "memberships", "to update", "change", serial=True),
+        Kind(
+            "add_org_member",
+            "add to organization",
+            "organization membership",
+            "organization memberships",
+            "to add",
+            "add",
+            serial=True,
+        ),
+        Kind(
+            "update_org_member",
+            "change organization role",
+            "organization membership",
+            "organization memberships",
+            "to update",
+            "change",
+            serial=True,
+        ),
         Kind("create_invitation", "invite", "invitation", "invitations", "to create", "add", invites=True),
         Kind(
             "renew_invitation",
@@ -83,7 +101,25 @@ KINDS: dict[str, Kind] = {
         Kind("adopt_user", "adopt user", "user", "users", "to adopt", "bookkeeping"),
         Kind("remove_member", "remove from team", "membership", "memberships", "to remove", "remove", serial=True),
         Kind("delete_user", "delete user", "user", "users", "to delete", "remove", serial=True),
+        Kind(
+            "remove_org_member",
+            "remove from organization",
+            "organization membership",
+            "organization memberships",
+            "to remove",
+            "remove",
+            serial=True,
+        ),
         Kind("delete_team", "delete team", "team", "teams", "to delete", "remove", serial=True),
+        Kind(
+            "delete_organization",
+            "delete organization",
+            "organization",
+            "organizations",
+            "to delete",
+            "remove",
+            serial=True,
+        ),
     )
 }
 

@@ -196,6 +196,13 @@ class LiveOrganization:
     #: Models, budget and limits, by the names the file uses (ORGANIZATION_SETTINGS).
     settings: dict[str, Any] = field(hash=False)
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+    #: Its members (user id and organization role), sorted by user id.
+    members: tuple[LiveMember, ...] = ()
+
+    @cached_property
+    def member_roles(self) -> dict[str, str]:
+        """User id -> role in the organization."""
+        return {m.user_id: m.role for m in self.members}
 
     @property
     def managed(self) -> bool:
@@ -239,7 +246,10 @@ class LiveState:
                 ]
                 for t in self.teams
             ],
-            "organizations": [[o.organization_id, o.alias, o.settings, o.metadata] for o in self.organizations],
+            "organizations": [
+                [o.organization_id, o.alias, o.settings, o.metadata, [[m.user_id, m.role] for m in o.members]]
+                for o in self.organizations
+            ],
         }
 
     # Indexes, built once per snapshot: the planner looks objects up, it never scans for them.
@@ -376,11 +386,22 @@ def organization_from_api(raw: dict[str, Any]) -> LiveOrganization:
     """The models are on the row; budget and limits on its budget row (``litellm_budget_table``)."""
     budget = raw.get("litellm_budget_table") if isinstance(raw.get("litellm_budget_table"), dict) else {}
     settings = {name: budget.get(name) for name in ORGANIZATION_SETTINGS if name != "models"}
+    members = tuple(
+        sorted(
+            (
+                LiveMember(user_id=str(m["user_id"]), role=str(m.get("user_role") or "internal_user"))
+                for m in raw.get("members") or []
+                if isinstance(m, dict) and m.get("user_id")
+            ),
+            key=lambda m: m.user_id,
+        )
+    )
     return LiveOrganization(
         organization_id=str(raw["organization_id"]),
         alias=raw.get("organization_alias"),
         settings={"models": list(raw.get("models") or []), **settings},
         metadata=dict(raw.get("metadata") or {}) if isinstance(raw.get("metadata"), dict) else {},
+        members=members,
     )
 
 

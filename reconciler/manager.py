@@ -38,6 +38,7 @@ from .files import write_private
 from .kinds import INVITING
 from .live import (
     LiveInvitation,
+    LiveOrganization,
     LiveState,
     organization_from_api,
     read_invitations,
@@ -107,9 +108,9 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
     it no longer declares (what deleting it deletes). O(pages + teams to delete) requests."""
     teams = frozenset(t.alias for t in desired.teams) | frozenset(t.id for t in desired.teams if t.id)
     live = read_live(client, declared_teams=teams)
-    if desired.organizations:
-        organizations = tuple(organization_from_api(o) for o in client.list_organizations())
-        live = replace(live, organizations=organizations)
+    scopes = desired.spec.removals
+    if desired.organizations or scopes.organizations:
+        live = replace(live, organizations=read_organizations(client, live, required=bool(desired.organizations)))
     if any(set(TEAM_MEMBER_DEFAULTS) & t.model_fields_set for t in desired.teams):
         live = replace(with_member_limits(live, member_budgets(client, live, teams)), team_fields=client.team_fields())
     if live.teams and any("team_member_permissions" in t.model_fields_set for t in desired.teams):
@@ -120,13 +121,41 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
         refs = desired.team_refs
         names = {refs[ref].alias for ref in managed_memberships} | {refs[ref].id for ref in managed_memberships}
         live = with_member_budgets(client, live, {t.team_id for t in live.teams if {t.team_id, t.alias} & names})
-    scopes = desired.spec.removals
-    if scopes.users or scopes.memberships or scopes.teams:
+    if scopes.users or scopes.memberships or scopes.teams or scopes.organizations:
         live = replace(live, caller_id=client.caller_user_id())
     if scopes.teams:
         undeclared = {t.team_id for t in live.teams if t.managed and t.team_id not in teams and t.alias not in teams}
         live = with_team_key_counts(client, live, undeclared)
     return live
+
+
+def read_organizations(client: LiteLLMClient, live: LiveState, *, required: bool) -> tuple[LiveOrganization, ...]:
+    """Every organization with its members. ``required=False`` (the file only removes): a proxy that
+    serves organizations only under an Enterprise license has none to remove.
+
+    1.80.5 lists to a key that is not a proxy admin's only the organizations its user belongs to;
+    a plan from such a list would recreate the others, so a list that misses an organization a team
+    is in, or an empty one for such a key, is refused."""
+    try:
+        listed = tuple(organization_from_api(o) for o in client.list_organizations())
+    except EnterpriseOnly:
+        if required:
+            raise
+        return ()
+    caller = client.caller_user_id()
+    user = live.users_by_id.get(caller) if caller else None
+    if user is not None and user.role != "proxy_admin":
+        ids = {o.organization_id for o in listed}
+        referenced = {t.settings.get("organization_id") for t in live.teams} - {None}
+        if not listed or referenced - ids:
+            raise ProxyError(
+                "GET",
+                "/organization/list",
+                None,
+                f"this key's user ({user.role}) is shown only the organizations it belongs to, so the proxy's "
+                "organizations cannot be read completely with it; plan organizations with a proxy_admin key",
+            )
+    return listed
 
 
 def member_budgets(client: LiteLLMClient, live: LiveState, declared: frozenset[str]) -> list[dict[str, Any]]:

@@ -301,6 +301,9 @@ class _Matched:
     changed_organizations: set[str] = field(default_factory=set)
     #: Live team id -> the user ids the file lists in it: what removals and drift compare each roster with.
     listed: dict[str, set[str]] = field(default_factory=dict)
+    live_organizations: dict[str, LiveOrganization] = field(default_factory=dict)  # alias -> live
+    #: Organization id -> the live teams this plan moves out of it (what its deletion waits for).
+    moved_out: dict[str, set[str]] = field(default_factory=dict)
 
 
 #: A member of a declared team's roster on the proxy: (alias, team, member).
@@ -372,6 +375,7 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
         if invitation is not None:
             invitations.append(invitation)
     actions.extend(added)
+    actions.extend(_plan_organization_members(desired, matched))
     if invitations and inviter:
         actions.append(
             Action(
@@ -495,6 +499,9 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
         )
         return []
     actions = _existing("team", address, {"team_id": current.team_id}, current.managed, have, wanted, "settings differ")
+    placed_in = have.get("organization_id")
+    if placed_in and "organization_id" in wanted and wanted["organization_id"] != placed_in:
+        matched.moved_out.setdefault(placed_in, set()).add(current.team_id)
     return _after_organization(team, actions, matched)
 
 
@@ -529,6 +536,7 @@ def _plan_organization(
         return [_creation("create_organization", address, names, settings)]
     current = found[0]
     matched.organization_ids[organization.alias] = current.organization_id
+    matched.live_organizations[organization.alias] = current
     matched.claimed_organizations.add(current.organization_id)
     wanted = dict(settings)
     if organization.id and current.alias != organization.alias:
@@ -799,6 +807,50 @@ def _membership_update(
     ]
 
 
+def _plan_organization_members(desired: DesiredState, matched: _Matched) -> list[Action]:
+    """The members the file lists in each organization that declares ``members``: added (after
+    whatever this plan creates of the organization and the user), or given their role."""
+    actions = []
+    for organization in desired.organizations:
+        if organization.members is None:
+            continue
+        organization_id = matched.organization_ids[organization.alias]
+        current = matched.live_organizations.get(organization.alias)
+        roles = current.member_roles if current is not None else {}
+        for member in organization.members:
+            key = member.email.lower()
+            user_id = matched.user_ids[key]
+            address = f"org_membership.{organization.alias}.{key}"
+            names = {
+                "organization_id": organization_id,
+                "user_id": user_id,
+                "organization_alias": organization.alias,
+                "user_email": member.email,
+            }
+            if user_id in roles:
+                if member.role is not None and roles[user_id] != member.role:
+                    change = Change("role", roles[user_id], member.role)
+                    actions.append(
+                        Action("update_org_member", address, "role differs", {**names, "role": member.role}, (change,))
+                    )
+                continue
+            role = member.role or "internal_user"
+            depends = () if current is not None else (f"organization.{organization.alias}",)
+            if key not in matched.live_users:
+                depends += (f"user.{key}",)
+            actions.append(
+                Action(
+                    "add_org_member",
+                    address,
+                    "listed in the file",
+                    {**names, "role": role},
+                    (Change("role", None, role),),
+                    depends,
+                )
+            )
+    return actions
+
+
 def _plan_invitation(
     user: UserSpec,
     key: str,
@@ -879,9 +931,9 @@ def _invitation(kind: str, key: str, user: UserSpec, user_id: str, why: str, dep
 PRIVILEGED_ROLES = frozenset({"proxy_admin", "proxy_admin_viewer"})
 
 
-def _member_address(alias: str, user_id: str, live: LiveState) -> str:
+def _member_address(alias: str, user_id: str, live: LiveState, kind: str = "membership") -> str:
     user = live.users_by_id.get(user_id)
-    return f"membership.{alias}.{(user.key if user and user.key else user_id)}"
+    return f"{kind}.{alias}.{(user.key if user and user.key else user_id)}"
 
 
 def _plan_removals(
@@ -958,6 +1010,24 @@ def _plan_removals(
                 )
             )
 
+        for alias, organization, member in _unlisted_org_members(desired, matched):
+            if member.user_id in protected or member.user_id in gone:
+                continue
+            member_user = live.users_by_id.get(member.user_id)
+            actions.append(
+                Action(
+                    kind="remove_org_member",
+                    address=_member_address(alias, member.user_id, live, "org_membership"),
+                    reason="not listed in the organization's members in the file",
+                    params={
+                        "organization_id": organization.organization_id,
+                        "user_id": member.user_id,
+                        "organization_alias": alias,
+                        "user_email": member_user.email if member_user else None,
+                    },
+                )
+            )
+
     if scopes.teams:
         for team in sorted(live.teams, key=lambda t: t.alias or t.team_id):
             if team.managed and team.team_id not in matched.claimed_teams:
@@ -971,7 +1041,61 @@ def _plan_removals(
                         team.key_count,
                     )
                 )
+    if scopes.organizations:
+        actions.extend(_organization_deletions(live, matched, actions))
     return actions, protected
+
+
+def _organization_deletions(live: LiveState, matched: _Matched, planned: list[Action]) -> list[Action]:
+    """Owned organizations the file no longer declares. LiteLLM deletes an organization's teams
+    and their keys with it, so one that still holds a team this plan neither deletes nor moves
+    out is a conflict, never a deletion."""
+    leaving = {a.params["team_id"]: a.address for a in planned if a.kind == "delete_team"}
+    conflicts: list[str] = []
+    actions = []
+    for organization in sorted(live.organizations, key=lambda o: o.alias or o.organization_id):
+        if not organization.managed or organization.organization_id in matched.claimed_organizations:
+            continue
+        address = f"organization.{organization.alias or organization.organization_id}"
+        held = [t for t in live.teams if t.settings.get("organization_id") == organization.organization_id]
+        moved = {
+            team_id: f"team.{alias}"
+            for alias, team_id in matched.team_ids.items()
+            if team_id in matched.moved_out.get(organization.organization_id, set())
+        }
+        staying = [t.alias or t.team_id for t in held if t.team_id not in leaving and t.team_id not in moved]
+        if staying:
+            conflicts.append(
+                f"{address}: owned by this tool and no longer declared, but it still holds the team(s) "
+                f"{', '.join(sorted(staying))}; LiteLLM deletes an organization's teams and their keys with it: "
+                "move them out (organization: null) or delete them (removals.teams) first"
+            )
+            continue
+        depends = tuple(sorted({**leaving, **moved}[t.team_id] for t in held))
+        actions.append(
+            Action(
+                kind="delete_organization",
+                address=address,
+                reason="owned by this tool and no longer declared",
+                params={"organization_id": organization.organization_id, "organization_alias": organization.alias},
+                depends_on=depends,
+            )
+        )
+    if conflicts:
+        raise PlanConflict(conflicts)
+    return actions
+
+
+def _unlisted_org_members(desired: DesiredState, matched: _Matched) -> list[tuple[str, LiveOrganization, LiveMember]]:
+    """The members of each declared organization that manages its ``members``, who the file does not list there."""
+    found = []
+    for organization in sorted(desired.organizations, key=lambda o: o.alias):
+        current = matched.live_organizations.get(organization.alias)
+        if organization.members is None or current is None:
+            continue
+        listed = {matched.user_ids[m.email.lower()] for m in organization.members}
+        found += [(organization.alias, current, m) for m in current.members if m.user_id not in listed]
+    return found
 
 
 def _deletion(kind: str, address: str, why: str, params: dict[str, Any], key_count: int | None) -> Action:
@@ -987,12 +1111,14 @@ def _deletion(kind: str, address: str, why: str, params: dict[str, Any], key_cou
 
 
 def _managed_count(live: LiveState, matched: _Matched) -> int:
-    """What the removal guard measures against: owned users and teams, and the memberships of
-    the declared teams."""
+    """What the removal guard measures against: owned users, teams and organizations, and the
+    memberships of the declared teams and organizations."""
     users = sum(1 for u in live.users if u.managed and u.user_id != PROXY_ADMIN_ID)
     teams = sum(1 for t in live.teams if t.managed)
+    organizations = sum(1 for o in live.organizations if o.managed)
     members = sum(1 for t in matched.live_teams.values() for m in t.members if m.user_id != PROXY_ADMIN_ID)
-    return users + teams + members
+    org_members = sum(len(o.members) for o in matched.live_organizations.values())
+    return users + teams + organizations + members + org_members
 
 
 def _drift(
@@ -1054,6 +1180,27 @@ def _drift(
         if team.team_id not in matched.claimed_teams and address not in removed:
             owner = "owned by this tool" if team.managed else "not owned by this tool, never deleted"
             items.append(Drift("team", address, f"on the proxy (team_id {team.team_id}), not in the file; {owner}"))
+    for organization in live.organizations:
+        address = f"organization.{organization.alias or organization.organization_id}"
+        if organization.organization_id not in matched.claimed_organizations and address not in removed:
+            owner = "owned by this tool" if organization.managed else "not owned by this tool, never deleted"
+            hint = (
+                "" if scopes.organizations or not organization.managed else "; removals.organizations would delete it"
+            )
+            items.append(
+                Drift(
+                    "organization",
+                    address,
+                    f"on the proxy (organization_id {organization.organization_id}), not in the file; {owner}{hint}",
+                )
+            )
+    for alias, _, member in _unlisted_org_members(desired, matched):
+        address = _member_address(alias, member.user_id, live, "org_membership")
+        if address not in removed:
+            hint = "" if scopes.memberships else "; removals.memberships would remove it"
+            items.append(
+                Drift("org_membership", address, f"member ({member.role}) on the proxy, not listed in the file{hint}")
+            )
     for alias, _, member in unlisted:
         if member.user_id == PROXY_ADMIN_ID:
             continue

@@ -1072,3 +1072,29 @@ def test_the_same_team_in_both_forms_is_listed_twice():
         "version: 1\nteams: [{alias: dev}]\nusers: [{email: a@example.com, teams: [dev, {team: dev}]}]\n"
     )
     assert "team 'dev' is listed twice" in problem.message
+
+
+@pytest.mark.parametrize(
+    "member, message",
+    [
+        ("{email: eve@example.com}", "organizations.0.members.0.email: unknown user 'eve@example.com'; declare it"),
+        (
+            "{email: a@example.com, role: admin}",
+            "organizations.0.members.0.role: invalid role 'admin' in an organization; expected one of org_admin, ",
+        ),
+        ("{email: not-an-email}", "organizations.0.members.0.email: 'not-an-email' is not a valid email address"),
+    ],
+)
+def test_organization_members_are_declared_users_with_an_organization_role(member, message):
+    problem = only_problem(
+        f"version: 1\norganizations:\n  - alias: acme\n    members: [{member}]\nusers: [{{email: a@example.com}}]\n"
+    )
+    assert problem.line == 4 and problem.message.startswith(message), problem.message
+
+
+def test_an_organization_member_listed_twice_names_the_first_line():
+    problem = only_problem(
+        "version: 1\norganizations:\n  - alias: acme\n    members:\n      - {email: a@example.com}\n"
+        "      - {email: A@example.com}\nusers: [{email: a@example.com}]\n"
+    )
+    assert problem.line == 6 and "'A@example.com' is listed twice (first on line 5)" in problem.message

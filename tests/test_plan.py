@@ -1276,3 +1276,83 @@ def test_a_null_member_budget_takes_the_members_own_budget_away():
 def test_the_short_form_manages_neither_role_nor_budget():
     body = MEMBERSHIPS.replace("{team: ops, role: admin, max_budget_in_team: 5}", "ops")
     assert not plan_for(desired(body), member_with("admin", {"max_budget_in_team": 9.0})).has_changes
+
+
+# --------------------------------------------------------------------------- organization members and removal
+
+ORG_MEMBERS = """
+version: 1
+removals: {memberships: true}
+organizations:
+  - alias: acme
+    members:
+      - {email: boss@example.com, role: org_admin}
+      - {email: new@example.com}
+users:
+  - email: boss@example.com
+  - email: new@example.com
+"""
+
+
+def acme(*members: tuple[str, str], managed: bool = True) -> LiveOrganization:
+    return replace(
+        live_organization("o-acme", "acme", managed=managed),
+        members=tuple(LiveMember(user_id, role) for user_id, role in members),
+    )
+
+
+def test_organization_members_are_added_with_their_roles_after_what_the_plan_creates():
+    plan = plan_for(desired(ORG_MEMBERS), state(live_user("u-boss", "boss@example.com")))
+    boss = the_action(plan, "org_membership.acme.boss@example.com")
+    new = the_action(plan, "org_membership.acme.new@example.com")
+    assert (boss.kind, boss.params["role"], boss.depends_on) == ("add_org_member", "org_admin", ("organization.acme",))
+    assert new.params["role"] == "internal_user"
+    assert new.depends_on == ("organization.acme", "user.new@example.com")
+
+
+def test_an_organization_role_is_changed_and_unlisted_members_removed_only_where_members_are_managed():
+    live = state(
+        live_user("u-boss", "boss@example.com"),
+        live_user("u-new", "new@example.com"),
+        live_user("u-old", "old@example.com", metadata={}),
+        acme(("u-boss", "internal_user"), ("u-new", "internal_viewer"), ("u-old", "internal_user")),
+    )
+    plan = plan_for(desired(ORG_MEMBERS), live)
+    assert kinds(plan) == [
+        ("update_org_member", "org_membership.acme.boss@example.com"),
+        ("remove_org_member", "org_membership.acme.old@example.com"),
+    ]
+    assert the_action(plan, "org_membership.acme.boss@example.com").changes == (
+        Change("role", "internal_user", "org_admin"),
+    )
+    unmanaged = desired(
+        "version: 1\nremovals: {memberships: true}\norganizations: [{alias: acme}]\n"
+        "users: [{email: boss@example.com}, {email: new@example.com}]\n"
+    )
+    assert not [a for a in plan_for(unmanaged, live).actions if "org_member" in a.kind]
+    kept = plan_for(desired(ORG_MEMBERS.replace("memberships: true", "memberships: false")), live)
+    assert ("org_membership", "org_membership.acme.old@example.com") in [(d.kind, d.address) for d in kept.drift]
+
+
+REMOVE_ORG = "version: 1\nremovals: {organizations: true, teams: true}\n"
+
+
+def test_an_owned_organization_no_longer_declared_is_deleted_after_its_teams():
+    team = live_team("t-r", "research", organization_id="o-acme")
+    plan = plan_for(desired(REMOVE_ORG), state(acme(), team, live_organization("o-other", "other", managed=False)))
+    assert kinds(plan) == [("delete_team", "team.research"), ("delete_organization", "organization.acme")]
+    assert the_action(plan, "organization.acme").depends_on == ("team.research",)
+    assert [(d.kind, d.address) for d in plan.drift] == [("organization", "organization.other")]
+
+
+def test_an_organization_that_would_take_a_team_with_it_is_a_conflict():
+    team = live_team("t-r", "research", organization_id="o-acme", managed=False)
+    with pytest.raises(PlanConflict) as caught:
+        plan_for(desired(REMOVE_ORG), state(acme(), team))
+    assert (
+        "organization.acme: owned by this tool and no longer declared, but it still holds the team(s) research"
+        in str(caught.value)
+    )
+    moved = desired(REMOVE_ORG + "teams: [{alias: research, organization: null}]\n")
+    plan = plan_for(moved, state(acme(), team))
+    assert the_action(plan, "organization.acme").depends_on == ("team.research",)

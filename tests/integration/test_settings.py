@@ -299,3 +299,99 @@ def test_making_a_team_admin_without_a_license_fails_in_one_line(api, cli, tmp_p
     [line] = [line for line in result.stdout.splitlines() if "membership.ops.alice@company.com: failed" in line]
     assert "only with a LiteLLM Enterprise license" in line
     assert "membership.ops.bob@company.com" not in [x for x in result.stdout.splitlines() if "failed" in x]
+
+
+ORG_MEMBERS = """\
+version: 1
+removals: {memberships: true, organizations: true}
+organizations:
+  - alias: acme
+    members:
+      - {email: alice@company.com, role: org_admin}
+      - {email: bob@company.com}
+teams:
+  - alias: research
+    organization: acme
+users:
+  - email: alice@company.com
+  - email: bob@company.com
+"""
+
+
+ORG_HEAD = "version: 1\nremovals: {memberships: true, organizations: true}\n"
+
+
+def on_1_80(url: str | None = None) -> bool:
+    return proxy_version(url or os.environ["LITELLM_PROXY_URL"]).startswith("1.80.")
+
+
+def test_organization_members_roles_and_removal_round_trip(api, cli, tmp_path) -> None:
+    """Organizations need an Enterprise license on 1.110.2; there, a file that only removes them plans as usual."""
+    if not on_1_80():
+        write(tmp_path, "version: 1\nremovals: {organizations: true}\nusers: [{email: alice@company.com}]\n")
+        assert json_plan(cli)["summary"] == {"create_inviter": 1, "create_user": 1, "create_invitation": 1}
+        return
+    write(tmp_path, ORG_MEMBERS)
+    planned = changes(json_plan(cli))
+    assert planned["org_membership.acme.alice@company.com"] == {"role": [None, "org_admin"]}
+    assert planned["org_membership.acme.bob@company.com"] == {"role": [None, "internal_user"]}
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    [organization] = api.get("/organization/list")
+    ids = {u["user_email"]: u["user_id"] for u in api.users()}
+
+    def roles() -> dict[str, str]:
+        info = api.get("/organization/info", organization_id=organization["organization_id"])
+        return {m["user_id"]: m["user_role"] for m in info["members"]}
+
+    assert roles() == {ids["alice@company.com"]: "org_admin", ids["bob@company.com"]: "internal_user"}
+    exported = cli("export").stdout
+    assert "  members:\n  - email: alice@company.com\n    role: org_admin\n" in exported, exported
+    (tmp_path / "exported.yaml").write_text(exported)
+    assert cli("plan", "exported.yaml", "--detailed-exitcode").returncode == 0
+
+    write(
+        tmp_path,
+        ORG_MEMBERS.replace("      - {email: alice@company.com, role: org_admin}\n", "").replace(
+            "{email: bob@company.com}", "{email: bob@company.com, role: internal_user_viewer}"
+        ),
+    )
+    assert changes(json_plan(cli)) == {
+        "org_membership.acme.alice@company.com": {},
+        "org_membership.acme.bob@company.com": {"role": ["internal_user", "internal_user_viewer"]},
+    }
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    assert roles() == {ids["bob@company.com"]: "internal_user_viewer"}
+
+    # The organization leaves the file while its team stays in it: LiteLLM would delete the team too.
+    write(tmp_path, ORG_HEAD + "teams:\n  - alias: research\nusers: []\n")
+    refused = cli("plan")
+    assert refused.returncode == 1
+    assert "organization.acme: owned by this tool and no longer declared, but it still holds the team(s) research" in (
+        refused.stderr
+    )
+    write(tmp_path, ORG_HEAD + "teams:\n  - alias: research\n    organization: null\n")
+    assert json_plan(cli)["summary"] == {"update_team": 1, "delete_organization": 1}
+    apply_ok(cli)
+    assert json_plan(cli)["has_changes"] is False
+    assert api.get("/organization/list") == [] and [t["team_alias"] for t in api.teams()] == ["research"]
+
+
+def test_a_key_that_cannot_see_every_organization_does_not_plan_them(api, cli, tmp_path) -> None:
+    """1.80.5 lists to a proxy_admin_viewer key only the organizations its user belongs to."""
+    if not on_1_80():
+        return  # organizations are Enterprise-only there: the refusal is tested above
+    write(tmp_path, ORG_MEMBERS)
+    apply_ok(cli)
+    viewer = api.post("/user/new", {"user_email": "viewer@example.com", "user_role": "proxy_admin_viewer"})["key"]
+    refused = cli("plan", env={"LITELLM_MASTER_KEY": viewer})
+    assert refused.returncode == 1
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "is shown only the organizations it belongs to, so the proxy's organizations cannot be read completely "
+            "with it; plan organizations with a proxy_admin key"
+        )
+    )
