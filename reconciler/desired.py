@@ -194,6 +194,7 @@ class TeamSettings(_Limits):
         "blocked",
         "team_member_permissions",
         *TEAM_MEMBER_DEFAULTS,
+        "team_member_key_duration",
     )
 
     id: str | None = Field(default=None, min_length=1, description="adopt this existing team_id")
@@ -225,7 +226,15 @@ class TeamSettings(_Limits):
         default=None, ge=0, le=_BIGINT_MAX, description="requests per minute, each member"
     )
 
-    @field_validator("team_member_budget_duration")
+    team_member_key_duration: str | None = Field(
+        default=None,
+        description=(
+            "how long keys the team's members create stay valid, e.g. 30d; LiteLLM takes it only with an "
+            "Enterprise license (1.80.5 and 1.110.2)"
+        ),
+    )
+
+    @field_validator("team_member_budget_duration", "team_member_key_duration")
     @classmethod
     def _member_duration(cls, value: str | None) -> str | None:
         return cls._duration(value)

@@ -325,14 +325,20 @@ def team_from_api(raw: dict[str, Any]) -> LiveTeam:
             key=lambda m: m.user_id,
         )
     )
+    metadata = dict(raw.get("metadata") or {}) if isinstance(raw.get("metadata"), dict) else {}
     return LiveTeam(
         team_id=str(raw["team_id"]),
         alias=raw.get("team_alias"),
-        # A proxy that does not report ``blocked`` has no blocked teams.
+        # A proxy that does not report ``blocked`` has no blocked teams; LiteLLM keeps the member key
+        # duration (an Enterprise setting) in the team's metadata.
         settings={name: raw.get(name) for name in TEAM_SETTINGS}
-        | {"blocked": raw.get("blocked") is True, "organization_id": raw.get("organization_id") or None},
+        | {
+            "blocked": raw.get("blocked") is True,
+            "organization_id": raw.get("organization_id") or None,
+            "team_member_key_duration": metadata.get("team_member_key_duration") or None,
+        },
         members=members,
-        metadata=dict(raw.get("metadata") or {}) if isinstance(raw.get("metadata"), dict) else {},
+        metadata=metadata,
     )
 
 

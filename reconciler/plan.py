@@ -491,11 +491,11 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
     if team.id and current.alias != team.alias:
         wanted["team_alias"] = team.alias
     have = {**current.settings, "team_alias": current.alias}
-    uncleared = [n for n in TEAM_MEMBER_DEFAULTS if n in wanted and wanted[n] is None and have.get(n) is not None]
+    uncleared = [n for n in _UNCLEARABLE if n in wanted and wanted[n] is None and have.get(n) is not None]
     if uncleared:
         conflicts.append(
-            f"{address}: {', '.join(uncleared)}: LiteLLM cannot take a member limit away once set (its update "
-            "ignores null); give a value, or leave the field out to stop managing it"
+            f"{address}: {', '.join(uncleared)}: LiteLLM cannot take this away once set (its update ignores "
+            "null, or fails on it); give a value, or leave the field out to stop managing it"
         )
         return []
     actions = _existing("team", address, {"team_id": current.team_id}, current.managed, have, wanted, "settings differ")
@@ -503,6 +503,10 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
     if placed_in and "organization_id" in wanted and wanted["organization_id"] != placed_in:
         matched.moved_out.setdefault(placed_in, set()).add(current.team_id)
     return _after_organization(team, actions, matched)
+
+
+#: Team settings that no LiteLLM update can set back to null.
+_UNCLEARABLE = (*TEAM_MEMBER_DEFAULTS, "team_member_key_duration")
 
 
 def _plan_organization(

@@ -21,6 +21,7 @@ from reconciler.live import (
     LiveTeam,
     LiveUser,
     invitation_expired,
+    team_from_api,
 )
 from reconciler.plan import (
     EXPOSED_REASON,
@@ -1205,7 +1206,7 @@ def test_member_limits_of_a_team_are_planned_refused_where_unsupported_and_never
     )
     with pytest.raises(PlanConflict) as uncleared:
         plan_for(desired("version: 1\nteams:\n  - {alias: t, team_member_budget: null}\n"), live)
-    assert "team.t: team_member_budget: LiteLLM cannot take a member limit away once set" in str(uncleared.value)
+    assert "team.t: team_member_budget: LiteLLM cannot take this away once set" in str(uncleared.value)
 
 
 # --------------------------------------------------------------------------- membership settings
@@ -1356,3 +1357,17 @@ def test_an_organization_that_would_take_a_team_with_it_is_a_conflict():
     moved = desired(REMOVE_ORG + "teams: [{alias: research, organization: null}]\n")
     plan = plan_for(moved, state(acme(), team))
     assert the_action(plan, "organization.acme").depends_on == ("team.research",)
+
+
+def test_the_member_key_duration_is_read_from_the_teams_metadata_and_never_cleared():
+    team = team_from_api({"team_id": "t", "team_alias": "t", "metadata": {"team_member_key_duration": "30d"}})
+    assert team.settings["team_member_key_duration"] == "30d"
+    live = state(replace(team, metadata={**team.metadata, **MANAGED}))
+    assert not plan_for(desired("version: 1\nteams: [{alias: t, team_member_key_duration: 30d}]\n"), live).has_changes
+    update = the_action(
+        plan_for(desired("version: 1\nteams: [{alias: t, team_member_key_duration: 7d}]\n"), live), "team.t"
+    )
+    assert update.changes == (Change("team_member_key_duration", "30d", "7d"),)
+    with pytest.raises(PlanConflict) as uncleared:
+        plan_for(desired("version: 1\nteams: [{alias: t, team_member_key_duration: null}]\n"), live)
+    assert "team.t: team_member_key_duration: LiteLLM cannot take this away once set" in str(uncleared.value)

@@ -395,3 +395,17 @@ def test_a_key_that_cannot_see_every_organization_does_not_plan_them(api, cli, t
             "with it; plan organizations with a proxy_admin key"
         )
     )
+
+
+def test_a_member_key_duration_without_a_license_fails_in_one_line(api, cli, tmp_path) -> None:
+    """Both versions take ``team_member_key_duration`` only with an Enterprise license (403)."""
+    write(tmp_path, "version: 1\nteams:\n  - alias: research\n    team_member_key_duration: 30d\n")
+    assert changes(json_plan(cli))["team.research"]["team_member_key_duration"] == [None, "30d"]
+    result = cli("apply", "--yes")
+    assert result.returncode == 1
+    [line] = [line for line in result.stdout.splitlines() if "team.research: failed" in line]
+    assert line == (
+        "  team.research: failed (POST /team/new: HTTP 403: this proxy offers it only with a LiteLLM Enterprise "
+        "license (LITELLM_LICENSE); it has none)"
+    )
+    assert api.teams() == []
