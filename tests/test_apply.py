@@ -941,3 +941,17 @@ def test_a_team_leaves_its_organization_by_the_empty_id_litellm_expects():
     proxy.post_team_new({"team_id": "t-1", "team_alias": "a"})
     proxy.client().update_team({"team_id": "t-1", "organization_id": None, "max_budget": 1})
     assert proxy.posts("/team/update") == [{"team_id": "t-1", "organization_id": "", "max_budget": 1}]
+
+
+def test_new_members_join_in_one_call_per_role_and_budget():
+    proxy = FakeLiteLLM()
+    text = (
+        "version: 1\nteams: [{alias: ops}]\nusers:\n"
+        "  - {email: a@example.com, teams: [{team: ops, max_budget_in_team: 5}]}\n"
+        "  - {email: b@example.com, teams: [ops]}\n"
+        "  - {email: c@example.com, teams: [{team: ops, max_budget_in_team: 5}]}\n"
+    )
+    report = apply(proxy, plan_against(proxy, text))
+    assert report.ok, report.results
+    calls = proxy.posts("/team/member_add")
+    assert [(len(c["member"]), c.get("max_budget_in_team")) for c in calls] == [(2, 5), (1, None)]

@@ -657,3 +657,43 @@ def test_a_refused_post_is_retried_with_the_same_body() -> None:
         {"team_alias": "a"}
     )
     assert len(bodies) == 2 and bodies[0] == bodies[1]
+
+
+def test_the_proxys_team_fields_are_read_once_per_client():
+    schema = {
+        "components": {"schemas": {"NewTeamRequest": {"properties": {"team_alias": {}, "team_member_budget": {}}}}}
+    }
+    proxy = FakeProxy().on("GET", "/openapi.json", reply(200, schema))
+    client = proxy.client()
+    assert client.team_fields() == frozenset({"team_alias", "team_member_budget"})
+    assert client.team_fields() == frozenset({"team_alias", "team_member_budget"})
+    assert len(proxy.calls("GET", "/openapi.json")) == 1
+    silent = FakeProxy().on("GET", "/openapi.json", reply(200, {"components": {}}))
+    client = silent.client()
+    assert client.team_fields() is None and client.team_fields() is None
+    assert len(silent.calls("GET", "/openapi.json")) == 1
+
+
+def test_organization_member_writes_use_litellms_methods_and_a_gone_organization_counts_as_deleted():
+    proxy = (
+        FakeProxy()
+        .on("POST", "/organization/member_add", reply(200, {}))
+        .on("PATCH", "/organization/member_update", reply(200, {}))
+        .on("DELETE", "/organization/member_delete", reply(200, None))
+        .on("DELETE", "/organization/delete", reply(404, {"detail": {"error": "Organization=o not found"}}))
+    )
+    client = proxy.client()
+    client.add_organization_member("o", "u", "org_admin")
+    client.update_organization_member("o", "u", "internal_user")
+    client.remove_organization_member("o", "u")
+    client.delete_organization("o")
+    assert body(proxy.calls("POST", "/organization/member_add")[0]) == {
+        "organization_id": "o",
+        "member": [{"user_id": "u", "role": "org_admin"}],
+    }
+    assert body(proxy.calls("PATCH", "/organization/member_update")[0]) == {
+        "organization_id": "o",
+        "user_id": "u",
+        "role": "internal_user",
+    }
+    assert body(proxy.calls("DELETE", "/organization/delete")[0]) == {"organization_ids": ["o"]}
