@@ -395,11 +395,13 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
     ]
     removals, protected = _plan_removals(desired, live, matched, added, unlisted)
     actions.extend(removals)
+    # A deleted user's memberships go with it: they count as removals too, and are no drift.
+    deleted = {a.params["user_id"] for a in removals if a.kind == "delete_user"}
     drift = _drift(
         desired,
         live,
         matched,
-        unlisted,
+        [m for m in unlisted if m[2].user_id not in deleted],
         {key: user.role for user, key in users},
         {a.address for a in removals},
         protected,
@@ -407,8 +409,6 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
 
     actions = _ordered(actions)
     drift.sort(key=lambda d: (d.kind, d.address, d.detail))
-    # A deleted user's memberships go with it: they count as removals too.
-    deleted = {a.params["user_id"] for a in removals if a.kind == "delete_user"}
     implied = (
         sum(1 for team in matched.live_teams.values() for m in team.members if m.user_id in deleted) if deleted else 0
     )

@@ -1371,3 +1371,12 @@ def test_the_member_key_duration_is_read_from_the_teams_metadata_and_never_clear
     with pytest.raises(PlanConflict) as uncleared:
         plan_for(desired("version: 1\nteams: [{alias: t, team_member_key_duration: null}]\n"), live)
     assert "team.t: team_member_key_duration: LiteLLM cannot take this away once set" in str(uncleared.value)
+
+
+def test_the_memberships_of_a_user_being_deleted_are_not_drift():
+    gone = live_user("g", "g@example.com", teams=("t",), metadata=ADOPTED)
+    plan = plan_for(
+        removals("version: 1\nteams: [{alias: dev}]\n", "{users: true}"), state(gone, live_team("t", "dev", ("g",)))
+    )
+    assert kinds(plan) == [("delete_user", "user.g@example.com")]
+    assert [d for d in plan.drift if d.kind == "membership"] == []
