@@ -38,6 +38,7 @@ from .client import (
     OutcomeUnknown,
     ProxyError,
 )
+from .desired import TEAM_MEMBER_DEFAULTS
 from .kinds import INVITING, SERIAL
 from .live import (
     INVITATION_DAYS,
@@ -361,6 +362,12 @@ class Executor:
             self.client.update_team_permissions(settings["team_id"], permissions)
         if len(settings) == 1:  # the team_id alone: nothing else to update
             return "done", ""
+        if _IN_METADATA.intersection(settings):
+            # 1.80.5 writes these into the team's metadata, replacing all of it (ownership included)
+            # unless the update carries the metadata too: it carries it as it is now.
+            team = self.client.team_info(settings["team_id"])
+            settings["metadata"] = dict((team or {}).get("metadata") or {})
+            self._team_metadata.pop(settings["team_id"], None)  # changed here: adoption reads it again
         return _unless_ignored(settings, self.client.update_team(settings))
 
     def _do_create_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -776,6 +783,10 @@ class Executor:
         except ProxyError as exc:
             return [("failed", str(exc), exc.status)] * len(batch)
         return [("done", "", None)] * len(batch)
+
+
+#: Team settings LiteLLM keeps in (or next to, by id) the team's metadata.
+_IN_METADATA = frozenset({*TEAM_MEMBER_DEFAULTS, "team_member_key_duration"})
 
 
 def _refused_for_good(status: int | None) -> bool:

@@ -51,7 +51,7 @@ def test_user_limits_and_a_blocked_team_round_trip(api, cli, tmp_path) -> None:
     }
     assert planned["team.research"]["blocked"] == [None, True]
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     alice = next(u for u in api.users() if u["user_email"] == "alice@company.com")
     assert (alice["max_budget"], alice["tpm_limit"], sorted(alice["models"])) == (10, 1000, ["gpt-4o", "gpt-4o-mini"])
     assert alice["budget_reset_at"]  # the window runs
@@ -64,14 +64,14 @@ def test_user_limits_and_a_blocked_team_round_trip(api, cli, tmp_path) -> None:
         "user.alice@company.com": {"max_budget": [10.0, 25.0], "models": [["gpt-4o", "gpt-4o-mini"], ["gpt-4o-mini"]]},
     }
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     [team] = api.teams()
     assert team["blocked"] is False
 
     exported = cli("export")
     assert exported.returncode == 0, exported.stderr
     write(tmp_path, exported.stdout)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     assert "max_budget: 25.0" in exported.stdout and "tpm_limit: 50" in exported.stdout
 
 
@@ -109,7 +109,7 @@ def test_team_member_permissions_round_trip_and_unknown_ones_are_refused(api, cl
     write(tmp_path, PERMISSIONS)
     assert changes(json_plan(cli))["team.builders"]["team_member_permissions"] == [None, ["/key/generate"]]
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     [team] = api.teams()
     assert team["team_member_permissions"] == ["/key/generate"]
 
@@ -118,7 +118,7 @@ def test_team_member_permissions_round_trip_and_unknown_ones_are_refused(api, cl
         "team.builders": {"team_member_permissions": [["/key/generate"], ["/key/generate", "/key/update"]]}
     }
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     assert "team_member_permissions:\n  - /key/generate\n  - /key/update\n" in cli("export").stdout
 
     write(tmp_path, PERMISSIONS.replace("[/key/generate]", "[/key/generate, /key/launch]"))
@@ -158,7 +158,7 @@ def test_organizations_round_trip_or_are_refused_in_one_line_without_a_license(a
     assert planned["organization.acme"]["max_budget"] == [None, 1000.0]
     assert planned["team.research"]["organization_id"] == [None, planned["organization.acme"]["organization_id"][1]]
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     [organization] = api.get("/organization/list")
     teams = {t["team_alias"]: t for t in api.teams()}
     assert teams["research"]["organization_id"] == organization["organization_id"] and not teams["loose"].get(
@@ -180,7 +180,7 @@ def test_organizations_round_trip_or_are_refused_in_one_line_without_a_license(a
         "team.research": {"organization_id": [organization["organization_id"], None]},
     }
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     assert not {t["team_alias"]: t for t in api.teams()}["research"].get("organization_id")
 
 
@@ -197,11 +197,11 @@ teams:
 def test_member_limits_round_trip_and_what_a_version_lacks_is_refused(api, cli, tmp_path) -> None:
     write(tmp_path, MEMBER_LIMITS)
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     write(tmp_path, MEMBER_LIMITS.replace("team_member_budget: 10", "team_member_budget: 15"))
     assert changes(json_plan(cli)) == {"team.research": {"team_member_budget": [10.0, 15.0]}}
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     assert "team_member_budget: 15.0\n" in cli("export").stdout
     # a read-only key (on 1.80.5 it may not list budgets: each team's /team/info says its own) plans the same
     viewer = api.post("/user/new", {"user_email": "viewer@example.com", "user_role": "proxy_admin_viewer"})["key"]
@@ -217,7 +217,7 @@ def test_member_limits_round_trip_and_what_a_version_lacks_is_refused(api, cli, 
         return
     assert changes(json_plan(cli)) == {"team.research": {"team_member_budget_duration": [None, "30d"]}}
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
 
 
 MEMBERSHIPS = """\
@@ -260,7 +260,7 @@ def test_membership_roles_and_budgets_round_trip(api, cli, tmp_path) -> None:
     assert planned["membership.ops.alice@company.com"] == {"max_budget_in_team": [None, 5.0]}
     assert planned["membership.ops.bob@company.com"] == {"max_budget_in_team": [None, 3.0]}
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     alice = next(u["user_id"] for u in api.users() if u["user_email"] == "alice@company.com")
     assert member_budgets(api, "t-ops") == {alice: 5.0, bob: 3.0}
     assert roles(api, "t-ops")[bob] == "admin"
@@ -276,20 +276,20 @@ def test_membership_roles_and_budgets_round_trip(api, cli, tmp_path) -> None:
         "membership.ops.bob@company.com": {"role": ["admin", "user"]},
     }
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     assert member_budgets(api, "t-ops") == {alice: 8.0, bob: 3.0}
     assert roles(api, "t-ops")[bob] == "user"
 
     write(tmp_path, MEMBERSHIPS.replace("max_budget_in_team: 5", "max_budget_in_team: null"))
     assert changes(json_plan(cli)) == {"membership.ops.alice@company.com": {"max_budget_in_team": [8.0, None]}}
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     assert member_budgets(api, "t-ops").get(alice) is None
 
     exported = cli("export")
     assert "- team: ops\n    max_budget_in_team: 3.0\n" in exported.stdout, exported.stdout
     write(tmp_path, exported.stdout)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
 
 
 def test_making_a_team_admin_without_a_license_fails_in_one_line(api, cli, tmp_path) -> None:
@@ -336,7 +336,7 @@ def test_organization_members_roles_and_removal_round_trip(api, cli, tmp_path) -
     assert planned["org_membership.acme.alice@company.com"] == {"role": [None, "org_admin"]}
     assert planned["org_membership.acme.bob@company.com"] == {"role": [None, "internal_user"]}
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     [organization] = api.get("/organization/list")
     ids = {u["user_email"]: u["user_id"] for u in api.users()}
 
@@ -361,7 +361,7 @@ def test_organization_members_roles_and_removal_round_trip(api, cli, tmp_path) -
         "org_membership.acme.bob@company.com": {"role": ["internal_user", "internal_user_viewer"]},
     }
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     assert roles() == {ids["bob@company.com"]: "internal_user_viewer"}
 
     # The organization leaves the file while its team stays in it: LiteLLM would delete the team too.
@@ -374,7 +374,7 @@ def test_organization_members_roles_and_removal_round_trip(api, cli, tmp_path) -
     write(tmp_path, ORG_HEAD + "teams:\n  - alias: research\n    organization: null\n")
     assert json_plan(cli)["summary"] == {"update_team": 1, "delete_organization": 1}
     apply_ok(cli)
-    assert json_plan(cli)["has_changes"] is False
+    assert json_plan(cli)["actions"] == []
     assert api.get("/organization/list") == [] and [t["team_alias"] for t in api.teams()] == ["research"]
 
 
