@@ -27,6 +27,7 @@ from .desired import (
     check_email,
     parse_desired,
     read_input,
+    team_ref,
 )
 
 #: Where new entries go when the file has no list to copy the style from: "  - email: x".
@@ -177,7 +178,7 @@ def _merge(rows: list[Row], refs: dict[str, str], csv_file: str, yaml_name: str)
 
 def _missing_memberships(present: list[_CsvUser], desired: DesiredState) -> list[tuple[str, str]]:
     """(email, team alias) the CSV gives a user already in the file who is not in that team there."""
-    declared = {user.key: {desired.team_for_ref(ref).alias for ref in user.teams} for user in desired.users}
+    declared = {user.key: {desired.team_for_ref(team_ref(e)).alias for e in user.teams} for user in desired.users}
     return [
         (user.email, alias) for user in present for alias in user.teams if alias not in declared[user.email.lower()]
     ]

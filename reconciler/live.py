@@ -380,10 +380,14 @@ def with_member_budgets(client: LiteLLMClient, live: LiveState, team_ids: set[st
 
 def member_budgets_from_api(info: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """User id -> the member's budget limits, from a ``/team/info`` answer (no budget row: left out)."""
+    team = (info or {}).get("team_info")
+    metadata = team.get("metadata") if isinstance(team, dict) else None
+    # Members of a team with member limits share the team's row: that is the team's budget, not theirs.
+    shared = metadata.get("team_member_budget_id") if isinstance(metadata, dict) else None
     found: dict[str, dict[str, Any]] = {}
     for membership in (info or {}).get("team_memberships") or []:
         row = membership.get("litellm_budget_table") if isinstance(membership, dict) else None
-        if isinstance(row, dict) and membership.get("user_id"):
+        if isinstance(row, dict) and membership.get("user_id") and (shared is None or row.get("budget_id") != shared):
             found[str(membership["user_id"])] = {name: row.get(column) for name, column in MEMBER_BUDGET.items()}
     return found
 

@@ -305,3 +305,12 @@ def test_a_hostile_yaml_file_is_refused_before_the_csv_is_read(tmp_path: Path) -
 
     with pytest.raises(InputError, match="YAML anchors and aliases are not allowed: '&a'"):
         import_csv(tmp_path / "missing.csv", yaml_file)
+
+
+def test_a_file_with_long_form_memberships_imports_and_keeps_them(tmp_path: Path) -> None:
+    text = FILE.replace("teams: [dev-test, research]", "teams: [{team: dev-test, role: admin}, research]")
+    yaml_file = write(tmp_path / "users.yaml", text)
+    source = csv(tmp_path, "user_email,team_id\nbob@company.com,dev-test\ncarol@company.com,22222222-bbbb\n")
+    result = import_csv(source, yaml_file)
+    assert result.already_present == ["bob@company.com"] and result.skipped == []
+    assert "{team: dev-test, role: admin}" in result.text and "carol@company.com" in result.text

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from reconciler.client import IncompleteRead, LiteLLMClient
-from reconciler.live import read_invitations, read_live
+from reconciler.live import member_budgets_from_api, read_invitations, read_live
 from reconciler.sealing import Sealer
 
 
@@ -134,3 +134,15 @@ def test_a_declared_team_missing_from_the_listing_is_checked_in_the_complete_one
     live = read_live(client(routes, calls), declared_teams=frozenset({"t1", "ops"}))
     assert sorted(t.alias for t in live.teams) == ["ops", "t1"]
     assert calls.count("/team/list") == 1
+
+
+def test_a_members_own_budget_is_not_the_teams_shared_member_budget() -> None:
+    info = {
+        "team_info": {"metadata": {"team_member_budget_id": "shared"}},
+        "team_memberships": [
+            {"user_id": "a", "litellm_budget_table": {"budget_id": "own", "max_budget": 5.0, "tpm_limit": 10}},
+            {"user_id": "b", "litellm_budget_table": {"budget_id": "shared", "max_budget": 2.0}},
+            {"user_id": "c", "litellm_budget_table": None},
+        ],
+    }
+    assert member_budgets_from_api(info) == {"a": {"max_budget_in_team": 5.0, "tpm_limit": 10, "rpm_limit": None}}

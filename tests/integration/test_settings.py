@@ -224,11 +224,14 @@ MEMBERSHIPS = """\
 version: 1
 teams:
   - alias: ops
+    team_member_budget: 2
 users:
   - email: alice@company.com
     teams: [{team: ops, max_budget_in_team: 5}]
   - email: bob@company.com
     teams: [{team: ops, max_budget_in_team: 3}]
+  - email: carol@company.com
+    teams: [ops]
 """
 
 
@@ -262,7 +265,9 @@ def test_membership_roles_and_budgets_round_trip(api, cli, tmp_path) -> None:
     apply_ok(cli)
     assert json_plan(cli)["actions"] == []
     alice = next(u["user_id"] for u in api.users() if u["user_email"] == "alice@company.com")
-    assert member_budgets(api, "t-ops") == {alice: 5.0, bob: 3.0}
+    carol = next(u["user_id"] for u in api.users() if u["user_email"] == "carol@company.com")
+    # Carol has no budget of her own: she shares the team's member budget.
+    assert member_budgets(api, "t-ops") == {alice: 5.0, bob: 3.0, carol: 2.0}
     assert roles(api, "t-ops")[bob] == "admin"
 
     write(
@@ -277,7 +282,7 @@ def test_membership_roles_and_budgets_round_trip(api, cli, tmp_path) -> None:
     }
     apply_ok(cli)
     assert json_plan(cli)["actions"] == []
-    assert member_budgets(api, "t-ops") == {alice: 8.0, bob: 3.0}
+    assert member_budgets(api, "t-ops") == {alice: 8.0, bob: 3.0, carol: 2.0}
     assert roles(api, "t-ops")[bob] == "user"
 
     write(tmp_path, MEMBERSHIPS.replace("max_budget_in_team: 5", "max_budget_in_team: null"))
@@ -288,6 +293,7 @@ def test_membership_roles_and_budgets_round_trip(api, cli, tmp_path) -> None:
 
     exported = cli("export")
     assert "- team: ops\n    max_budget_in_team: 3.0\n" in exported.stdout, exported.stdout
+    assert "- email: carol@company.com\n  role: internal_user\n  teams:\n  - ops\n" in exported.stdout
     write(tmp_path, exported.stdout)
     assert json_plan(cli)["actions"] == []
 
