@@ -295,7 +295,11 @@ class Executor:
         p = action.params
         if action.kind in ("create_team", "update_team"):
             team = self.client.team_info(p["team_id"])
-            return team is not None and all(team.get(k) == v for k, v in p.items() if k not in ("metadata",))
+            if team is None:
+                return False
+            # Settings as the snapshot reads them (some live in the metadata), the rest as sent.
+            have = {**team, **team_from_api(team).settings}
+            return all(have.get(k) == v for k, v in p.items() if k not in ("metadata",))
         if action.kind in ("create_user", "update_user", "create_inviter"):
             user = self.client.find_user(p["user_id"])
             return user is not None and all(user.get(k) == v for k, v in p.items() if k not in ("metadata",))
@@ -317,8 +321,10 @@ class Executor:
             if info is None:
                 return False
             roles = team_from_api(info.get("team_info") or {"team_id": p["team_id"]}).member_roles
+            if p["user_id"] not in roles:
+                return False
             budget = member_budgets_from_api(info).get(p["user_id"], {})
-            return p.get("role", roles.get(p["user_id"])) == roles.get(p["user_id"]) and all(
+            return p.get("role", roles[p["user_id"]]) == roles[p["user_id"]] and all(
                 budget.get(name) == p[name] for name in MEMBER_BUDGET if name in p
             )
         return False  # invitations cannot be listed; a lost /invitation/new is reported as failed

@@ -31,7 +31,7 @@ USER_ROLES: tuple[str, ...] = get_args(UserRole)
 DEFAULT_ROLE: UserRole = "internal_user"
 
 # LiteLLM's budget windows: 30s, 30m, 30h, 30d, 1mo (and w in newer releases).
-_DURATION_RE = re.compile(r"^[1-9][0-9]*(s|m|h|d|w|mo)$")
+DURATION = re.compile(r"^[1-9][0-9]*(s|m|h|d|w|mo)$")
 # Limits are PostgreSQL BigInt columns; a larger value is a 500 from the proxy.
 _BIGINT_MAX = 2**63 - 1
 
@@ -176,7 +176,7 @@ class _Limits(_Strict):
     @field_validator("budget_duration")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
-        if value is not None and not _DURATION_RE.match(value):
+        if value is not None and not DURATION.match(value):
             raise ValueError(f"{value!r} is not a LiteLLM duration such as 30d, 12h or 1mo")
         return value
 

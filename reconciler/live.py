@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
 
 from .client import IncompleteRead, LiteLLMClient
-from .desired import ORGANIZATION_SETTINGS, TEAM_SETTINGS, USER_SETTINGS
+from .desired import DURATION, ORGANIZATION_SETTINGS, TEAM_SETTINGS, USER_SETTINGS
 from .lock import LOCK_USER_ID
 from .sealing import Sealer
 
@@ -335,11 +335,16 @@ def team_from_api(raw: dict[str, Any]) -> LiveTeam:
         | {
             "blocked": raw.get("blocked") is True,
             "organization_id": raw.get("organization_id") or None,
-            "team_member_key_duration": metadata.get("team_member_key_duration") or None,
+            "team_member_key_duration": _duration_or_none(metadata.get("team_member_key_duration")),
         },
         members=members,
         metadata=metadata,
     )
+
+
+def _duration_or_none(value: object) -> str | None:
+    """A LiteLLM duration kept in free-form metadata, or None for anything a users.yaml could not say."""
+    return value if isinstance(value, str) and DURATION.match(value) else None
 
 
 def with_member_limits(live: LiveState, budgets: list[dict[str, Any]]) -> LiveState:

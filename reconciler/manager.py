@@ -119,8 +119,10 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
     managed_memberships = {team_ref(e) for u in desired.users for e in u.teams if membership_settings(e)}
     if managed_memberships:
         refs = desired.team_refs
-        names = {refs[ref].alias for ref in managed_memberships} | {refs[ref].id for ref in managed_memberships}
-        live = with_member_budgets(client, live, {t.team_id for t in live.teams if {t.team_id, t.alias} & names})
+        names = {refs[ref].alias for ref in managed_memberships} | {refs[ref].id or "" for ref in managed_memberships}
+        live = with_member_budgets(
+            client, live, {t.team_id for t in live.teams if {t.team_id, t.alias} & (names - {""})}
+        )
     if scopes.users or scopes.memberships or scopes.teams or scopes.organizations:
         live = replace(live, caller_id=client.caller_user_id())
     if scopes.teams:

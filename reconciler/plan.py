@@ -401,18 +401,20 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
         desired,
         live,
         matched,
-        [m for m in unlisted if m[2].user_id not in deleted],
+        unlisted,
         {key: user.role for user, key in users},
         {a.address for a in removals},
         protected,
+        deleted,
     )
 
     actions = _ordered(actions)
     drift.sort(key=lambda d: (d.kind, d.address, d.detail))
-    implied = (
-        sum(1 for team in matched.live_teams.values() for m in team.members if m.user_id in deleted) if deleted else 0
+    rosters = [*matched.live_teams.values(), *_member_managed(desired, matched)]
+    implied = sum(1 for roster in rosters for m in roster.members if m.user_id in deleted) if deleted else 0
+    guard = RemovalGuard(
+        len(removals) + implied, _managed_count(desired, live, matched), desired.spec.removals.max_percent
     )
-    guard = RemovalGuard(len(removals) + implied, _managed_count(live, matched), desired.spec.removals.max_percent)
     return Plan(
         actions=tuple(actions),
         drift=tuple(drift),
@@ -1080,7 +1082,7 @@ def _organization_deletions(live: LiveState, matched: _Matched, planned: list[Ac
             Action(
                 kind="delete_organization",
                 address=address,
-                reason="owned by this tool and no longer declared",
+                reason="owned by this tool and no longer declared; LiteLLM deletes its keys with it",
                 params={"organization_id": organization.organization_id, "organization_alias": organization.alias},
                 depends_on=depends,
             )
@@ -1088,6 +1090,15 @@ def _organization_deletions(live: LiveState, matched: _Matched, planned: list[Ac
     if conflicts:
         raise PlanConflict(conflicts)
     return actions
+
+
+def _member_managed(desired: DesiredState, matched: _Matched) -> list[LiveOrganization]:
+    """The live organizations whose members the file manages (it lists ``members``)."""
+    return [
+        matched.live_organizations[o.alias]
+        for o in desired.organizations
+        if o.members is not None and o.alias in matched.live_organizations
+    ]
 
 
 def _unlisted_org_members(desired: DesiredState, matched: _Matched) -> list[tuple[str, LiveOrganization, LiveMember]]:
@@ -1114,14 +1125,14 @@ def _deletion(kind: str, address: str, why: str, params: dict[str, Any], key_cou
     )
 
 
-def _managed_count(live: LiveState, matched: _Matched) -> int:
+def _managed_count(desired: DesiredState, live: LiveState, matched: _Matched) -> int:
     """What the removal guard measures against: owned users, teams and organizations, and the
-    memberships of the declared teams and organizations."""
+    memberships of the declared teams and of the declared organizations that manage their members."""
     users = sum(1 for u in live.users if u.managed and u.user_id != PROXY_ADMIN_ID)
     teams = sum(1 for t in live.teams if t.managed)
     organizations = sum(1 for o in live.organizations if o.managed)
     members = sum(1 for t in matched.live_teams.values() for m in t.members if m.user_id != PROXY_ADMIN_ID)
-    org_members = sum(len(o.members) for o in matched.live_organizations.values())
+    org_members = sum(1 for o in _member_managed(desired, matched) for m in o.members if m.user_id != PROXY_ADMIN_ID)
     return users + teams + organizations + members + org_members
 
 
@@ -1133,11 +1144,13 @@ def _drift(
     declared_roles: dict[str, str | None],
     removed: set[str],
     protected: dict[str, str],
+    deleted: set[str],
 ) -> list[Drift]:
     """What the proxy has and the file does not say (and no removal takes away): extra users,
-    teams and memberships, and any privileged role the file does not grant (kind
+    teams, organizations and memberships, and any privileged role the file does not grant (kind
     ``privilege``), whether or not the file manages that user's role. Each says how to resolve it.
-    ``declared_roles``: the role the file gives each declared user (email key -> role or None)."""
+    ``declared_roles``: the role the file gives each declared user (email key -> role or None);
+    ``deleted``: the users this plan deletes (their memberships go with them)."""
     items: list[Drift] = []
     scopes = desired.spec.removals
     for user in live.users:
@@ -1200,13 +1213,18 @@ def _drift(
             )
     for alias, _, member in _unlisted_org_members(desired, matched):
         address = _member_address(alias, member.user_id, live, "org_membership")
-        if address not in removed:
-            hint = "" if scopes.memberships else "; removals.memberships would remove it"
-            items.append(
-                Drift("org_membership", address, f"member ({member.role}) on the proxy, not listed in the file{hint}")
+        if address in removed or member.user_id in deleted:
+            continue
+        if member.user_id in protected:
+            detail = (
+                f"member ({member.role}) on the proxy, not listed in the file; protected: {protected[member.user_id]}"
             )
+        else:
+            hint = "" if scopes.memberships else "; removals.memberships would remove it"
+            detail = f"member ({member.role}) on the proxy, not listed in the file{hint}"
+        items.append(Drift("org_membership", address, detail))
     for alias, _, member in unlisted:
-        if member.user_id == PROXY_ADMIN_ID:
+        if member.user_id == PROXY_ADMIN_ID or member.user_id in deleted:
             continue
         address = _member_address(alias, member.user_id, live)
         if address in removed:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from reconciler.client import IncompleteRead, LiteLLMClient
-from reconciler.live import member_budgets_from_api, read_invitations, read_live
+from reconciler.live import member_budgets_from_api, read_invitations, read_live, team_from_api
 from reconciler.sealing import Sealer
 
 
@@ -146,3 +146,9 @@ def test_a_members_own_budget_is_not_the_teams_shared_member_budget() -> None:
         ],
     }
     assert member_budgets_from_api(info) == {"a": {"max_budget_in_team": 5.0, "tpm_limit": 10, "rpm_limit": None}}
+
+
+def test_a_member_key_duration_a_users_yaml_could_not_say_is_left_unmanaged() -> None:
+    for odd in (30, "forever", ["30d"]):
+        team = team_from_api({"team_id": "t", "metadata": {"team_member_key_duration": odd}})
+        assert team.settings["team_member_key_duration"] is None

@@ -1380,3 +1380,31 @@ def test_the_memberships_of_a_user_being_deleted_are_not_drift():
     )
     assert kinds(plan) == [("delete_user", "user.g@example.com")]
     assert [d for d in plan.drift if d.kind == "membership"] == []
+
+
+def test_the_guard_counts_only_organizations_whose_members_the_file_manages():
+    owned = [live_user(f"u{i}", f"u{i}@example.com", metadata=ADOPTED) for i in range(20)]
+    crowd = replace(acme(), members=tuple(LiveMember(f"x{i}", "internal_user") for i in range(60)))
+    kept = "".join(f"  - {{email: u{i}@example.com}}\n" for i in range(10))
+    body = "version: 1\norganizations: [{alias: acme}]\nusers:\n" + kept
+    plan = plan_for(removals(body, "{users: true}"), state(*owned, crowd))
+    assert (plan.guard.removals, plan.guard.managed, plan.guard.tripped) == (10, 21, True)
+
+
+def test_organization_member_drift_skips_users_being_deleted_and_names_the_protected():
+    live = state(
+        live_user("u-boss", "boss@example.com"),
+        live_user("u-new", "new@example.com"),
+        live_user("u-gone", "gone@example.com", metadata=ADOPTED),
+        acme(
+            ("u-boss", "org_admin"), ("u-new", "internal_user"), ("u-gone", "internal_user"), ("u-caller", "org_admin")
+        ),
+    )
+    live = replace(live, caller_id="u-caller")
+    plan = plan_for(desired(ORG_MEMBERS.replace("memberships: true", "users: true")), live)
+    assert [(d.address, d.detail) for d in plan.drift if d.kind == "org_membership"] == [
+        (
+            "org_membership.acme.u-caller",
+            "member (org_admin) on the proxy, not listed in the file; protected: it owns the key this tool runs with",
+        ),
+    ]
