@@ -203,8 +203,8 @@ class LiteLLMClient:
         self._count_lock = threading.Lock()
         self.requests_made = 0
         self.writes_made = 0
-        #: ``team_fields``, once read: a run (plan, apply, verify) asks the same proxy several times.
-        self._team_fields: tuple[frozenset[str] | None] | None = None
+        #: What the proxy's OpenAPI document says (``_described``), once read: a run asks several times.
+        self._description: tuple[str | None, frozenset[str] | None] | None = None
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": f"litellm-reconciler/{__version__}"},
@@ -539,14 +539,27 @@ class LiteLLMClient:
         return self._listing("/budget/list", "budget_id")
 
     def team_fields(self) -> frozenset[str] | None:
-        """The fields ``/team/new`` takes on this proxy (its OpenAPI document, about 1 MB: read once
-        per client), or None when it does not say."""
-        if self._team_fields is None:
+        """The fields ``/team/new`` takes on this proxy, or None when it does not say."""
+        return self._described()[1]
+
+    def litellm_version(self) -> str | None:
+        """The LiteLLM version the proxy runs, or None when it does not say."""
+        return self._described()[0]
+
+    def _described(self) -> tuple[str | None, frozenset[str] | None]:
+        """(version, ``/team/new``'s fields) from the proxy's OpenAPI document: about 1 MB, read
+        once per client and reduced to these two."""
+        if self._description is None:
             answer = self.get("/openapi.json")
-            schema = (((answer or {}).get("components") or {}).get("schemas") or {}).get("NewTeamRequest")
+            answer = answer if isinstance(answer, dict) else {}
+            schema = ((answer.get("components") or {}).get("schemas") or {}).get("NewTeamRequest")
             properties = schema.get("properties") if isinstance(schema, dict) else None
-            self._team_fields = (frozenset(properties) if isinstance(properties, dict) else None,)
-        return self._team_fields[0]
+            version = (answer.get("info") or {}).get("version")
+            self._description = (
+                str(version) if version else None,
+                frozenset(properties) if isinstance(properties, dict) else None,
+            )
+        return self._description
 
     def list_organizations(self) -> list[dict[str, Any]]:
         """Every organization, in one answer."""

@@ -110,7 +110,8 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
     live = read_live(client, declared_teams=teams)
     scopes = desired.spec.removals
     if desired.organizations or scopes.organizations:
-        live = replace(live, organizations=read_organizations(client, live, required=bool(desired.organizations)))
+        declared = bool(desired.organizations)
+        live = replace(live, organizations=read_organizations(client, live, required=declared, complete=declared))
     if any(set(TEAM_MEMBER_DEFAULTS) & t.model_fields_set for t in desired.teams):
         live = replace(with_member_limits(live, member_budgets(client, live, teams)), team_fields=client.team_fields())
     if live.teams and any("team_member_permissions" in t.model_fields_set for t in desired.teams):
@@ -131,33 +132,52 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
     return live
 
 
-def read_organizations(client: LiteLLMClient, live: LiveState, *, required: bool) -> tuple[LiveOrganization, ...]:
-    """Every organization with its members. ``required=False`` (the file only removes): a proxy that
-    serves organizations only under an Enterprise license has none to remove.
+def read_organizations(
+    client: LiteLLMClient, live: LiveState, *, required: bool, complete: bool
+) -> tuple[LiveOrganization, ...]:
+    """Every organization with its members. ``required=False``: a proxy that serves organizations
+    only under an Enterprise license has none (instead of an error). ``complete``: refuse a listing
+    that may miss some (a plan from it would create what exists; an export would drop it).
 
-    1.80.5 lists to a key that is not a proxy admin's only the organizations its user belongs to;
-    a plan from such a list would recreate the others, so a list that misses an organization a team
-    is in, or an empty one for such a key, is refused."""
+    LiteLLM before 1.110 (1.80.5 measured) lists to a key that is not a proxy admin's only the
+    organizations its user belongs to; 1.110.2 lists all of them to a proxy_admin_viewer too."""
     try:
         listed = tuple(organization_from_api(o) for o in client.list_organizations())
     except EnterpriseOnly:
         if required:
             raise
         return ()
+    if complete and _filters_organizations(client, live):
+        raise ProxyError(
+            "GET",
+            "/organization/list",
+            None,
+            f"LiteLLM {client.litellm_version() or '(version unknown)'} shows a key that is not a proxy admin's only "
+            "the organizations its user belongs to, so they cannot be read completely with this key; "
+            "use a proxy_admin key (or LiteLLM 1.110 or later)",
+        )
+    return listed
+
+
+def _filters_organizations(client: LiteLLMClient, live: LiveState) -> bool:
+    """Whether ``/organization/list`` may hide organizations from this key."""
     caller = client.caller_user_id()
     user = live.users_by_id.get(caller) if caller else None
-    if user is not None and user.role != "proxy_admin":
-        ids = {o.organization_id for o in listed}
-        referenced = {t.settings.get("organization_id") for t in live.teams} - {None}
-        if not listed or referenced - ids:
-            raise ProxyError(
-                "GET",
-                "/organization/list",
-                None,
-                f"this key's user ({user.role}) is shown only the organizations it belongs to, so the proxy's "
-                "organizations cannot be read completely with it; plan organizations with a proxy_admin key",
-            )
-    return listed
+    if user is None or user.role == "proxy_admin":
+        return False  # the master key, or an admin's key: everything
+    version = client.litellm_version()
+    return version is None or _release(version) < (1, 110)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``1.80.5`` -> (1, 80, 5); anything unreadable sorts first (treated as old)."""
+    parts = []
+    for part in version.split("."):
+        digits = "".join(c for c in part if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
 
 
 def member_budgets(client: LiteLLMClient, live: LiveState, declared: frozenset[str]) -> list[dict[str, Any]]:
@@ -188,11 +208,8 @@ def read_for_export(client: LiteLLMClient) -> LiveState:
     except ProxyError as exc:
         if exc.status not in (401, 403):
             raise  # a key that may not read budgets exports the teams without their member limits
-    try:
-        organizations = client.list_organizations()
-    except EnterpriseOnly:
-        return live  # organizations need a license this proxy lacks: there are none to export
-    return replace(live, organizations=tuple(organization_from_api(o) for o in organizations))
+    # A proxy that serves organizations only under a license it lacks has none to export.
+    return replace(live, organizations=read_organizations(client, live, required=False, complete=True))
 
 
 def plan_against(desired: DesiredState, client: LiteLLMClient) -> tuple[Plan, LiveState]:

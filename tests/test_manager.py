@@ -8,7 +8,7 @@ import pytest
 
 from reconciler.desired import parse_desired
 from reconciler.live import LiveState
-from reconciler.manager import StalePlan, check_saved_plan
+from reconciler.manager import StalePlan, _release, check_saved_plan
 from reconciler.plan import make_plan
 
 from .test_plan import NOW
@@ -23,3 +23,12 @@ def test_a_plan_saved_for_one_environment_is_refused_for_another_before_any_requ
         check_saved_plan(saved, file.for_environment("production"), client=None)  # type: ignore[arg-type]
     with pytest.raises(StalePlan, match="for environment \\(none\\), not staging"):
         check_saved_plan(replace(saved, environment=None), file.for_environment("staging"), client=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "version, release",
+    [("1.80.5", (1, 80, 5)), ("1.110.2", (1, 110, 2)), ("1.81.0-stable", (1, 81, 0)), ("nightly", ())],
+)
+def test_litellm_versions_compare_as_numbers(version: str, release: tuple[int, ...]) -> None:
+    assert _release(version) == release
+    assert (_release(version) < (1, 110)) == (version != "1.110.2")

@@ -391,16 +391,17 @@ def test_a_key_that_cannot_see_every_organization_does_not_plan_them(api, cli, t
     write(tmp_path, ORG_MEMBERS)
     apply_ok(cli)
     viewer = api.post("/user/new", {"user_email": "viewer@example.com", "user_role": "proxy_admin_viewer"})["key"]
-    refused = cli("plan", env={"LITELLM_MASTER_KEY": viewer})
-    assert refused.returncode == 1
-    assert (
-        refused.stderr.strip()
-        .splitlines()[-1]
-        .endswith(
-            "is shown only the organizations it belongs to, so the proxy's organizations cannot be read completely "
-            "with it; plan organizations with a proxy_admin key"
-        )
+    expected = (
+        "Error: GET /organization/list: LiteLLM 1.80.5 shows a key that is not a proxy admin's only the "
+        "organizations its user belongs to, so they cannot be read completely with this key; use a proxy_admin "
+        "key (or LiteLLM 1.110 or later)"
     )
+    for command in ("plan", "export"):
+        refused = cli(command, env={"LITELLM_MASTER_KEY": viewer})
+        assert refused.returncode == 1 and refused.stderr.strip().splitlines()[-1] == expected, refused.stderr
+    # A file that only removes organizations needs no complete list: a hidden one is one not deleted.
+    write(tmp_path, ORG_HEAD + "users: [{email: alice@company.com}, {email: bob@company.com}]\n")
+    assert cli("plan", env={"LITELLM_MASTER_KEY": viewer}).returncode == 0
 
 
 def test_a_member_key_duration_without_a_license_fails_in_one_line(api, cli, tmp_path) -> None:
