@@ -1032,7 +1032,7 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
             continue
         named: dict[str, int] = {}
         for j, entry in enumerate(refs):
-            ref = _raw_ref(entry)
+            ref = raw_team_ref(entry)
             if ref is None:
                 continue
             loc = _line_for(
@@ -1105,7 +1105,7 @@ def _check_environments(
     for i, user in _entries(data, "users"):
         refs = user.get("teams")
         for j, entry in enumerate(refs if isinstance(refs, list) else []):
-            ref = _raw_ref(entry)
+            ref = raw_team_ref(entry)
             alias = by_ref.get(ref) if ref is not None else None
             if alias in envs_of_team and not envs_of_team[alias] & scoped["users"].get(i, set()):
                 problem(
@@ -1133,8 +1133,8 @@ def _check_environments(
     return problems
 
 
-def _raw_ref(entry: object) -> str | None:
-    """The team a raw ``teams`` entry names (``a`` or ``{team: a, ...}``); None when malformed."""
+def raw_team_ref(entry: object) -> str | None:
+    """The team a ``teams`` entry as read from YAML names (``a`` or ``{team: a, ...}``); None when malformed."""
     ref = entry.get("team") if isinstance(entry, dict) else entry
     return ref if isinstance(ref, str) else None
 

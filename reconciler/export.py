@@ -23,6 +23,7 @@ from .desired import (
     USER_SETTINGS,
     check_email,
     parse_desired,
+    raw_team_ref,
 )
 from .live import PROXY_ADMIN_ID, LiveMember, LiveOrganization, LiveState, LiveTeam, LiveUser
 
@@ -80,7 +81,9 @@ def export_yaml(live: LiveState, only_teams: set[str] | None = None) -> str:
     if teams:
         document["teams"] = [_team(t, placed_in) for t in teams]
     if users:
-        document["users"] = [_user(u, sorted(members.get(u.user_id, []), key=_team_of)) for u in users]
+        document["users"] = [
+            _user(u, sorted(members.get(u.user_id, []), key=lambda e: raw_team_ref(e) or "")) for u in users
+        ]
     header = [
         "# users.yaml exported from the live proxy by `litellm-reconciler export`.",
         "# Review it, then commit it: the next plan adopts these objects (bookkeeping, no changes).",
@@ -143,10 +146,6 @@ def _membership(team: LiveTeam, member: LiveMember) -> str | dict[str, Any]:
     if budget is not None:
         settings["max_budget_in_team"] = budget
     return {"team": team.alias, **settings} if settings else str(team.alias)
-
-
-def _team_of(entry: str | dict[str, Any]) -> str:
-    return entry if isinstance(entry, str) else entry["team"]
 
 
 def _user(user: LiveUser, teams: list[str | dict[str, Any]]) -> dict[str, Any]:

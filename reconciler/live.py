@@ -159,8 +159,19 @@ class LiveMember:
     email: str | None = None
 
 
+class _Roster:
+    """Who is in a team or an organization, and in which role."""
+
+    members: tuple[LiveMember, ...]
+
+    @cached_property
+    def member_roles(self) -> dict[str, str]:
+        """User id -> role; built only for rosters whose roles the file manages."""
+        return {m.user_id: m.role for m in self.members}
+
+
 @dataclass(frozen=True)
-class LiveTeam:
+class LiveTeam(_Roster):
     team_id: str
     alias: str | None
     settings: dict[str, Any] = field(hash=False)
@@ -177,11 +188,6 @@ class LiveTeam:
         """Built once: the planner asks it for every declared membership."""
         return frozenset(m.user_id for m in self.members)
 
-    @cached_property
-    def member_roles(self) -> dict[str, str]:
-        """User id -> role in the team; built for teams whose memberships the file manages."""
-        return {m.user_id: m.role for m in self.members}
-
     @property
     def managed(self) -> bool:
         """Owned by this tool: created by it, or adopted by the file."""
@@ -190,7 +196,7 @@ class LiveTeam:
 
 
 @dataclass(frozen=True)
-class LiveOrganization:
+class LiveOrganization(_Roster):
     organization_id: str
     alias: str | None
     #: Models, budget and limits, by the names the file uses (ORGANIZATION_SETTINGS).
@@ -198,11 +204,6 @@ class LiveOrganization:
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
     #: Its members (user id and organization role), sorted by user id.
     members: tuple[LiveMember, ...] = ()
-
-    @cached_property
-    def member_roles(self) -> dict[str, str]:
-        """User id -> role in the organization."""
-        return {m.user_id: m.role for m in self.members}
 
     @property
     def managed(self) -> bool:
