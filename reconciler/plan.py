@@ -743,8 +743,10 @@ def _plan_memberships(
     when this plan creates it."""
     actions = []
     for entry in user.teams:
-        target = targets[team_ref(entry)]
-        settings = membership_settings(entry)
+        if entry.__class__ is str:  # the short form, nearly every entry: no settings to look at
+            target, settings = targets[entry], _NO_SETTINGS
+        else:
+            target, settings = targets[team_ref(entry)], membership_settings(entry)
         reason = "listed in the file"
         if target.live is not None:
             matched.listed[target.team_id].add(user_id)
@@ -758,25 +760,27 @@ def _plan_memberships(
         depends: tuple[str, ...] = () if target.live is not None else (f"team.{target.alias}",)
         if live_user is None:
             depends += (f"user.{key}",)
-        # Only what differs from a plain new member (role user, no budget of its own) is sent.
-        extra = {k: v for k, v in settings.items() if v is not None and v != "user"}
+        params = {"team_id": target.team_id, "user_id": user_id, "team_alias": target.alias, "user_email": user.email}
+        changes: tuple[Change, ...] = ()
+        if settings:
+            # Only what differs from a plain new member (role user, no budget of its own) is sent.
+            extra = {k: v for k, v in sorted(settings.items()) if v is not None and v != "user"}
+            params.update(extra)
+            changes = tuple(Change(k, None, v) for k, v in extra.items())
         actions.append(
             Action(
                 kind="add_member",
                 address=f"membership.{target.alias}.{key}",
                 reason=reason,
-                params={
-                    "team_id": target.team_id,
-                    "user_id": user_id,
-                    "team_alias": target.alias,
-                    "user_email": user.email,
-                    **extra,
-                },
-                changes=tuple(Change(k, None, v) for k, v in sorted(extra.items())),
+                params=params,
+                changes=changes,
                 depends_on=depends,
             )
         )
     return actions
+
+
+_NO_SETTINGS: dict[str, Any] = {}
 
 
 def _membership_update(
