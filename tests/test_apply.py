@@ -24,6 +24,7 @@ from reconciler.apply import (
 from reconciler.client import LiteLLMClient
 from reconciler.desired import TEAM_SETTINGS, USER_SETTINGS, parse_desired
 from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, read_live
+from reconciler.manager import read_for
 from reconciler.onboarding import InvitationRecord
 from reconciler.plan import EXPOSED_REASON, Plan, make_plan, new_team_id, new_user_id
 from reconciler.sealing import Sealer
@@ -57,6 +58,8 @@ class FakeLiteLLM:
         self.users: dict[str, dict[str, Any]] = {}
         self.teams: dict[str, dict[str, Any]] = {}
         self.invitations: dict[str, dict[str, Any]] = {}
+        #: (team id, user id) -> the member's own budget limits, as 1.80.5 keeps them (replaced on every update).
+        self.member_budgets: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: list[tuple[str, str, Any]] = []
         self._faults: list[tuple[str, Callable[[Any], bool], Fault]] = []
         self._ids = itertools.count(1)
@@ -247,7 +250,22 @@ class FakeLiteLLM:
                 {"user_id": member["user_id"], "user_email": None, "role": member["role"]}
             )
             self.users[member["user_id"]]["teams"].append(team["team_id"])
+            if body.get("max_budget_in_team") is not None:
+                budget = {"max_budget": body["max_budget_in_team"], "tpm_limit": None, "rpm_limit": None}
+                self.member_budgets[(team["team_id"], member["user_id"])] = budget
         return httpx.Response(200, json=team)
+
+    def post_team_member_update(self, body: dict[str, Any]) -> httpx.Response:
+        team = self.teams[body["team_id"]]
+        [member] = [m for m in team["members_with_roles"] if m["user_id"] == body["user_id"]]
+        if body.get("role"):
+            member["role"] = body["role"]
+        budget = {"max_budget": body.get("max_budget_in_team"), "tpm_limit": body.get("tpm_limit"), "rpm_limit": None}
+        if all(v is None for v in budget.values()):
+            self.member_budgets.pop((team["team_id"], member["user_id"]), None)
+        else:
+            self.member_budgets[(team["team_id"], member["user_id"])] = budget
+        return httpx.Response(200, json={"team_id": team["team_id"], "user_id": member["user_id"]})
 
     def post_invitation_new(self, body: dict[str, Any]) -> httpx.Response:
         if body["user_id"] not in self.users or PROXY_ADMIN_ID not in self.users:
@@ -296,7 +314,14 @@ class FakeLiteLLM:
         team = self.teams.get(params["team_id"])
         if team is None:
             return error(404, f"Team not found, passed team id: {params['team_id']}.")
-        return httpx.Response(200, json={"team_id": team["team_id"], "team_info": team, "keys": []})
+        memberships = [
+            {"user_id": user_id, "team_id": team_id, "litellm_budget_table": {"budget_id": f"b-{user_id}", **budget}}
+            for (team_id, user_id), budget in self.member_budgets.items()
+            if team_id == team["team_id"]
+        ]
+        return httpx.Response(
+            200, json={"team_id": team["team_id"], "team_info": team, "keys": [], "team_memberships": memberships}
+        )
 
     def post_user_delete(self, body: dict[str, Any]) -> httpx.Response:
         if any(i not in self.users for i in body["user_ids"]):
@@ -955,3 +980,26 @@ def test_new_members_join_in_one_call_per_role_and_budget():
     assert report.ok, report.results
     calls = proxy.posts("/team/member_add")
     assert [(len(c["member"]), c.get("max_budget_in_team")) for c in calls] == [(2, 5), (1, None)]
+
+
+@pytest.mark.parametrize("fault, outcome", [(LOST_RESPONSE, "done"), (LOST_REQUEST, "failed")])
+def test_a_membership_update_without_response_is_read_back_and_never_resent(fault, outcome):
+    proxy = FakeLiteLLM()
+    text = (
+        "version: 1\nteams: [{alias: ops}]\n"
+        "users: [{email: a@example.com, teams: [{team: ops, max_budget_in_team: 5}]}]\n"
+    )
+
+    def planned(body: str) -> Plan:  # with the members' budgets, which only read_for reads
+        return make_plan(desired(body), read_for(desired(body), proxy.client()), NOW)
+
+    assert apply(proxy, planned(text)).ok
+    changed = text.replace("max_budget_in_team: 5", "max_budget_in_team: 8")
+    assert [a.kind for a in planned(changed).actions] == ["update_member"]
+    proxy.fail("/team/member_update", fault)
+    report = apply(proxy, planned(changed))
+    [result] = [r for r in report.results if r.address == "membership.ops.a@example.com"]
+    assert result.status == outcome
+    assert ("confirmed by reading back" if outcome == "done" else "not re-sent") in result.detail
+    assert len(proxy.posts("/team/member_update")) == 1
+    assert planned(changed).has_changes is (outcome == "failed")
