@@ -378,7 +378,11 @@ class Removals(_Strict):
     and only objects this tool owns are ever deleted."""
 
     memberships: bool = Field(
-        default=False, description="each declared team's members are exactly the users the file lists in it"
+        default=False,
+        description=(
+            "each declared team's members (and each organization's, where it lists members) are exactly "
+            "the users the file lists there"
+        ),
     )
     users: bool = Field(default=False, description="users this tool owns that the file no longer lists are deleted")
     teams: bool = Field(default=False, description="teams this tool owns that the file no longer declares are deleted")
