@@ -17,8 +17,8 @@ from typing import Any
 import click
 
 from . import __version__
-from .apply import ActionResult, remember_failures, stubborn_failures
-from .client import DEFAULT_PARALLELISM, ProxyError, check_proxy_url
+from .apply import ActionResult, ApplyReport
+from .client import DEFAULT_PARALLELISM, LiteLLMClient, ProxyError, check_proxy_url
 from .delivery import Mailer, SmtpSettings, load_template
 from .desired import DesiredState, InputError, load_desired
 from .export import export_yaml
@@ -29,14 +29,10 @@ from .invitations import onboarding_status, render_json, render_table
 from .live import utc_date
 from .lock import LockHeld
 from .manager import (
-    ApplyOutcome,
     Connection,
     ReportCourier,
     StalePlan,
-    apply_lock,
-    check_removals,
-    check_saved_plan,
-    execute,
+    apply_desired,
     load_saved_plan,
     now,
     pending_invitations,
@@ -44,7 +40,6 @@ from .manager import (
     read_for,
     read_for_export,
     recorded_apply,
-    require_sealer,
     validation_result,
 )
 from .onboarding import InvitationRecord, OnboardingReport
@@ -363,106 +358,94 @@ def apply(
         saved = load_saved_plan(plan_file) if plan_file else None
         progress = Progress()
         with connection.client(progress) as client:
-            outcome.connected(client)
-            shown, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
-            _show(shown, outcome)
-            if not shown.actions:
-                return
-            check_removals(shown, allow_mass_removal)
-            require_sealer(shown, sealer)
-            if not yes:
-                # Asked before the lock is taken: a person thinking it over must not hold up CI.
-                if not sys.stdin.isatty():
-                    raise Failure("refusing to apply without confirmation: stdin is not a terminal; pass --yes")
-                if not click.confirm(f"Apply these {len(shown.actions)} action(s)?", default=False):
-                    raise Failure("apply cancelled; nothing was changed")
-            with apply_lock(client, lock_timeout, lock_ttl) as lock:
-                # Read again under the lock: another apply may have finished in between. Only the plan
-                # that was shown (and confirmed, and bound to the reviewed fingerprint) is applied.
-                the_plan, live = check_saved_plan(saved, desired, client) if saved else plan_against(desired, client)
-                if not the_plan.actions:
-                    click.echo("No changes left: another apply made them while this one waited for the lock.")
-                    return
-                if the_plan.fingerprint != shown.fingerprint:
-                    raise StalePlan(
-                        "the proxy changed while this apply waited for the lock; nothing was applied. "
-                        "Run apply again to see the new plan"
-                    )
-
-                done = 0
-
-                def report_result(result: ActionResult) -> None:
-                    nonlocal done
-                    done += 1
-                    outcome.results.append(result)
-                    progress.clear()
-                    _print_result(result)
-                    progress("Applying", done, len(the_plan.actions))
-                    lock.refresh()
-
-                outcome.executing = True
-                try:
-                    result = execute(
-                        the_plan,
-                        client,
-                        live,
-                        ui_url or connection.proxy_url,
-                        ReportCourier(onboarding, mailer),
-                        on_result=report_result,
-                        sealer=sealer,
-                    )
-                finally:
-                    if mailer is not None:
-                        mailer.close()
-                outcome.invitations = result.invitations
-                lock.memory = remember_failures(result.results, lock.memory, now().isoformat(timespec="seconds"))
-                if result.invitations:
-                    _print_invitations(result.invitations, show_links)
-                    click.echo(f"Onboarding links are in {onboarding.path} (mode 0600); they are credentials.")
-                click.echo(click.style(result.summary_line(), bold=True))
-                verify = None if client.deadline_passed else plan_against(desired, client)[0]
-                outcome.verified = None if verify is None else not verify.has_changes
-                click.echo(
-                    f"{client.requests_made} requests ({client.writes_made} writes, verification included) "
-                    f"in {outcome.seconds():.1f} s, {connection.parallelism} at a time."
-                )
-        if verify is None:
+            applied = apply_desired(
+                desired,
+                client,
+                _ApplyScreen(yes, show_links, onboarding.path, progress),
+                outcome,
+                saved=saved,
+                courier=ReportCourier(onboarding, mailer),
+                sealer=sealer,
+                ui_base=ui_url or connection.proxy_url,
+                allow_mass_removal=allow_mass_removal,
+                lock_timeout=lock_timeout,
+                lock_ttl=lock_ttl,
+            )
+        if applied is None:
+            return
+        verification = applied.verification
+        if verification is None:
             click.echo("The run's deadline passed: the proxy was not read again to verify.", err=True)
-        elif verify.has_changes:
-            click.echo(f"The proxy does not match {file} yet: {summary_line(verify)}", err=True)
-        if not result.ok:
-            stubborn = stubborn_failures(result.results, lock.memory)
-            if stubborn:
-                for failed, why in stubborn:
+        elif verification.has_changes:
+            click.echo(f"The proxy does not match {file} yet: {summary_line(verification)}", err=True)
+        if not applied.report.ok:
+            if applied.stubborn:
+                for failed, why in applied.stubborn:
                     click.echo(f"error: {failed.address}: {why}: {failed.detail}", err=True)
                 raise Failure(
-                    f"{len(stubborn)} action(s) will not converge by re-running; "
+                    f"{len(applied.stubborn)} action(s) will not converge by re-running; "
                     f"fix the cause in {file} or on the proxy first"
                 )
             raise Failure(
                 "some actions failed or were skipped; run apply again (it converges), after fixing what "
                 "a failure's reason asks for"
             )
-        unsent = [r.email for r in result.invitations if r.status == "send_failed"]
-        if unsent:
+        if applied.unsent:
             raise Failure(
-                f"{len(unsent)} invitation email(s) could not be sent ({', '.join(unsent)}); "
+                f"{len(applied.unsent)} invitation email(s) could not be sent ({', '.join(applied.unsent)}); "
                 f"their links are in {onboarding.path}"
             )
-        if verify is None or verify.has_changes:
+        if verification is None or verification.has_changes:
             raise Failure(
                 "apply finished but a new plan is not empty"
-                if verify
+                if verification is not None
                 else "apply finished, unverified: the run's deadline passed"
             )
 
 
-def _show(the_plan: Plan, outcome: ApplyOutcome) -> None:
-    """Print the plan about to be applied and hold it to the reviewed fingerprint, if any."""
-    click.echo(render(the_plan, "text"), nl=False)
-    outcome.bind(the_plan)
-    if outcome.fingerprint_matches:
-        click.echo(f"Plan fingerprint matches the reviewed plan ({the_plan.fingerprint[:16]}).")
+@dataclass(frozen=True)
+class _ApplyScreen:
+    """``apply``'s side of :class:`ApplyView`: the plan, the prompt and the results on the terminal."""
+
+    yes: bool
+    show_links: bool
+    #: Where the onboarding links went (named, never printed, unless --show-links).
+    links_file: Path
+    progress: Progress
+
+    def show(self, plan: Plan) -> None:
+        click.echo(render(plan, "text"), nl=False)
+
+    def reviewed(self, plan: Plan) -> None:
+        click.echo(f"Plan fingerprint matches the reviewed plan ({plan.fingerprint[:16]}).")
+
+    def confirm(self, plan: Plan) -> None:
+        if self.yes:
+            return
+        if not sys.stdin.isatty():
+            raise Failure("refusing to apply without confirmation: stdin is not a terminal; pass --yes")
+        if not click.confirm(f"Apply these {len(plan.actions)} action(s)?", default=False):
+            raise Failure("apply cancelled; nothing was changed")
+
+    def nothing_left(self) -> None:
+        click.echo("No changes left: another apply made them while this one waited for the lock.")
+
+    def result(self, result: ActionResult, done: int, total: int) -> None:
+        self.progress.clear()
+        _print_result(result)
+        self.progress("Applying", done, total)
+
+    def executed(self, report: ApplyReport) -> None:
+        if report.invitations:
+            _print_invitations(report.invitations, self.show_links)
+            click.echo(f"Onboarding links are in {self.links_file} (mode 0600); they are credentials.")
+        click.echo(click.style(report.summary_line(), bold=True))
+
+    def counted(self, client: LiteLLMClient, seconds: float) -> None:
+        click.echo(
+            f"{client.requests_made} requests ({client.writes_made} writes, verification included) "
+            f"in {seconds:.1f} s, {client.parallelism} at a time."
+        )
 
 
 def _print_invitations(records: list[InvitationRecord], show_links: bool) -> None:

@@ -1,4 +1,4 @@
-"""Orchestration shared by the CLI commands: connect, read, plan, check a saved plan, verify.
+"""Orchestration shared by the CLI commands: connect, read, plan, check a saved plan, apply, verify.
 
 Kept apart from ``cli.py`` so the commands stay thin and the same steps can be
 driven from tests or other front ends.
@@ -6,6 +6,7 @@ driven from tests or other front ends.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -14,9 +15,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .apply import ActionResult, ApplyReport, Executor
+from .apply import ActionResult, ApplyReport, Executor, remember_failures, stubborn_failures
 from .client import (
     DEFAULT_PARALLELISM,
     DEFAULT_PROXY_URL,
@@ -335,6 +336,11 @@ class ReportCourier:
     def sync(self) -> None:
         self.report.sync()
 
+    def close(self) -> None:
+        """Close the mail connection, if any: every link has been handed over."""
+        if self.mailer is not None:
+            self.mailer.close()
+
 
 def execute(
     plan: Plan,
@@ -358,6 +364,121 @@ def execute(
         courier=courier,
     )
     return executor.run(plan)
+
+
+class ApplyView(Protocol):
+    """What :func:`apply_desired` shows and asks as it goes, each at its moment (the plan before
+    the lock is taken, each result as it comes); the front end decides how it looks."""
+
+    def show(self, plan: Plan) -> None:
+        """The plan about to be applied, before it is held to the reviewed fingerprint."""
+
+    def reviewed(self, plan: Plan) -> None:
+        """The plan has the fingerprint the reviewers saw."""
+
+    def confirm(self, plan: Plan) -> None:
+        """Last chance to stop, before the lock is taken: raise to refuse (nothing was changed)."""
+
+    def nothing_left(self) -> None:
+        """The plan made under the lock is empty: another apply made the changes meanwhile."""
+
+    def result(self, result: ActionResult, done: int, total: int) -> None:
+        """One action's result, the moment it is known: the ``done``-th of ``total``."""
+
+    def executed(self, report: ApplyReport) -> None:
+        """Every action has run; the verification plan comes next."""
+
+    def counted(self, client: LiteLLMClient, seconds: float) -> None:
+        """The run's requests so far (verification included, lock release not yet) and its duration."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What an apply that ran its plan came to: for the front end to report and to judge its exit."""
+
+    report: ApplyReport
+    #: The plan made after the apply (with changes: the proxy does not match yet); None when
+    #: the run's deadline passed before it could be made.
+    verification: Plan | None
+    #: The failures a re-run will not fix, with why (``apply.stubborn_failures``).
+    stubborn: list[tuple[ActionResult, str]]
+
+    @property
+    def unsent(self) -> list[str]:
+        """The emails whose invitation could not be sent (their links are in the onboarding report)."""
+        return [r.email for r in self.report.invitations if r.status == "send_failed"]
+
+
+def apply_desired(
+    desired: DesiredState,
+    client: LiteLLMClient,
+    view: ApplyView,
+    outcome: ApplyOutcome,
+    *,
+    saved: Plan | None,
+    courier: ReportCourier,
+    sealer: Sealer | None,
+    ui_base: str,
+    allow_mass_removal: bool,
+    lock_timeout: float,
+    lock_ttl: float,
+) -> Applied | None:
+    """Plan ``desired`` (or check ``saved`` against it), show it, confirm, then make exactly that
+    plan's changes under the proxy's apply lock and verify them with a second plan.
+
+    ``outcome`` is filled in as the apply goes, so ``--result-json`` tells however it ends;
+    ``courier`` is closed once the plan has run. Returns None when there was nothing to apply
+    (then nothing was written, not even the lock, unless another apply made the changes while
+    this one waited for it). A failed action is in the returned report, not raised: the front
+    end reports every result before it judges the run."""
+    outcome.connected(client)
+    shown, _ = _plan_for(desired, client, saved)
+    view.show(shown)
+    outcome.bind(shown)
+    if outcome.fingerprint_matches:
+        view.reviewed(shown)
+    if not shown.actions:
+        return None
+    check_removals(shown, allow_mass_removal)
+    require_sealer(shown, sealer)
+    # Asked before the lock is taken: a person thinking it over must not hold up CI.
+    view.confirm(shown)
+    with apply_lock(client, lock_timeout, lock_ttl) as lock:
+        # Read again under the lock: another apply may have finished in between. Only the plan
+        # that was shown (and confirmed, and bound to the reviewed fingerprint) is applied.
+        the_plan, live = _plan_for(desired, client, saved)
+        if not the_plan.actions:
+            view.nothing_left()
+            return None
+        if the_plan.fingerprint != shown.fingerprint:
+            raise StalePlan(
+                "the proxy changed while this apply waited for the lock; nothing was applied. "
+                "Run apply again to see the new plan"
+            )
+        done = itertools.count(1)
+
+        def on_result(result: ActionResult) -> None:
+            outcome.results.append(result)
+            view.result(result, next(done), len(the_plan.actions))
+            lock.refresh()
+
+        outcome.executing = True
+        try:
+            report = execute(the_plan, client, live, ui_base, courier, on_result=on_result, sealer=sealer)
+        finally:
+            courier.close()
+        outcome.invitations = report.invitations
+        lock.memory = remember_failures(report.results, lock.memory, now().isoformat(timespec="seconds"))
+        view.executed(report)
+        verification = None if client.deadline_passed else plan_against(desired, client)[0]
+        outcome.verified = None if verification is None else not verification.has_changes
+        view.counted(client, outcome.seconds())
+    return Applied(report, verification, stubborn_failures(report.results, lock.memory))
+
+
+def _plan_for(desired: DesiredState, client: LiteLLMClient, saved: Plan | None) -> tuple[Plan, LiveState]:
+    """A fresh plan of ``desired``: held to ``saved`` when there is one (see :func:`check_saved_plan`)."""
+    return check_saved_plan(saved, desired, client) if saved is not None else plan_against(desired, client)
 
 
 # --------------------------------------------------------------------------- machine-readable results
