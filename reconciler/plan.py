@@ -302,8 +302,6 @@ class _Matched:
     #: Live team id -> the user ids the file lists in it: what removals and drift compare each roster with.
     listed: dict[str, set[str]] = field(default_factory=dict)
     live_organizations: dict[str, LiveOrganization] = field(default_factory=dict)  # alias -> live
-    #: Organization id -> the live teams this plan moves out of it (what its deletion waits for).
-    moved_out: dict[str, set[str]] = field(default_factory=dict)
 
 
 #: A member of a declared team's roster on the proxy: (alias, team, member).
@@ -393,7 +391,7 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
         for member in team.members
         if member.user_id not in matched.listed[team.team_id]
     ]
-    removals, protected = _plan_removals(desired, live, matched, added, unlisted)
+    removals, protected = _plan_removals(desired, live, matched, actions, unlisted)
     actions.extend(removals)
     # A deleted user's memberships go with it: they count as removals too, and are no drift.
     deleted = {a.params["user_id"] for a in removals if a.kind == "delete_user"}
@@ -410,7 +408,7 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
 
     actions = _ordered(actions)
     drift.sort(key=lambda d: (d.kind, d.address, d.detail))
-    rosters = [*matched.live_teams.values(), *_member_managed(desired, matched)]
+    rosters = [*matched.live_teams.values(), *(current for _, current in _member_managed(desired, matched))]
     implied = sum(1 for roster in rosters for m in roster.members if m.user_id in deleted) if deleted else 0
     guard = RemovalGuard(
         len(removals) + implied, _managed_count(desired, live, matched), desired.spec.removals.max_percent
@@ -501,9 +499,6 @@ def _plan_team(team: TeamSpec, live: LiveState, matched: _Matched, conflicts: li
         )
         return []
     actions = _existing("team", address, {"team_id": current.team_id}, current.managed, have, wanted, "settings differ")
-    placed_in = have.get("organization_id")
-    if placed_in and "organization_id" in wanted and wanted["organization_id"] != placed_in:
-        matched.moved_out.setdefault(placed_in, set()).add(current.team_id)
     return _after_organization(team, actions, matched)
 
 
@@ -743,10 +738,7 @@ def _plan_memberships(
     when this plan creates it."""
     actions = []
     for entry in user.teams:
-        if entry.__class__ is str:  # the short form, nearly every entry: no settings to look at
-            target, settings = targets[entry], _NO_SETTINGS
-        else:
-            target, settings = targets[team_ref(entry)], membership_settings(entry)
+        target, settings = targets[team_ref(entry)], membership_settings(entry)
         reason = "listed in the file"
         if target.live is not None:
             matched.listed[target.team_id].add(user_id)
@@ -778,9 +770,6 @@ def _plan_memberships(
             )
         )
     return actions
-
-
-_NO_SETTINGS: dict[str, Any] = {}
 
 
 def _membership_update(
@@ -947,7 +936,7 @@ def _member_address(alias: str, user_id: str, live: LiveState, kind: str = "memb
 
 
 def _plan_removals(
-    desired: DesiredState, live: LiveState, matched: _Matched, added: list[Action], unlisted: list[_Member]
+    desired: DesiredState, live: LiveState, matched: _Matched, planned: list[Action], unlisted: list[_Member]
 ) -> tuple[list[Action], dict[str, str]]:
     """The removals the file's scopes ask for, and the principals protected from any removal
     (user id -> why). Only owned users and teams are deleted; memberships only of declared teams.
@@ -994,8 +983,9 @@ def _plan_removals(
         ]
         adds: dict[str, list[str]] = {}
         if leaving:
-            for add in added:
-                adds.setdefault(add.params["user_id"], []).append(add.address)
+            for add in planned:
+                if add.kind == "add_member":
+                    adds.setdefault(add.params["user_id"], []).append(add.address)
         for alias, team, member in leaving:
             member_user = live.users_by_id.get(member.user_id)
             stays = (
@@ -1052,15 +1042,20 @@ def _plan_removals(
                     )
                 )
     if scopes.organizations:
-        actions.extend(_organization_deletions(live, matched, actions))
+        actions.extend(_organization_deletions(live, matched, planned + actions))
     return actions, protected
 
 
 def _organization_deletions(live: LiveState, matched: _Matched, planned: list[Action]) -> list[Action]:
     """Owned organizations the file no longer declares. LiteLLM deletes an organization's teams
     and their keys with it, so one that still holds a team this plan neither deletes nor moves
-    out is a conflict, never a deletion."""
-    leaving = {a.params["team_id"]: a.address for a in planned if a.kind == "delete_team"}
+    out is a conflict, never a deletion. ``planned``: every action so far (a team's update that
+    changes its ``organization_id`` moves it out of the one it is in)."""
+    leaving = {
+        a.params["team_id"]: a.address
+        for a in planned
+        if a.kind == "delete_team" or (a.kind == "update_team" and "organization_id" in a.params)
+    }
     conflicts: list[str] = []
     actions = []
     for organization in sorted(live.organizations, key=lambda o: o.alias or o.organization_id):
@@ -1068,12 +1063,7 @@ def _organization_deletions(live: LiveState, matched: _Matched, planned: list[Ac
             continue
         address = f"organization.{organization.alias or organization.organization_id}"
         held = [t for t in live.teams if t.settings.get("organization_id") == organization.organization_id]
-        moved = {
-            team_id: f"team.{alias}"
-            for alias, team_id in matched.team_ids.items()
-            if team_id in matched.moved_out.get(organization.organization_id, set())
-        }
-        staying = [t.alias or t.team_id for t in held if t.team_id not in leaving and t.team_id not in moved]
+        staying = [t.alias or t.team_id for t in held if t.team_id not in leaving]
         if staying:
             conflicts.append(
                 f"{address}: owned by this tool and no longer declared, but it still holds the team(s) "
@@ -1081,7 +1071,7 @@ def _organization_deletions(live: LiveState, matched: _Matched, planned: list[Ac
                 "move them out (organization: null) or delete them (removals.teams) first"
             )
             continue
-        depends = tuple(sorted({**leaving, **moved}[t.team_id] for t in held))
+        depends = tuple(sorted(leaving[t.team_id] for t in held))
         actions.append(
             Action(
                 kind="delete_organization",
@@ -1096,22 +1086,19 @@ def _organization_deletions(live: LiveState, matched: _Matched, planned: list[Ac
     return actions
 
 
-def _member_managed(desired: DesiredState, matched: _Matched) -> list[LiveOrganization]:
-    """The live organizations whose members the file manages (it lists ``members``)."""
+def _member_managed(desired: DesiredState, matched: _Matched) -> list[tuple[OrganizationSpec, LiveOrganization]]:
+    """The declared organizations on the proxy whose members the file manages (it lists ``members``), by alias."""
     return [
-        matched.live_organizations[o.alias]
-        for o in desired.organizations
+        (o, matched.live_organizations[o.alias])
+        for o in sorted(desired.organizations, key=lambda o: o.alias)
         if o.members is not None and o.alias in matched.live_organizations
     ]
 
 
 def _unlisted_org_members(desired: DesiredState, matched: _Matched) -> list[tuple[str, LiveOrganization, LiveMember]]:
-    """The members of each declared organization that manages its ``members``, who the file does not list there."""
+    """The members of each organization whose members the file manages, who the file does not list there."""
     found = []
-    for organization in sorted(desired.organizations, key=lambda o: o.alias):
-        current = matched.live_organizations.get(organization.alias)
-        if organization.members is None or current is None:
-            continue
+    for organization, current in _member_managed(desired, matched):
         listed = {matched.user_ids[m.email.lower()] for m in organization.members}
         found += [(organization.alias, current, m) for m in current.members if m.user_id not in listed]
     return found
@@ -1136,7 +1123,9 @@ def _managed_count(desired: DesiredState, live: LiveState, matched: _Matched) ->
     teams = sum(1 for t in live.teams if t.managed)
     organizations = sum(1 for o in live.organizations if o.managed)
     members = sum(1 for t in matched.live_teams.values() for m in t.members if m.user_id != PROXY_ADMIN_ID)
-    org_members = sum(1 for o in _member_managed(desired, matched) for m in o.members if m.user_id != PROXY_ADMIN_ID)
+    org_members = sum(
+        1 for _, current in _member_managed(desired, matched) for m in current.members if m.user_id != PROXY_ADMIN_ID
+    )
     return users + teams + organizations + members + org_members
 
 
@@ -1215,22 +1204,13 @@ def _drift(
                     f"on the proxy (organization_id {organization.organization_id}), not in the file; {owner}{hint}",
                 )
             )
-    for alias, _, member in _unlisted_org_members(desired, matched):
-        address = _member_address(alias, member.user_id, live, "org_membership")
-        if address in removed or member.user_id in deleted:
-            continue
-        if member.user_id in protected:
-            detail = (
-                f"member ({member.role}) on the proxy, not listed in the file; protected: {protected[member.user_id]}"
-            )
-        else:
-            hint = "" if scopes.memberships else "; removals.memberships would remove it"
-            detail = f"member ({member.role}) on the proxy, not listed in the file{hint}"
-        items.append(Drift("org_membership", address, detail))
-    for alias, _, member in unlisted:
+    memberships = [("membership", alias, member) for alias, _, member in unlisted] + [
+        ("org_membership", alias, member) for alias, _, member in _unlisted_org_members(desired, matched)
+    ]
+    for kind, alias, member in memberships:
         if member.user_id == PROXY_ADMIN_ID or member.user_id in deleted:
             continue
-        address = _member_address(alias, member.user_id, live)
+        address = _member_address(alias, member.user_id, live, kind)
         if address in removed:
             continue
         if member.user_id in protected:
@@ -1241,5 +1221,5 @@ def _drift(
             detail = f"member ({member.role}) on the proxy, not listed in the file" + (
                 "" if scopes.memberships else "; removals.memberships would remove it"
             )
-        items.append(Drift("membership", address, detail))
+        items.append(Drift(kind, address, detail))
     return items
