@@ -110,9 +110,13 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
     teams = frozenset(t.alias for t in desired.teams) | frozenset(t.id for t in desired.teams if t.id)
     live = read_live(client, declared_teams=teams)
     scopes = desired.spec.removals
+    removing = scopes.users or scopes.memberships or scopes.teams or scopes.organizations
+    # Who the key belongs to (one /key/info): protected from removals; what it may see of organizations.
+    caller = client.caller_user_id() if removing or desired.organizations else None
     if desired.organizations or scopes.organizations:
         declared = bool(desired.organizations)
-        live = replace(live, organizations=read_organizations(client, live, required=declared, complete=declared))
+        organizations = read_organizations(client, live, caller, required=declared, complete=declared)
+        live = replace(live, organizations=organizations)
     if any(set(TEAM_MEMBER_DEFAULTS) & t.model_fields_set for t in desired.teams):
         live = replace(with_member_limits(live, member_budgets(client, live, teams)), team_fields=client.team_fields())
     if live.teams and any("team_member_permissions" in t.model_fields_set for t in desired.teams):
@@ -121,12 +125,12 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
     managed_memberships = {team_ref(e) for u in desired.users for e in u.teams if membership_settings(e)}
     if managed_memberships:
         refs = desired.team_refs
-        names = {refs[ref].alias for ref in managed_memberships} | {refs[ref].id or "" for ref in managed_memberships}
+        names = {name for ref in managed_memberships for name in (refs[ref].alias, refs[ref].id) if name}
         live = with_member_budgets(
-            client, live, {t.team_id for t in live.teams if {t.team_id, t.alias} & (names - {""})}
+            client, live, {t.team_id for t in live.teams if t.team_id in names or t.alias in names}
         )
-    if scopes.users or scopes.memberships or scopes.teams or scopes.organizations:
-        live = replace(live, caller_id=client.caller_user_id())
+    if removing:
+        live = replace(live, caller_id=caller)
     if scopes.teams:
         undeclared = {t.team_id for t in live.teams if t.managed and t.team_id not in teams and t.alias not in teams}
         live = with_team_key_counts(client, live, undeclared)
@@ -134,9 +138,10 @@ def read_for(desired: DesiredState, client: LiteLLMClient) -> LiveState:
 
 
 def read_organizations(
-    client: LiteLLMClient, live: LiveState, *, required: bool, complete: bool
+    client: LiteLLMClient, live: LiveState, caller: str | None, *, required: bool, complete: bool
 ) -> tuple[LiveOrganization, ...]:
-    """Every organization with its members. ``required=False``: a proxy that serves organizations
+    """Every organization with its members, as the key of user ``caller`` (None: the master key)
+    may see them. ``required=False``: a proxy that serves organizations
     only under an Enterprise license has none (instead of an error). ``complete``: refuse a listing
     that may miss some (a plan from it would create what exists; an export would drop it).
 
@@ -148,7 +153,7 @@ def read_organizations(
         if required:
             raise
         return ()
-    if complete and _filters_organizations(client, live):
+    if complete and _filters_organizations(client, live, caller):
         raise ProxyError(
             "GET",
             "/organization/list",
@@ -160,9 +165,8 @@ def read_organizations(
     return listed
 
 
-def _filters_organizations(client: LiteLLMClient, live: LiveState) -> bool:
-    """Whether ``/organization/list`` may hide organizations from this key."""
-    caller = client.caller_user_id()
+def _filters_organizations(client: LiteLLMClient, live: LiveState, caller: str | None) -> bool:
+    """Whether ``/organization/list`` may hide organizations from the key of user ``caller``."""
     user = live.users_by_id.get(caller) if caller else None
     if user is None or user.role == "proxy_admin":
         return False  # the master key, or an admin's key: everything
@@ -210,7 +214,8 @@ def read_for_export(client: LiteLLMClient) -> LiveState:
         if exc.status not in (401, 403):
             raise  # a key that may not read budgets exports the teams without their member limits
     # A proxy that serves organizations only under a license it lacks has none to export.
-    return replace(live, organizations=read_organizations(client, live, required=False, complete=True))
+    organizations = read_organizations(client, live, client.caller_user_id(), required=False, complete=True)
+    return replace(live, organizations=organizations)
 
 
 def plan_against(desired: DesiredState, client: LiteLLMClient) -> tuple[Plan, LiveState]:
