@@ -38,7 +38,6 @@ from .client import (
     OutcomeUnknown,
     ProxyError,
 )
-from .desired import TEAM_MEMBER_DEFAULTS
 from .kinds import INVITING, SERIAL
 from .live import (
     INVITATION_DAYS,
@@ -349,12 +348,8 @@ class Executor:
     def _do_adopt_organization(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         organization_id = action.params["organization_id"]
         found = self.client.organization_info(organization_id) or {}
-        metadata = dict(found.get("metadata") or {}) if isinstance(found.get("metadata"), dict) else {}
-        owned = metadata.get(OWNER_KEY) if isinstance(metadata.get(OWNER_KEY), dict) else {}
-        owned = {**owned, "managed": True, "adopted": True}
-        self.client.update_organization(
-            {"organization_id": organization_id, "metadata": {**metadata, OWNER_KEY: owned}}
-        )
+        metadata = found.get("metadata") if isinstance(found.get("metadata"), dict) else {}
+        self.client.update_organization({"organization_id": organization_id, "metadata": _adopted(metadata)})
         return "done", "ownership recorded"
 
     def _do_create_team(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -368,12 +363,8 @@ class Executor:
             self.client.update_team_permissions(settings["team_id"], permissions)
         if len(settings) == 1:  # the team_id alone: nothing else to update
             return "done", ""
-        if _IN_METADATA.intersection(settings):
-            # 1.80.5 writes these into the team's metadata, replacing all of it (ownership included)
-            # unless the update carries the metadata too: it carries it as it is now.
-            team = self.client.team_info(settings["team_id"])
-            settings["metadata"] = dict((team or {}).get("metadata") or {})
-            self._team_metadata.pop(settings["team_id"], None)  # changed here: adoption reads it again
+        # LiteLLM may write into the team's metadata (member limits): adoption reads it again.
+        self._team_metadata.pop(settings["team_id"], None)
         return _unless_ignored(settings, self.client.update_team(settings))
 
     def _do_create_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -394,8 +385,8 @@ class Executor:
 
     def _do_adopt_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         user_id = action.params["user_id"]
-        metadata, owned = self._owned_metadata(user_id)
-        self._write_metadata(user_id, {**metadata, OWNER_KEY: {**owned, "managed": True, "adopted": True}})
+        metadata, _ = self._owned_metadata(user_id)
+        self._write_metadata(user_id, _adopted(metadata))
         return "done", "ownership recorded"
 
     def _do_adopt_team(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -403,12 +394,7 @@ class Executor:
         if team_id not in self._team_metadata:  # not from the plan's snapshot: read it, never clobber it
             team = self.client.team_info(team_id)
             self._team_metadata[team_id] = dict((team or {}).get("metadata") or {})
-        metadata = dict(self._team_metadata[team_id])
-        found = metadata.get(OWNER_KEY)
-        owned = found if isinstance(found, dict) else {}
-        self.client.update_team(
-            {"team_id": team_id, "metadata": {**metadata, OWNER_KEY: {**owned, "managed": True, "adopted": True}}}
-        )
+        self.client.update_team({"team_id": team_id, "metadata": _adopted(self._team_metadata[team_id])})
         return "done", "ownership recorded"
 
     def _do_remove_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -791,8 +777,12 @@ class Executor:
         return [("done", "", None)] * len(batch)
 
 
-#: Team settings LiteLLM keeps in (or next to, by id) the team's metadata.
-_IN_METADATA = frozenset({*TEAM_MEMBER_DEFAULTS, "team_member_key_duration"})
+def _adopted(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` with this tool's ownership recorded as an adoption (its other keys, and this
+    tool's other records, kept)."""
+    found = metadata.get(OWNER_KEY)
+    owned = found if isinstance(found, dict) else {}
+    return {**metadata, OWNER_KEY: {**owned, "managed": True, "adopted": True}}
 
 
 def _refused_for_good(status: int | None) -> bool:

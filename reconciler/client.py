@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import httpx
 
 from . import __version__
+from .desired import TEAM_MEMBER_DEFAULTS
 from .secrets import scrub, url_without_credentials
 
 DEFAULT_PROXY_URL = "http://localhost:4000"
@@ -125,6 +126,10 @@ class OutcomeUnknown(ProxyError):
 
 class IncompleteRead(ProxyError):
     """A paginated listing did not add up; planning from it would be planning from a guess."""
+
+
+#: Team settings LiteLLM keeps in (or beside, by id) the team's metadata.
+_IN_METADATA = frozenset({*TEAM_MEMBER_DEFAULTS, "team_member_key_duration"})
 
 
 def error_message(body: Any, fallback: str) -> str:
@@ -532,6 +537,10 @@ class LiteLLMClient:
     def update_team(self, body: dict[str, Any]) -> dict[str, Any]:
         if "organization_id" in body and body["organization_id"] is None:
             body = {**body, "organization_id": ""}  # LiteLLM takes a team out of its organization with ""
+        if "metadata" not in body and _IN_METADATA.intersection(body):
+            # 1.80.5 writes these into the team's metadata, replacing all of it (this tool's ownership
+            # included) unless the update carries the metadata too: it carries it as it is now.
+            body = {**body, "metadata": dict((self.team_info(body["team_id"]) or {}).get("metadata") or {})}
         return self.post("/team/update", body)
 
     def list_budgets(self) -> list[dict[str, Any]]:

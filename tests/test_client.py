@@ -697,3 +697,19 @@ def test_organization_member_writes_use_litellms_methods_and_a_gone_organization
         "role": "internal_user",
     }
     assert body(proxy.calls("DELETE", "/organization/delete")[0]) == {"organization_ids": ["o"]}
+
+
+def test_a_team_update_of_member_limits_carries_the_teams_metadata_which_1_80_5_would_replace():
+    metadata = {"litellm_reconciler": {"managed": True}, "team_member_budget_id": "b"}
+    proxy = (
+        FakeProxy()
+        .on("GET", "/team/info", reply(200, {"team_id": "t", "team_info": {"team_id": "t", "metadata": metadata}}))
+        .on("POST", "/team/update", reply(200, {}))
+    )
+    client = proxy.client()
+    client.update_team({"team_id": "t", "team_member_budget": 7})
+    client.update_team({"team_id": "t", "max_budget": 5})
+    assert [body(r) for r in proxy.calls("POST", "/team/update")] == [
+        {"team_id": "t", "team_member_budget": 7, "metadata": metadata},
+        {"team_id": "t", "max_budget": 5},
+    ]
