@@ -4,6 +4,7 @@ CI runs this file on each LiteLLM version it tests; what differs between version
 
 from __future__ import annotations
 
+import json
 import os
 
 from .conftest import proxy_version
@@ -30,6 +31,16 @@ CHANGED = (
     .replace("max_budget: 10", "max_budget: 25")
     .replace("models: [gpt-4o, gpt-4o-mini]", "models: [gpt-4o-mini]")
 )
+
+
+def exported_plans_empty(cli, tmp_path) -> str:
+    """``export``'s text, after checking that a plan of it against the same proxy has no action at all."""
+    exported = cli("export")
+    assert exported.returncode == 0, exported.stderr
+    (tmp_path / "exported.yaml").write_text(exported.stdout)
+    planned = cli("plan", "exported.yaml", "--format", "json", "--detailed-exitcode")
+    assert planned.returncode == 0 and json.loads(planned.stdout)["actions"] == [], planned.stdout + planned.stderr
+    return exported.stdout
 
 
 def changes(plan: dict) -> dict[str, dict[str, list]]:
@@ -68,11 +79,8 @@ def test_user_limits_and_a_blocked_team_round_trip(api, cli, tmp_path) -> None:
     [team] = api.teams()
     assert team["blocked"] is False
 
-    exported = cli("export")
-    assert exported.returncode == 0, exported.stderr
-    write(tmp_path, exported.stdout)
-    assert json_plan(cli)["actions"] == []
-    assert "max_budget: 25.0" in exported.stdout and "tpm_limit: 50" in exported.stdout
+    exported = exported_plans_empty(cli, tmp_path)
+    assert "max_budget: 25.0" in exported and "tpm_limit: 50" in exported
 
 
 def test_clearing_what_litellm_will_not_clear_fails_and_says_so(api, cli, tmp_path) -> None:
@@ -164,10 +172,8 @@ def test_organizations_round_trip_or_are_refused_in_one_line_without_a_license(a
     assert teams["research"]["organization_id"] == organization["organization_id"] and not teams["loose"].get(
         "organization_id"
     )
-    exported = cli("export")
-    assert "organizations:\n- alias: acme\n" in exported.stdout and "  organization: acme\n" in exported.stdout
-    (tmp_path / "exported.yaml").write_text(exported.stdout)
-    assert cli("plan", "exported.yaml", "--detailed-exitcode").returncode == 0
+    exported = exported_plans_empty(cli, tmp_path)
+    assert "organizations:\n- alias: acme\n" in exported and "  organization: acme\n" in exported
 
     write(
         tmp_path,
@@ -291,11 +297,9 @@ def test_membership_roles_and_budgets_round_trip(api, cli, tmp_path) -> None:
     assert json_plan(cli)["actions"] == []
     assert member_budgets(api, "t-ops").get(alice) is None
 
-    exported = cli("export")
-    assert "- team: ops\n    max_budget_in_team: 3.0\n" in exported.stdout, exported.stdout
-    assert "- email: carol@company.com\n  role: internal_user\n  teams:\n  - ops\n" in exported.stdout
-    write(tmp_path, exported.stdout)
-    assert json_plan(cli)["actions"] == []
+    exported = exported_plans_empty(cli, tmp_path)
+    assert "- team: ops\n    max_budget_in_team: 3.0\n" in exported, exported
+    assert "- email: carol@company.com\n  role: internal_user\n  teams:\n  - ops\n" in exported
 
 
 def test_making_a_team_admin_without_a_license_fails_in_one_line(api, cli, tmp_path) -> None:
@@ -351,10 +355,8 @@ def test_organization_members_roles_and_removal_round_trip(api, cli, tmp_path) -
         return {m["user_id"]: m["user_role"] for m in info["members"]}
 
     assert roles() == {ids["alice@company.com"]: "org_admin", ids["bob@company.com"]: "internal_user"}
-    exported = cli("export").stdout
+    exported = exported_plans_empty(cli, tmp_path)
     assert "  members:\n  - email: alice@company.com\n    role: org_admin\n" in exported, exported
-    (tmp_path / "exported.yaml").write_text(exported)
-    assert cli("plan", "exported.yaml", "--detailed-exitcode").returncode == 0
 
     write(
         tmp_path,
@@ -385,12 +387,19 @@ def test_organization_members_roles_and_removal_round_trip(api, cli, tmp_path) -
 
 
 def test_a_key_that_cannot_see_every_organization_does_not_plan_them(api, cli, tmp_path) -> None:
-    """1.80.5 lists to a proxy_admin_viewer key only the organizations its user belongs to."""
-    if not on_1_80():
-        return  # organizations are Enterprise-only there: the refusal is tested above
-    write(tmp_path, ORG_MEMBERS)
-    apply_ok(cli)
+    """1.80.5 lists to a proxy_admin_viewer key only the organizations its user belongs to; 1.110.2
+    serves organizations to no key without an Enterprise license."""
     viewer = api.post("/user/new", {"user_email": "viewer@example.com", "user_role": "proxy_admin_viewer"})["key"]
+    write(tmp_path, ORG_MEMBERS)
+    if not on_1_80():
+        refused = cli("plan", env={"LITELLM_MASTER_KEY": viewer})
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines()[-1] == (
+            "Error: GET /organization/list: HTTP 403: this proxy offers it only with a LiteLLM Enterprise license "
+            "(LITELLM_LICENSE); it has none"
+        )
+        return
+    apply_ok(cli)
     expected = (
         "Error: GET /organization/list: LiteLLM 1.80.5 shows a key that is not a proxy admin's only the "
         "organizations its user belongs to, so they cannot be read completely with this key; use a proxy_admin "
