@@ -115,8 +115,26 @@ _RECORD_SLOTS = tuple(
 )
 
 
+class _Owned:
+    """A user, team or organization that this tool may own: its metadata says."""
+
+    metadata: dict[str, Any]
+
+    @property
+    def owned(self) -> dict[str, Any]:
+        """What this tool recorded on it (its metadata key), or {}."""
+        value = self.metadata.get(OWNER_KEY)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def managed(self) -> bool:
+        """Owned by this tool: created by it, or adopted by the file."""
+        owned = self.metadata.get(OWNER_KEY)
+        return isinstance(owned, dict) and owned.get("managed") is True
+
+
 @dataclass(frozen=True)
-class LiveUser:
+class LiveUser(_Owned):
     user_id: str
     email: str | None
     role: str | None
@@ -133,18 +151,6 @@ class LiveUser:
         """The identity: the lower-cased email. Kept once computed (a snapshot never changes):
         the indexes and the planner read it several times for every user."""
         return self.email.lower() if self.email else None
-
-    @property
-    def owned(self) -> dict[str, Any]:
-        """What this tool recorded on the user (its metadata key), or {}."""
-        value = self.metadata.get(OWNER_KEY)
-        return value if isinstance(value, dict) else {}
-
-    @property
-    def managed(self) -> bool:
-        """Owned by this tool: created by it, or adopted by the file."""
-        owned = self.metadata.get(OWNER_KEY)
-        return isinstance(owned, dict) and owned.get("managed") is True
 
     @property
     def invitation(self) -> RecordedInvitation | None:
@@ -171,7 +177,7 @@ class _Roster:
 
 
 @dataclass(frozen=True)
-class LiveTeam(_Roster):
+class LiveTeam(_Roster, _Owned):
     team_id: str
     alias: str | None
     settings: dict[str, Any] = field(hash=False)
@@ -188,15 +194,9 @@ class LiveTeam(_Roster):
         """Built once: the planner asks it for every declared membership."""
         return frozenset(m.user_id for m in self.members)
 
-    @property
-    def managed(self) -> bool:
-        """Owned by this tool: created by it, or adopted by the file."""
-        owned = self.metadata.get(OWNER_KEY)
-        return isinstance(owned, dict) and owned.get("managed") is True
-
 
 @dataclass(frozen=True)
-class LiveOrganization(_Roster):
+class LiveOrganization(_Roster, _Owned):
     organization_id: str
     alias: str | None
     #: Models, budget and limits, by the names the file uses (ORGANIZATION_SETTINGS).
@@ -204,12 +204,6 @@ class LiveOrganization(_Roster):
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
     #: Its members (user id and organization role), sorted by user id.
     members: tuple[LiveMember, ...] = ()
-
-    @property
-    def managed(self) -> bool:
-        """Owned by this tool: created by it, or adopted by the file."""
-        owned = self.metadata.get(OWNER_KEY)
-        return isinstance(owned, dict) and owned.get("managed") is True
 
 
 @dataclass(frozen=True)
@@ -315,17 +309,7 @@ def user_from_api(raw: dict[str, Any]) -> LiveUser:
 
 
 def team_from_api(raw: dict[str, Any]) -> LiveTeam:
-    roster = raw.get("members_with_roles") or []
-    members = tuple(
-        sorted(
-            (
-                LiveMember(user_id=str(m["user_id"]), role=str(m.get("role") or "user"), email=m.get("user_email"))
-                for m in roster
-                if isinstance(m, dict) and m.get("user_id")
-            ),
-            key=lambda m: m.user_id,
-        )
-    )
+    members = _roster(raw.get("members_with_roles"), "role", "user")
     metadata = dict(raw.get("metadata") or {}) if isinstance(raw.get("metadata"), dict) else {}
     return LiveTeam(
         team_id=str(raw["team_id"]),
@@ -343,6 +327,16 @@ def team_from_api(raw: dict[str, Any]) -> LiveTeam:
     )
 
 
+def _roster(rows: object, role_key: str, default_role: str) -> tuple[LiveMember, ...]:
+    """A team's ``members_with_roles`` or an organization's ``members``, by user id; rows without one are skipped."""
+    found = (
+        LiveMember(user_id=str(m["user_id"]), role=str(m.get(role_key) or default_role), email=m.get("user_email"))
+        for m in (rows if isinstance(rows, list) else [])
+        if isinstance(m, dict) and m.get("user_id")
+    )
+    return tuple(sorted(found, key=lambda m: m.user_id))
+
+
 def _duration_or_none(value: object) -> str | None:
     """A LiteLLM duration kept in free-form metadata, or None for anything a users.yaml could not say."""
     return value if isinstance(value, str) and DURATION.match(value) else None
@@ -352,8 +346,8 @@ def with_member_limits(live: LiveState, budgets: list[dict[str, Any]]) -> LiveSt
     """The teams with the limits they give each member, from the budget row their metadata names
     (``team_member_budget_id``); a team without one gives none."""
     by_id = {str(b["budget_id"]): b for b in budgets}
-    teams = []
-    for team in live.teams:
+
+    def with_limits(team: LiveTeam) -> LiveTeam:
         row = by_id.get(str(team.metadata.get("team_member_budget_id")), {})
         limits = {
             "team_member_budget": row.get("max_budget"),
@@ -361,8 +355,15 @@ def with_member_limits(live: LiveState, budgets: list[dict[str, Any]]) -> LiveSt
             "team_member_tpm_limit": row.get("tpm_limit"),
             "team_member_rpm_limit": row.get("rpm_limit"),
         }
-        teams.append(replace(team, settings={**team.settings, **limits}))
-    return replace(live, teams=tuple(teams))
+        return replace(team, settings={**team.settings, **limits})
+
+    return _with_teams(live, with_limits)
+
+
+def _with_teams(live: LiveState, change: Callable[[LiveTeam], LiveTeam], only: set[str] | None = None) -> LiveState:
+    """The snapshot with ``change`` applied to its teams (those with an id in ``only``, when given)."""
+    teams = tuple(change(t) if only is None or t.team_id in only else t for t in live.teams)
+    return replace(live, teams=teams)
 
 
 #: A member's budget in a team, by ``/team/member_update``'s names (``max_budget_in_team`` is the row's
@@ -376,12 +377,9 @@ def with_member_budgets(client: LiteLLMClient, live: LiveState, team_ids: set[st
     manages, so a plan stays O(pages + those teams)."""
     wanted = [team.team_id for team in live.teams if team.team_id in team_ids]
     infos = dict(zip(wanted, client.concurrently(client.team_info_full, wanted), strict=True))
-    teams = []
-    for team in live.teams:
-        if team.team_id in infos:
-            team = replace(team, member_budgets=member_budgets_from_api(infos[team.team_id]))
-        teams.append(team)
-    return replace(live, teams=tuple(teams))
+    return _with_teams(
+        live, lambda team: replace(team, member_budgets=member_budgets_from_api(infos[team.team_id])), set(infos)
+    )
 
 
 def member_budgets_from_api(info: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -402,16 +400,7 @@ def organization_from_api(raw: dict[str, Any]) -> LiveOrganization:
     """The models are on the row; budget and limits on its budget row (``litellm_budget_table``)."""
     budget = raw.get("litellm_budget_table") if isinstance(raw.get("litellm_budget_table"), dict) else {}
     settings = {name: budget.get(name) for name in ORGANIZATION_SETTINGS if name != "models"}
-    members = tuple(
-        sorted(
-            (
-                LiveMember(user_id=str(m["user_id"]), role=str(m.get("user_role") or "internal_user"))
-                for m in raw.get("members") or []
-                if isinstance(m, dict) and m.get("user_id")
-            ),
-            key=lambda m: m.user_id,
-        )
-    )
+    members = _roster(raw.get("members"), "user_role", "internal_user")
     return LiveOrganization(
         organization_id=str(raw["organization_id"]),
         alias=raw.get("organization_alias"),
@@ -462,14 +451,13 @@ def _read_once(client: LiteLLMClient, declared_teams: frozenset[str]) -> LiveSta
 def with_team_key_counts(client: LiteLLMClient, live: LiveState, team_ids: set[str]) -> LiveState:
     """The snapshot with the key count of the given teams (``/team/info``, one request each):
     only for the teams a plan may delete, so a plan stays O(pages + removals)."""
-    teams = []
-    for team in live.teams:
-        if team.team_id in team_ids:
-            info = client.team_info_full(team.team_id)
-            keys = info.get("keys") if isinstance(info, dict) else None
-            team = replace(team, key_count=len(keys) if isinstance(keys, list) else None)
-        teams.append(team)
-    return replace(live, teams=tuple(teams))
+
+    def with_key_count(team: LiveTeam) -> LiveTeam:
+        info = client.team_info_full(team.team_id)
+        keys = info.get("keys") if isinstance(info, dict) else None
+        return replace(team, key_count=len(keys) if isinstance(keys, list) else None)
+
+    return _with_teams(live, with_key_count, team_ids)
 
 
 def read_invitations(client: LiteLLMClient, users: list[LiveUser], sealer: Sealer) -> dict[str, LiveInvitation]:

@@ -33,6 +33,11 @@ CHANGED = (
 )
 
 
+def on_1_80() -> bool:
+    """Whether the proxy under test runs LiteLLM 1.80 (where several differences show)."""
+    return proxy_version(os.environ["LITELLM_PROXY_URL"]).startswith("1.80.")
+
+
 def exported_plans_empty(cli, tmp_path) -> str:
     """``export``'s text, after checking that a plan of it against the same proxy has no action at all."""
     exported = cli("export")
@@ -96,7 +101,7 @@ def test_clearing_what_litellm_will_not_clear_fails_and_says_so(api, cli, tmp_pa
     [line] = [line for line in result.stdout.splitlines() if "user.alice@company.com: failed" in line]
     assert "this LiteLLM version ignores clearing" in line and 'models (["gpt-4o", "gpt-4o-mini"])' in line
     alice = next(u for u in api.users() if u["user_email"] == "alice@company.com")
-    if proxy_version(os.environ["LITELLM_PROXY_URL"]).startswith("1.80."):  # drops null too
+    if on_1_80():  # drops null too
         assert "max_budget (10.0)" in line and alice["max_budget"] == 10
     else:
         assert "max_budget" not in line and alice["max_budget"] is None
@@ -154,7 +159,7 @@ teams:
 def test_organizations_round_trip_or_are_refused_in_one_line_without_a_license(api, cli, tmp_path) -> None:
     """1.80.5 serves organizations to everyone; 1.110.2 only with an Enterprise license."""
     write(tmp_path, ORGANIZATIONS)
-    if not proxy_version(os.environ["LITELLM_PROXY_URL"]).startswith("1.80."):
+    if not on_1_80():
         refused = cli("plan")
         assert refused.returncode == 1 and api.teams() == []
         assert refused.stderr.strip().splitlines()[-1] == (
@@ -216,7 +221,7 @@ def test_member_limits_round_trip_and_what_a_version_lacks_is_refused(api, cli, 
 
     raised = MEMBER_LIMITS.replace("team_member_budget: 10", "team_member_budget: 15")
     write(tmp_path, raised + "    team_member_budget_duration: 30d\n")
-    if proxy_version(os.environ["LITELLM_PROXY_URL"]).startswith("1.80."):
+    if on_1_80():
         refused = cli("plan")
         assert refused.returncode == 1
         assert "team.research: team_member_budget_duration: this proxy's LiteLLM does not take it" in refused.stderr
@@ -329,10 +334,6 @@ users:
 
 
 ORG_HEAD = "version: 1\nremovals: {memberships: true, organizations: true}\n"
-
-
-def on_1_80(url: str | None = None) -> bool:
-    return proxy_version(url or os.environ["LITELLM_PROXY_URL"]).startswith("1.80.")
 
 
 def test_organization_members_roles_and_removal_round_trip(api, cli, tmp_path) -> None:
