@@ -8,7 +8,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -45,6 +45,10 @@ Fault = str | httpx.Response
 # --------------------------------------------------------------------------- an in-memory LiteLLM
 
 
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def error(status: int, message: str, kind: str = "internal_server_error") -> httpx.Response:
     return httpx.Response(
         status, json={"error": {"message": message, "type": kind, "param": "None", "code": str(status)}}
@@ -54,7 +58,9 @@ def error(status: int, message: str, kind: str = "internal_server_error") -> htt
 class FakeLiteLLM:
     """Just enough of LiteLLM 1.80's admin API, with scripted faults per request."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] = lambda: NOW) -> None:
+        #: The proxy's clock: an invitation is made at clock() and valid for seven days, as LiteLLM does.
+        self.clock = clock
         self.users: dict[str, dict[str, Any]] = {}
         self.teams: dict[str, dict[str, Any]] = {}
         self.invitations: dict[str, dict[str, Any]] = {}
@@ -271,13 +277,14 @@ class FakeLiteLLM:
         if body["user_id"] not in self.users or PROXY_ADMIN_ID not in self.users:
             return error(400, "User id does not exist in 'LiteLLM_UserTable'. Fix this by creating user via /user/new")
         invitation_id = f"inv-{next(self._ids)}"
+        made = self.clock()
         self.invitations[invitation_id] = {
             "id": invitation_id,
             "user_id": body["user_id"],
             "is_accepted": False,
             "accepted_at": None,
-            "expires_at": "2026-12-04T12:00:00Z",
-            "created_at": "2026-11-27T12:00:00Z",
+            "expires_at": _iso(made + timedelta(days=7)),
+            "created_at": _iso(made),
         }
         return httpx.Response(200, json=self.invitations[invitation_id])
 

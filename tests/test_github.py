@@ -11,6 +11,7 @@ import functools
 import json
 import stat
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -652,8 +653,9 @@ RESULT_KEYS = {
 
 @pytest.fixture
 def fake_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeLiteLLM:
-    """The CLI's connection goes to an in-memory LiteLLM; the lock does not wait its settling second."""
-    proxy = FakeLiteLLM()
+    """The CLI's connection goes to an in-memory LiteLLM on the real clock (the CLI's own); the lock does not
+    wait its settling second."""
+    proxy = FakeLiteLLM(clock=lambda: datetime.now(timezone.utc))
     monkeypatch.setattr(manager.Connection, "client", lambda self, on_progress=None: proxy.client())
     monkeypatch.setattr(manager, "ApplyLock", functools.partial(ApplyLock, settle=0))
     (tmp_path / "users.yaml").write_text(USERS)

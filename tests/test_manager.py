@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,11 @@ class RecordingView:
         self.seen.append("counted")
 
 
+def on_the_real_clock() -> FakeLiteLLM:
+    """apply_desired plans on the real clock (``manager.now``): the fake proxy's links are dated by the same one."""
+    return FakeLiteLLM(clock=lambda: datetime.now(timezone.utc))
+
+
 APPLIED = "version: 1\nteams: [{alias: dev}]\nusers: [{email: a@example.com, teams: [dev]}]\n"
 
 
@@ -104,7 +110,7 @@ def test_apply_desired_shows_confirms_then_applies_under_the_lock_and_verifies(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(manager, "ApplyLock", functools.partial(ApplyLock, settle=0))
-    proxy, view = FakeLiteLLM(), RecordingView()
+    proxy, view = on_the_real_clock(), RecordingView()
     applied = run_apply(proxy, view, tmp_path)
     assert applied is not None and applied.report.ok and applied.stubborn == []
     assert applied.verification is not None and not applied.verification.has_changes
@@ -118,7 +124,7 @@ def test_apply_desired_shows_confirms_then_applies_under_the_lock_and_verifies(
 
 def test_apply_desired_writes_nothing_when_the_view_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(manager, "ApplyLock", functools.partial(ApplyLock, settle=0))
-    proxy, view = FakeLiteLLM(), RecordingView(refuse=True)
+    proxy, view = on_the_real_clock(), RecordingView(refuse=True)
     with pytest.raises(RuntimeError):
         run_apply(proxy, view, tmp_path)
     assert view.seen == ["show 5", "confirm"]
