@@ -43,6 +43,7 @@ import click
 
 from .desired import ENVIRONMENT_NAME
 from .onboarding import load_report
+from .plan import FAILING_DRIFT
 from .render.comment_format import (
     MARKER,
     code,
@@ -365,11 +366,19 @@ def plan(step: Step, file: str, max_chars: int, drift: bool = False, fail_on_unm
     return _report_drift(step, file, body, data, fail_on_unmanaged)
 
 
+_FAILING_TITLES = {
+    "privilege": "Drift: a privileged role the file does not grant",
+    "duplicate": "Drift: a second account with a declared user's email",
+    "refused": "Drift: a declared user the plan cannot act on",
+}
+
+
 def _report_drift(step: Step, file: str, markdown: str, data: dict[str, Any], fail_on_unmanaged: bool) -> int:
     actions = [a for a in data.get("actions") or [] if isinstance(a, dict)] if data.get("has_changes") else []
     unmanaged = [d for d in data.get("drift") or [] if isinstance(d, dict)]
-    # A privileged role the file does not grant fails the check whatever fail-on-unmanaged says.
-    privileged = [d for d in unmanaged if d.get("kind") == "privilege"]
+    # A privileged role the file does not grant, or a duplicate account, fails the check whatever
+    # fail-on-unmanaged says.
+    privileged = [d for d in unmanaged if d.get("kind") in FAILING_DRIFT]
     failing = bool(actions) or bool(privileged) or (bool(unmanaged) and fail_on_unmanaged)
     lines = [f"## {'❌ The proxy drifted from' if failing else '✅ The proxy matches'} {step.target(file)}", ""]
     if actions:
@@ -383,11 +392,11 @@ def _report_drift(step: Step, file: str, markdown: str, data: dict[str, Any], fa
     for a in actions:
         step.annotate("error", f"{a.get('address')}: {a.get('reason', '')}", title="Drift: apply would change this")
     for d in unmanaged:
-        if d.get("kind") == "privilege":
+        if d.get("kind") in FAILING_DRIFT:
             step.annotate(
                 "error",
                 f"{d.get('address')}: {d.get('detail', '')}",
-                title="Drift: a privileged role the file does not grant",
+                title=_FAILING_TITLES[d["kind"]],
             )
         else:
             step.annotate(

@@ -302,6 +302,13 @@ class _Matched:
     #: Live team id -> the user ids the file lists in it: what removals and drift compare each roster with.
     listed: dict[str, set[str]] = field(default_factory=dict)
     live_organizations: dict[str, LiveOrganization] = field(default_factory=dict)  # alias -> live
+    #: Declared users the plan does not act on (email key -> why): the proxy holds several accounts with
+    #: their email and none is the tool's. Their accounts are protected from every removal.
+    refused: dict[str, str] = field(default_factory=dict)
+    #: The duplicates beside a chosen account, and the accounts of refused users (user id -> why).
+    duplicates: dict[str, str] = field(default_factory=dict)
+    #: The accounts of refused users: no action, removal or roster drift concerns them.
+    untouchable: set[str] = field(default_factory=set)
 
 
 #: A member of a declared team's roster on the proxy: (alias, team, member).
@@ -359,6 +366,7 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
         actions.extend(_plan_user(user, key, live, matched, conflicts))
     if conflicts:
         raise PlanConflict(conflicts)
+    users = [(user, key) for user, key in users if key not in matched.refused]
     targets = {ref: _target(team, matched) for ref, team in desired.team_refs.items()}
     midnight = start_of_day(now)
     # Every invitation action may call /invitation/new (they are all INVITING), which records the
@@ -389,7 +397,7 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
         (alias, team, member)
         for alias, team in sorted(matched.live_teams.items())
         for member in team.members
-        if member.user_id not in matched.listed[team.team_id]
+        if member.user_id not in matched.listed[team.team_id] and member.user_id not in matched.untouchable
     ]
     removals, protected = _plan_removals(desired, live, matched, actions, unlisted)
     actions.extend(removals)
@@ -672,15 +680,42 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _one_account(address: str, key: str, found: list[LiveUser], matched: _Matched) -> LiveUser | None:
+    """The account a declared email means when several on the proxy have it: the one this tool owns.
+    Anyone who may call ``/user/update`` can make a second account with the same email (a read-only key
+    on 1.80.5 can), so a duplicate never stops the whole plan: the others are drift the check fails on,
+    and where no account is the tool's, only this user's actions are refused (None)."""
+    owned = [u for u in found if u.managed]
+    ids = ", ".join(sorted(u.user_id for u in found))
+    if len(owned) == 1:
+        chosen = owned[0]
+        for other in found:
+            if other is not chosen:
+                matched.duplicates[other.user_id] = (
+                    f"another account with the email of {address} (user_id {chosen.user_id}, owned by this "
+                    f"tool); this one (user_id {other.user_id}) is not managed: delete it on the proxy"
+                )
+        return chosen
+    why = (
+        f"{len(found)} accounts on the proxy have this email ({ids}) and "
+        f"{'none is' if not owned else f'{len(owned)} are'} owned by this tool: nothing is done for this user; "
+        "delete the accounts that are not theirs on the proxy"
+    )
+    matched.refused[key] = why
+    for other in found:
+        matched.duplicates[other.user_id] = f"one of the {len(found)} accounts of {address} ({ids})"
+        matched.untouchable.add(other.user_id)
+    return None
+
+
 def _plan_user(user: UserSpec, key: str, live: LiveState, matched: _Matched, conflicts: list[str]) -> list[Action]:
     address = f"user.{key}"
     found = live.users_by_key.get(key, ())
     if len(found) > 1:
-        ids = ", ".join(u.user_id for u in found)
-        conflicts.append(
-            f"{address}: {len(found)} users on the proxy have this email ({ids}); remove the duplicates first"
-        )
-        return []
+        chosen = _one_account(address, key, found, matched)
+        if chosen is None:
+            return []
+        found = [chosen]
     if not found:
         user_id = _derived_id(f"user:{key}")  # new_user_id(user.email)
         clash = live.users_by_id.get(user_id)
@@ -818,6 +853,8 @@ def _plan_organization_members(desired: DesiredState, matched: _Matched) -> list
         roles = current.member_roles if current is not None else {}
         for member in organization.members:
             key = member.email.lower()
+            if key in matched.refused:
+                continue
             user_id = matched.user_ids[key]
             address = f"org_membership.{organization.alias}.{key}"
             names = {
@@ -928,6 +965,9 @@ def _invitation(kind: str, key: str, user: UserSpec, user_id: str, why: str, dep
 
 #: Roles that administer the proxy: whoever holds one unreviewed is drift that must never go unseen.
 PRIVILEGED_ROLES = frozenset({"proxy_admin", "proxy_admin_viewer"})
+#: Drift the drift check fails on whatever else it is told: a privileged role nobody reviewed, a second
+#: account with a declared user's email, a declared user the plan cannot act on.
+FAILING_DRIFT = frozenset({"privilege", "duplicate", "refused"})
 
 
 def _member_address(alias: str, user_id: str, live: LiveState, kind: str = "membership") -> str:
@@ -943,6 +983,7 @@ def _plan_removals(
     ``added`` are the planned ``add_member`` actions (a move adds before it removes)."""
     scopes = desired.spec.removals
     protected = {PROXY_ADMIN_ID: "the master key's own user"}
+    protected.update({user_id: matched.duplicates[user_id] for user_id in matched.untouchable})
     if live.caller_id:
         protected[live.caller_id] = "it owns the key this tool runs with"
     actions: list[Action] = []
@@ -1099,7 +1140,7 @@ def _unlisted_org_members(desired: DesiredState, matched: _Matched) -> list[tupl
     """The members of each organization whose members the file manages, who the file does not list there."""
     found = []
     for organization, current in _member_managed(desired, matched):
-        listed = {matched.user_ids[m.email.lower()] for m in organization.members}
+        listed = {matched.user_ids.get(m.email.lower()) for m in organization.members} | matched.untouchable
         found += [(organization.alias, current, m) for m in current.members if m.user_id not in listed]
     return found
 
@@ -1144,10 +1185,14 @@ def _drift(
     ``privilege``), whether or not the file manages that user's role. Each says how to resolve it.
     ``declared_roles``: the role the file gives each declared user (email key -> role or None);
     ``deleted``: the users this plan deletes (their memberships go with them)."""
-    items: list[Drift] = []
+    items: list[Drift] = [Drift("refused", f"user.{key}", why) for key, why in matched.refused.items()]
     scopes = desired.spec.removals
     for user in live.users:
         if user.user_id == PROXY_ADMIN_ID:
+            continue
+        if user.user_id in matched.duplicates:
+            role = f"; it has the role {user.role}" if user.role in PRIVILEGED_ROLES else ""
+            items.append(Drift("duplicate", f"user.{user.user_id}", matched.duplicates[user.user_id] + role))
             continue
         privileged = user.role in PRIVILEGED_ROLES and declared_roles.get(user.key or "") != user.role
         if not privileged and user.key in declared_roles:

@@ -599,9 +599,17 @@ def test_drift_summary_and_annotations_escape_and_scrub_what_the_proxy_holds(tmp
     assert_clean(run.summary + annotations, PLAN_KEY)
 
 
-@pytest.mark.parametrize("kind, fails", [("privilege", True), ("user", False)])
-def test_privilege_drift_fails_the_drift_check_even_when_unmanaged_objects_may_pass(
-    tmp_path: Path, kind: str, fails: bool
+@pytest.mark.parametrize(
+    "kind, fails, title",
+    [
+        ("privilege", True, "a privileged role the file does not grant"),
+        ("duplicate", True, "a second account with a declared user's email"),
+        ("refused", True, "a declared user the plan cannot act on"),
+        ("user", False, ""),
+    ],
+)
+def test_privilege_and_duplicate_drift_fail_the_drift_check_even_when_unmanaged_objects_may_pass(
+    tmp_path: Path, kind: str, fails: bool, title: str
 ) -> None:
     data = {
         "fingerprint": REVIEWED,
@@ -618,7 +626,7 @@ def test_privilege_drift_fails_the_drift_check_even_when_unmanaged_objects_may_p
     )
     assert (run.code, run.outputs["result"]) == ((1, "drift") if fails else (0, "no-drift"))
     if fails:
-        assert "::error title=Drift%3A a privileged role the file does not grant::user.eve@x.com" in run.stdout
+        assert f"::error title=Drift%3A {title}::user.eve@x.com" in run.stdout
         assert "adopt them in users.yaml" in run.stderr and "turn on the matching removal scope" in run.stderr
 
 

@@ -25,6 +25,7 @@ from reconciler.live import (
 )
 from reconciler.plan import (
     EXPOSED_REASON,
+    FAILING_DRIFT,
     PHASES,
     Action,
     Change,
@@ -392,11 +393,60 @@ def test_user_referencing_a_team_by_declared_id():
 # --------------------------------------------------------------------------- conflicts
 
 
-def test_duplicate_live_emails_are_a_conflict_naming_both_ids():
-    live = state(live_user("u-1", "a@example.com"), live_user("u-2", "A@EXAMPLE.com"))
-    with pytest.raises(PlanConflict) as caught:
-        plan_for(desired("version: 1\nusers: [{email: a@example.com}]\n"), live)
-    assert "u-1" in str(caught.value) and "u-2" in str(caught.value)
+DUPLICATED = """
+version: 1
+teams: [{alias: dev}]
+organizations: [{alias: org, members: [{email: a@example.com, role: internal_user}]}]
+removals: {memberships: true, users: true}
+users:
+  - {email: a@example.com, teams: [dev], alias: Alice}
+  - {email: b@example.com, teams: [dev]}
+"""
+
+
+def test_duplicate_live_emails_of_unowned_accounts_refuse_that_user_alone():
+    # Neither account is the tool's: nothing is done for a@, in one line naming both ids; b@ goes on.
+    live = state(
+        live_user("u-1", "a@example.com", teams=("t-dev",), metadata={}),
+        live_user("u-2", "A@EXAMPLE.com", metadata={}),
+        live_user("u-b", "b@example.com"),
+        live_team("t-dev", "dev", members=("u-1",)),
+        replace(live_organization("o-1", "org"), members=(LiveMember("u-2", "internal_user"),)),
+    )
+    plan = plan_for(desired(DUPLICATED), live)
+    assert addresses(plan) == ["membership.dev.b@example.com"], "no adoption, add, removal or deletion for a@"
+    [refused] = [d for d in plan.drift if d.kind == "refused"]
+    assert refused.address == "user.a@example.com" and "u-1, u-2" in refused.detail
+    assert {d.address for d in plan.drift if d.kind == "duplicate"} == {"user.u-1", "user.u-2"}
+    assert not [d for d in plan.drift if d.kind in ("membership", "org_membership")], "their rosters are theirs"
+
+
+def test_duplicate_live_emails_with_one_owned_account_plan_that_one():
+    # The tool's account is the user; the other is drift the check fails on, and stays untouched.
+    live = state(
+        live_user("u-1", "a@example.com", teams=("t-dev",)),
+        live_user("u-2", "A@EXAMPLE.com", role="proxy_admin", metadata={}),
+        live_user("u-b", "b@example.com"),
+        live_team("t-dev", "dev", members=("u-1",)),
+        replace(live_organization("o-1", "org"), members=(LiveMember("u-1", "internal_user"),)),
+    )
+    plan = plan_for(desired(DUPLICATED), live)
+    assert addresses(plan) == ["user.a@example.com", "membership.dev.b@example.com"]
+    assert the_action(plan, "user.a@example.com").params["user_id"] == "u-1"
+    [duplicate] = [d for d in plan.drift if d.kind == "duplicate"]
+    assert duplicate.address == "user.u-2" and "u-1" in duplicate.detail and "proxy_admin" in duplicate.detail
+    assert FAILING_DRIFT >= {d.kind for d in plan.drift}
+
+
+def test_duplicate_live_emails_of_two_owned_accounts_are_refused_and_never_deleted():
+    live = state(
+        live_user("u-1", "a@example.com"), live_user("u-2", "A@example.com"), live_user("u-b", "b@example.com")
+    )
+    plan = plan_for(desired("version: 1\nremovals: {users: true}\nusers: [{email: b@example.com}]\n"), live)
+    assert [a for a in plan.actions if a.kind == "delete_user"] != [], "undeclared duplicates are plain removals"
+    plan = plan_for(desired("version: 1\nremovals: {users: true}\nusers: [{email: a@example.com}]\n"), live)
+    assert not [a for a in plan.actions if a.kind == "delete_user" and a.params["user_id"] in ("u-1", "u-2")]
+    assert "2 are owned by this tool" in [d for d in plan.drift if d.kind == "refused"][0].detail
 
 
 def test_duplicate_live_team_aliases_are_a_conflict_naming_both_ids():
@@ -424,8 +474,7 @@ def test_derived_team_id_taken_by_another_alias_is_a_conflict():
 
 def test_all_conflicts_are_reported_together():
     live = state(
-        live_user("u-1", "a@example.com"),
-        live_user("u-2", "a@example.com"),
+        live_user(new_user_id("a@example.com"), "renamed@example.com"),
         live_team("t-1", "dev"),
         live_team("t-2", "dev"),
     )
@@ -979,7 +1028,7 @@ def test_planning_leaves_the_cycle_collector_as_it_found_it():
     plan_for(desired(TWO_TEAMS))
     assert gc.isenabled()
     with pytest.raises(PlanConflict):
-        plan_for(desired(TWO_TEAMS), state(live_user("u1", "alice@example.com"), live_user("u2", "ALICE@example.com")))
+        plan_for(desired(TWO_TEAMS), state(live_team("t-1", "dev"), live_team("t-2", "dev")))
     assert gc.isenabled()
     gc.disable()
     try:

@@ -182,3 +182,36 @@ def test_a_silent_privilege_escalation_is_always_drift(api: Api, cli, tmp_path: 
             "has the role proxy_admin_viewer on the proxy (user_id plan-bot); the file does not declare this user"
         ),
     }
+
+
+def test_a_duplicate_email_made_by_a_read_only_key_stops_nothing(api: Api, cli, tmp_path: Path, proxy) -> None:
+    # /user/update with a new user_id creates an account (an upsert); on 1.80.5 a proxy_admin_viewer key
+    # may call it. A second "alice" beside the tool's must not stop every plan, apply and drift check.
+    write(tmp_path, USERS)
+    apply_ok(cli)
+    owned = {u["user_email"]: u["user_id"] for u in api.users() if u.get("user_email")}["alice@company.com"]
+    key = viewer_key(api)
+    made = httpx.post(
+        f"{proxy[0]}/user/update",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"user_id": "intruder", "user_email": "ALICE@company.com"},
+        timeout=30,
+    )
+    if made.status_code != 200:  # a LiteLLM where the viewer may not: the master key makes the same duplicate
+        api.post("/user/update", {"user_id": "intruder", "user_email": "ALICE@company.com"})
+    # Two accounts nobody gave to the tool, for a user the file now declares.
+    for user_id in ("carol-1", "carol-2"):
+        api.post("/user/update", {"user_id": user_id, "user_email": f"{user_id[:5]}@company.com".upper()})
+    write(tmp_path, USERS + "  - email: dave@company.com\n    teams: [dev]\n  - email: carol@company.com\n")
+
+    plan = json_plan(cli)
+    drift = {(d["kind"], d["address"]): d["detail"] for d in plan["drift"]}
+    assert ("duplicate", "user.intruder") in drift and owned in drift[("duplicate", "user.intruder")]
+    assert "carol-1, carol-2" in drift[("refused", "user.carol@company.com")]
+    assert not [a for a in plan["actions"] if "carol" in a["address"] or a["params"].get("user_id") == "intruder"]
+    assert "user.dave@company.com" in {a["address"] for a in plan["actions"]}
+
+    apply_ok(cli)
+    emails = {u["user_id"]: u.get("user_email") for u in api.users()}
+    assert emails["intruder"] == "ALICE@company.com" and "dave@company.com" in emails.values()
+    assert json_plan(cli)["has_changes"] is False, "the rest converged"
