@@ -43,7 +43,9 @@ from .live import (
     INVITATION_DAYS,
     MEMBER_BUDGET,
     OWNER_KEY,
+    LiveUser,
     RecordedInvitation,
+    expired_before,
     member_budgets_from_api,
     organization_from_api,
     parse_time,
@@ -135,6 +137,44 @@ class _Pending:
     invitation: dict[str, Any] | None = None
     record: InvitationRecord | None = None
     outcome: Outcome | None = None
+
+
+@dataclass(frozen=True)
+class UsedLink:
+    """A recorded link the user has accepted, still open on the proxy: on LiteLLM before 1.83 it
+    logs in and resets the password again until it expires, so its job done, it is deleted."""
+
+    user_id: str
+    email: str
+    invitation_id: str
+    accepted_at: str | None
+
+
+def used_links(
+    client: LiteLLMClient, users: list[LiveUser], sealer: Sealer, midnight: datetime, skip: frozenset[str]
+) -> list[UsedLink]:
+    """The open links among ``users``' records (sealed, not expired, acceptance not recorded) that
+    the proxy says were accepted; ``skip``: users whose invitation the plan handles. Reads one
+    ``/invitation/info`` per open link (links live seven days: the users onboarding this week)."""
+    open_links = []
+    for user in users:
+        record = user.invitation
+        if user.user_id in skip or record is None or record.accepted_at or record.intent_at:
+            continue
+        if record.sealed is None or expired_before(record.expires_at, midnight):
+            continue
+        invitation_id = sealer.open(record.sealed, user.user_id)
+        if invitation_id is not None:
+            open_links.append((user, invitation_id))
+
+    def accepted(pair: tuple[LiveUser, str]) -> UsedLink | None:
+        user, invitation_id = pair
+        info = client.invitation_info(invitation_id)
+        if info is None or not info.get("is_accepted"):
+            return None
+        return UsedLink(user.user_id, user.email or user.user_id, invitation_id, info.get("accepted_at"))
+
+    return [link for link in client.concurrently(accepted, open_links) if link is not None]
 
 
 class Courier(Protocol):
@@ -681,6 +721,25 @@ class Executor:
 
     def _now(self) -> str:
         return self._clock().isoformat(timespec="seconds")
+
+    def close_used_links(self, links: list[UsedLink]) -> list[ActionResult]:
+        """Delete each used link on the proxy, then record its acceptance (never checked again); a
+        link whose deletion failed stays unrecorded, so the next apply tries again."""
+        results = []
+        for link in links:
+            address = f"invitation.{link.email.lower()}"
+            try:
+                self.client.delete_invitation(link.invitation_id)
+                metadata, owned = self._owned_metadata(link.user_id)
+                _, detail = self._record_acceptance(
+                    link.user_id, metadata, owned, link.accepted_at, "the used link was deleted"
+                )
+                result = ActionResult(address, "close_invitation", "done", detail)
+            except ProxyError as exc:
+                result = ActionResult(address, "close_invitation", "failed", str(exc), exc.status)
+            results.append(result)
+            self.on_result(result)
+        return results
 
     def _record_acceptance(
         self, user_id: str, metadata: dict[str, Any], owned: dict[str, Any], accepted_at: str | None, note: str = ""

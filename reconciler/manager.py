@@ -10,14 +10,22 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from .apply import ActionResult, ApplyReport, Executor, remember_failures, stubborn_failures
+from .apply import (
+    ActionResult,
+    ApplyReport,
+    Executor,
+    UsedLink,
+    remember_failures,
+    stubborn_failures,
+    used_links,
+)
 from .client import (
     DEFAULT_PARALLELISM,
     DEFAULT_PROXY_URL,
@@ -44,6 +52,7 @@ from .live import (
     organization_from_api,
     read_invitations,
     read_live,
+    start_of_day,
     with_member_budgets,
     with_member_limits,
     with_team_key_counts,
@@ -355,8 +364,10 @@ def execute(
     courier: ReportCourier,
     on_result: Callable[[ActionResult], None],
     sealer: Sealer | None,
+    used: Sequence[UsedLink] = (),
 ) -> ApplyReport:
-    """Run the plan; each link is handed over by ``courier`` as soon as it exists."""
+    """Run the plan, then close the ``used`` links; each new link is handed over by ``courier``
+    as soon as it exists."""
     metadata = {user.user_id: user.metadata for user in live.users}
     team_metadata = {team.team_id: team.metadata for team in live.teams}
     executor = Executor(
@@ -368,7 +379,9 @@ def execute(
         sealer=sealer,
         courier=courier,
     )
-    return executor.run(plan)
+    report = executor.run(plan)
+    report.results.extend(executor.close_used_links(list(used)))
+    return report
 
 
 class ApplyView(Protocol):
@@ -437,39 +450,43 @@ def apply_desired(
     this one waited for it). A failed action is in the returned report, not raised: the front
     end reports every result before it judges the run."""
     outcome.connected(client)
-    shown, _ = _plan_for(desired, client, saved)
+    shown, shown_live = _plan_for(desired, client, saved)
     view.show(shown)
     outcome.bind(shown)
     if outcome.fingerprint_matches:
         view.reviewed(shown)
-    if not shown.actions:
+    # Used onboarding links are closed by every apply that can open them, changes or not; looking
+    # costs reads only, so an apply with nothing to do still writes nothing, not even the lock.
+    if not shown.actions and not _used_links(client, shown, shown_live, sealer):
         return None
-    check_removals(shown, allow_mass_removal)
-    require_sealer(shown, sealer)
-    # Asked before the lock is taken: a person thinking it over must not hold up CI.
-    view.confirm(shown)
+    if shown.actions:
+        check_removals(shown, allow_mass_removal)
+        require_sealer(shown, sealer)
+        # Asked before the lock is taken: a person thinking it over must not hold up CI.
+        view.confirm(shown)
     with apply_lock(client, lock_timeout, lock_ttl) as lock:
         # Read again under the lock: another apply may have finished in between. Only the plan
         # that was shown (and confirmed, and bound to the reviewed fingerprint) is applied.
         the_plan, live = _plan_for(desired, client, saved)
-        if not the_plan.actions:
-            view.nothing_left()
-            return None
         if the_plan.fingerprint != shown.fingerprint:
             raise StalePlan(
                 "the proxy changed while this apply waited for the lock; nothing was applied. "
                 "Run apply again to see the new plan"
             )
+        used = _used_links(client, the_plan, live, sealer)
+        if not the_plan.actions and not used:
+            view.nothing_left()
+            return None
         done = itertools.count(1)
 
         def on_result(result: ActionResult) -> None:
             outcome.results.append(result)
-            view.result(result, next(done), len(the_plan.actions))
+            view.result(result, next(done), len(the_plan.actions) + len(used))
             lock.refresh()
 
         outcome.executing = True
         try:
-            report = execute(the_plan, client, live, ui_base, courier, on_result=on_result, sealer=sealer)
+            report = execute(the_plan, client, live, ui_base, courier, on_result=on_result, sealer=sealer, used=used)
         finally:
             courier.close()
         outcome.invitations = report.invitations
@@ -479,6 +496,15 @@ def apply_desired(
         outcome.verified = None if verification is None else not verification.has_changes
         view.counted(client, outcome.seconds())
     return Applied(report, verification, stubborn_failures(report.results, lock.memory))
+
+
+def _used_links(client: LiteLLMClient, plan: Plan, live: LiveState, sealer: Sealer | None) -> list[UsedLink]:
+    """The accepted links still open on the proxy, but those of users the plan invites (see ``apply.used_links``);
+    none without the seal key (a plan-only key cannot open them)."""
+    if sealer is None:
+        return []
+    inviting = frozenset(a.params["user_id"] for a in plan.actions if a.kind in INVITING)
+    return used_links(client, list(live.users), sealer, start_of_day(now()), inviting)
 
 
 def _plan_for(desired: DesiredState, client: LiteLLMClient, saved: Plan | None) -> tuple[Plan, LiveState]:

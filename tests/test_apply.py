@@ -18,12 +18,14 @@ from reconciler.apply import (
     ActionResult,
     ApplyReport,
     Executor,
+    UsedLink,
     remember_failures,
     stubborn_failures,
+    used_links,
 )
 from reconciler.client import LiteLLMClient
 from reconciler.desired import TEAM_SETTINGS, USER_SETTINGS, parse_desired
-from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, read_live
+from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, read_live, start_of_day
 from reconciler.manager import read_for
 from reconciler.onboarding import InvitationRecord
 from reconciler.plan import EXPOSED_REASON, Plan, make_plan, new_team_id, new_user_id
@@ -1010,3 +1012,42 @@ def test_a_membership_update_without_response_is_read_back_and_never_resent(faul
     assert ("confirmed by reading back" if outcome == "done" else "not re-sent") in result.detail
     assert len(proxy.posts("/team/member_update")) == 1
     assert planned(changed).has_changes is (outcome == "failed")
+
+
+# --------------------------------------------------------------------------- used links
+
+
+def _open_links(proxy: FakeLiteLLM, skip: frozenset[str] = frozenset()) -> list[UsedLink]:
+    return used_links(proxy.client(), list(read_live(proxy.client()).users), SEALER, start_of_day(NOW), skip)
+
+
+@pytest.mark.parametrize(
+    "accepted_at, expires_at, found",
+    [
+        ("2026-11-27T09:00:00Z", "2026-12-01T00:00:00Z", True),  # used and still open: closed
+        (None, "2026-12-01T00:00:00Z", False),  # not used yet
+        ("2026-11-14T09:00:00Z", "2026-11-20T00:00:00Z", False),  # expired: renew_invitation's to record
+    ],
+)
+def test_used_links_are_the_open_accepted_ones(accepted_at: str | None, expires_at: str, found: bool) -> None:
+    proxy = FakeLiteLLM()
+    _invited(proxy, "inv-7", accepted_at=accepted_at, expires_at=expires_at)
+    links = _open_links(proxy)
+    assert links == ([UsedLink("u-1", "alice@example.com", "inv-7", accepted_at)] if found else [])
+    assert _open_links(proxy, skip=frozenset({"u-1"})) == [], "a user the plan invites is the plan's"
+
+
+def test_a_used_link_is_deleted_before_its_acceptance_is_recorded() -> None:
+    proxy = FakeLiteLLM()
+    _invited(proxy, "inv-7", accepted_at="2026-11-27T09:00:00Z", expires_at="2026-12-01T00:00:00Z")
+    [link] = _open_links(proxy)
+    proxy.fail("/invitation/delete", error(500, "database is down"))
+    [failed] = Executor(proxy.client(), UI, sealer=SEALER, clock=lambda: NOW).close_used_links([link])
+    assert failed.status == "failed" and "accepted_at" not in proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]
+    assert _open_links(proxy) == [link], "still open, so the next apply tries again"
+
+    [closed] = Executor(proxy.client(), UI, sealer=SEALER, clock=lambda: NOW).close_used_links([link])
+    assert (closed.status, closed.kind) == ("done", "close_invitation") and "inv-7" not in proxy.invitations
+    record = proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]
+    assert record["accepted_at"] == "2026-11-27T09:00:00Z" and proxy.users["u-1"]["metadata"]["x"] == 1
+    assert _open_links(proxy) == []

@@ -151,6 +151,32 @@ def test_accepted_invitation_is_recorded_at_apply_and_never_renewed(api: Api, cl
     assert re.search(r"alice@company.com\s+accepted", cli("invitations").stdout)
 
 
+def test_a_used_link_dies_at_the_next_apply(api: Api, cli, tmp_path: Path, proxy, sql) -> None:
+    # On 1.80.5 an accepted link logs in and resets the password again until it expires: once the
+    # user has onboarded, the next apply deletes it, whether or not it has anything else to do.
+    write(tmp_path, USERS)
+    apply_ok(cli)
+    alice, bob = (by_email(report(tmp_path), f"{name}@company.com") for name in ("alice", "bob"))
+    accept(proxy[0], alice)
+    before = {"users": api.users(), "teams": api.teams()}
+
+    assert json_plan(cli)["actions"] == [], "the plan is no different: only the apply side can open the link"
+    closing = apply_ok(cli)
+
+    assert "invitation.alice@company.com: done (the used link was deleted; accepted on" in closing
+    assert alice["user_id"] not in links_in_db(sql) and links_in_db(sql)[bob["user_id"]] == 1, "bob's still open"
+    reused = httpx.get(f"{proxy[0]}/onboarding/get_token", params={"invite_link": alice["invitation_id"]}, timeout=30)
+    assert reused.status_code in (400, 401, 404), reused.text
+    owned = {u["user_id"]: u["metadata"].get("litellm_reconciler") for u in api.users()}
+    assert owned[alice["user_id"]]["invitation"]["accepted_at"]
+    assert re.search(r"alice@company.com\s+accepted", cli("invitations").stdout)
+    changed = [u["user_id"] for u in api.users() if u not in before["users"]]
+    assert changed == [alice["user_id"]], "only alice's record was written"
+
+    again = apply_ok(cli)
+    assert "No changes." in again and "Apply complete" not in again, "bob's open link is looked at, not written"
+
+
 def test_expired_invitation_is_renewed_once(api: Api, cli, tmp_path: Path, sql) -> None:
     write(tmp_path, USERS)
     apply_ok(cli)
