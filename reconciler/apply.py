@@ -49,12 +49,13 @@ from .live import (
     member_budgets_from_api,
     organization_from_api,
     parse_time,
+    start_of_day,
     team_from_api,
     utc_date,
 )
 from .onboarding import InvitationRecord, onboarding_link
 from .plan import Action, Plan
-from .sealing import Sealer
+from .sealing import UNOPENABLE_HINT, Sealer
 
 Status = Literal["done", "failed", "skipped"]
 
@@ -514,6 +515,26 @@ class Executor:
         if accepted_at is not None:
             return self._record_acceptance(user_id, metadata, owned, accepted_at, "the exposed link was deleted")
         return _NeedsLink("the exposed link was deleted")
+
+    def _do_reseal_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
+        """An id sealed the old way: sealed again under the current derivation. One that this key
+        cannot open is dropped where its link is done (accepted or expired: nothing needs the id,
+        and it would only help guess the key), else reported with what to do."""
+        user_id = action.params["user_id"]
+        metadata, owned = self._owned_metadata(user_id)
+        record = dict(owned.get("invitation") or {})
+        invitation_id = self._require_sealer().open(record.get("sealed"), user_id)
+        if invitation_id is not None:
+            record["sealed"] = self._require_sealer().seal(invitation_id, user_id)
+            detail = "sealed again"
+        elif record.get("accepted_at") or expired_before(record.get("expires_at"), start_of_day(self._clock())):
+            del record["sealed"]
+            detail = "sealed under another key and no longer needed (the link is done): dropped"
+        else:
+            return "failed", f"{UNOPENABLE_HINT}; nothing was changed"
+        owned["invitation"] = record
+        self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
+        return "done", detail
 
     def _do_deliver_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str] | _NeedsLink:
         """A recorded link whose delivery failed: hand it over again (a new one if it cannot be opened)."""

@@ -23,7 +23,8 @@ class Kind:
     one: str
     many: str
     verb: str
-    #: ``add``/``change``/``remove`` access; ``bookkeeping`` only records ownership (not a change).
+    #: ``add``/``change``/``remove`` access; ``bookkeeping`` only records what the tool keeps (ownership, a
+    #: sealed id), not a change of anyone's access.
     effect: Effect
     #: May call ``/invitation/new`` (needs the inviter user and the seal key; run in batches).
     invites: bool = False
@@ -95,6 +96,14 @@ KINDS: dict[str, Kind] = {
             "to deliver again",
             "change",
             invites=True,
+        ),
+        Kind(
+            "reseal_invitation",
+            "seal link id again",
+            "link id sealed the old way",
+            "link ids sealed the old way",
+            "to seal again",
+            "bookkeeping",
         ),
         Kind("adopt_organization", "adopt organization", "organization", "organizations", "to adopt", "bookkeeping"),
         Kind("adopt_team", "adopt team", "team", "teams", "to adopt", "bookkeeping"),

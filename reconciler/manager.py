@@ -311,9 +311,9 @@ def check_removals(plan: Plan, allow_mass_removal: bool) -> None:
 
 def require_sealer(plan: Plan, sealer: Sealer | None) -> None:
     """Refuse, before any write, a plan that invites when invitation ids cannot be sealed."""
-    if sealer is None and any(a.kind in INVITING for a in plan.actions):
+    if sealer is None and any(a.kind in INVITING or a.kind == "reseal_invitation" for a in plan.actions):
         raise ValueError(
-            "this plan creates onboarding links, whose ids are stored sealed: set LITELLM_MASTER_KEY "
+            "this plan creates or seals onboarding links, whose ids are stored sealed: set LITELLM_MASTER_KEY "
             "or LITELLM_RECONCILER_SEAL_KEY (the same one on every apply). Nothing was applied"
         )
 

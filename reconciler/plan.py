@@ -45,6 +45,7 @@ from .live import (
     start_of_day,
     utc_date,
 )
+from .sealing import outdated
 
 # 1.1: invitations renewed, replaced and delivered by apply, no record_invitation; 1.2: adoption,
 # removals (remove_member, delete_user, delete_team) and the removal_guard.
@@ -933,21 +934,25 @@ def _plan_invitation(
             "and a new one is created"
         )
         return _invitation("create_invitation", key, user, user_id, why, inviter)
-    if record.accepted_at:
+    expired = expired_before(record.expires_at, midnight)
+    if not record.accepted_at and not expired and record.delivery == "email_failed":
+        return _invitation(
+            "deliver_invitation",
+            key,
+            user,
+            user_id,
+            "the email with the link could not be sent; apply hands it over again",
+            inviter,
+        )
+    if outdated(record.sealed) and (record.accepted_at or not expired):
+        why = "its id was sealed by an earlier release, with a key cheap to guess from; apply seals it again"
+        return _invitation("reseal_invitation", key, user, user_id, why, ())
+    if record.accepted_at or not expired:
         return None
-    if not expired_before(record.expires_at, midnight):
-        if record.delivery == "email_failed":
-            return _invitation(
-                "deliver_invitation",
-                key,
-                user,
-                user_id,
-                "the email with the link could not be sent; apply hands it over again",
-                inviter,
-            )
-        return None
-    expired = utc_date(record.expires_at) or "an unreadable date"
-    why = f"the previous invitation expired on {expired}; apply records it if it was accepted, else creates a new link"
+    expired_on = utc_date(record.expires_at) or "an unreadable date"
+    why = (
+        f"the previous invitation expired on {expired_on}; apply records it if it was accepted, else creates a new link"
+    )
     return _invitation("renew_invitation", key, user, user_id, why, inviter)
 
 

@@ -31,6 +31,8 @@ from reconciler.onboarding import InvitationRecord
 from reconciler.plan import EXPOSED_REASON, Plan, make_plan, new_team_id, new_user_id
 from reconciler.sealing import Sealer
 
+from .test_sealing import legacy_seal
+
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 SEALER = Sealer("apply-side-secret")
 ALICE = "version: 1\nusers: [{email: alice@example.com}]\n"
@@ -1051,3 +1053,55 @@ def test_a_used_link_is_deleted_before_its_acceptance_is_recorded() -> None:
     record = proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]
     assert record["accepted_at"] == "2026-11-27T09:00:00Z" and proxy.users["u-1"]["metadata"]["x"] == 1
     assert _open_links(proxy) == []
+
+
+# --------------------------------------------------------------------------- ids sealed the old way
+
+
+def _sealed_the_old_way(proxy: FakeLiteLLM, secret: str, **record: Any) -> None:
+    _invited(proxy, "inv-7", accepted_at=record.get("accepted_at"), expires_at=record["expires_at"])
+    owned = proxy.users["u-1"]["metadata"][OWNER_KEY]
+    owned["invitation"] = {"sealed": legacy_seal(secret, "inv-7", "u-1"), **record}
+
+
+@pytest.mark.parametrize(
+    "record, planned",
+    [
+        ({"expires_at": "2026-12-01T00:00:00Z"}, "reseal_invitation"),  # open link
+        ({"expires_at": "2026-11-20T00:00:00Z", "accepted_at": "2026-11-14T09:00:00Z"}, "reseal_invitation"),
+        ({"expires_at": "2026-11-20T00:00:00Z"}, "renew_invitation"),  # its new link is sealed the new way
+    ],
+)
+def test_an_id_sealed_the_old_way_is_sealed_again(record: dict[str, str], planned: str) -> None:
+    proxy = FakeLiteLLM()
+    _sealed_the_old_way(proxy, "apply-side-secret", **record)
+    plan = plan_against(proxy, ALICE)
+    assert [(a.kind, a.address) for a in plan.actions] == [(planned, "invitation.alice@example.com")]
+    assert not plan.has_changes or planned == "renew_invitation", "sealing again changes nobody's access"
+    report = apply(proxy, plan)
+    assert report.ok, report.results
+    sealed = proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]["sealed"]
+    assert sealed.startswith("v2.") and SEALER.open(sealed, "u-1") in ("inv-7", *proxy.invitations)
+    assert plan_against(proxy, ALICE).actions == ()
+
+
+@pytest.mark.parametrize(
+    "record, status",
+    [
+        ({"expires_at": "2026-11-20T00:00:00Z", "accepted_at": "2026-11-14T09:00:00Z"}, "done"),
+        ({"expires_at": "2026-12-01T00:00:00Z"}, "failed"),
+    ],
+    ids=["link done: dropped", "link open: reported"],
+)
+def test_an_old_seal_no_key_opens_is_dropped_when_done_and_reported_when_open(
+    record: dict[str, str], status: str
+) -> None:
+    proxy = FakeLiteLLM()
+    _sealed_the_old_way(proxy, "the-key-before-rotation", **record)
+    [result] = apply(proxy, plan_against(proxy, ALICE)).results
+    kept = proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]
+    assert result.status == status
+    if status == "done":
+        assert "sealed" not in kept and kept["accepted_at"] and "dropped" in result.detail
+    else:
+        assert kept["sealed"].startswith("v1.") and "LITELLM_RECONCILER_SEAL_KEY" in result.detail

@@ -92,7 +92,7 @@ def live_user(
 def invited_user(user_id: str, email: str, **record: Any) -> LiveUser:
     """A user this tool created and invited (the record it keeps in the user's metadata; the id sealed)."""
     return live_user(
-        user_id, email, metadata={OWNER_KEY: {"managed": True, "invitation": {"sealed": "v1.opaque", **record}}}
+        user_id, email, metadata={OWNER_KEY: {"managed": True, "invitation": {"sealed": "v2.opaque", **record}}}
     )
 
 
@@ -152,7 +152,7 @@ def converge(plan: Plan, live: LiveState) -> LiveState:
             user = users[p["user_id"]]
             owned = {
                 **user.owned,
-                "invitation": {"sealed": f"v1.{user.user_id}", "expires_at": (NOW + timedelta(days=7)).isoformat()},
+                "invitation": {"sealed": f"v2.{user.user_id}", "expires_at": (NOW + timedelta(days=7)).isoformat()},
             }
             users[user.user_id] = replace(user, metadata={**user.metadata, OWNER_KEY: owned})
         else:  # pragma: no cover - a new kind needs a line here
@@ -597,7 +597,7 @@ def test_expired_invitation_is_renewed_with_the_expiry_date_and_checked_at_apply
     assert (action.kind, action.address) == ("renew_invitation", "invitation.a@example.com")
     assert "expired on 2026-11-20" in action.reason and "if it was accepted" in action.reason
     assert action.params == {"user_id": "u1", "user_email": "a@example.com"} and action.depends_on == ()
-    assert "v1.opaque" not in str(action.to_dict())
+    assert "v2.opaque" not in str(action.to_dict())
 
 
 @pytest.mark.parametrize("recorded_expiry", [None, "not a date"])
@@ -954,8 +954,8 @@ def at_scale(n: int) -> tuple[DesiredState, LiveState]:
         )
     )
     records = (
-        {"sealed": "v1.x", "expires_at": "2099-01-01T00:00:00Z"},
-        {"sealed": "v1.x", "expires_at": "2020-01-01T00:00:00Z"},
+        {"sealed": "v2.x", "expires_at": "2099-01-01T00:00:00Z"},
+        {"sealed": "v2.x", "expires_at": "2020-01-01T00:00:00Z"},
         None,
     )
     users = [
