@@ -128,6 +128,26 @@ class IncompleteRead(ProxyError):
     """A paginated listing did not add up; planning from it would be planning from a guess."""
 
 
+#: What a ``proxy_admin_viewer`` key (the plan job's) can still change on LiteLLM before 1.110, measured on
+#: 1.80.5; 1.110.2 refuses all of it, as it refuses every other write tried (tests/integration/test_security.py).
+VIEWER_WRITES_BEFORE_1_110 = (
+    "block and unblock any team (/team/block, /team/unblock)",
+    "create accounts with an email and a password of its choosing (/user/update without a user_id: "
+    "answered 400, made anyway)",
+)
+
+
+def release(version: str) -> tuple[int, ...]:
+    """``1.80.5`` -> (1, 80, 5); anything unreadable sorts first (treated as old)."""
+    parts = []
+    for part in version.split("."):
+        digits = "".join(c for c in part if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
 #: Team settings LiteLLM keeps in (or beside, by id) the team's metadata.
 _IN_METADATA = frozenset({*TEAM_MEMBER_DEFAULTS, "team_member_key_duration"})
 
@@ -210,6 +230,7 @@ class LiteLLMClient:
         self.writes_made = 0
         #: What the proxy's OpenAPI document says (``_described``), once read: a run asks several times.
         self._description: tuple[str | None, frozenset[str] | None] | None = None
+        self._caller: tuple[str | None] | None = None
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": f"litellm-reconciler/{__version__}"},
@@ -500,14 +521,21 @@ class LiteLLMClient:
 
     def caller_user_id(self) -> str | None:
         """The user that owns the key in use (``/key/info`` of the caller), or None when the
-        proxy does not say (the master key belongs to no stored key)."""
-        try:
-            body = self.get("/key/info")
-        except ProxyError:
-            return None
-        info = body.get("info") if isinstance(body, dict) else None
-        user_id = info.get("user_id") if isinstance(info, dict) else None
-        return str(user_id) if user_id else None
+        proxy does not say (the master key belongs to no stored key). Asked once per client."""
+        if self._caller is None:
+            try:
+                body = self.get("/key/info")
+            except ProxyError:
+                body = None
+            info = body.get("info") if isinstance(body, dict) else None
+            user_id = info.get("user_id") if isinstance(info, dict) else None
+            self._caller = (str(user_id) if user_id else None,)
+        return self._caller[0]
+
+    def viewer_writes(self) -> tuple[str, ...]:
+        """What a ``proxy_admin_viewer`` key can still change on this proxy (empty: nothing known)."""
+        version = self.litellm_version()
+        return VIEWER_WRITES_BEFORE_1_110 if version is None or release(version) < (1, 110) else ()
 
     def find_user(self, user_id: str) -> dict[str, Any] | None:
         """The user with exactly this id, or None (``/user/info`` answers 200 for unknown ids ≤1.80)."""

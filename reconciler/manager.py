@@ -33,6 +33,7 @@ from .client import (
     LiteLLMClient,
     ProgressHook,
     ProxyError,
+    release,
 )
 from .delivery import Mailer
 from .desired import (
@@ -180,18 +181,29 @@ def _filters_organizations(client: LiteLLMClient, live: LiveState, caller: str |
     if user is None or user.role == "proxy_admin":
         return False  # the master key, or an admin's key: everything
     version = client.litellm_version()
-    return version is None or _release(version) < (1, 110)
+    return version is None or release(version) < (1, 110)
 
 
-def _release(version: str) -> tuple[int, ...]:
-    """``1.80.5`` -> (1, 80, 5); anything unreadable sorts first (treated as old)."""
-    parts = []
-    for part in version.split("."):
-        digits = "".join(c for c in part if c.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
+def key_warnings(client: LiteLLMClient, live: LiveState) -> tuple[str, ...]:
+    """What the key this plan reads with could change, for the plan to say: the plan job's key is held
+    by anyone who can push a branch. One ``/key/info`` (kept by the client); the master key says nothing."""
+    caller = client.caller_user_id()
+    user = live.users_by_id.get(caller) if caller else None
+    if user is None:
+        return ()
+    if user.role == "proxy_admin":
+        return (
+            "this plan read the proxy with a proxy_admin key, which can change anything: give the plan job "
+            "a proxy_admin_viewer key (README: security model)",
+        )
+    powers = client.viewer_writes() if user.role == "proxy_admin_viewer" else ()
+    if not powers:
+        return ()
+    version = client.litellm_version() or "(version unknown)"
+    return (
+        f"on LiteLLM {version} the read-only key this plan used can still {'; and '.join(powers)}: "
+        "whoever can push a branch holds it; upgrade to LiteLLM 1.110 or later (README: security model)",
+    )
 
 
 def member_budgets(client: LiteLLMClient, live: LiveState, declared: frozenset[str]) -> list[dict[str, Any]]:
@@ -229,7 +241,7 @@ def read_for_export(client: LiteLLMClient) -> LiveState:
 
 def plan_against(desired: DesiredState, client: LiteLLMClient) -> tuple[Plan, LiveState]:
     live = read_for(desired, client)
-    return make_plan(desired, live, now()), live
+    return replace(make_plan(desired, live, now()), warnings=key_warnings(client, live)), live
 
 
 def pending_invitations(

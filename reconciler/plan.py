@@ -196,6 +196,9 @@ class Plan:
     guard: RemovalGuard = RemovalGuard()
     #: The environment of the file this plan is for; None when the file declares none.
     environment: str | None = None
+    #: What the reader should know about the run that made the plan (e.g. what its key could change);
+    #: not part of what the plan does, nor of its fingerprint.
+    warnings: tuple[str, ...] = ()
 
     @property
     def has_changes(self) -> bool:
@@ -229,6 +232,7 @@ class Plan:
             "has_changes": self.has_changes,
             "summary": self.summary(),
             "removal_guard": self.guard.to_dict(),
+            "warnings": list(self.warnings),
             "actions": [a.to_dict() for a in self.actions],
             "drift": [{"kind": d.kind, "address": d.address, "detail": d.detail} for d in self.drift],
         }
@@ -244,6 +248,7 @@ class Plan:
             live_fingerprint=data["live_fingerprint"],
             source=data.get("source", "users.yaml"),
             environment=data.get("environment"),
+            warnings=tuple(str(w) for w in data.get("warnings") or ()),
             guard=RemovalGuard(
                 **{
                     k: int(v)

@@ -364,6 +364,10 @@ class FakeLiteLLM:
             return httpx.Response(400, json={"detail": {"error": "Invitation id does not exist in the database."}})
         return httpx.Response(200, json=found)
 
+    def get_key_info(self, params: httpx.QueryParams) -> httpx.Response:
+        """The master key's own: it is no stored key (LiteLLM answers 404)."""
+        return error(404, "Key not found in database", "not_found_error")
+
     def get_invitation_info(self, params: httpx.QueryParams) -> httpx.Response:
         found = self.invitations.get(params["invitation_id"])
         if found is None:

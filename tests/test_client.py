@@ -223,15 +223,22 @@ def test_update_users_without_per_user_results_is_an_unknown_outcome():
 
 
 def test_past_deadline_lets_through_only_the_requests_of_its_own_thread():
-    proxy = FakeProxy().on("GET", "/key/info", reply(200, {"info": {"user_id": "me"}}))
+    proxy = FakeProxy().on("GET", "/team/info", reply(200, {"team_info": {"team_id": "t"}}))
     client = proxy.client(deadline=time.monotonic() - 1)
     outcome: list[str] = []
+
+    def elsewhere() -> None:
+        try:
+            client.team_info("t")
+        except DeadlineExceeded:
+            outcome.append("stopped")
+
     with client.past_deadline():
-        assert client.caller_user_id() == "me"
-        other = threading.Thread(target=lambda: outcome.append(str(client.caller_user_id())))
+        assert client.team_info("t") == {"team_id": "t"}
+        other = threading.Thread(target=elsewhere)
         other.start()
         other.join()
-    assert outcome == ["None"], "another thread is still past the deadline (caller_user_id answers None on errors)"
+    assert outcome == ["stopped"], "another thread is still past the deadline"
     assert len(proxy.requests) == 1
 
 

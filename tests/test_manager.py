@@ -12,6 +12,7 @@ import pytest
 from reconciler import manager
 from reconciler.apply import ActionResult, ApplyReport
 from reconciler.client import LiteLLMClient
+from reconciler.client import release as client_release
 from reconciler.desired import parse_desired
 from reconciler.live import LiveState
 from reconciler.lock import ApplyLock
@@ -20,7 +21,6 @@ from reconciler.manager import (
     ApplyOutcome,
     ReportCourier,
     StalePlan,
-    _release,
     apply_desired,
     check_saved_plan,
 )
@@ -47,8 +47,8 @@ def test_a_plan_saved_for_one_environment_is_refused_for_another_before_any_requ
     [("1.80.5", (1, 80, 5)), ("1.110.2", (1, 110, 2)), ("1.81.0-stable", (1, 81, 0)), ("nightly", ())],
 )
 def test_litellm_versions_compare_as_numbers(version: str, release: tuple[int, ...]) -> None:
-    assert _release(version) == release
-    assert (_release(version) < (1, 110)) == (version != "1.110.2")
+    assert client_release(version) == release
+    assert (client_release(version) < (1, 110)) == (version != "1.110.2")
 
 
 class RecordingView:

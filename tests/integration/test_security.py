@@ -220,3 +220,34 @@ def test_a_duplicate_email_made_by_a_read_only_key_stops_nothing(api: Api, cli, 
     emails = {u["user_id"]: u.get("user_email") for u in api.users()}
     assert emails[intruder] == "ALICE@company.com" and "dave@company.com" in emails.values()
     assert json_plan(cli)["has_changes"] is False, "the rest converged"
+
+
+def test_the_plan_says_what_its_key_could_change(api: Api, cli, tmp_path: Path, proxy) -> None:
+    # The plan job's key is held by whoever can push a branch: the plan says when it is not read-only.
+    write(tmp_path, USERS)
+    as_viewer = cli("plan", "--format", "json", env={"LITELLM_MASTER_KEY": "", "LITELLM_API_KEY": viewer_key(api)})
+    warnings = json.loads(as_viewer.stdout)["warnings"]
+    if proxy_version(proxy[0]).startswith("1.80."):
+        [warning] = warnings
+        assert warning.startswith("on LiteLLM 1.80.5 the read-only key this plan used can still block and unblock")
+        assert "/user/update without a user_id" in warning
+    else:
+        assert warnings == [], "1.110 refuses the viewer every write"
+    admin = api.post("/user/new", {"user_id": "admin-bot", "user_role": "proxy_admin"})["key"]  # type: ignore[index]
+    as_admin = cli("plan", "--format", "json", env={"LITELLM_MASTER_KEY": "", "LITELLM_API_KEY": admin})
+    assert json.loads(as_admin.stdout)["warnings"][0].startswith("this plan read the proxy with a proxy_admin key")
+    assert json.loads(cli("plan", "--format", "json").stdout)["warnings"] == [], "the master key is the apply's"
+
+
+def test_what_a_read_only_key_can_change_is_what_the_tool_says(api: Api, proxy) -> None:
+    # client.VIEWER_WRITES_BEFORE_1_110, and the README's security model, against the proxy itself.
+    team = api.post("/team/new", {"team_alias": "dev"})["team_id"]  # type: ignore[index]
+    key = viewer_key(api)
+    with httpx.Client(base_url=proxy[0], headers={"Authorization": f"Bearer {key}"}, timeout=30) as viewer:
+        blocked = viewer.post("/team/block", json={"team_id": team}).status_code
+        viewer.post("/user/update", json={"user_email": "made@company.com", "password": "chosen-by-the-viewer"})
+        refused = [viewer.post(p, json=b).status_code for p, b in (("/user/new", {}), ("/team/update", {}))]
+    made = any(u.get("user_email") == "made@company.com" for u in api.users())
+    old = proxy_version(proxy[0]).startswith("1.80.")
+    assert (blocked == 200, made) == (old, old)
+    assert refused == [403, 403]
