@@ -3,7 +3,9 @@
 A pure function of the file, the live snapshot and, where a seal key was available,
 ``/invitation/info`` of the links still open (``manager.pending_invitations``). With a
 read-only key the ids cannot be opened, so a pending link is shown as recorded
-("not verified"). Never shows links or invitation ids.
+("not verified"). Never shows links or invitation ids; the proxy's access log does get the
+id of each link looked up, since LiteLLM takes it only in the query string
+(``client.invitation_info``).
 """
 
 from __future__ import annotations

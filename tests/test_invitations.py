@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
+import httpx
 import pytest
 
+from reconciler.client import LiteLLMClient
 from reconciler.desired import parse_desired
 from reconciler.invitations import onboarding_status, render_table
 from reconciler.live import OWNER_KEY, LiveInvitation, LiveState, LiveUser
+from reconciler.secrets import setup_logging
+from tests.conftest import SAMPLES
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
 FILE = parse_desired("version: 1\nusers: [{email: a@example.com}, {email: b@example.com}]\n", "users.yaml")
@@ -65,3 +72,31 @@ def test_each_state(record, checked, state: str, detail: str) -> None:
     assert row.detail.startswith(detail), row.detail
     table = render_table([row, missing])
     assert "1 not on the proxy" in table and "v1.x" not in table
+
+
+@pytest.fixture
+def tool_logging() -> Iterator[None]:
+    """Undoes what ``setup_logging`` does to the package's logger."""
+    logger = logging.getLogger("reconciler")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.propagate = saved[0], saved[2]
+    logger.setLevel(saved[1])
+
+
+def test_looking_up_a_link_never_logs_its_id(tool_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every LiteLLM version takes the id only in the query (client.invitation_info): the proxy's
+    access log has it, the tool's own log, even at debug, has the path only."""
+    answer = json.loads((SAMPLES / "34_invitation_info.json").read_text(encoding="utf-8"))["response"]["body"]
+    sent: list[httpx.Request] = []
+
+    def proxy(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json=answer)
+
+    setup_logging("debug")  # as --log-level debug does, to the stderr captured now
+    with LiteLLMClient("http://proxy.test", "Zq7-test-key", transport=httpx.MockTransport(proxy)) as client:
+        assert client.invitation_info(answer["id"]) == answer
+    logged = capsys.readouterr().err
+    assert "GET /invitation/info 200" in logged and answer["id"] not in logged, logged
+    assert sent[0].url.params["invitation_id"] == answer["id"] and not sent[0].content
