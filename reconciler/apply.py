@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, Protocol
@@ -138,6 +139,8 @@ class _Pending:
     invitation: dict[str, Any] | None = None
     record: InvitationRecord | None = None
     outcome: Outcome | None = None
+    #: Set once a link queued for recording has its outcome (its record went out, or failed to).
+    settled: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,10 @@ def used_links(
     return [link for link in client.concurrently(accepted, open_links) if link is not None]
 
 
+#: How far the proxy's clock may be behind this machine's when a link is matched to an intent.
+_CLOCK_SKEW = timedelta(minutes=5)
+
+
 class Courier(Protocol):
     def hand_over(self, record: InvitationRecord) -> str:
         """Deliver a link the moment it exists; say how: ``reported``, ``emailed`` or ``email_failed``."""
@@ -188,6 +195,9 @@ class Courier(Protocol):
     def sync(self) -> None:
         """Make everything handed over so far survive a crash of the machine (called before
         links are recorded on the proxy: a recorded link is never one only memory held)."""
+
+    def reported(self, user_id: str) -> list[str]:
+        """The invitation ids handed over for this user earlier (by any run), newest first."""
 
 
 class _Nowhere:
@@ -201,6 +211,9 @@ class _Nowhere:
 
     def sync(self) -> None:
         pass
+
+    def reported(self, user_id: str) -> list[str]:
+        return []
 
 
 class Executor:
@@ -229,6 +242,8 @@ class Executor:
         self._courier = courier or _Nowhere()
         self._clock = clock
         self._inviting: frozenset[str] = frozenset()
+        #: Marks this run's intents: an undo touches only a record that still carries it.
+        self._run = uuid.uuid4().hex[:12]
         #: Users whose intent to invite this run has recorded (any other intent is an interrupted run's).
         self._intents: set[str] = set()
         #: The invitation record each intent replaced (None: there was none), to put back when
@@ -413,7 +428,7 @@ class Executor:
         user_id = params["user_id"]
         if user_id in self._inviting:
             # The intent to invite rides along with the user row: no extra request.
-            owned = {**params.get("metadata", {}).get(OWNER_KEY, {}), "invitation": {"intent_at": self._now()}}
+            owned = {**params.get("metadata", {}).get(OWNER_KEY, {}), "invitation": self._intent()}
             params = {**params, "metadata": {**params.get("metadata", {}), OWNER_KEY: owned}}
             self._intents.add(user_id)
             self._before_intent[user_id] = None
@@ -485,8 +500,41 @@ class Executor:
         owned = metadata.get(OWNER_KEY)
         return metadata, dict(owned) if isinstance(owned, dict) else {}
 
-    def _do_create_invitation(self, action: Action, report: ApplyReport) -> _NeedsLink:
-        return _NeedsLink()
+    def _do_create_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str] | _NeedsLink:
+        """A new link, unless an earlier apply made one it did not record and the onboarding report
+        holds it: that link is recorded instead (the user already has it; a second would be one more
+        credential nobody tracks)."""
+        user_id = action.params["user_id"]
+        _, owned = self._owned_metadata(user_id)
+        intent_at = parse_time((owned.get("invitation") or {}).get("intent_at"))
+        found = self._reported_link(user_id, intent_at) if intent_at is not None else None
+        if found is None:
+            return _NeedsLink()
+        metadata, owned = _split(self._fresh([user_id]).get(user_id) or {})
+        owned["invitation"] = {
+            "sealed": self._require_sealer().seal(str(found["id"]), user_id),
+            "created_at": found.get("created_at"),
+            "expires_at": found.get("expires_at"),
+            "delivery": "reported",
+        }
+        self._write_metadata(user_id, {**metadata, OWNER_KEY: owned})
+        return "done", (
+            f"recorded the link an earlier apply made and put in the onboarding report "
+            f"(valid until {utc_date(found.get('expires_at'))}); no new link"
+        )
+
+    def _reported_link(self, user_id: str, intent_at: datetime) -> dict[str, Any] | None:
+        """The invitation the report holds for this user that was made after ``intent_at`` (a few
+        minutes of clock skew allowed) and still works, as the proxy describes it."""
+        for invitation_id in self._courier.reported(user_id):
+            info = self.client.invitation_info(invitation_id)
+            made = parse_time((info or {}).get("created_at"))
+            if info is None or info.get("user_id") != user_id or made is None:
+                continue
+            if made >= intent_at - _CLOCK_SKEW and not info.get("is_accepted"):
+                if not expired_before(info.get("expires_at"), start_of_day(self._clock())):
+                    return info
+        return None
 
     def _do_renew_invitation(self, action: Action, report: ApplyReport) -> tuple[Status, str] | _NeedsLink:
         """An expired link: record its acceptance if the user accepted it, else invite again."""
@@ -558,46 +606,38 @@ class Executor:
         """Invitation actions of one kind, in batches of ``BULK_SIZE``.
 
         For each batch: each action's checks run first (concurrently). Those that need a new
-        link then go through three steps: their intents are recorded (one ``/user/bulk_update``;
-        new users recorded theirs when created), their links are asked for (concurrently) and
-        each is handed over the moment it exists, and the links are recorded sealed (one more
-        ``/user/bulk_update``). Records go out while the next batches' links are asked for (up
-        to ``parallelism - 1`` outstanding), so a crash leaves at most ``parallelism`` batches'
-        links reported but unrecorded, which the next run says and replaces. With a
-        parallelism of 1, one batch at a time."""
-        depth = self.client.parallelism - 1  # records outstanding while the next links are asked for
-        waiting: deque[tuple[list[Action], list[Outcome | _Pending], Future[None]]] = deque()
-        with ThreadPoolExecutor(max_workers=max(depth, 1)) as recorder:
+        link then have their intents recorded (one ``/user/bulk_update``; new users recorded
+        theirs when created), then their links are asked for (concurrently), each handed over
+        the moment it exists and queued for recording. Records go out by group commit: while
+        one record write is in flight, the links made meanwhile gather and go together when it
+        returns. A crash therefore leaves about ``parallelism`` links handed over but not
+        recorded (which the next run reports and, with the report kept, records), not a batch.
+        The next batch's links are asked for while earlier records are still going out (up to
+        ``parallelism - 1`` batches behind)."""
+        depth = max(self.client.parallelism - 1, 1)
+        waiting: deque[tuple[list[Action], list[Outcome | _Pending]]] = deque()
+        with _GroupCommit(self._record_links, self.client) as commit:
             for start in range(0, len(wave), BULK_SIZE):
                 batch = wave[start : start + BULK_SIZE]
                 checked: list[Outcome | _Pending] = (
-                    [_PAST_DEADLINE] * len(batch) if self._stopped else self._ask_batch(batch, report)
+                    [_PAST_DEADLINE] * len(batch) if self._stopped else self._ask_batch(batch, report, commit)
                 )
-                created = [p for p in checked if isinstance(p, _Pending) and p.outcome is None]
-                waiting.append((batch, checked, recorder.submit(self._record_links, created)))
-                while len(waiting) > depth or (waiting and waiting[0][2].done()):
-                    yield from self._batch_outcomes(*waiting.popleft())
+                waiting.append((batch, checked))
+                while len(waiting) > depth or (waiting and _recorded(waiting[0][1])):
+                    yield from _batch_outcomes(*waiting.popleft())
             while waiting:
-                yield from self._batch_outcomes(*waiting.popleft())
+                yield from _batch_outcomes(*waiting.popleft())
 
-    def _ask_batch(self, batch: list[Action], report: ApplyReport) -> list[Outcome | _Pending]:
-        """Checks, intents and new links of one batch (each link handed over, not yet recorded)."""
+    def _ask_batch(self, batch: list[Action], report: ApplyReport, commit: _GroupCommit) -> list[Outcome | _Pending]:
+        """Checks, intents and new links of one batch (each link handed over and queued for recording)."""
         checked = list(self.client.concurrently(lambda a: self._check(a, report), batch))
         pending = [result for result in checked if isinstance(result, _Pending)]
         self._record_intents([p for p in pending if p.action.params["user_id"] not in self._intents], report)
         for _ in self.client.concurrently(
-            lambda p: self._ask_for_link(p, report), [p for p in pending if p.outcome is None]
+            lambda p: self._ask_for_link(p, report, commit), [p for p in pending if p.outcome is None]
         ):
             pass
         return checked
-
-    @staticmethod
-    def _batch_outcomes(
-        batch: list[Action], checked: list[Outcome | _Pending], recording: Future[None]
-    ) -> Iterator[tuple[Action, Outcome]]:
-        recording.result()
-        for action, result in zip(batch, checked):
-            yield action, (result.outcome or ("failed", "no outcome", None)) if isinstance(result, _Pending) else result
 
     def _check(self, action: Action, report: ApplyReport) -> Outcome | _Pending:
         """An invitation action's checks (acceptance, exposed link, redelivery): its outcome, or
@@ -614,21 +654,39 @@ class Executor:
             return "failed", str(exc), exc.status
 
     def _record_intents(self, pending: list[_Pending], report: ApplyReport) -> None:
-        """Record, in one write, that these users are about to get a link; a user whose
-        intent could not be recorded gets no link (its outcome is set)."""
+        """Record, in one write, that these users are about to get a link, merged into each user's
+        metadata as the proxy has it now; a user whose intent could not be recorded gets no link
+        (its outcome is set)."""
         if not pending:
             return
+        try:
+            current = self._fresh([p.action.params["user_id"] for p in pending])
+        except ProxyError as exc:
+            for p in pending:
+                p.outcome = (
+                    "failed",
+                    f"the user could not be read before inviting, so no link was created ({exc})",
+                    None,
+                )
+            return
+        writing = []
         for p in pending:
+            user_id = p.action.params["user_id"]
+            if user_id not in current:
+                p.outcome = ("failed", f"user {user_id} is not on the proxy any more; no link was created", None)
+                continue
+            p.metadata, p.owned = _split(current[user_id])
             previous = dict(p.owned.get("invitation") or {})
             if previous.get("intent_at"):
                 unrecorded = self._unrecorded(p.action, str(previous["intent_at"]))
                 report.invitations.append(unrecorded)
                 with self._courier_lock:
                     self._courier.note(unrecorded)
-            p.owned["invitation"] = {**previous, "intent_at": self._now()}
-            self._before_intent[p.action.params["user_id"]] = previous or None
-        errors = self._write_many({p.action.params["user_id"]: {**p.metadata, OWNER_KEY: p.owned} for p in pending})
-        for p in pending:
+            p.owned["invitation"] = {**previous, **self._intent()}
+            self._before_intent[user_id] = previous or None
+            writing.append(p)
+        errors = self._write_many({p.action.params["user_id"]: {**p.metadata, OWNER_KEY: p.owned} for p in writing})
+        for p in writing:
             user_id = p.action.params["user_id"]
             error = errors.get(user_id)
             if error is None:
@@ -642,27 +700,34 @@ class Executor:
             )
             report.invitations.append(self._record(p.action, None, "failed", error))
 
-    def _ask_for_link(self, p: _Pending, report: ApplyReport) -> None:
-        """``/invitation/new`` for one user, and the link handed over at once."""
+    def _intent(self) -> dict[str, str]:
+        """What an intent records: when (for how long a lost link stays valid) and which run (so an
+        undo touches only this run's own)."""
+        return {"intent_at": self._now(), "intent_run": self._run}
+
+    def _ask_for_link(self, p: _Pending, report: ApplyReport, commit: _GroupCommit) -> None:
+        """``/invitation/new`` for one user; the link handed over at once and queued for recording.
+        Waits while ``parallelism`` links are asked for or made and not yet recorded: a crash leaves
+        no more than that many links unrecorded."""
+        with commit.room():
+            self._make_link(p, report, commit)
+
+    def _make_link(self, p: _Pending, report: ApplyReport, commit: _GroupCommit) -> None:
         user_id = p.action.params["user_id"]
         try:
             self._require_sealer()
             p.invitation = self.client.new_invitation(user_id)
         except OutcomeUnknown as exc:
-            report.invitations.append(
-                self._record(
-                    p.action,
-                    None,
-                    "failed",
-                    (
-                        "no response from /invitation/new; "
-                        "the next apply reports the link as unrecorded and creates another"
-                    ),
-                )
+            # The link may exist: the intent stays, the report says so, and nothing is undone.
+            possibly = self._unrecorded(
+                p.action, str((p.owned.get("invitation") or {}).get("intent_at") or self._now())
             )
-            p.outcome = ("failed", str(exc), None)
+            report.invitations.append(possibly)
+            with self._courier_lock:
+                self._courier.note(possibly)
+            p.outcome = ("failed", f"{exc}; a link may have been created: {possibly.error}", None)
             return
-        except ProxyError as exc:  # a definite refusal, or not sent at all: no link exists
+        except ProxyError as exc:  # a proven refusal, or not sent at all: no link exists
             if isinstance(exc, DeadlineExceeded):
                 self._stopped = True
             report.invitations.append(self._record(p.action, None, "failed", str(exc)))
@@ -678,15 +743,15 @@ class Executor:
             "expires_at": p.invitation.get("expires_at"),
             "delivery": delivery,
         }
+        commit.add(p)
 
     def _record_links(self, created: list[_Pending]) -> None:
-        """Record the batch's new links sealed, in one write, even past the run's deadline
-        (the links exist); set each outcome."""
-        if not created:
-            return
+        """Record these new links sealed, in one write, even past the run's deadline (the links
+        exist); set each outcome. Each record goes into the metadata read when the intent was
+        recorded, moments before the link was asked for (or, for a user this run created, the
+        metadata it was created with): never the plan's snapshot."""
         self._sync_courier()
-        with self.client.past_deadline():
-            errors = self._write_many({p.action.params["user_id"]: {**p.metadata, OWNER_KEY: p.owned} for p in created})
+        errors = self._write_many({p.action.params["user_id"]: {**p.metadata, OWNER_KEY: p.owned} for p in created})
         for p in created:
             user_id = p.action.params["user_id"]
             assert p.invitation is not None and p.record is not None
@@ -694,13 +759,19 @@ class Executor:
             if error is not None:
                 p.record.error = (
                     f"link created and handed over, but not recorded on the user ({error}); "
-                    "the next apply reports it as unrecorded and creates another"
+                    "the next apply reports it as unrecorded and records it from the report when it is kept"
                 )
                 p.outcome = ("failed", p.record.error, None)
                 continue
             self._before_intent.pop(user_id, None)
             detail = f"valid until {utc_date(p.invitation.get('expires_at'))}"
             p.outcome = ("done", f"{p.note}; {detail}" if p.note else detail, None)
+
+    def _fresh(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """These users' metadata as the proxy has it now (missing ones are absent); kept as the latest known."""
+        found = {user_id: dict(row.get("metadata") or {}) for user_id, row in self.client.find_users(user_ids).items()}
+        self._metadata.update(found)
+        return found
 
     def _hand_over(self, record: InvitationRecord) -> str:
         with self._courier_lock:
@@ -711,15 +782,22 @@ class Executor:
             self._courier.sync()
 
     def _undo_intent(self, user_id: str) -> None:
-        """Put back the record an intent replaced, when no link was asked for (best effort: if it
-        fails, the next run reports a link that may exist, which is the safe side)."""
+        """Put back the record an intent replaced, when no link was asked for: only where the proxy
+        still holds this run's own intent (a row this run never wrote, say a user hidden from the
+        listing whose creation was refused, keeps its record). Best effort: if it fails, the next
+        run reports a link that may exist, which is the safe side."""
         if user_id not in self._before_intent:
             return
         previous = self._before_intent.pop(user_id)
         self._intents.discard(user_id)
         try:
             with self.client.past_deadline():
-                metadata, owned = self._owned_metadata(user_id)
+                current = self._fresh([user_id]).get(user_id)
+                if current is None:
+                    return
+                metadata, owned = _split(current)
+                if (owned.get("invitation") or {}).get("intent_run") != self._run:
+                    return
                 if previous is None:
                     owned.pop("invitation", None)
                 else:
@@ -733,8 +811,9 @@ class Executor:
         latest = parse_time(intent_at)
         until = utc_date((latest + timedelta(days=INVITATION_DAYS)).isoformat()) if latest else "unknown"
         why = (
-            f"an apply at {intent_at} was interrupted after asking for a link and before recording it; "
-            f"that link, if it was created, cannot be found on the proxy and stays valid until {until} at the latest"
+            f"an apply at {intent_at} asked for a link and did not record one (it was interrupted, or the "
+            f"proxy's answer was lost); that link, if it was created, cannot be found on the proxy and stays valid "
+            f"until {until} at the latest"
         )
         return InvitationRecord(
             action.params["user_email"], action.params["user_id"], None, until, None, "unrecorded", why
@@ -855,6 +934,91 @@ class Executor:
         except ProxyError as exc:
             return [("failed", str(exc), exc.status)] * len(batch)
         return [("done", "", None)] * len(batch)
+
+
+def _split(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A user's metadata and a copy of this tool's part of it."""
+    owned = metadata.get(OWNER_KEY)
+    return dict(metadata), dict(owned) if isinstance(owned, dict) else {}
+
+
+def _recorded(checked: list[Outcome | _Pending]) -> bool:
+    """Whether every new link of a batch has its outcome (its record went out, or it failed)."""
+    return all(p.outcome is not None for p in checked if isinstance(p, _Pending))
+
+
+def _batch_outcomes(batch: list[Action], checked: list[Outcome | _Pending]) -> Iterator[tuple[Action, Outcome]]:
+    """A batch's outcomes in plan order, each waiting for its link's record to go out."""
+    for action, result in zip(batch, checked):
+        if isinstance(result, _Pending):
+            if result.outcome is None:  # queued for recording
+                result.settled.wait()
+            yield action, result.outcome or ("failed", "no outcome", None)
+        else:
+            yield action, result
+
+
+class _GroupCommit:
+    """Records new links as they are made: one record write in flight at a time, and the links
+    handed over while it is out go together in the next (at most 500 per write). At most
+    ``client.parallelism`` links are between being asked for and being recorded (``room``)."""
+
+    def __init__(self, write: Callable[[list[_Pending]], None], client: LiteLLMClient):
+        self._write = write
+        self._client = client
+        self._queue: list[_Pending] = []
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="record-links", daemon=True)
+        self._room = threading.Semaphore(client.parallelism)
+        self._unsettled = threading.local()
+
+    @contextmanager
+    def room(self) -> Iterator[None]:
+        """Held from before a link is asked for until its record went out (or no link was made)."""
+        self._room.acquire()
+        self._unsettled.queued = False
+        try:
+            yield
+        finally:
+            if not self._unsettled.queued:
+                self._room.release()
+
+    def __enter__(self) -> _GroupCommit:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+
+    def add(self, pending: _Pending) -> None:
+        """Queue a link for recording; its room is freed once its record went out."""
+        self._unsettled.queued = True
+        with self._ready:
+            self._queue.append(pending)
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue and not self._closed:
+                    self._ready.wait()
+                if not self._queue:
+                    return
+                group, self._queue = self._queue[:500], self._queue[500:]
+            try:
+                with self._client.past_deadline():  # the links exist: their records go out
+                    self._write(group)
+            except Exception as exc:  # noqa: BLE001  (an outcome for every link, whatever broke)
+                for p in group:
+                    p.outcome = p.outcome or ("failed", f"the link was not recorded ({exc})", None)
+            finally:
+                for p in group:
+                    p.settled.set()
+                    self._room.release()
 
 
 def _adopted(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -7,10 +7,13 @@ Retry policy, deliberately narrow:
 
 * GET requests are retried on transport errors, 429, 502, 503 and 504.
 * POST requests are retried only on 429/503 *with* a ``Retry-After`` header: that is
-  LiteLLM's admission control refusing the request before running it. Any other
-  failure of a POST whose outcome cannot be known (timeout, dropped connection,
-  502/504 from a gateway) raises ``OutcomeUnknown``; the executor then reads the
-  object back instead of sending the request again.
+  LiteLLM's admission control refusing the request before running it.
+* For a write, only an answer that proves the proxy refused is a refusal (``ProxyError``):
+  a 4xx other than 429 whose body is one of LiteLLM's JSON envelopes. Anything else (a
+  timeout, a dropped connection, any 5xx, a 429, a 4xx from something that is not LiteLLM,
+  a 2xx that is not JSON) raises ``OutcomeUnknown``: the change may have been made, so the
+  executor reads the object back instead of sending the request again, and never undoes
+  what may exist.
 """
 
 from __future__ import annotations
@@ -41,7 +44,16 @@ DEFAULT_PARALLELISM = 4
 #: exist unrecorded if an apply is killed between a link and its batch's record.
 BULK_SIZE = 50
 _RETRYABLE_GET = {429, 502, 503, 504}
-_UNKNOWN_POST = {502, 504}
+
+
+def _refusal(status: int, answer: Any) -> bool:
+    """Whether an error answer to a write proves the proxy did not make the change: a 4xx but 429 (a
+    gateway may send that after forwarding), in a LiteLLM envelope (``error`` or ``detail``)."""
+    return (
+        400 <= status < 500 and status != 429 and isinstance(answer, dict) and ("error" in answer or "detail" in answer)
+    )
+
+
 #: The largest answer read: a page of 100 users is ~100 KB; anything near this is not LiteLLM.
 MAX_BODY_BYTES = 64 * 2**20
 
@@ -66,8 +78,9 @@ def check_proxy_url(base_url: str) -> list[str]:
     shown = url_without_credentials(base_url)
     try:
         url = httpx.URL(base_url)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"invalid proxy URL {shown!r}: {exc}") from None
+    except httpx.InvalidURL:
+        # httpx's reason quotes the part it could not parse, which may be a piece of a password.
+        raise ValueError(f"invalid proxy URL {shown!r}: not a URL that can be parsed") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"invalid proxy URL {shown!r}: expected http(s)://host[:port][/path]")
     if url.query or url.fragment or "?" in base_url or "#" in base_url:
@@ -318,6 +331,10 @@ class LiteLLMClient:
             log.info("%s %s %d %d ms (attempt %d)", method, path, status, (time.monotonic() - started) * 1000, attempt)
             answer = self._json_or_text(content)
             if status < 400:
+                if isinstance(answer, str) and method != "GET":
+                    raise OutcomeUnknown(
+                        method, path, status, "the answer is not JSON; the change may or may not have been made"
+                    )
                 if isinstance(answer, str):
                     raise ProxyError(method, path, status, "the response is not JSON; is this a LiteLLM proxy?")
                 return answer
@@ -329,8 +346,14 @@ class LiteLLMClient:
                 self._sleep(self._backoff(attempt, retry_after))
                 continue
             message = self.redact(error_message(answer, response.reason_phrase))
-            if method != "GET" and status in _UNKNOWN_POST:
-                raise OutcomeUnknown(method, path, status, message)
+            if method != "GET" and not _refusal(status, answer):
+                raise OutcomeUnknown(
+                    method,
+                    path,
+                    status,
+                    f"{message}; the change may or may not have been made",
+                    kind=error_type(answer),
+                )
             if status in (400, 401, 403) and _ENTERPRISE in message:
                 raise EnterpriseOnly(method, path, status, ENTERPRISE_ONLY) from None
             raise ProxyError(method, path, status, message, kind=error_type(answer)) from None
@@ -545,8 +568,32 @@ class LiteLLMClient:
                 return user
         return None
 
+    def find_users(self, user_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The users with exactly these ids, by id (absent ones are missing): one listing per
+        ``PAGE_SIZE`` ids (``user_ids`` takes a comma-separated list and matches each exactly)."""
+        found: dict[str, dict[str, Any]] = {}
+        wanted = list(dict.fromkeys(user_ids))
+        for start in range(0, len(wanted), PAGE_SIZE):
+            chunk = wanted[start : start + PAGE_SIZE]
+            if len(chunk) == 1:  # one id alone is a "contains" match on 1.110: find_user filters it
+                user = self.find_user(chunk[0])
+                found.update({chunk[0]: user} if user is not None else {})
+                continue
+            body = self.get("/user/list", user_ids=",".join(chunk), page_size=PAGE_SIZE)
+            rows = body.get("users", []) if isinstance(body, dict) else []
+            found.update({row["user_id"]: row for row in rows if isinstance(row, dict) and row.get("user_id") in chunk})
+        return found
+
     def invitation_info(self, invitation_id: str) -> dict[str, Any] | None:
-        """The invitation, or None when the proxy no longer has it (400 for unknown ids)."""
+        """The invitation, or None when the proxy no longer has it (400 for unknown ids).
+
+        The id (a credential: it is the link) goes in the query string, so the proxy's access log
+        records it. No LiteLLM version read offers another way, measured on 1.80.5 and 1.110.2:
+        ``/invitation/info`` takes it only as a query parameter (in a JSON body or a header: 422;
+        POST: 405), no endpoint lists invitations or includes them in a user, and the others that
+        take an id change the link (``/invitation/update`` stamps ``accepted_at``, ``/invitation/delete``
+        ends it; ``/onboarding/get_token`` takes it in the query too, and accepts it before 1.83).
+        The tool's own log (``-v``) has the path only; it is asked only for links still open."""
         try:
             body = self.get("/invitation/info", invitation_id=invitation_id)
         except ProxyError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -59,7 +60,7 @@ from .live import (
     with_team_key_counts,
 )
 from .lock import ApplyLock, LockHeld, describe_runner
-from .onboarding import InvitationRecord, OnboardingReport
+from .onboarding import InvitationRecord, OnboardingReport, load_report
 from .plan import Plan, make_plan
 from .sealing import Sealer
 from .secrets import scrub
@@ -228,6 +229,9 @@ def read_for_export(client: LiteLLMClient) -> LiveState:
     """Everything ``export`` writes: users, teams (with their members' own budgets: one ``/team/info``
     per team) and, where the proxy serves them, organizations."""
     live = read_live(client)
+    if any(t.metadata.get("team_member_budget_id") for t in live.teams):
+        # Which member limits this LiteLLM takes (1.80.5 has no member window): from its OpenAPI document.
+        live = replace(live, team_fields=client.team_fields())
     live = with_member_budgets(client, live, {t.team_id for t in live.teams})
     try:
         live = with_member_limits(live, client.list_budgets())
@@ -347,6 +351,8 @@ class ReportCourier:
     def __init__(self, report: OnboardingReport, mailer: Mailer | None):
         self.report = report
         self.mailer = mailer
+        self._reported: dict[str, list[str]] | None = None
+        self._reading = threading.Lock()
 
     def hand_over(self, record: InvitationRecord) -> str:
         self.report.append(record, durable=False)
@@ -361,6 +367,18 @@ class ReportCourier:
 
     def sync(self) -> None:
         self.report.sync()
+
+    def reported(self, user_id: str) -> list[str]:
+        """The ids the report held for this user when first asked (a re-run finds what a killed run
+        handed over but never recorded), newest first. Asked by concurrent checks: read once."""
+        with self._reading:
+            if self._reported is None:
+                found: dict[str, list[str]] = {}
+                for record in load_report(self.report.path):
+                    if record.get("invitation_id") and record.get("user_id"):
+                        found.setdefault(str(record["user_id"]), []).insert(0, str(record["invitation_id"]))
+                self._reported = found
+        return self._reported.get(user_id, [])
 
     def close(self) -> None:
         """Close the mail connection, if any: every link has been handed over."""

@@ -934,9 +934,9 @@ def _plan_invitation(
         return _invitation("replace_invitation", key, user, user_id, why, inviter)
     if record.intent_at:
         why = (
-            f"an apply on {utc_date(record.intent_at) or 'an unknown date'} was interrupted after asking for a link "
-            "and before recording it; that link cannot be found on the proxy (apply reports it) "
-            "and a new one is created"
+            f"an apply on {utc_date(record.intent_at) or 'an unknown date'} asked for a link and did not record "
+            "it (interrupted, or the answer was lost); apply records that link from the onboarding report where "
+            "the report holds it, else reports it as unrecorded and creates a new one"
         )
         return _invitation("create_invitation", key, user, user_id, why, inviter)
     expired = expired_before(record.expires_at, midnight)

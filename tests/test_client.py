@@ -310,13 +310,34 @@ def test_get_is_not_retried_on_a_client_error():
     assert len(proxy.requests) == 1 and proxy.sleeps == []
 
 
-def test_post_is_not_retried_on_500():
+def test_a_500_to_a_write_is_an_unknown_outcome_never_resent():
+    # LiteLLM's own 500 (a foreign key refused) looks like a proxy that made the link and then failed.
     proxy = FakeProxy().on("POST", "/invitation/new", sample_reply(32))
-    with pytest.raises(ProxyError) as caught:
+    with pytest.raises(OutcomeUnknown) as caught:
         proxy.client().new_invitation("no-such-user")
-    assert not isinstance(caught.value, OutcomeUnknown)
     assert caught.value.status == 500
     assert "Foreign key constraint" in caught.value.message
+    assert len(proxy.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "answer, unknown",
+    [
+        (reply(400, {"error": {"message": "bad", "type": "bad_request_error"}}), False),
+        (reply(404, {"detail": "Not Found"}), False),
+        (reply(422, {"detail": [{"loc": ["body", "x"], "msg": "bad"}]}), False),
+        (reply(429, {"error": {"message": "slow down"}}), True),  # a gateway may send it after forwarding
+        (reply(502, {"error": {"message": "bad gateway"}}), True),
+        (httpx.Response(404, text="<html>not found</html>"), True),  # not LiteLLM's answer
+        (httpx.Response(200, text='{"id": "inv-1", "user_'), True),  # truncated
+        (httpx.Response(200, text="<html>ok</html>"), True),
+    ],
+)
+def test_only_a_proven_refusal_of_a_write_is_a_refusal(answer: httpx.Response, unknown: bool) -> None:
+    proxy = FakeProxy().on("POST", "/team/new", answer)
+    with pytest.raises(ProxyError) as caught:
+        proxy.client().create_team({})
+    assert isinstance(caught.value, OutcomeUnknown) == unknown
     assert len(proxy.requests) == 1
 
 
@@ -330,9 +351,8 @@ def test_post_is_retried_on_503_with_retry_after():
 
 def test_post_is_not_retried_on_503_without_retry_after():
     proxy = FakeProxy().on("POST", "/team/new", reply(503, {"error": {"message": "no db", "type": "no_db_connection"}}))
-    with pytest.raises(ProxyError) as caught:
+    with pytest.raises(OutcomeUnknown):
         proxy.client().create_team({})
-    assert not isinstance(caught.value, OutcomeUnknown)
     assert len(proxy.requests) == 1
 
 
@@ -720,3 +740,11 @@ def test_a_team_update_of_member_limits_carries_the_teams_metadata_which_1_80_5_
         {"team_id": "t", "team_member_budget": 7, "metadata": metadata},
         {"team_id": "t", "max_budget": 5},
     ]
+
+
+@pytest.mark.parametrize("url", ['https://user:pa/ss word"<@host/?key=x', "https://user:pa:ss@host:99999/"])
+def test_an_unusable_proxy_url_is_refused_without_a_piece_of_its_password(url: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        check_proxy_url(url)
+    message = str(refused.value)
+    assert "invalid proxy URL" in message and not any(p in message for p in (":pa", "pa/", "ss@", "word", "key=x"))
