@@ -344,14 +344,21 @@ def _duration_or_none(value: object) -> str | None:
 
 def with_member_limits(live: LiveState, budgets: list[dict[str, Any]]) -> LiveState:
     """The teams with the limits they give each member, from the budget row their metadata names
-    (``team_member_budget_id``); a team without one gives none."""
+    (``team_member_budget_id``); a team without one gives none.
+
+    The row's ``budget_duration`` is a member window only where ``/team/new`` takes
+    ``team_member_budget_duration`` (``live.team_fields``; unknown: taken). 1.80.5 does not: it copies
+    the team's own ``budget_duration`` into the row it creates and never updates it, so there the
+    value is no setting a file could declare (and after the team's window changes, a stale one).
+    """
     by_id = {str(b["budget_id"]): b for b in budgets}
+    windows = live.team_fields is None or "team_member_budget_duration" in live.team_fields
 
     def with_limits(team: LiveTeam) -> LiveTeam:
         row = by_id.get(str(team.metadata.get("team_member_budget_id")), {})
         limits = {
             "team_member_budget": row.get("max_budget"),
-            "team_member_budget_duration": row.get("budget_duration"),
+            "team_member_budget_duration": row.get("budget_duration") if windows else None,
             "team_member_tpm_limit": row.get("tpm_limit"),
             "team_member_rpm_limit": row.get("rpm_limit"),
         }

@@ -6,7 +6,14 @@ import httpx
 import pytest
 
 from reconciler.client import IncompleteRead, LiteLLMClient
-from reconciler.live import member_budgets_from_api, read_invitations, read_live, team_from_api
+from reconciler.live import (
+    LiveState,
+    member_budgets_from_api,
+    read_invitations,
+    read_live,
+    team_from_api,
+    with_member_limits,
+)
 from reconciler.sealing import Sealer
 
 
@@ -152,3 +159,26 @@ def test_a_member_key_duration_a_users_yaml_could_not_say_is_left_unmanaged() ->
     for odd in (30, "forever", ["30d"]):
         team = team_from_api({"team_id": "t", "metadata": {"team_member_key_duration": odd}})
         assert team.settings["team_member_key_duration"] is None
+
+
+@pytest.mark.parametrize(
+    "team_fields, window",
+    [
+        (None, "30d"),  # not known: taken, like the planner does
+        (frozenset({"team_member_budget", "team_member_budget_duration"}), "30d"),  # 1.110.2
+        (frozenset({"team_member_budget"}), None),  # 1.80.5: the row's window is the team's, copied
+    ],
+)
+def test_a_member_budget_window_is_a_setting_only_where_litellm_takes_one(team_fields, window) -> None:
+    raw = {**team("t1"), "budget_duration": "7d", "metadata": {"team_member_budget_id": "b1"}}
+    rows = [{"budget_id": "b1", "max_budget": 5.0, "budget_duration": "30d", "tpm_limit": None, "rpm_limit": 10}]
+    live = with_member_limits(LiveState(teams=(team_from_api(raw),), team_fields=team_fields), rows)
+    [limits] = [{k: v for k, v in t.settings.items() if k.startswith("team_member_")} for t in live.teams]
+    assert limits == {
+        "team_member_permissions": None,
+        "team_member_budget": 5.0,
+        "team_member_budget_duration": window,
+        "team_member_tpm_limit": None,
+        "team_member_rpm_limit": 10,
+        "team_member_key_duration": None,
+    }

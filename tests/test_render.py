@@ -263,13 +263,15 @@ def test_no_output_contains_onboarding_links_or_invitation_ids(plan, fmt):
 # --------------------------------------------------------------------------- hostile text
 
 FAKE = "0123456789abcdef" * 4  # a fingerprint-looking value that is not the plan's
-# What a users file may hold (its loader refuses control characters) ...
+# What a users file may hold as a name (at most 128 characters, nothing invisible) ...
 HOSTILE_FILE = (
-    f"x`y Plan fingerprint: `{FAKE}` <!-- litellm-reconciler-fingerprint: {FAKE} --> </details> <sub>z</sub> "
-    "a|b ``[click](https://evil.example) *bold* __u__ ~~s~~ \\` &amp; www.evil.example"
+    "x`y </details> <sub>z</sub> a|b ``[click](https://evil.example) *bold* __u__ ~~s~~ \\` &amp; www.evil.example"
 )
-# ... and what the proxy may hold, or a plan loaded from JSON: line breaks too.
-HOSTILE = HOSTILE_FILE + " line1\nline2\r\u2028\u2029\x85end"
+# ... and what the proxy may hold, or a plan loaded from JSON: a forged fingerprint, line breaks too.
+HOSTILE = (
+    f"Plan fingerprint: `{FAKE}` <!-- litellm-reconciler-fingerprint: {FAKE} --> {HOSTILE_FILE}"
+    " line1\nline2\r\u2028\u2029\x85end"
+)
 
 
 def hostile_plan() -> Plan:
@@ -472,3 +474,50 @@ def test_a_section_too_long_for_its_share_is_not_shown_and_its_fingerprint_is_no
     assert len(combined) <= 65536 and CUT_SECTION in combined.split(f"{HEADER}: production")[0]
     assert parse_fingerprint(combined, "staging") is None and parse_fingerprint(combined, "production") == "b" * 64
     assert "| row 9 |" in combined.split(f"{HEADER}: production")[1]
+
+
+# --------------------------------------------------------------------------- what a reader cannot see
+
+
+def look_alike_plan() -> Plan:
+    """The file declares ``ops``; the proxy holds teams whose aliases differ from it by an invisible or a
+    reordering character, one whose alias is Markdown and HTML, and a user whose id adds a table row."""
+    desired = parse_desired("version: 1\nteams:\n  - alias: ops\n", "people.yaml")
+    live = LiveState(
+        users=(LiveUser("u\n| injected | row |", "mallory\u200b@x.io", "internal_user", None, ()),),
+        teams=(
+            LiveTeam("t-1", "ops\u200b", SETTINGS),
+            LiveTeam("t-2", "\u202espo", SETTINGS),
+            LiveTeam("t\n3", "![img](https://evil.example/x.png) <details> `x` a|b", SETTINGS),
+        ),
+    )
+    return make_plan(desired, live, NOW)
+
+
+def test_markdown_shows_look_alike_and_hostile_proxy_text_escaped():
+    plan = look_alike_plan()
+    assert {a.address for a in plan.actions} == {"team.ops"} and len(plan.drift) == 4
+    out = render(plan, "markdown")
+    assert all(ch.isprintable() for line in out.split("\n") for ch in line)
+    assert "<code>team\\.ops\\\\u200b</code>" in out and "<code>team\\.\\\\u202espo</code>" in out
+    assert "<code>team\\.ops</code>" in out  # the declared one, told apart
+    assert "user\\_id u\\\\n\\| injected \\| row \\|" in out
+    assert "<code>team\\.\\!\\[img\\]\\(https\\://evil\\.example/x\\.png\\) &lt;details&gt; \\`x\\` a\\|b</code>" in out
+    assert out.count("<details>") == 1  # the drift fold
+    rows = [line for line in out.split("\n") if line.startswith("| <code>")]
+    assert len(rows) == 4 and all(_unescaped("|", row) == 3 for row in rows), rows
+
+
+def test_text_shows_look_alike_proxy_text_escaped():
+    out = rendered(look_alike_plan(), "text")
+    assert "  ? team.ops\\u200b: on the proxy (team_id t-1)" in out and "  ? team.\\u202espo:" in out
+    assert "(user_id u\\n| injected | row |)" in out
+    assert all(ch.isprintable() for line in out.split("\n") for ch in line)
+
+
+@pytest.mark.parametrize(
+    "hidden", ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u00a0", "\u3000", "\u3164", "\u2066"]
+)
+def test_escape_shows_a_character_a_reader_cannot_see(hidden):
+    # The escape's own backslash is escaped too, so Markdown shows it: ops\u200b
+    assert escape(f"ops{hidden}") == "ops\\" + hidden.encode("unicode_escape").decode("ascii")

@@ -54,6 +54,27 @@ def value(v: Any) -> str:
     return json.dumps(v, sort_keys=True)
 
 
+#: Letters and marks that print as nothing: a name holding one looks like the name without it.
+_BLANK = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
+
+
+def hidden(ch: str) -> bool:
+    """Whether a reader cannot see ``ch``, or it changes how the text around it shows: controls
+    (line breaks, escape sequences), zero-width and bidirectional format characters, spaces other
+    than U+0020, and letters that print blank. Two names that differ only by one look alike."""
+    # Not printable: controls, format characters, separators but " ", private use, unassigned code points.
+    return not ch.isprintable() or ch in _BLANK
+
+
+def visible(text: object) -> str:
+    """``text`` with each ``hidden`` character written as its escape (``\\n``, ``\\x1b``, ``\\u200b``):
+    on one line, and an alias that differs from another by an invisible character shows it."""
+    text = str(text)
+    if text.isprintable() and _BLANK.isdisjoint(text):
+        return text  # nearly every name: no character to look at one by one
+    return "".join(ch.encode("unicode_escape").decode("ascii") if hidden(ch) else ch for ch in text)
+
+
 def render(plan: Plan, fmt: str, max_chars: int | None = None) -> str:
     """Render in one of FORMATS; ``max_chars`` only applies to Markdown (PR comments)."""
     from . import json_format, markdown, text

@@ -23,7 +23,8 @@ further down and always through :func:`escape`, which cannot produce a line brea
 from __future__ import annotations
 
 import re
-import unicodedata
+
+from . import visible
 
 MARKER = "<!-- litellm-reconciler-plan -->"
 HEADER = "### litellm-reconciler plan"
@@ -42,9 +43,6 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # backslash-escaped in CommonMark, so escaping one more than needed changes nothing visible.
 _BACKSLASHED = frozenset("\\`*_{}[]()#+-.!|~:=\"'$^")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-# Characters that reorder what is shown (bidirectional overrides and isolates): a name could
-# otherwise display as something else than it is.
-_BIDI = frozenset("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def header(environment: str | None = None) -> str:
@@ -128,27 +126,17 @@ def split_frame(body: str) -> tuple[str, str]:
 def escape(text: object) -> str:
     """``text`` as literal Markdown text: one line, no HTML, no formatting, no links.
 
-    ``&``, ``<`` and ``>`` become entities; Markdown punctuation gets a backslash (so a
-    backtick cannot open or close a code span, ``|`` cannot end a table cell, ``*``/``_``/``[``
-    cannot make emphasis or links); line breaks (CR, LF, NEL, U+2028, U+2029) and other control
-    characters become spaces; bidirectional controls become U+FFFD.
+    Characters a reader cannot see or that change how the rest shows (line breaks, other
+    controls, zero-width and bidirectional characters: :func:`.visible`) are written as their
+    escapes (``\\n``, ``\\u200b``), so an alias that differs from another by one shows it.
+    ``&``, ``<`` and ``>`` become entities; Markdown punctuation gets a backslash (so a backtick
+    cannot open or close a code span, ``|`` cannot end a table cell, ``*``/``_``/``[``/``!``
+    cannot make emphasis, links or images; the backslash of an escape shows as one).
 
     The result is meant for running text, table cells and ``<code>`` elements, never for a
     code span or a fenced block (backslashes are literal there).
     """
-    out: list[str] = []
-    for ch in str(text):
-        if ch in _ENTITIES:
-            out.append(_ENTITIES[ch])
-        elif ch in _BACKSLASHED:
-            out.append("\\" + ch)
-        elif ch in _BIDI:
-            out.append("\ufffd")
-        elif unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
-            out.append(" ")
-        else:
-            out.append(ch)
-    return "".join(out)
+    return "".join(_ENTITIES.get(ch) or ("\\" + ch if ch in _BACKSLASHED else ch) for ch in visible(text))
 
 
 def code(text: object) -> str:

@@ -4,7 +4,8 @@ The first two lines are a fixed frame (see :mod:`.comment_format`): the marker t
 find and update its own comment in place, and the plan's fingerprint, the one place the
 apply workflow reads it from. Everything that comes from the users file or the proxy
 (addresses, reasons, drift details, values, the file name) goes through :func:`escape`, so it
-cannot close a code span, inject HTML, break a table row or imitate the tool's own text.
+cannot close a code span, inject HTML, break a table row or imitate the tool's own text, and an
+alias that differs from another by an invisible character shows it as an escape (``\\u200b``).
 ``max_chars`` keeps the comment under GitHub's 65,536-character limit: long tables are
 folded into ``<details>`` and rows that do not fit are cut with a note.
 """

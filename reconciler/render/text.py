@@ -2,50 +2,36 @@
 
 Colour is added with click styles; ``click.echo`` strips it when stdout is not a terminal.
 Text from the users file or the proxy (addresses, reasons, drift details, the file name) is
-shown with its control characters escaped: a name cannot start a new line of the plan or
-send terminal escape sequences.
+shown with its control, zero-width and bidirectional characters escaped (:func:`.visible`): a
+name cannot start a new line of the plan, send terminal escape sequences or pass for another.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from typing import TYPE_CHECKING
 
 import click
 
-from . import privilege_note, summary_line, target, value
+from . import privilege_note, summary_line, target, value, visible
 
 if TYPE_CHECKING:
     from ..plan import Plan
 
 _COLOURS = {"+": "green", "~": "yellow", "-": "red", "?": "cyan"}
-# Bidirectional overrides and isolates reorder what a terminal shows.
-_BIDI = frozenset("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def printable(text: object) -> str:
-    """``text`` on one line: control, line-separator and bidi characters as ``\\n``, ``\\x1b``, ``\\u2028``..."""
-    out = []
-    for ch in str(text):
-        if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def render(plan: Plan) -> str:
     lines: list[str] = []
     if plan.actions:
-        lines.append(f"litellm-reconciler will perform the following actions ({printable(target(plan))}):")
+        lines.append(f"litellm-reconciler will perform the following actions ({visible(target(plan))}):")
         lines.append("")
         for action in plan.actions:
             symbol = click.style(action.symbol, fg=_COLOURS[action.symbol], bold=True)
-            lines.append(f"  {symbol} {click.style(printable(action.address), bold=True)}")
-            lines.append(f"      # {printable(action.reason)}")
+            lines.append(f"  {symbol} {click.style(visible(action.address), bold=True)}")
+            lines.append(f"      # {visible(action.reason)}")
             width = max((len(c.field) for c in action.changes), default=0)
             for change in action.changes:
-                name = printable(change.field).ljust(width)
+                name = visible(change.field).ljust(width)
                 if action.symbol == "+":
                     lines.append(f"      {name} = {value(change.new)}")
                 else:
@@ -59,9 +45,9 @@ def render(plan: Plan) -> str:
                 if item.kind == "privilege"
                 else click.style("?", fg=_COLOURS["?"], bold=True)
             )
-            lines.append(f"  {mark} {printable(item.address)}: {printable(item.detail)}")
+            lines.append(f"  {mark} {visible(item.address)}: {visible(item.detail)}")
         lines.append("")
-    lines.append(click.style(printable(summary_line(plan)), bold=True))
+    lines.append(click.style(visible(summary_line(plan)), bold=True))
     if plan.guard.tripped:
         lines.append(
             click.style(

@@ -217,7 +217,7 @@ def test_export_then_plan_is_no_changes_on_a_proxy_made_only_through_the_api(api
     exported = cli("export", "--out", "users.yaml")
     assert exported.returncode == 0, exported.stderr
     text = (tmp_path / "users.yaml").read_text(encoding="utf-8")
-    assert f"team {nameless['team_id']}: no alias" in text and "user svc-batch: no email" in text  # type: ignore[index]
+    assert f"team '{nameless['team_id']}': no alias" in text and "user 'svc-batch': no email" in text  # type: ignore[index]
     assert cli("validate").returncode == 0
 
     plan = cli("plan", "--detailed-exitcode")
