@@ -14,7 +14,7 @@ import pytest
 
 from reconciler.desired import parse_desired
 from reconciler.live import OWNER_KEY, LiveMember, LiveState, LiveTeam, LiveUser
-from reconciler.plan import FORMAT_VERSION, Action, Change, Plan, make_plan
+from reconciler.plan import FORMAT_VERSION, Action, Change, Drift, Plan, make_plan
 from reconciler.render import FORMATS, render
 from reconciler.render.comment_format import (
     escape,
@@ -205,6 +205,27 @@ def test_no_changes_above_drift_says_both_and_calls_out_privileges(fmt):
         assert "  ! user.root@example.com: has the role proxy_admin" in out and "  ? user.x@example.com" in out
     else:
         assert "| ⚠️ <code>" in out
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_duplicates_refusals_and_the_keys_powers_are_called_out(fmt):
+    drift = (
+        Drift("duplicate", "user.u-2", "another account with the email of user.a@example.com"),
+        Drift("refused", "user.b@example.com", "2 accounts on the proxy have this email"),
+    )
+    warning = "on LiteLLM 1.80.5 the read-only key this plan used can still block and unblock any team"
+    out = rendered(replace(empty_plan(), drift=drift, warnings=(warning,)), fmt)
+    sentence = (
+        "1 account(s) share a declared user's email with the account that is the user. "
+        "1 declared user(s) are refused: several accounts have their email and none is this tool's."
+    )
+    assert (escape(sentence) if fmt == "markdown" else sentence) in out
+    if fmt == "text":
+        assert "  ! user.u-2:" in out and "  ! user.b@example.com:" in out
+        assert f"Warning: {warning}" in out
+    else:
+        assert out.count("| ⚠️ <code>") == 2
+        assert f"> [!WARNING]\n> {escape(warning)}" in out
 
 
 def test_no_changes_json():

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..kinds import KINDS
+from ..plan import FAILING_DRIFT
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -37,16 +38,29 @@ def summary_line(plan: Plan) -> str:
             else f"No changes. {len(plan.drift)} object(s) on the proxy are not in {target(plan)}."
         )
         bookkeeping = f" Bookkeeping only: {', '.join(parts)}." if parts else ""
-        return sentence + bookkeeping + (privilege_note(plan) if plan.drift else "")
+        return sentence + bookkeeping + (alarm_note(plan) if plan.drift else "")
     symbols = [a.symbol for a in plan.actions if not a.bookkeeping]
     totals = f"{symbols.count('+')} to add, {symbols.count('~')} to change, {symbols.count('-')} to remove"
     return f"Plan: {totals} ({', '.join(parts)})."
 
 
-def privilege_note(plan: Plan) -> str:
-    """A sentence about privileged roles the file does not grant ("" when there are none)."""
-    n = sum(1 for d in plan.drift if d.kind == "privilege")
-    return f" {n} user(s) hold a privileged role the file does not grant." if n else ""
+#: What each kind of drift the drift check fails on amounts to, in the plan's summary.
+_ALARMS = {
+    "privilege": "user(s) hold a privileged role the file does not grant",
+    "duplicate": "account(s) share a declared user's email with the account that is the user",
+    "refused": "declared user(s) are refused: several accounts have their email and none is this tool's",
+}
+
+
+def alarm_note(plan: Plan) -> str:
+    """Sentences about the drift the drift check fails on ("" when there is none)."""
+    counts = {kind: sum(1 for d in plan.drift if d.kind == kind) for kind in _ALARMS}
+    return "".join(f" {n} {_ALARMS[kind]}." for kind, n in counts.items() if n)
+
+
+def alarming(kind: str) -> bool:
+    """Whether drift of this kind fails the drift check (shown in red, flagged in the PR comment)."""
+    return kind in FAILING_DRIFT
 
 
 def value(v: Any) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import KIND_LABELS, privilege_note, summary_line, target, value
+from . import KIND_LABELS, alarm_note, alarming, summary_line, target, value
 from .comment_format import (
     HEADER,
     MARKER,
@@ -117,8 +117,9 @@ def _render(plan: Plan, budget: int) -> str:
             ),
             "",
         ]
-    if plan.actions and privilege_note(plan):
-        head += [f"**⚠️ {escape(privilege_note(plan).strip())}**", ""]
+    if plan.actions and alarm_note(plan):
+        head += [f"**⚠️ {escape(alarm_note(plan).strip())}**", ""]
+    head += [f"> [!WARNING]\n> {escape(warning)}\n" for warning in plan.warnings]
     foot = [f"<sub>Plan fingerprint: `{plan.fingerprint}`</sub>", ""]  # for reviewers; CI reads line 2
     tables = [
         (
@@ -130,7 +131,7 @@ def _render(plan: Plan, budget: int) -> str:
         (
             f"Drift: {len(plan.drift)} item(s) on the proxy not in the file (not acted on)",
             ["| address | detail |", "|---|---|"],
-            [f"| {'⚠️ ' if d.kind == 'privilege' else ''}{code(d.address)} | {escape(d.detail)} |" for d in plan.drift],
+            [f"| {'⚠️ ' if alarming(d.kind) else ''}{code(d.address)} | {escape(d.detail)} |" for d in plan.drift],
             True,
         ),
     ]

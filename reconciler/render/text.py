@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from . import privilege_note, summary_line, target, value, visible
+from . import alarm_note, alarming, summary_line, target, value, visible
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -42,7 +42,7 @@ def render(plan: Plan) -> str:
         for item in plan.drift:
             mark = (
                 click.style("!", fg="red", bold=True)
-                if item.kind == "privilege"
+                if alarming(item.kind)
                 else click.style("?", fg=_COLOURS["?"], bold=True)
             )
             lines.append(f"  {mark} {visible(item.address)}: {visible(item.detail)}")
@@ -54,7 +54,9 @@ def render(plan: Plan) -> str:
                 f"Mass removal: {plan.guard.message()}; apply refuses unless --allow-mass-removal.", fg="red", bold=True
             )
         )
-    if plan.actions and privilege_note(plan):
-        lines.append(click.style(privilege_note(plan).strip(), fg="red", bold=True))
+    if plan.actions and alarm_note(plan):
+        lines.append(click.style(alarm_note(plan).strip(), fg="red", bold=True))
+    for warning in plan.warnings:
+        lines.append(click.style(f"Warning: {visible(warning)}", fg="yellow", bold=True))
     lines.append(f"Plan fingerprint: {plan.fingerprint[:16]}")
     return "\n".join(lines) + "\n"
