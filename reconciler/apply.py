@@ -1054,18 +1054,17 @@ def remember_failures(results: list[ActionResult], before: dict[str, Any], now: 
 
 
 def stubborn_failures(results: list[ActionResult], memory: dict[str, Any]) -> list[tuple[ActionResult, str]]:
-    """Failures a re-run will not fix, with why: the proxy refused the request itself (4xx),
-    or the same action failed the same way on the previous run too (e.g. a 500 from data
-    PostgreSQL rejects). ``memory`` is this run's ``remember_failures``."""
+    """Failures a re-run will not fix, with why: the proxy refused the request itself (a proven
+    refusal, 4xx) the same way on this run and the previous one. A 5xx, a lost answer or a refusal
+    seen once may pass on the next run, so none of them is called stubborn. ``memory`` is this
+    run's ``remember_failures``."""
     stubborn = []
     for result in results:
-        if result.status != "failed":
+        if result.status != "failed" or not _refused_for_good(result.http_status):
             continue
         runs = int((memory.get(f"{result.kind} {result.address}") or {}).get("runs") or 1)
-        if _refused_for_good(result.http_status):
-            stubborn.append((result, f"refused by the proxy (HTTP {result.http_status})"))
-        elif runs > 1:
-            stubborn.append((result, f"failed the same way on {runs} runs in a row"))
+        if runs > 1:
+            stubborn.append((result, f"refused by the proxy (HTTP {result.http_status}) the same way on {runs} runs"))
     return stubborn
 
 
