@@ -555,6 +555,12 @@ class LiteLLMClient:
             self._caller = (str(user_id) if user_id else None,)
         return self._caller[0]
 
+    def accepted_links_stay_usable(self) -> bool:
+        """Whether a link keeps logging in after it was accepted: LiteLLM before 1.83 (1.80.5 measured)
+        until it expires; from 1.83 ``/onboarding/get_token`` refuses a used link (1.110.2 measured)."""
+        version = self.litellm_version()
+        return version is None or release(version) < (1, 83)
+
     def viewer_writes(self) -> tuple[str, ...]:
         """What a ``proxy_admin_viewer`` key can still change on this proxy (empty: nothing known)."""
         version = self.litellm_version()

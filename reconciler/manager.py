@@ -530,8 +530,8 @@ def apply_desired(
 
 def _used_links(client: LiteLLMClient, plan: Plan, live: LiveState, sealer: Sealer | None) -> list[UsedLink]:
     """The accepted links still open on the proxy, but those of users the plan invites (see ``apply.used_links``);
-    none without the seal key (a plan-only key cannot open them)."""
-    if sealer is None:
+    none without the seal key (a plan-only key cannot open them), nor where LiteLLM refuses a used link itself."""
+    if sealer is None or not client.accepted_links_stay_usable():
         return []
     inviting = frozenset(a.params["user_id"] for a in plan.actions if a.kind in INVITING)
     return used_links(client, list(live.users), sealer, start_of_day(now()), inviting)

@@ -148,7 +148,7 @@ class FakeLiteLLM:
         body = json.loads(request.content) if request.content else None
         self.requests.append((request.method, path, body))
         if request.method == "GET":
-            return getattr(self, "get_" + path.strip("/").replace("/", "_"))(request.url.params)
+            return getattr(self, "get_" + path.strip("/").replace("/", "_").replace(".", "_"))(request.url.params)
         fault = self._take_fault(path, body)
         if fault == LOST_REQUEST:
             raise httpx.ReadTimeout("timed out", request=request)
@@ -370,6 +370,10 @@ class FakeLiteLLM:
         if found is None:
             return httpx.Response(400, json={"detail": {"error": "Invitation id does not exist in the database."}})
         return httpx.Response(200, json=found)
+
+    def get_openapi_json(self, params: httpx.QueryParams) -> httpx.Response:
+        """The version it stands for (the schemas of its bodies are not described)."""
+        return httpx.Response(200, json={"info": {"version": "1.80.5"}, "components": {"schemas": {}}})
 
     def get_key_info(self, params: httpx.QueryParams) -> httpx.Response:
         """The master key's own: it is no stored key (LiteLLM answers 404)."""
