@@ -278,6 +278,14 @@ class UserSettings(_Limits):
     not to keys that belong to a team (``validate`` warns); ``tpm_limit`` and ``rpm_limit`` apply to all.
     """
 
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "the user_id of the account that is this user (pins it): needed to grant a privileged role to an "
+            "account this tool did not create, or to pick one of several accounts with this email"
+        ),
+    )
     role: UserRole | None = Field(default=None, description="user_role; new users get internal_user when left out")
     alias: str | None = Field(default=None, description="user_alias")
     invite: bool | None = Field(

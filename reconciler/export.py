@@ -37,6 +37,7 @@ from .desired import (
     raw_team_ref,
 )
 from .live import PROXY_ADMIN_ID, LiveMember, LiveOrganization, LiveState, LiveTeam, LiveUser
+from .plan import PRIVILEGED_ROLES
 from .render import visible
 
 _Live = LiveUser | LiveTeam | LiveOrganization
@@ -118,12 +119,21 @@ def _users(
     """The users to export with their entries (only the exported teams' members, when ``members_only``),
     by email; those a users.yaml cannot declare join ``skipped``."""
     emails = Counter(u.key for u in live.users if u.key)
+    org_admins = {m.user_id for o in live.organizations for m in o.members if m.role == "org_admin"}
     users = []
     for user in sorted(live.users, key=lambda u: (u.key or "", u.user_id)):
         if user.user_id == PROXY_ADMIN_ID or (members_only and user.user_id not in memberships):
             continue
         teams = sorted(memberships.get(user.user_id, []), key=lambda e: raw_team_ref(e) or "")
         entry = _user(user, teams)
+        privileged = (
+            user.role in PRIVILEGED_ROLES
+            or user.user_id in org_admins
+            or any(isinstance(t, dict) and t.get("role") == "admin" for t in teams)
+        )
+        if privileged and not user.created_by_tool:
+            # Pinned: a privileged role goes only to an account this tool made or the file pins.
+            entry = {"email": entry.pop("email"), "id": user.user_id, **entry}
         why = _unexportable(user, emails) or _refusal(UserSpec, entry)
         if why:
             skipped.append((user, why))

@@ -107,7 +107,7 @@ KINDS: dict[str, Kind] = {
         ),
         Kind("adopt_organization", "adopt organization", "organization", "organizations", "to adopt", "bookkeeping"),
         Kind("adopt_team", "adopt team", "team", "teams", "to adopt", "bookkeeping"),
-        Kind("adopt_user", "adopt user", "user", "users", "to adopt", "bookkeeping"),
+        Kind("adopt_user", "adopt existing account", "user", "users", "to adopt", "bookkeeping"),
         Kind("remove_member", "remove from team", "membership", "memberships", "to remove", "remove", serial=True),
         Kind("delete_user", "delete user", "user", "users", "to delete", "remove", serial=True),
         Kind(

@@ -145,6 +145,15 @@ class LiveUser(_Owned):
     key_count: int | None = None
     #: Budget, models and limits, by LiteLLM field name (USER_SETTINGS).
     settings: dict[str, Any] = field(default_factory=dict, hash=False)
+    #: When the account was made, and its identity at the SSO provider when SSO made or claimed it:
+    #: what an adoption shows, so a reviewer can tell an old colleague's account from a fresh one.
+    created_at: str | None = None
+    sso_user_id: str | None = None
+
+    @property
+    def created_by_tool(self) -> bool:
+        """This tool made the account (owned, not adopted): a privileged grant needs no pin."""
+        return self.managed and not self.owned.get("adopted")
 
     @_once
     def key(self) -> str | None:
@@ -227,7 +236,8 @@ class LiveState:
         every metadata dict and dominated the cost of a 100,000-user plan."""
         return {
             "users": [
-                [u.user_id, u.email, u.role, u.alias, u.teams, u.metadata, u.key_count, u.settings] for u in self.users
+                [u.user_id, u.email, u.role, u.alias, u.teams, u.metadata, u.key_count, u.settings, u.sso_user_id]
+                for u in self.users
             ],
             "teams": [
                 [
@@ -305,6 +315,8 @@ def user_from_api(raw: dict[str, Any]) -> LiveUser:
         metadata=dict(raw.get("metadata") or {}),
         key_count=raw["key_count"] if isinstance(raw.get("key_count"), int) else None,
         settings={name: raw.get(name) for name in USER_SETTINGS},
+        created_at=str(raw["created_at"]) if raw.get("created_at") else None,
+        sso_user_id=str(raw["sso_user_id"]) if raw.get("sso_user_id") else None,
     )
 
 

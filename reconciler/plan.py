@@ -315,6 +315,11 @@ class _Matched:
     duplicates: dict[str, str] = field(default_factory=dict)
     #: The accounts of refused users: no action, removal or roster drift concerns them.
     untouchable: set[str] = field(default_factory=set)
+    #: Declared users (email key) who may be given a privileged role: accounts this tool makes or made,
+    #: and those the file pins with ``id:``.
+    trusted: set[str] = field(default_factory=set)
+    #: Privileged grants refused to accounts nobody vouched for (drift of kind ``refused``).
+    refused_grants: list[Drift] = field(default_factory=list)
 
 
 #: A member of a declared team's roster on the proxy: (alias, team, member).
@@ -714,16 +719,47 @@ def _one_account(address: str, key: str, found: list[LiveUser], matched: _Matche
     return None
 
 
+def _pinned_account(
+    user: UserSpec, key: str, address: str, live: LiveState, matched: _Matched
+) -> list[LiveUser] | None:
+    """The accounts a user pinned with ``id:`` may be: the pinned one, or none when it is not on the proxy
+    and no account has the email (it is created with that id). None: refused (the pin and the proxy disagree)."""
+    found = live.users_by_key.get(key, [])
+    pinned = live.users_by_id.get(user.id or "")
+    if pinned is not None and pinned.key == key:
+        for other in found:
+            if other is not pinned:
+                matched.duplicates[other.user_id] = (
+                    f"another account with the email of {address} (user_id {pinned.user_id}, pinned by the file); "
+                    f"this one (user_id {other.user_id}) is not managed: delete it on the proxy"
+                )
+        return [pinned]
+    if pinned is not None:
+        why = f"'id: {user.id}' is the account of {pinned.email or 'no email'} on the proxy, not of this user"
+    elif found:
+        ids = ", ".join(sorted(u.user_id for u in found))
+        why = f"'id: {user.id}' is not on the proxy, but {len(found)} account(s) have this email ({ids})"
+    else:
+        return []
+    matched.refused[key] = f"{why}: nothing is done for this user; fix the pin"
+    for other in found:
+        matched.untouchable.add(other.user_id)
+        matched.duplicates.setdefault(other.user_id, f"an account with the email of {address}, whose pin disagrees")
+    return None
+
+
 def _plan_user(user: UserSpec, key: str, live: LiveState, matched: _Matched, conflicts: list[str]) -> list[Action]:
     address = f"user.{key}"
-    found = live.users_by_key.get(key, ())
+    found = live.users_by_key.get(key, ()) if user.id is None else _pinned_account(user, key, address, live, matched)
+    if found is None:
+        return []
     if len(found) > 1:
         chosen = _one_account(address, key, found, matched)
         if chosen is None:
             return []
         found = [chosen]
     if not found:
-        user_id = _derived_id(f"user:{key}")  # new_user_id(user.email)
+        user_id = user.id or _derived_id(f"user:{key}")  # new_user_id(user.email)
         clash = live.users_by_id.get(user_id)
         if clash is not None:
             conflicts.append(
@@ -732,6 +768,7 @@ def _plan_user(user: UserSpec, key: str, live: LiveState, matched: _Matched, con
             )
             return []
         matched.user_ids[key] = user_id
+        matched.trusted.add(key)
         role = user.role or DEFAULT_ROLE
         params = {
             "user_id": user_id,
@@ -758,17 +795,47 @@ def _plan_user(user: UserSpec, key: str, live: LiveState, matched: _Matched, con
     current = found[0]
     matched.user_ids[key] = current.user_id
     matched.live_users[key] = current
+    if current.created_by_tool or user.id == current.user_id:
+        matched.trusted.add(key)
     managed = current.managed
     settings = user.managed_settings
     if managed and user.role is None and user.alias is None and not settings:
         return []  # owned, and the file manages none of its fields: nothing to adopt or compare
     wanted: dict[str, Any] = dict(settings)
-    if user.role is not None:
+    if user.role is not None and _grantable(address, key, current, user.role, current.role, matched):
         wanted["user_role"] = user.role
     if user.alias is not None:
         wanted["user_alias"] = user.alias
     have = {**current.settings, "user_role": current.role, "user_alias": current.alias}
-    return _existing("user", address, {"user_id": current.user_id}, managed, have, wanted, "differs")
+    actions = _existing("user", address, {"user_id": current.user_id}, managed, have, wanted, "differs")
+    return [_adoption_of(current, a) if a.kind == "adopt_user" else a for a in actions]
+
+
+def _adoption_of(account: LiveUser, action: Action) -> Action:
+    """The adoption of an account this tool did not make, saying which: a reviewer must see whose
+    account the file takes over (anyone who could call /user/update may have made it)."""
+    sso = f"SSO identity {account.sso_user_id}" if account.sso_user_id else "no SSO identity"
+    made = f"created {utc_date(account.created_at) or 'at an unknown date'}"
+    reason = f"adopt existing account (user_id {account.user_id}, {made}, {sso}): {ADOPT_REASON}"
+    return Action(kind=action.kind, address=action.address, reason=reason, params=action.params)
+
+
+def _grantable(address: str, key: str, account: LiveUser, role: str, held: str | None, matched: _Matched) -> bool:
+    """Whether the plan may give ``account`` the ``role`` it asks for (it holds ``held``): a privileged
+    role goes only to an account this tool made or one the file pins with ``id:``. Otherwise the
+    grant is refused, saying how to pin it, and the rest of the plan goes on."""
+    if role == held or role not in _PRIVILEGED_GRANTS or key in matched.trusted:
+        return True
+    matched.refused_grants.append(
+        Drift(
+            "refused",
+            address,
+            f"the file grants {role} to an account this tool did not create (user_id {account.user_id}, "
+            f"created {utc_date(account.created_at) or 'at an unknown date'}); not granted. If it is theirs, "
+            f"pin it: 'id: {account.user_id}' on this user",
+        )
+    )
+    return False
 
 
 def _plan_memberships(
@@ -780,6 +847,11 @@ def _plan_memberships(
     actions = []
     for entry in user.teams:
         target, settings = targets[team_ref(entry)], membership_settings(entry)
+        role = settings.get("role")
+        if role is not None and live_user is not None:
+            held = target.live.member_roles.get(user_id) if target.live is not None else None
+            if not _grantable(f"membership.{target.alias}.{key}", key, live_user, role, held, matched):
+                settings = {name: value for name, value in settings.items() if name != "role"}
         reason = "listed in the file"
         if target.live is not None:
             matched.listed[target.team_id].add(user_id)
@@ -869,14 +941,18 @@ def _plan_organization_members(desired: DesiredState, matched: _Matched) -> list
                 "organization_alias": organization.alias,
                 "user_email": member.email,
             }
+            account = matched.live_users.get(key)
+            wanted = member.role
+            if wanted is not None and account is not None:
+                wanted = wanted if _grantable(address, key, account, wanted, roles.get(user_id), matched) else None
             if user_id in roles:
-                if member.role is not None and roles[user_id] != member.role:
-                    change = Change("role", roles[user_id], member.role)
+                if wanted is not None and roles[user_id] != wanted:
+                    change = Change("role", roles[user_id], wanted)
                     actions.append(
-                        Action("update_org_member", address, "role differs", {**names, "role": member.role}, (change,))
+                        Action("update_org_member", address, "role differs", {**names, "role": wanted}, (change,))
                     )
                 continue
-            role = member.role or "internal_user"
+            role = wanted or "internal_user"
             depends = () if current is not None else (f"organization.{organization.alias}",)
             if key not in matched.live_users:
                 depends += (f"user.{key}",)
@@ -912,6 +988,8 @@ def _plan_invitation(
     if current is None:
         return _invitation("create_invitation", key, user, user_id, "new user", (f"user.{key}",) + inviter)
     record = current.invitation
+    if current.sso_user_id and (record is None or not record.exposed_id):
+        return None  # they sign in through SSO: an onboarding link would only be one more credential
     if record is None:
         wants = user.invite if user.invite is not None else desired.spec.defaults.invite
         if current.managed and not current.owned.get("adopted"):
@@ -975,6 +1053,8 @@ def _invitation(kind: str, key: str, user: UserSpec, user_id: str, why: str, dep
 
 #: Roles that administer the proxy: whoever holds one unreviewed is drift that must never go unseen.
 PRIVILEGED_ROLES = frozenset({"proxy_admin", "proxy_admin_viewer"})
+#: Roles granted only to accounts this tool made or the file pins: the proxy's, a team's, an organization's.
+_PRIVILEGED_GRANTS = PRIVILEGED_ROLES | {"admin", "org_admin"}
 #: Drift the drift check fails on whatever else it is told: a privileged role nobody reviewed, a second
 #: account with a declared user's email, a declared user the plan cannot act on.
 FAILING_DRIFT = frozenset({"privilege", "duplicate", "refused"})
@@ -1196,6 +1276,7 @@ def _drift(
     ``declared_roles``: the role the file gives each declared user (email key -> role or None);
     ``deleted``: the users this plan deletes (their memberships go with them)."""
     items: list[Drift] = [Drift("refused", f"user.{key}", why) for key, why in matched.refused.items()]
+    items += matched.refused_grants
     scopes = desired.spec.removals
     for user in live.users:
         if user.user_id == PROXY_ADMIN_ID:

@@ -52,7 +52,7 @@ def test_export_is_valid_sorted_and_names_what_it_could_not_export() -> None:
         "- alias: dev\n  models:\n  - gpt-4o\n  max_budget: 10.0\n  budget_duration: 30d\n  rpm_limit: 60\n"
         "- alias: research\n"
         "users:\n"
-        "- email: alice@company.com\n  role: proxy_admin\n  alias: Alice\n  teams:\n  - dev\n  - research\n"
+        "- email: alice@company.com\n  id: u1\n  role: proxy_admin\n  alias: Alice\n  teams:\n  - dev\n  - research\n"
         "- email: Bob@Company.com\n  role: internal_user_viewer\n  teams:\n  - dev\n"
         "- email: org@company.com\n"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import textwrap
 import uuid
 from dataclasses import replace
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from reconciler.desired import TEAM_SETTINGS, DesiredState, parse_desired
+from reconciler.kinds import INVITING
 from reconciler.live import (
     OWNER_KEY,
     PROXY_ADMIN_ID,
@@ -35,11 +37,14 @@ from reconciler.plan import (
     new_team_id,
     new_user_id,
 )
+from reconciler.render import render
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 MANAGED = {OWNER_KEY: {"managed": True}}
 #: A user that was on the proxy before the tool and that the file adopted earlier.
 ADOPTED = {OWNER_KEY: {"managed": True, "adopted": True}}
+#: A user this tool created, who has onboarded: may be given a privileged role without a pin.
+ONBOARDED = {OWNER_KEY: {"managed": True, "invitation": {"sealed": "v2.x", "accepted_at": "2026-01-01T00:00:00Z"}}}
 
 # --------------------------------------------------------------------------- builders
 
@@ -1285,7 +1290,8 @@ def member_with(role: str = "user", budget: dict[str, Any] | None = None, read: 
         members=(LiveMember("u-a", role),),
         member_budgets=({"u-a": budget} if budget else {}) if read else None,
     )
-    return state(live_user("u-a", "a@example.com", teams=("t-dev", "t-ops")), live_team("t-dev", "dev", ("u-a",)), ops)
+    a = live_user("u-a", "a@example.com", teams=("t-dev", "t-ops"), metadata=ONBOARDED)
+    return state(a, live_team("t-dev", "dev", ("u-a",)), ops)
 
 
 def test_an_existing_membership_is_updated_where_the_file_differs_and_only_there():
@@ -1352,7 +1358,7 @@ def acme(*members: tuple[str, str], managed: bool = True) -> LiveOrganization:
 
 
 def test_organization_members_are_added_with_their_roles_after_what_the_plan_creates():
-    plan = plan_for(desired(ORG_MEMBERS), state(live_user("u-boss", "boss@example.com")))
+    plan = plan_for(desired(ORG_MEMBERS), state(live_user("u-boss", "boss@example.com", metadata=ONBOARDED)))
     boss = the_action(plan, "org_membership.acme.boss@example.com")
     new = the_action(plan, "org_membership.acme.new@example.com")
     assert (boss.kind, boss.params["role"], boss.depends_on) == ("add_org_member", "org_admin", ("organization.acme",))
@@ -1362,7 +1368,7 @@ def test_organization_members_are_added_with_their_roles_after_what_the_plan_cre
 
 def test_an_organization_role_is_changed_and_unlisted_members_removed_only_where_members_are_managed():
     live = state(
-        live_user("u-boss", "boss@example.com"),
+        live_user("u-boss", "boss@example.com", metadata=ONBOARDED),
         live_user("u-new", "new@example.com"),
         live_user("u-old", "old@example.com", metadata={}),
         acme(("u-boss", "internal_user"), ("u-new", "internal_viewer"), ("u-old", "internal_user")),
@@ -1457,3 +1463,85 @@ def test_organization_member_drift_skips_users_being_deleted_and_names_the_prote
             "member (org_admin) on the proxy, not listed in the file; protected: it owns the key this tool runs with",
         ),
     ]
+
+
+# --------------------------------------------------------------------------- accounts this tool did not make
+
+#: An account someone else made (a UI click, SSO, a script, or a read-only key on 1.80.5).
+STRANGER = replace(live_user("u-x", "x@example.com", metadata={}), created_at="2026-11-20T08:00:00Z")
+
+
+def test_an_account_this_tool_did_not_make_is_adopted_visibly():
+    sso = replace(STRANGER, sso_user_id="okta|123")
+    [adopt] = plan_for(desired("version: 1\nusers: [{email: x@example.com}]\n"), state(sso)).actions
+    assert adopt.kind == "adopt_user" and adopt.reason.startswith(
+        "adopt existing account (user_id u-x, created 2026-11-20, SSO identity okta|123)"
+    )
+    assert "| ⚠️ | <code>user\\.x@example\\.com</code> | adopt existing account |" in render(
+        plan_for(desired("version: 1\nusers: [{email: x@example.com}]\n"), state(sso)), "markdown"
+    )
+
+
+@pytest.mark.parametrize(
+    "body, pinned_body",
+    [
+        ("{email: x@example.com, role: proxy_admin}", "{email: x@example.com, role: proxy_admin, id: u-x}"),
+        (
+            "{email: x@example.com, teams: [{team: dev, role: admin}]}",
+            "{email: x@example.com, id: u-x, teams: [{team: dev, role: admin}]}",
+        ),
+    ],
+    ids=["proxy_admin", "team admin"],
+)
+@pytest.mark.parametrize("metadata", [{}, ADOPTED], ids=["unowned", "adopted earlier"])
+def test_a_privileged_role_goes_to_an_account_this_tool_did_not_make_only_when_pinned(
+    body: str, pinned_body: str, metadata: dict[str, Any]
+):
+    live = state(replace(STRANGER, metadata=metadata), live_team("t-dev", "dev", ("u-x",)))
+    spec = f"version: 1\nteams: [{{alias: dev}}]\nusers: [{body}]\n"
+    plan = plan_for(desired(spec), live)
+    assert not [a for a in plan.actions if "admin" in json.dumps(a.params)], "never granted"
+    [refused] = [d for d in plan.drift if d.kind == "refused"]
+    assert "an account this tool did not create (user_id u-x, created 2026-11-20)" in refused.detail
+    assert "pin it: 'id: u-x' on this user" in refused.detail
+    granted = plan_for(desired(f"version: 1\nteams: [{{alias: dev}}]\nusers: [{pinned_body}]\n"), live)
+    assert [a for a in granted.actions if "admin" in json.dumps(a.params)], "granted once pinned"
+    assert not [d for d in granted.drift if d.kind == "refused"]
+
+
+def test_an_organization_admin_goes_to_an_account_this_tool_did_not_make_only_when_pinned():
+    acme = replace(live_organization("o-1", "acme"), members=(LiveMember("u-x", "internal_user"),))
+    spec = "version: 1\norganizations: [{alias: acme, members: [{email: x@example.com, role: org_admin}]}]\n"
+    users = "users: [{email: x@example.com%s}]\n"
+    plan = plan_for(desired(spec + users % ""), state(STRANGER, acme))
+    assert not [a for a in plan.actions if a.kind == "update_org_member"]
+    assert [d.address for d in plan.drift if d.kind == "refused"] == ["org_membership.acme.x@example.com"]
+    pinned = plan_for(desired(spec + users % ", id: u-x"), state(STRANGER, acme))
+    assert [a.params["role"] for a in pinned.actions if a.kind == "update_org_member"] == ["org_admin"]
+
+
+def test_an_account_sso_made_is_never_sent_a_link():
+    sso = replace(STRANGER, sso_user_id="okta|123", metadata=ADOPTED)
+    plan = plan_for(desired("version: 1\ndefaults: {invite: true}\nusers: [{email: x@example.com}]\n"), state(sso))
+    assert not [a for a in plan.actions if a.kind in INVITING]
+    plain = plan_for(
+        desired("version: 1\ndefaults: {invite: true}\nusers: [{email: x@example.com}]\n"), state(STRANGER)
+    )
+    assert [a.kind for a in plain.actions if a.kind in INVITING] == ["create_invitation"]
+
+
+def test_a_pin_picks_its_account_or_refuses_that_user_alone():
+    twin = live_user("u-y", "X@example.com", metadata={})
+    spec = "version: 1\nusers: [{email: x@example.com, id: %s}, {email: z@example.com}]\n"
+    picked = plan_for(desired(spec % "u-x"), state(STRANGER, twin))
+    assert {a.params.get("user_id") for a in picked.actions if a.address == "user.x@example.com"} == {"u-x"}
+    assert [d.address for d in picked.drift if d.kind == "duplicate"] == ["user.u-y"]
+    other = plan_for(desired(spec % "u-z"), state(STRANGER, live_user("u-z", "z@example.com")))
+    assert [d.address for d in other.drift if d.kind == "refused"] == ["user.x@example.com"]
+    assert "is the account of z@example.com on the proxy" in other.drift[-1].detail or any(
+        "is the account of z@example.com" in d.detail for d in other.drift
+    )
+    absent = plan_for(desired(spec % "u-new"), state(STRANGER))
+    assert [d for d in absent.drift if d.kind == "refused" and "is not on the proxy" in d.detail]
+    fresh = plan_for(desired(spec % "u-new"), state())
+    assert the_action(fresh, "user.x@example.com").params["user_id"] == "u-new", "created with the pinned id"

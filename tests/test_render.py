@@ -43,7 +43,7 @@ teams:
   - {alias: dev, max_budget: 7}
 users:
   - {email: new@example.com, teams: ["ops|infra", dev], alias: "New | Person"}
-  - {email: old@example.com, role: proxy_admin_viewer}
+  - {email: old@example.com, role: proxy_admin_viewer, id: u-old}
   - {email: done@example.com}
 """,
         "people.yaml",
@@ -217,7 +217,7 @@ def test_duplicates_refusals_and_the_keys_powers_are_called_out(fmt):
     out = rendered(replace(empty_plan(), drift=drift, warnings=(warning,)), fmt)
     sentence = (
         "1 account(s) share a declared user's email with the account that is the user. "
-        "1 declared user(s) are refused: several accounts have their email and none is this tool's."
+        "1 part(s) of the file are refused (each drift line says why and what to do)."
     )
     assert (escape(sentence) if fmt == "markdown" else sentence) in out
     if fmt == "text":

@@ -48,7 +48,7 @@ def summary_line(plan: Plan) -> str:
 _ALARMS = {
     "privilege": "user(s) hold a privileged role the file does not grant",
     "duplicate": "account(s) share a declared user's email with the account that is the user",
-    "refused": "declared user(s) are refused: several accounts have their email and none is this tool's",
+    "refused": "part(s) of the file are refused (each drift line says why and what to do)",
 }
 
 

@@ -44,10 +44,9 @@ def _row(action: Action) -> str:
         else f"{code(c.field)}: {code(value(c.old))} → {code(value(c.new))}"
         for c in action.changes
     )
-    return (
-        f"| {_ICONS[action.symbol]} | {code(action.address)} | {KIND_LABELS[action.kind]} | "
-        f"{escape(action.reason)} | {changes} |"
-    )
+    # Taking over an account someone else made is shown like a privilege: the reviewer must look at whose.
+    icon = "⚠️" if action.kind == "adopt_user" else _ICONS[action.symbol]
+    return f"| {icon} | {code(action.address)} | {KIND_LABELS[action.kind]} | {escape(action.reason)} | {changes} |"
 
 
 def cap(body: str, limit: int = GITHUB_COMMENT_LIMIT) -> str:

@@ -251,3 +251,39 @@ def test_what_a_read_only_key_can_change_is_what_the_tool_says(api: Api, proxy) 
     old = proxy_version(proxy[0]).startswith("1.80.")
     assert (blocked == 200, made) == (old, old)
     assert refused == [403, 403]
+
+
+def test_a_privileged_role_is_never_handed_to_an_account_someone_else_made(
+    api: Api, cli, tmp_path: Path, proxy
+) -> None:
+    # The attack: a read-only key (1.80.5) or anyone else makes an account with a password of their choosing
+    # for an email the file will declare as proxy_admin. Adopting it must not hand them the proxy.
+    if proxy_version(proxy[0]).startswith("1.80."):
+        made = httpx.post(
+            f"{proxy[0]}/user/update",
+            headers={"Authorization": f"Bearer {viewer_key(api)}"},
+            json={"user_email": "boss@company.com", "password": "chosen-by-the-attacker"},
+            timeout=30,
+        )
+        assert made.status_code == 400, "1.80.5 answers 'Authentication Error' and makes the account anyway"
+    else:  # the viewer may not on 1.110: anyone who can write makes the same account
+        api.post("/user/new", {"user_email": "boss@company.com", "auto_create_key": False})
+    [account] = [u for u in api.users() if u.get("user_email") == "boss@company.com"]
+    write(tmp_path, "version: 1\nusers:\n  - email: boss@company.com\n    role: proxy_admin\n")
+
+    plan = json_plan(cli)
+    assert [a["kind"] for a in plan["actions"]] == ["adopt_user"], "adopted visibly, the role not granted"
+    assert plan["actions"][0]["reason"].startswith(f"adopt existing account (user_id {account['user_id']}, created")
+    [refused] = [d for d in plan["drift"] if d["kind"] == "refused"]
+    assert f"pin it: 'id: {account['user_id']}'" in refused["detail"]
+    apply_ok(cli)
+    roles = {u["user_id"]: u["user_role"] for u in api.users()}
+    assert roles[account["user_id"]] != "proxy_admin", "apply did not grant it"
+
+    write(
+        tmp_path,
+        f"version: 1\nusers:\n  - email: boss@company.com\n    id: {account['user_id']}\n    role: proxy_admin\n",
+    )
+    apply_ok(cli)
+    assert {u["user_id"]: u["user_role"] for u in api.users()}[account["user_id"]] == "proxy_admin", "pinned: granted"
+    assert json_plan(cli)["actions"] == []
