@@ -6,39 +6,74 @@ the file and line it came from, so that one run of ``validate`` shows all mistak
 before a single request reaches the proxy.
 
 The file comes from pull requests, so it is treated as hostile: whatever could make
-loading slow, huge or misleading (alias bombs, deep nesting, tags, device files,
-control and bidi characters, oversized numbers) is refused in well under a second,
-with its line, before any of it is turned into data.
+loading slow, huge or misleading (alias bombs, deep nesting, too many nodes, tags, device
+files, control and bidi characters, oversized numbers and strings, look-alike names) is
+refused with its line, most of it while parsing, before any of it is turned into data.
+The limits are in ``limits.py``.
 """
 
 from __future__ import annotations
 
+import gc
+import heapq
 import os
 import re
 import stat
 import unicodedata
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, NoReturn, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
+
+from .limits import (
+    BIDI_CONTROLS,
+    MAX_DEPTH,
+    MAX_EMAIL_CHARS,
+    MAX_ENVIRONMENTS,
+    MAX_FILE_BYTES,
+    MAX_ITEMS,
+    MAX_KEYS,
+    MAX_LIST_ITEMS,
+    MAX_MODEL_CHARS,
+    MAX_NAME_CHARS,
+    MAX_NODES,
+    MAX_PROBLEMS,
+    MAX_ROUTES,
+    MAX_SCALAR_CHARS,
+    check_duration,
+    look_alike_key,
+    look_alike_problem,
+    name_problem,
+    nfc,
+    shown,
+)
+from .limits import (
+    DURATION as DURATION,  # re-exported: live.py reads the proxy's durations with it
+)
 
 #: The roles ``/user/new`` and ``/user/update`` accept; anything else is a 422 on the proxy.
 UserRole = Literal["proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer"]
 USER_ROLES: tuple[str, ...] = get_args(UserRole)
 DEFAULT_ROLE: UserRole = "internal_user"
 
-# LiteLLM's budget windows: 30s, 30m, 30h, 30d, 1mo (and w in newer releases).
-DURATION = re.compile(r"^[1-9][0-9]*(s|m|h|d|w|mo)$")
 # Limits are PostgreSQL BigInt columns; a larger value is a 500 from the proxy.
 _BIGINT_MAX = 2**63 - 1
 
-#: Larger files are refused before they are read.
-MAX_FILE_BYTES = 20 * 1024 * 1024
-#: The format nests 4 deep (users > entry > teams > item); more is a mistake or an attack.
-MAX_DEPTH = 32
 # A plain scalar that YAML reads as a number but is this long is an attack: Python refuses
 # ints over 4300 digits, and a sexagesimal int ("1:2:3:...") costs quadratic time.
 _MAX_NUMBER_CHARS = 100
@@ -48,15 +83,24 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SAFE = yaml.SafeLoader("")
 
 
+def _typed_match(rules: list[tuple[str, re.Pattern[str]]]) -> Callable[[str], re.Match[str] | None]:
+    """One expression for PyYAML's rules of a first character: it matches what they would not read as text."""
+    return re.compile("|".join(f"(?{'x' if rule.flags & re.X else ''}:{rule.pattern})" for _, rule in rules)).match
+
+
+#: First character -> a test for the plain scalars PyYAML would read as an int, float, bool, null,
+#: date, merge or value. Most values ("alice@...", "team-dev") fail it in one step in C, and only
+#: the rest go through PyYAML's rules (which, run for every value, took a quarter of the time of
+#: reading 100,000 users).
+_TYPED = {first: _typed_match(rules) for first, rules in _SAFE.yaml_implicit_resolvers.items()}
+
+
 # --------------------------------------------------------------------------- emails
 
-# Any character outside these fails; which one it is decides the message.
+# Any character outside these fails; which one it is decides the message. The address's parts are
+# then checked with string operations: no pattern with nested quantifiers, none that backtracks.
 _EMAIL_CHARS_RE = re.compile(r"[^A-Za-z0-9.@_+'-]")
-_LOCAL_RE = re.compile(r"[A-Za-z0-9_+'-]+(?:\.[A-Za-z0-9_+'-]+)*")
-_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
 _DOMAIN_CHARS = "a domain has letters, digits, '-' and '.'"
-#: Marks, embeddings, overrides and isolates: they make text display in another order than it is stored.
-_BIDI_RE = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def check_email(value: str) -> str:
@@ -66,14 +110,14 @@ def check_email(value: str) -> str:
     pull requests and it ends up in email headers. So nothing that could hide or inject
     anything is accepted: no controls, whitespace or invisible characters, no display
     name or list. Before "@": ASCII letters, digits and ``. _ + - '`` (dots not at an
-    end, not doubled). After it: ASCII labels of letters, digits and inner hyphens (at
-    most 63 each, 253 in all, at least two, the last not all digits). An
-    internationalised domain is accepted only in its ``xn--`` form, which a look-alike
-    (homograph) domain cannot imitate.
+    end, not doubled; at most 64). After it: ASCII labels of letters, digits and inner
+    hyphens (at most 63 each, 253 in all, at least two, the last not all digits); 254 in
+    all, RFC 5321's limit. An internationalised domain is accepted only in its ``xn--``
+    form, which a look-alike (homograph) domain cannot imitate.
     """
     reason = _email_problem(value)
     if reason:
-        raise ValueError(f"{value!r} is not a valid email address: {reason}")
+        raise ValueError(f"{shown(value, 300)} is not a valid email address: {reason}")
     return value
 
 
@@ -88,12 +132,14 @@ def _email_problem(value: str) -> str | None:
         return "there is nothing before '@'"
     if len(local) > 64:
         return "the part before '@' is longer than 64 characters"
-    if not _LOCAL_RE.fullmatch(local):
+    if local[0] == "." or local[-1] == "." or ".." in local:
         return "the part before '@' starts or ends with '.' or contains '..'"
     if not domain:
         return "there is nothing after '@'"
     if len(domain) > 253:
         return "the domain is longer than 253 characters"
+    if len(value) > MAX_EMAIL_CHARS:
+        return f"the address is longer than {MAX_EMAIL_CHARS} characters"
     labels = domain.split(".")
     if len(labels) < 2:
         return f"the domain {domain!r} has no dot, as in example.com"
@@ -102,10 +148,10 @@ def _email_problem(value: str) -> str | None:
             return "the domain has an empty label (a dot at an end, or two in a row)"
         if len(label) > 63:
             return f"the domain label {label[:20]!r}... is longer than 63 characters"
-        if not _LABEL_RE.fullmatch(label):
-            wrong = [char for char in label if char in "_+'"]
-            if wrong:
-                return f"{wrong[0]!r} is not allowed after '@'; {_DOMAIN_CHARS}"
+        wrong = [char for char in label if char in "_+'"]
+        if wrong:
+            return f"{wrong[0]!r} is not allowed after '@'; {_DOMAIN_CHARS}"
+        if label[0] == "-" or label[-1] == "-":
             return f"the domain label {label!r} starts or ends with '-'"
     if labels[-1].isdigit():
         return "the top-level domain is all digits"
@@ -117,7 +163,7 @@ def _character_problem(value: str) -> str:
     categories = {unicodedata.category(char) for char in value}
     if "Cc" in categories:
         return "it contains a control character"
-    if _BIDI_RE.search(value):
+    if not BIDI_CONTROLS.isdisjoint(value):
         return "it contains a bidirectional text control"
     if "Cf" in categories:
         return "it contains an invisible formatting character"
@@ -145,6 +191,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def _checked_name(value: str) -> str:
+    """An alias that shows what it is: nothing invisible or misleading (``limits.name_problem``)."""
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(f"{shown(value)} is refused: {problem}")
+    return value
+
+
+def _checked_alias(value: str) -> str:
+    """A team's or organization's alias, which users name it by: also none that passes for another."""
+    problem = look_alike_problem(value)
+    if problem:
+        raise ValueError(f"{shown(value)} could pass for another name: {problem}")
+    return value
+
+
+#: A user's alias (display name); in NFC, as ``_normalise_names`` made it.
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS), AfterValidator(_checked_name)]
+#: A team's or organization's alias.
+Alias = Annotated[
+    str, Field(min_length=1, max_length=MAX_NAME_CHARS), AfterValidator(_checked_name), AfterValidator(_checked_alias)
+]
+#: A declared id, or a reference to an alias (a reference that names nothing is reported as unknown).
+Reference = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+#: A model name or a route.
+ModelName = Annotated[str, Field(max_length=MAX_MODEL_CHARS)]
+
 #: An environment's name: it also names GitHub environments and secrets, hence the narrow alphabet.
 _ENVIRONMENT_RE = r"^[a-z][a-z0-9_]{0,39}$"
 ENVIRONMENT_NAME = re.compile(_ENVIRONMENT_RE)
@@ -167,7 +240,9 @@ class _Limits(_Strict):
     #: The fields that map one-to-one onto the proxy's create and update endpoints.
     SETTINGS: ClassVar[tuple[str, ...]] = ("models", "max_budget", "budget_duration", "tpm_limit", "rpm_limit")
 
-    models: list[str] = Field(default=None, description="allowed models; [] = all models")  # type: ignore[assignment]
+    models: list[ModelName] = Field(  # type: ignore[assignment]
+        default=None, max_length=MAX_LIST_ITEMS, description="allowed models; [] = all models"
+    )
     max_budget: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="USD; null = no limit")
     budget_duration: str | None = Field(default=None, description="budget window, e.g. 30d, 1mo")
     tpm_limit: int | None = Field(default=None, ge=0, le=_BIGINT_MAX, description="tokens per minute")
@@ -176,9 +251,7 @@ class _Limits(_Strict):
     @field_validator("budget_duration")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
-        if value is not None and not DURATION.match(value):
-            raise ValueError(f"{value!r} is not a LiteLLM duration such as 30d, 12h or 1mo")
-        return value
+        return value if value is None else check_duration(value)
 
     @property
     def managed_settings(self) -> dict[str, Any]:
@@ -197,17 +270,17 @@ class TeamSettings(_Limits):
         "team_member_key_duration",
     )
 
-    id: str | None = Field(default=None, min_length=1, description="adopt this existing team_id")
-    organization: str | None = Field(
+    id: Reference | None = Field(default=None, description="adopt this existing team_id")
+    organization: Reference | None = Field(
         default=None,
-        min_length=1,
         description="alias of the organization (under 'organizations') the team is in; null = none",
     )
     blocked: bool = Field(  # type: ignore[assignment]
         default=None, description="true: every key of the team is refused until unblocked (the team stays)"
     )
-    team_member_permissions: list[str] = Field(  # type: ignore[assignment]
+    team_member_permissions: list[ModelName] = Field(  # type: ignore[assignment]
         default=None,
+        max_length=MAX_ROUTES,
         description=(
             "routes the team's non-admin members may call, e.g. /key/generate; [] = none beyond reading their keys"
         ),
@@ -253,9 +326,12 @@ class TeamSettings(_Limits):
 class TeamSpec(TeamSettings):
     """A team as declared. Optional fields left out are not managed (never changed)."""
 
-    alias: str = Field(min_length=1, description="team_alias; unique in the file")
+    alias: Alias = Field(description="team_alias; unique in the file, and unlike any other")
     only_in: list[EnvironmentName] | None = Field(
-        default=None, min_length=1, description="the environments that have this team [default: all]"
+        default=None,
+        min_length=1,
+        max_length=MAX_ENVIRONMENTS,
+        description="the environments that have this team [default: all]",
     )
     overrides: dict[EnvironmentName, TeamSettings] = Field(
         default_factory=dict, description="per environment: settings that differ there (id, models, budget, limits)"
@@ -278,16 +354,15 @@ class UserSettings(_Limits):
     not to keys that belong to a team (``validate`` warns); ``tpm_limit`` and ``rpm_limit`` apply to all.
     """
 
-    id: str | None = Field(
+    id: Reference | None = Field(
         default=None,
-        min_length=1,
         description=(
             "the user_id of the account that is this user (pins it): needed to grant a privileged role to an "
             "account this tool did not create, or to pick one of several accounts with this email"
         ),
     )
     role: UserRole | None = Field(default=None, description="user_role; new users get internal_user when left out")
-    alias: str | None = Field(default=None, description="user_alias")
+    alias: Name | None = Field(default=None, description="user_alias")
     invite: bool | None = Field(
         default=None,
         description="invite a user that existed before the tool managed it (defaults.invite)",
@@ -302,7 +377,7 @@ class Membership(_Strict):
     """A team entry with settings of the user's own in that team (the long form of ``teams: [a]``).
     A field left out is not managed, like everywhere else."""
 
-    team: str = Field(min_length=1, description="team alias (or declared id)")
+    team: Reference = Field(description="team alias (or declared id)")
     role: TeamRole = Field(  # type: ignore[assignment]
         default=None,
         description="the user's role in the team; admin needs LiteLLM Enterprise on 1.80.5 and 1.110.2",
@@ -338,7 +413,7 @@ def membership_settings(entry: str | Membership) -> dict[str, Any]:
 #: form as a failure of the other too (the tags are taken out of error locations again).
 _TEAM_ENTRY_TAGS = ("team-name", "team-entry")
 TeamEntry = Annotated[
-    Annotated[str, Tag("team-name")] | Annotated[Membership, Tag("team-entry")],
+    Annotated[str, Field(max_length=MAX_NAME_CHARS), Tag("team-name")] | Annotated[Membership, Tag("team-entry")],
     Discriminator(lambda value: "team-entry" if isinstance(value, (dict, Membership)) else "team-name"),
 ]
 
@@ -349,13 +424,17 @@ class UserSpec(UserSettings):
     email: str = Field(description="identity; case-insensitive; unique in the file")
     teams: list[TeamEntry] = Field(
         default_factory=list,
+        max_length=MAX_LIST_ITEMS,
         description=(
             "team aliases (or declared ids), or {team, role, max_budget_in_team} to manage the membership too; "
             "a team with only_in counts only in its environments"
         ),
     )
     only_in: list[EnvironmentName] | None = Field(
-        default=None, min_length=1, description="the environments that have this user [default: all]"
+        default=None,
+        min_length=1,
+        max_length=MAX_ENVIRONMENTS,
+        description="the environments that have this user [default: all]",
     )
     overrides: dict[EnvironmentName, UserSettings] = Field(
         default_factory=dict, description="per environment: role, alias or invite where they differ"
@@ -433,8 +512,8 @@ class OrganizationMember(_Strict):
 class OrganizationSpec(_Limits):
     """An organization above teams. Its budget, models and limits bound the teams placed in it."""
 
-    alias: str = Field(min_length=1, description="organization_alias; unique in the file")
-    id: str | None = Field(default=None, min_length=1, description="adopt this existing organization_id")
+    alias: Alias = Field(description="organization_alias; unique in the file, and unlike any other")
+    id: Reference | None = Field(default=None, description="adopt this existing organization_id")
     members: list[OrganizationMember] = Field(  # type: ignore[assignment]
         default=None,
         description=(
@@ -458,6 +537,7 @@ class UsersFile(_Strict):
     version: Literal[1] = Field(description="file format version")
     environments: list[Environment] = Field(
         default_factory=list,
+        max_length=MAX_ENVIRONMENTS,
         description="the proxies this file manages, in promotion order; none = one proxy, no --env",
     )
     defaults: Defaults = Field(default_factory=Defaults)
@@ -685,14 +765,33 @@ _NOTHING = object()  # an empty stream
 
 
 class _Frame:
-    """An open mapping or list; ``path`` is None inside a dropped value."""
+    """An open mapping or list; ``path`` is None inside a dropped value. ``size`` counts the
+    items or keys read so far, dropped ones included."""
 
-    __slots__ = ("key", "path", "value")
+    __slots__ = ("key", "path", "size", "value")
 
     def __init__(self, value: Any, path: Path_ | None):
         self.value = value
         self.path = path
         self.key: Any = _NO_KEY
+        self.size = 0
+
+
+def _too_many(frame: _Frame, mark: Any) -> NoReturn:
+    """The list or mapping being read has one item or key past its limit."""
+    where = ".".join(map(str, frame.path)) + ": " if frame.path else ""
+    if type(frame.value) is list:
+        raise _Refused(mark, f"{where}a list of more than {MAX_ITEMS:,} items is not allowed")
+    raise _Refused(mark, f"{where}a mapping of more than {MAX_KEYS} keys is not allowed")
+
+
+def _too_long(event: yaml.ScalarEvent) -> NoReturn:
+    """A key or value longer than any in this format: refused before it is validated or shown."""
+    raise _Refused(
+        event.start_mark,
+        f"a value of {len(event.value):,} characters is not allowed: none in this file needs more than "
+        f"{MAX_SCALAR_CHARS}",
+    )
 
 
 def _read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Problem]]:
@@ -700,13 +799,16 @@ def _read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Proble
 
     Built from events rather than a composed tree so that anything hostile is refused
     the moment it appears (an alias bomb at its first anchor, nesting at level
-    MAX_DEPTH + 1) and the work stays in libyaml. Raises ``InputError`` for malformed
-    or disallowed YAML.
+    MAX_DEPTH + 1, the node past MAX_NODES, the item past MAX_ITEMS, a key or value of
+    over MAX_SCALAR_CHARS) and the work stays in libyaml: memory and time stay bounded
+    by the limits, whatever the file holds. Raises ``InputError`` for malformed or
+    disallowed YAML.
     """
     lines: dict[Path_, int] = {}
     problems: list[Problem] = []
     stack: list[_Frame] = []
     root: Any = _NOTHING
+    nodes = 0
     loader = _Loader(text)
     try:
         while True:
@@ -715,7 +817,13 @@ def _read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Proble
             if kind is yaml.ScalarEvent:
                 if event.anchor is not None or event.tag is not None:
                     _refuse_node(event)
-                value = _scalar(event) if event.implicit[0] else event.value
+                value = event.value
+                if len(value) > MAX_SCALAR_CHARS:
+                    _too_long(event)
+                if event.implicit[0]:
+                    typed = _TYPED.get(value[:1])
+                    if typed is not None and typed(value):
+                        value = _scalar(event)
             elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
                 if event.anchor is not None or event.tag is not None:
                     _refuse_node(event)
@@ -733,45 +841,64 @@ def _read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Proble
                 break
             else:
                 continue
-            line = event.start_mark.line + 1
+            nodes += 1
+            if nodes > MAX_NODES:
+                raise _Refused(
+                    event.start_mark,
+                    f"more than {MAX_NODES:,} YAML nodes (keys, values, lists and mappings) are not allowed; "
+                    "a user takes about 10, 100,000 users about 1,000,000",
+                )
             path: Path_ | None
             if not stack:
                 root, path = value, ()
-                lines[path] = line
+                lines[path] = event.start_mark.line + 1
             else:
                 frame = stack[-1]
-                if type(frame.value) is list:
+                key = frame.key
+                if key is not _NO_KEY:  # a mapping's value: its line is its key's, known already
+                    frame.key = _NO_KEY
+                    if key is _SKIP or frame.path is None:
+                        path = None
+                    else:
+                        frame.value[key] = value
+                        if kind is yaml.ScalarEvent:
+                            continue  # most values: no path needed
+                        path = frame.path + (key,)
+                elif type(frame.value) is list:
+                    frame.size += 1
+                    if frame.size > MAX_ITEMS:
+                        _too_many(frame, event.start_mark)
                     path = None if frame.path is None else frame.path + (len(frame.value),)
                     if path is not None:
                         frame.value.append(value)
-                        lines[path] = line
-                elif frame.key is _NO_KEY:
+                        lines[path] = event.start_mark.line + 1
+                else:  # a mapping's key
                     if kind is not yaml.ScalarEvent:
                         raise _Refused(event.start_mark, "unsupported YAML: a mapping or list cannot be used as a key")
+                    frame.size += 1
+                    if frame.size > MAX_KEYS:
+                        _too_many(frame, event.start_mark)
+                    line = event.start_mark.line + 1
                     if frame.path is not None and value in frame.value:
-                        first = lines[frame.path + (value,)]
-                        problems.append(Problem(file, line, f"duplicate key {value!r} (first on line {first})"))
+                        if len(problems) <= MAX_PROBLEMS:  # enough for _at_most to say there are more
+                            first = lines[frame.path + (value,)]
+                            problems.append(Problem(file, line, f"duplicate key {value!r} (first on line {first})"))
                         value = _SKIP
                     elif frame.path is not None:
                         # The key's line, not the value's: "alias:" is where a reader looks.
                         lines[frame.path + (value,)] = line
                     frame.key = value
                     continue
-                else:
-                    key, frame.key = frame.key, _NO_KEY
-                    path = None if key is _SKIP or frame.path is None else frame.path + (key,)
-                    if path is not None:
-                        frame.value[key] = value
             if kind is not yaml.ScalarEvent:
                 if len(stack) == MAX_DEPTH:
                     raise _Refused(event.start_mark, _TOO_DEEP)
                 stack.append(_Frame(value, path))
     except _Refused as exc:
-        raise InputError(problems + [Problem(file, exc.line, str(exc))]) from None
+        raise InputError(_at_most(problems, file) + [Problem(file, exc.line, str(exc))]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
-        raise InputError(problems + [Problem(file, line, _yaml_problem(exc, text))]) from None
+        raise InputError(_at_most(problems, file) + [Problem(file, line, _yaml_problem(exc, text))]) from None
     finally:
         loader.dispose()
     return root, lines, problems
@@ -793,7 +920,10 @@ def _refuse_node(event: yaml.NodeEvent) -> NoReturn:
 
 def _scalar(event: yaml.ScalarEvent) -> Any:
     """A plain scalar's value by PyYAML's safe rules: a number, bool, null, date or text."""
-    tag = _SAFE.resolve(yaml.ScalarNode, event.value, (True, False))
+    value = event.value
+    if value.isdigit() and value.isascii() and value[0] != "0" and len(value) <= _MAX_NUMBER_CHARS:
+        return int(value)  # the usual number, read as PyYAML's rules would, without their Python-level steps
+    tag = _SAFE.resolve(yaml.ScalarNode, value, (True, False))
     construct = _SAFE.yaml_constructors.get(tag)
     # "<<" (merge) and "=" (value) have no constructor: they stay text.
     if tag == "tag:yaml.org,2002:str" or construct is None:
@@ -840,27 +970,141 @@ def _line_for(loc: Path_, lines: dict[Path_, int]) -> int:
 
 def parse_desired(text: str, file: str = "users.yaml") -> DesiredState:
     """Validate YAML text (the checks after reading: characters, YAML, schema); ``file`` is only used in messages."""
+    with _without_cycle_collection():
+        return _parse(text, file)
+
+
+@contextmanager
+def _without_cycle_collection() -> Iterator[None]:
+    """Loading makes millions of small objects and no reference cycle: the cyclic garbage collector
+    would walk them all, again and again, to free nothing (40% of the time of 100,000 users).
+    Reference counting frees them as before."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse(text: str, file: str) -> DesiredState:
+    """``parse_desired``'s work: every check, every problem (up to MAX_PROBLEMS) in one ``InputError``."""
     _check_characters(text, file)
     data, lines, problems = _read_yaml(text, file)
     if data is _NOTHING:
-        raise InputError(problems + [Problem(file, 1, "the file is empty; expected at least 'version: 1'")])
+        empty = Problem(file, 1, "the file is empty; expected at least 'version: 1'")
+        raise InputError(_at_most(problems, file) + [empty])
     if not isinstance(data, dict):
         raise InputError(
-            problems + [Problem(file, 1, "the top level must be a mapping with 'version', 'teams' and 'users'")]
+            _at_most(problems, file)
+            + [Problem(file, 1, "the top level must be a mapping with 'version', 'teams' and 'users'")]
         )
-
+    if not text.isascii() or "\\" in text:  # ASCII without escapes ("\u00e9") has nothing to normalise
+        _normalise_names(data)
     problems.extend(_cross_check(data, lines, file))
-    try:
-        spec = UsersFile.model_validate(data)
-    except ValidationError as exc:
-        for error in exc.errors():
-            loc = tuple(p for p in error["loc"] if p not in _TEAM_ENTRY_TAGS)
-            problems.append(Problem(file, _line_for(loc, lines), _describe(loc, error)))
-        raise InputError(problems) from None
-    if problems:
-        raise InputError(problems)
+    spec = _validate(data, lines, file, problems)
+    if spec is None or problems:
+        raise InputError(_at_most(problems, file))
     warnings = _file_warnings(spec, lines, file)
     return DesiredState(source=file, spec=spec, warnings=warnings[None], environment_warnings=warnings)
+
+
+_MORE_PROBLEMS = f"more than {MAX_PROBLEMS} problems: only the first {MAX_PROBLEMS} are listed; fix them and run again"
+
+
+def _at_most(problems: list[Problem], file: str) -> list[Problem]:
+    """The first MAX_PROBLEMS problems by line, and a note that there are more: a file with
+    thousands is mostly one mistake repeated, and listing them all costs seconds."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    first = heapq.nsmallest(MAX_PROBLEMS, problems, key=lambda p: (p.line, p.column or 0, p.message))
+    return first + [Problem(file, 0, _MORE_PROBLEMS)]
+
+
+#: The long lists, validated entry by entry, so that a run stops after MAX_PROBLEMS problems
+#: instead of converting an error for each of a million wrong entries (3.7 s and a GB for 700,000).
+_ENTRY_MODELS: dict[str, type[BaseModel]] = {"organizations": OrganizationSpec, "teams": TeamSpec, "users": UserSpec}
+
+
+def _validate(data: dict[str, Any], lines: dict[Path_, int], file: str, problems: list[Problem]) -> UsersFile | None:
+    """The file as models, or None with what is wrong added to ``problems``."""
+    checked = dict(data)
+    for section, model in _ENTRY_MODELS.items():
+        entries = data.get(section)
+        if isinstance(entries, list):
+            checked[section] = _valid_entries(entries, section, model, lines, file, problems)
+    try:
+        return UsersFile.model_validate(checked)  # the entries are models already: not validated again
+    except ValidationError as exc:
+        problems += _schema_problems(exc, (), lines, file, max(0, MAX_PROBLEMS + 1 - len(problems)))
+        return None
+
+
+def _valid_entries(
+    entries: list[Any],
+    section: str,
+    model: type[BaseModel],
+    lines: dict[Path_, int],
+    file: str,
+    problems: list[Problem],
+) -> list[Any]:
+    """The entries of ``section`` that are valid; the others' problems go to ``problems``, and
+    validation stops once there are more than MAX_PROBLEMS."""
+    valid = []
+    for i, entry in enumerate(entries):
+        room = MAX_PROBLEMS + 1 - len(problems)
+        if room <= 0:
+            break
+        try:
+            valid.append(model.model_validate(entry))
+        except ValidationError as exc:
+            problems += _schema_problems(exc, (section, i), lines, file, room)
+    return valid
+
+
+def _schema_problems(
+    exc: ValidationError, prefix: Path_, lines: dict[Path_, int], file: str, limit: int
+) -> list[Problem]:
+    """The first ``limit`` of pydantic's errors (for what is at ``prefix``), located."""
+    found = []
+    for error in islice(exc.errors(include_url=False), limit):
+        loc = prefix + tuple(p for p in error["loc"] if p not in _TEAM_ENTRY_TAGS)
+        found.append(Problem(file, _line_for(loc, lines), _describe(loc, error)))
+    return found
+
+
+def _normalise_names(data: dict[str, Any]) -> None:
+    """Aliases and the references to them in NFC, in place, before anything compares them: "é"
+    typed as one character or as "e" and an accent is one name, so a duplicate or a reference is
+    recognised whichever way each was typed (and the proxy gets one spelling)."""
+    for _, organization in _entries(data, "organizations"):
+        _nfc_at(organization, "alias")
+    for _, team in _entries(data, "teams"):
+        _nfc_at(team, "alias")
+        for scope in (team, *_overrides(team)):
+            _nfc_at(scope, "organization")
+    for _, user in _entries(data, "users"):
+        for scope in (user, *_overrides(user)):
+            _nfc_at(scope, "alias")
+        entries = user.get("teams")
+        for entry_index, entry in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(entry, str):
+                entries[entry_index] = nfc(entry)
+            elif isinstance(entry, dict):
+                _nfc_at(entry, "team")
+
+
+def _nfc_at(mapping: dict[str, Any], key: str) -> None:
+    value = mapping.get(key)
+    if isinstance(value, str):
+        mapping[key] = nfc(value)
+
+
+def _overrides(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-environment overrides of a team or user entry that are mappings."""
+    overrides = entry.get("overrides")
+    return [o for o in overrides.values() if isinstance(o, dict)] if isinstance(overrides, dict) else []
 
 
 #: What LiteLLM applies only to a user's personal keys, and where it must go to bind a team's keys.
@@ -871,43 +1115,60 @@ MAX_WARNINGS = 20
 
 def _file_warnings(spec: UsersFile, lines: dict[Path_, int], file: str) -> dict[str | None, tuple[Problem, ...]]:
     """The warnings of each environment (key None: the file as a whole, every environment's at once)."""
+    candidates = _personal_limit_users(spec)
     names = [env.name for env in spec.environments]
     if not names:
-        return {None: _warnings(spec, lines, file, None)}
-    found: dict[str | None, tuple[Problem, ...]] = {name: _warnings(spec, lines, file, name) for name in names}
+        return {None: _warnings(candidates, spec, lines, file, None)}
+    found: dict[str | None, tuple[Problem, ...]] = {
+        name: _warnings(candidates, spec, lines, file, name) for name in names
+    }
     merged = {w for warnings in found.values() for w in warnings}
     found[None] = tuple(sorted(merged, key=lambda w: (w.line, w.message)))
     return found
 
 
-def _warnings(spec: UsersFile, lines: dict[Path_, int], file: str, environment: str | None) -> tuple[Problem, ...]:
+#: A user a warning may be about: its index, the user, its teams' aliases, and the location of
+#: each of its own settings that LiteLLM applies to personal keys only (before any override).
+_Candidate = tuple[int, UserSpec, list[str], dict[str, Path_]]
+
+
+def _personal_limit_users(spec: UsersFile) -> list[_Candidate]:
+    """The users in teams with a max_budget or models of their own (or overrides, which may set
+    them), worked out once for all environments: a file may have 100,000 users and 10 environments."""
+    alias_of = {team.id: team.alias for team in spec.teams if team.id} | {team.alias: team.alias for team in spec.teams}
+    found = []
+    for i, user in enumerate(spec.users):
+        if not user.teams or (not user.overrides and _PERSONAL_ONLY.keys().isdisjoint(user.model_fields_set)):
+            continue  # most users: nothing to warn about
+        own = {
+            name: ("users", i, name)
+            for name in _PERSONAL_ONLY
+            if name in user.model_fields_set and getattr(user, name) not in (None, [])
+        }
+        found.append((i, user, [alias_of[team_ref(entry)] for entry in user.teams], own))
+    return found
+
+
+def _warnings(
+    candidates: list[_Candidate], spec: UsersFile, lines: dict[Path_, int], file: str, environment: str | None
+) -> tuple[Problem, ...]:
     """Settings that are valid but would not be enforced as they read: a user's own budget or
     models, for a user in teams (LiteLLM checks them only on keys without a team), as they are in
     ``environment`` (its users, its teams, its overrides)."""
-    alias_of = {team.id: team.alias for team in spec.teams if team.id} | {team.alias: team.alias for team in spec.teams}
     present = None
-    if environment is not None:
+    if environment is not None and any(team.only_in is not None for team in spec.teams):
         present = {team.alias for team in spec.teams if team.only_in is None or environment in team.only_in}
     found: list[Problem] = []
     count = 0
-    for i, user in enumerate(spec.users):
-        if not user.overrides and _PERSONAL_ONLY.keys().isdisjoint(user.model_fields_set):
-            continue  # most users: nothing to warn about, and no list of teams to build for them
+    for i, user, aliases, own in candidates:
         if environment is not None and user.only_in is not None and environment not in user.only_in:
             continue
-        teams = [alias_of[ref] for ref in map(team_ref, user.teams) if present is None or alias_of[ref] in present]
+        teams = aliases if present is None else [alias for alias in aliases if alias in present]
         if not teams:
             continue
         override = user.overrides.get(environment) if environment is not None else None
-        for name, instead in _PERSONAL_ONLY.items():
-            if override is not None and name in override.model_fields_set:
-                value, loc = getattr(override, name), ("users", i, "overrides", environment, name)
-            elif name in user.model_fields_set:
-                value, loc = getattr(user, name), ("users", i, name)
-            else:
-                continue
-            if value in (None, []):
-                continue
+        settings = own if override is None else _overridden(own, override, ("users", i, "overrides", environment))
+        for name, loc in settings.items():
             count += 1
             if count <= MAX_WARNINGS:
                 where = ".".join(str(p) for p in loc)
@@ -916,13 +1177,26 @@ def _warnings(spec: UsersFile, lines: dict[Path_, int], file: str, environment: 
                         file,
                         _line_for(loc, lines),
                         f"{where}: LiteLLM applies a user's own {name} only to the user's personal keys, "
-                        f"not to the keys of a team ({', '.join(teams)}); to bind those, set {instead}",
+                        f"not to the keys of a team ({', '.join(teams)}); to bind those, set {_PERSONAL_ONLY[name]}",
                     )
                 )
     if count > MAX_WARNINGS:
         more = f"...and {count - MAX_WARNINGS} more users in teams with their own max_budget or models"
         found.append(Problem(file, found[-1].line, more))
     return tuple(found)
+
+
+def _overridden(own: dict[str, Path_], override: UserSettings, prefix: Path_) -> dict[str, Path_]:
+    """``own`` as an environment's override leaves it: a setting the override names is its own
+    (at ``prefix`` + name), or gone if the override sets it to null or []."""
+    settings = {}
+    for name in _PERSONAL_ONLY:
+        if name in override.model_fields_set:
+            if getattr(override, name) not in (None, []):
+                settings[name] = (*prefix, name)
+        elif name in own:
+            settings[name] = own[name]
+    return settings
 
 
 def _describe(loc: Path_, error: dict[str, Any]) -> str:
@@ -970,11 +1244,29 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
             else:
                 first[value] = line
 
+    def unlike(kind: str, values: list[tuple[str, Path_]]) -> None:
+        """Aliases that read the same (``look_alike_key``) but differ: a reviewer takes one for the other."""
+        first: dict[str, tuple[str, int]] = {}
+        for value, loc in values:
+            if len(value) > MAX_NAME_CHARS or name_problem(value) or look_alike_problem(value):
+                continue  # refused by the schema, with the reason
+            line = _line_for(loc, lines)
+            seen, seen_line = first.setdefault(look_alike_key(value), (value, line))
+            if seen != value:  # the same value is a duplicate, reported by once()
+                where = ".".join(str(p) for p in loc)
+                message = (
+                    f"{where}: {shown(value)} can be taken for {kind} {shown(seen)} (line {seen_line}): they differ "
+                    "only in case, compatibility forms or look-alike letters of another script; "
+                    "make them differ visibly"
+                )
+                problems.append(Problem(file, line, message))
+
     organizations = _entries(data, "organizations")
-    once(
-        "organization alias",
-        [(o["alias"], ("organizations", i, "alias")) for i, o in organizations if isinstance(o.get("alias"), str)],
-    )
+    organization_aliases = [
+        (o["alias"], ("organizations", i, "alias")) for i, o in organizations if isinstance(o.get("alias"), str)
+    ]
+    once("organization alias", organization_aliases)
+    unlike("organization alias", organization_aliases)
     once(
         "organization id",
         [(o["id"], ("organizations", i, "id")) for i, o in organizations if isinstance(o.get("id"), str)],
@@ -986,7 +1278,7 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
         seen_members: dict[str, int] = {}
         for j, member in enumerate(members if isinstance(members, list) else []):
             email = member.get("email") if isinstance(member, dict) else None
-            if not isinstance(email, str) or _email_problem(email):
+            if not isinstance(email, str) or (email.lower() not in emails and _email_problem(email)):
                 continue  # the schema reports what is wrong with it
             loc = ("organizations", i, "members", j, "email")
             line = _line_for(loc, lines)
@@ -1015,7 +1307,9 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
                 where = ".".join(str(p) for p in loc)
                 message = f"{where}: unknown organization {org!r}; declare it under 'organizations'"
                 problems.append(Problem(file, _line_for(loc, lines), message))
-    once("team alias", [(t["alias"], ("teams", i, "alias")) for i, t in teams if isinstance(t.get("alias"), str)])
+    team_aliases = [(t["alias"], ("teams", i, "alias")) for i, t in teams if isinstance(t.get("alias"), str)]
+    once("team alias", team_aliases)
+    unlike("team alias", team_aliases)
     once("team id", [(t["id"], ("teams", i, "id")) for i, t in teams if isinstance(t.get("id"), str)])
     once("email", [(u["email"].lower(), ("users", i, "email")) for i, u in users if isinstance(u.get("email"), str)])
 
@@ -1040,8 +1334,8 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
             by_ref.setdefault(t["id"], t["alias"])
     for i, user in users:
         refs = user.get("teams")
-        if not isinstance(refs, list):
-            continue
+        if not isinstance(refs, list) or len(refs) > MAX_LIST_ITEMS:
+            continue  # the schema reports what is wrong with the list
         named: dict[str, int] = {}
         for j, entry in enumerate(refs):
             ref = raw_team_ref(entry)
@@ -1116,7 +1410,7 @@ def _check_environments(
     }
     for i, user in _entries(data, "users"):
         refs = user.get("teams")
-        for j, entry in enumerate(refs if isinstance(refs, list) else []):
+        for j, entry in enumerate(refs if isinstance(refs, list) and len(refs) <= MAX_LIST_ITEMS else []):
             ref = raw_team_ref(entry)
             alias = by_ref.get(ref) if ref is not None else None
             if alias in envs_of_team and not envs_of_team[alias] & scoped["users"].get(i, set()):

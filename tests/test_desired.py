@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import textwrap
 import threading
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -491,14 +493,15 @@ def test_yaml_structure_problems(body, line, message):
 @pytest.mark.parametrize(
     "value, message",
     [
-        ("9" * 5000, "a YAML int of 5000 characters is too long; quote it if it is text"),
+        ("9" * 500, "a YAML int of 500 characters is too long; quote it if it is text"),
+        ("9" * 5000, "a value of 5,000 characters is not allowed: none in this file needs more than 1024"),
         (
             "1" + ":1" * 100_000,
-            "a YAML int of 200001 characters is too long; quote it if it is text",
+            "a value of 200,001 characters is not allowed: none in this file needs more than 1024",
         ),  # quadratic to compute
         ("2024-13-45", "'2024-13-45' looks like a YAML timestamp but is not a valid one; quote it if it is text"),
     ],
-    ids=["digits", "sexagesimal", "date"],
+    ids=["digits", "more-digits-than-any-value", "sexagesimal", "date"],
 )
 def test_scalars_that_cannot_be_constructed_are_refused(value, message):
     problem = refused_quickly(f"version: 1\nteams:\n  - alias: a\n    tpm_limit: {value}\n")
@@ -1098,3 +1101,358 @@ def test_an_organization_member_listed_twice_names_the_first_line():
         "      - {email: A@example.com}\nusers: [{email: a@example.com}]\n"
     )
     assert problem.line == 6 and "'A@example.com' is listed twice (first on line 5)" in problem.message
+
+
+# --------------------------------------------------------------------------- input limits
+
+
+def test_the_node_limit_is_checked_while_parsing(monkeypatch):
+    """Refused at the first node past the limit: what follows is never read (here, broken YAML)."""
+    monkeypatch.setattr(desired, "MAX_NODES", 12)
+    body = "version: 1\nteams:\n  - alias: a\n  - alias: b\n  - alias: c\n  - [unclosed\n"
+    assert str(refused_quickly(body)) == (
+        f"{FILE}:5: more than 12 YAML nodes (keys, values, lists and mappings) are not allowed; "
+        "a user takes about 10, 100,000 users about 1,000,000"
+    )
+
+
+def test_the_node_limit_leaves_room_for_100_000_realistic_users():
+    """A user with an alias and two teams (one in the long form) takes 11 nodes; the benchmark's, 6."""
+    one_user = yaml_text(
+        """
+        - email: first.last@company.com
+          alias: First Last
+          teams: [dev, team: research]
+        """
+    )
+    events = [e for e in yaml.parse(one_user) if isinstance(e, (yaml.NodeEvent, yaml.CollectionStartEvent))]
+    assert len(events) == 1 + 11  # the list, and the user
+    assert 100_000 * 11 < desired.MAX_NODES
+
+
+def test_a_list_past_the_item_limit_is_refused_at_the_item_too_many(monkeypatch):
+    monkeypatch.setattr(desired, "MAX_ITEMS", 2)
+    body = "version: 1\nteams:\n  - alias: a\n  - alias: b\n  - alias: c\n  - [unclosed\n"
+    assert str(refused_quickly(body)) == f"{FILE}:5: teams: a list of more than 2 items is not allowed"
+
+
+def test_a_mapping_past_the_key_limit_is_refused_at_the_key_too_many(monkeypatch):
+    monkeypatch.setattr(desired, "MAX_KEYS", 3)
+    body = "version: 1\nteams:\n  - alias: a\n    max_budget: 1\n    tpm_limit: 2\n    rpm_limit: 3\n"
+    assert str(refused_quickly(body)) == f"{FILE}:6: teams.0: a mapping of more than 3 keys is not allowed"
+
+
+@pytest.mark.parametrize(
+    "body, line",
+    [
+        (f"version: 1\nteams:\n  - alias: {'a' * 5000}\n", 3),
+        (f"version: 1\nteams:\n  - alias: a\n    ? {'k' * 5000}\n    : 1\n", 4),  # a key, too (a long one is explicit)
+        (f"version: 1\nusers:\n  - email: '{'u' * 4995}@x.io'\n", 3),
+    ],
+    ids=["value", "key", "quoted"],
+)
+def test_a_value_longer_than_any_the_format_needs_is_refused_while_parsing(body, line):
+    assert str(refused_quickly(body)) == (
+        f"{FILE}:{line}: a value of 5,000 characters is not allowed: none in this file needs more than 1024"
+    )
+
+
+def test_problems_past_the_limit_are_cut_with_a_note_at_the_top():
+    """A thousand wrong entries: the first 200 by line, and a note; validation stops there."""
+    problems = problems_of("version: 1\nusers:\n" + "".join(f"  - email: user{i}\n" for i in range(1000)))
+    assert len(problems) == desired.MAX_PROBLEMS + 1 == 201
+    assert (
+        str(problems[0]) == f"{FILE}:0: more than 200 problems: only the first 200 are listed; fix them and run again"
+    )
+    assert [p.line for p in problems[1:]] == list(range(3, 203))
+    teams = "".join(f"  - alias: a{k}\n" + "    max_budget: 1\n" * 99 for k in range(3))  # 294 duplicate keys
+    duplicates = problems_of("version: 1\nteams:\n" + teams)
+    assert len(duplicates) == 201 and duplicates[0].line == 0 and "duplicate key" in duplicates[-1].message
+
+
+def test_a_hundred_thousand_wrong_entries_are_not_all_converted():
+    """Validation stops after MAX_PROBLEMS: a flat list of wrong users costs no more than a good one."""
+    text = "version: 1\nusers: [" + ", ".join(["a"] * 100_000) + "]\n"
+    started = time.process_time()
+    with pytest.raises(InputError) as caught:
+        parse_desired(text, FILE)
+    assert len(caught.value.problems) == 201
+    assert time.process_time() - started < 2.0  # 0.3 s here; converting every error took 5 s and 1.3 GB
+
+
+def test_loading_leaves_the_garbage_collector_as_it_found_it():
+    """Loading switches the cyclic collector off (millions of objects, no cycles), and back on."""
+    assert gc.isenabled()
+    parse_desired(yaml_text(VALID), FILE)
+    assert gc.isenabled()
+    problems_of("version: 2\n")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        parse_desired(yaml_text(VALID), FILE)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+LONG_EMAIL = "u" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 60 + ".com"  # 257 characters
+
+
+@pytest.mark.parametrize(
+    "body, line, message",
+    [
+        (f"teams:\n  - alias: {'t' * 129}\n", 3, "teams.0.alias: String should have at most 128 characters"),
+        (f"teams:\n  - {{alias: a, id: {'i' * 129}}}\n", 3, "teams.0.id: String should have at most 128 characters"),
+        (
+            f"teams:\n  - {{alias: a, organization: {'o' * 129}}}\n",
+            3,
+            "teams.0.organization: String should have at most 128 characters",
+        ),
+        (
+            f"organizations:\n  - alias: {'o' * 129}\n",
+            3,
+            "organizations.0.alias: String should have at most 128 characters",
+        ),
+        (
+            f"users:\n  - email: a@x.io\n    alias: {'n' * 129}\n",
+            4,
+            "users.0.alias: String should have at most 128 characters",
+        ),
+        (
+            f"users:\n  - email: a@x.io\n    teams: [{'t' * 129}]\n",
+            4,
+            "users.0.teams.0: String should have at most 128 characters",
+        ),
+        (
+            f"users:\n  - email: a@x.io\n    teams:\n      - team: {'t' * 129}\n",
+            5,
+            "users.0.teams.0.team: String should have at most 128 characters",
+        ),
+        (
+            f"teams:\n  - alias: a\n    models: [{'m' * 257}]\n",
+            4,
+            "teams.0.models.0: String should have at most 256 characters",
+        ),
+        (
+            "teams:\n  - alias: a\n    models: [" + ", ".join(["m"] * 1001) + "]\n",
+            4,
+            "teams.0.models: List should have at most 1000 items after validation, not 1001",
+        ),
+        (
+            "users:\n  - email: a@x.io\n    models: [" + ", ".join(["m"] * 1001) + "]\n",
+            4,
+            "users.0.models: List should have at most 1000 items after validation, not 1001",
+        ),
+        (
+            "users:\n  - email: a@x.io\n    teams: [" + ", ".join(["t"] * 1001) + "]\n",
+            4,
+            "users.0.teams: List should have at most 1000 items after validation, not 1001",
+        ),
+        (
+            "teams:\n  - alias: a\n    team_member_permissions: [" + ", ".join(["/key/info"] * 101) + "]\n",
+            4,
+            "teams.0.team_member_permissions: List should have at most 100 items after validation, not 101",
+        ),
+        (
+            "environments: [" + ", ".join(f"{{name: e{i}}}" for i in range(11)) + "]\n",
+            2,
+            "environments: List should have at most 10 items after validation, not 11",
+        ),
+        (
+            f"users:\n  - email: {LONG_EMAIL}\n",
+            3,
+            f"users.0.email: {LONG_EMAIL!r} is not a valid email address: the address is longer than 254 characters",
+        ),
+    ],
+    ids=[
+        "team-alias",
+        "team-id",
+        "team-organization",
+        "organization-alias",
+        "user-alias",
+        "team-reference",
+        "membership-team",
+        "model-name",
+        "team-models",
+        "user-models",
+        "teams-of-a-user",
+        "permissions",
+        "environments",
+        "email",
+    ],
+)
+def test_strings_and_lists_have_limits_each_refused_at_its_line(body, line, message):
+    """Each past its limit by one; other problems the same mistake causes (an unknown team) may follow."""
+    assert f"{FILE}:{line}: {message}" in [str(p) for p in problems_of("version: 1\n" + body)]
+
+
+def test_values_at_their_limits_load():
+    longest = parse_desired(
+        f"version: 1\nteams:\n  - alias: {'t' * 128}\n    models: [{'m' * 256}]\n"
+        f"users:\n  - email: {LONG_EMAIL[:64]}@{'b' * 63}.{'c' * 63}.{'d' * 57}.com\n    teams: [{'t' * 128}]\n",
+        FILE,
+    )
+    assert len(longest.users[0].email) == 254 and longest.users[0].teams == ["t" * 128]
+
+
+@pytest.mark.parametrize("duration", ["99999999999d", "1827d", "261w", "61mo", "43831h", "2629801m", "157788001s"])
+def test_durations_past_five_years_are_refused(duration):
+    problem = only_problem(f"version: 1\nteams:\n  - alias: a\n    budget_duration: {duration}\n")
+    assert str(problem) == (
+        f"{FILE}:4: teams.0.budget_duration: {duration!r} is longer than 5 years, "
+        "the most a file may set: 1826d or 260w or 60mo"
+    )
+
+
+@pytest.mark.parametrize("duration", ["1826d", "260w", "60mo", "43830h", "2629800m", "157788000s"])
+def test_durations_up_to_five_years_load(duration):
+    team = parse_desired(f"version: 1\nteams:\n  - alias: a\n    budget_duration: {duration}\n", FILE).teams[0]
+    assert team.budget_duration == duration
+
+
+@pytest.mark.parametrize(
+    "entry, line, where",
+    [
+        ("teams:\n  - alias: a\n    team_member_budget_duration: 9999d\n", 4, "teams.0.team_member_budget_duration"),
+        ("teams:\n  - alias: a\n    team_member_key_duration: 9999d\n", 4, "teams.0.team_member_key_duration"),
+        ("users:\n  - email: a@x.io\n    budget_duration: 9999d\n", 4, "users.0.budget_duration"),
+        ("organizations:\n  - alias: o\n    budget_duration: 9999d\n", 4, "organizations.0.budget_duration"),
+        (
+            "environments: [{name: s}]\nteams:\n  - alias: a\n    overrides: {s: {budget_duration: 9999d}}\n",
+            5,
+            "teams.0.overrides.s.budget_duration",
+        ),
+        ("teams:\n  - alias: a\n    budget_duration: " + "9" * 1000 + "d\n", 4, "teams.0.budget_duration"),
+    ],
+)
+def test_every_duration_has_the_limit(entry, line, where):
+    assert_problem(only_problem("version: 1\n" + entry), line, where, "is longer than 5 years")
+
+
+REFUSED_IN_NAMES = [
+    ("\\0", "a control character"),
+    ("\\t", "a control character"),
+    ("\\x85", "a control character"),
+    ("\\u200b", "a zero-width character"),
+    ("\\u200c", "a zero-width character"),
+    ("\\u200d", "a zero-width character"),
+    ("\\u2060", "a zero-width character"),
+    ("\\ufeff", "a zero-width character"),
+    ("\\u00ad", "an invisible formatting character"),
+    ("\\u200e", "a bidirectional text control"),
+    ("\\u200f", "a bidirectional text control"),
+    ("\\u202a", "a bidirectional text control"),
+    ("\\u202e", "a bidirectional text control"),
+    ("\\u2066", "a bidirectional text control"),
+    ("\\u2069", "a bidirectional text control"),
+    ("\\u00a0", "a non-breaking or special space (use a plain space)"),
+    ("\\u202f", "a non-breaking or special space (use a plain space)"),
+    ("\\u2007", "a non-breaking or special space (use a plain space)"),
+    ("\\u2028", "a line or paragraph separator"),
+]
+
+
+@pytest.mark.parametrize("escape, kind", REFUSED_IN_NAMES, ids=[e for e, _ in REFUSED_IN_NAMES])
+def test_invisible_and_misleading_characters_in_a_team_alias_are_refused(escape, kind):
+    problem = only_problem(f'version: 1\nteams:\n  - alias: "de{escape}v"\n')
+    value = yaml.safe_load(f'"de{escape}v"')
+    char = value[2]
+    assert str(problem) == (
+        f"{FILE}:3: teams.0.alias: {value!r} is refused: it contains {kind}, "
+        f"U+{ord(char):04X} {unicodedata.name(char, '')}".rstrip()
+    )
+
+
+@pytest.mark.parametrize(
+    "body, line, where",
+    [
+        ('organizations:\n  - alias: "org\\u200b"\n', 3, "organizations.0.alias"),
+        ('users:\n  - email: a@x.io\n    alias: "Alice\\u202e"\n', 4, "users.0.alias"),
+        (
+            'environments: [{name: s}]\nusers:\n  - email: a@x.io\n    overrides: {s: {alias: "A\\u00a0B"}}\n',
+            5,
+            "users.0.overrides.s.alias",
+        ),
+    ],
+)
+def test_organization_and_user_aliases_follow_the_same_rules(body, line, where):
+    assert_problem(only_problem("version: 1\n" + body), line, where, "is refused: it contains")
+
+
+@pytest.mark.parametrize("alias", ['" dev"', '"dev "', '" "'])
+def test_an_alias_may_not_start_or_end_with_a_space(alias):
+    assert_problem(
+        only_problem(f"version: 1\nteams:\n  - alias: {alias}\n"), 3, "teams.0.alias", "starts or ends with whitespace"
+    )
+
+
+def test_stacked_combining_marks_are_refused_before_normalising():
+    """Normalising takes quadratic time in a run of marks out of order; nine are more than any script needs."""
+    problem = only_problem('version: 1\nteams:\n  - alias: "a' + "\\u0301" * 9 + '"\n')
+    assert_problem(problem, 3, "teams.0.alias", "stacks more than 8 combining marks on one letter")
+
+
+def test_aliases_and_references_are_compared_and_sent_in_nfc():
+    decomposed, composed = "cafe\u0301", "caf\u00e9"
+    loaded = parse_desired(
+        f"version: 1\norganizations:\n  - alias: Soci{'e' + chr(0x301)}t{'e' + chr(0x301)}\n"
+        f"teams:\n  - alias: {decomposed}\n    organization: Soci\u00e9t\u00e9\n"
+        f"users:\n  - email: a@x.io\n    alias: Jos{'e' + chr(0x301)}\n    teams: [{composed}]\n"
+        f"  - email: b@x.io\n    teams: [{{team: {decomposed}}}]\n",
+        FILE,
+    )
+    assert loaded.teams[0].alias == composed and loaded.organizations[0].alias == "Soci\u00e9t\u00e9"
+    assert loaded.users[0].alias == "Jos\u00e9" and loaded.users[0].teams == [composed]
+    assert loaded.team_for_ref(loaded.users[1].teams[0].team).alias == composed  # type: ignore[union-attr]
+    # Written with escapes in an otherwise ASCII file, too.
+    escaped = parse_desired('version: 1\nteams:\n  - alias: "cafe\\u0301"\n', FILE)
+    assert escaped.teams[0].alias == composed
+    problem = only_problem(f"version: 1\nteams:\n  - alias: {composed}\n  - alias: {decomposed}\n")
+    assert str(problem) == f"{FILE}:4: duplicate team alias {composed!r} (first on line 3)"
+
+
+@pytest.mark.parametrize(
+    "alias, reason",
+    [
+        (
+            "d\u0435v",
+            "the word 'd\u0435v' mixes Cyrillic and Latin letters, which look alike; write each word in one script",
+        ),
+        (
+            "\u0391dmins",
+            "the word '\u0391dmins' mixes Greek and Latin letters, which look alike; write each word in one script",
+        ),
+        ("\uff44\uff45\uff56", "U+FF44 FULLWIDTH LATIN SMALL LETTER D is a variant of 'd'; write 'dev'"),
+        ("\ufb01nance", "U+FB01 LATIN SMALL LIGATURE FI is a variant of 'fi'; write 'finance'"),
+        ("ops\u2160", "U+2160 ROMAN NUMERAL ONE is a variant of 'I'; write 'opsI'"),
+    ],
+    ids=["cyrillic-e", "greek-alpha", "fullwidth", "ligature", "roman-numeral"],
+)
+def test_an_alias_that_could_pass_for_another_is_refused(alias, reason):
+    problem = only_problem(f"version: 1\nteams:\n  - alias: {alias}\n")
+    assert str(problem) == f"{FILE}:3: teams.0.alias: {alias!r} could pass for another name: {reason}"
+
+
+@pytest.mark.parametrize(
+    "alias", ["\u041e\u0442\u0434\u0435\u043b IT", "開発チーム", "team-\u03b1", "Zo\u00eb's team", "caf\u00e9"]
+)
+def test_aliases_with_one_script_a_word_are_fine(alias):
+    assert parse_desired(f'version: 1\nteams:\n  - alias: "{alias}"\n', FILE).teams[0].alias == alias
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [("dev", "Dev"), ("ape", "\u0430\u0440\u0435"), ("HEPA", "\u0397\u0395\u03a1\u0391"), ("ops", "OPS")],
+    ids=["case", "all-cyrillic", "all-greek", "capitals"],
+)
+def test_two_aliases_that_read_the_same_are_refused_with_both_lines(first, second):
+    problem = only_problem(f"version: 1\nteams:\n  - alias: {first}\n  - alias: {second}\n")
+    assert str(problem) == (
+        f"{FILE}:4: teams.1.alias: {second!r} can be taken for team alias {first!r} (line 3): they differ only "
+        "in case, compatibility forms or look-alike letters of another script; make them differ visibly"
+    )
+
+
+def test_two_organization_aliases_that_read_the_same_are_refused():
+    problem = only_problem("version: 1\norganizations:\n  - alias: ACME\n  - alias: \u0410\u0421\u041c\u0415\n")
+    assert_problem(problem, 4, "organizations.1.alias", "can be taken for organization alias 'ACME' (line 3)")
