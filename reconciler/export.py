@@ -36,6 +36,7 @@ from .desired import (
     parse_desired,
     raw_team_ref,
 )
+from .limits import look_alike_key
 from .live import PROXY_ADMIN_ID, LiveMember, LiveOrganization, LiveState, LiveTeam, LiveUser
 from .plan import PRIVILEGED_ROLES
 from .render import visible
@@ -79,11 +80,15 @@ def export_yaml(live: LiveState, only_teams: set[str] | None = None) -> str:
 
 def _organizations(live: LiveState, skipped: _Skipped) -> list[LiveOrganization]:
     """The organizations a users.yaml can declare, by alias; the others join ``skipped``."""
-    aliases = Counter(o.alias for o in live.organizations if o.alias)
+    aliases = Counter(look_alike_key(o.alias) for o in live.organizations if o.alias)
     organizations = []
     for organization in sorted(live.organizations, key=lambda o: (o.alias or "", o.organization_id)):
-        if not organization.alias or aliases[organization.alias] > 1:
-            why = "no alias" if not organization.alias else f"its alias {_quoted(organization.alias)} is not unique"
+        if not organization.alias or aliases[look_alike_key(organization.alias)] > 1:
+            why = (
+                "no alias"
+                if not organization.alias
+                else f"its alias {_quoted(organization.alias)} is not unique, or reads the same as another"
+            )
             skipped.append((organization, f"{why} (declare it with 'alias:' and 'id:')"))
         elif why := _refusal(OrganizationSpec, _organization(organization, {})):
             skipped.append((organization, why))
@@ -96,13 +101,13 @@ def _teams(
     live: LiveState, only_teams: set[str] | None, placed_in: dict[str, str | None], skipped: _Skipped
 ) -> list[tuple[LiveTeam, dict[str, Any]]]:
     """The teams to export with their entries, by alias; those a users.yaml cannot declare join ``skipped``."""
-    aliases = Counter(t.alias for t in live.teams if t.alias)
+    aliases = Counter(look_alike_key(t.alias) for t in live.teams if t.alias)
     teams = []
     for team in sorted(live.teams, key=lambda t: (t.alias or "", t.team_id)):
         if not team.alias:
             skipped.append((team, "no alias (give it one, then declare it with 'alias:' and 'id:')"))
-        elif aliases[team.alias] > 1:
-            shared = f"{aliases[team.alias]} teams share the alias {_quoted(team.alias)}"
+        elif (same := aliases[look_alike_key(team.alias)]) > 1:
+            shared = f"{same} teams share the alias {_quoted(team.alias)}, or one that reads the same"
             skipped.append((team, f"{shared} (declare the one you mean with 'id:')"))
         elif only_teams is None or team.alias in only_teams:
             entry = _team(team, placed_in)

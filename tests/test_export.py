@@ -214,3 +214,17 @@ def test_proxy_text_is_escaped_everywhere_in_the_export_and_what_holds_hidden_ch
     assert desired.spec.removals.users is False and desired.spec.removals.teams is False
     assert not make_plan(desired, live, NOW).has_changes
     assert export_yaml(live) == text
+
+
+def test_teams_whose_aliases_read_the_same_are_listed_not_exported() -> None:
+    # The file refuses two aliases a reviewer could take for each other: export names both instead.
+    live = LiveState(
+        teams=(
+            LiveTeam("t-1", "dev", {}, metadata={}),
+            LiveTeam("t-2", "Dev", {}, metadata={}),
+            LiveTeam("t-3", "ops", {}, metadata={}),
+        )
+    )
+    text = export_yaml(live)
+    assert [t["alias"] for t in yaml.safe_load(text)["teams"]] == ["ops"]
+    assert "'t-1'" in text and "'t-2'" in text and "reads the same" in text
