@@ -477,7 +477,7 @@ def invitations(file: str, environment: str | None, fmt: str, proxy: ProxyOption
     desired = _desired(file, environment)
     with _connect(proxy).client(Progress()) as client:
         live = read_for(desired, client)
-        rows = onboarding_status(desired, live, now(), pending_invitations(desired, live, client, Sealer.from_env()))
+        rows = onboarding_status(desired, live, now(), *pending_invitations(desired, live, client, Sealer.from_env()))
     click.echo(render_json(rows) if fmt == "json" else render_table(rows), nl=False)
 
 

@@ -22,6 +22,7 @@ from .live import (
     invitation_expired,
     utc_date,
 )
+from .sealing import UNOPENABLE_HINT
 
 STATES = ("accepted", "pending", "expired", "missing", "exposed", "interrupted", "never invited", "not on the proxy")
 #: How each recorded delivery reads after "pending until ...".
@@ -42,10 +43,15 @@ class OnboardingStatus:
 
 
 def onboarding_status(
-    desired: DesiredState, live: LiveState, now: datetime, checked: dict[str, LiveInvitation] | None = None
+    desired: DesiredState,
+    live: LiveState,
+    now: datetime,
+    checked: dict[str, LiveInvitation] | None = None,
+    unreadable: frozenset[str] = frozenset(),
 ) -> list[OnboardingStatus]:
     """One row per declared user. ``checked``: the proxy's view of open links by user id,
-    or None when they could not be looked up (no seal key)."""
+    or None when they could not be looked up (no seal key); ``unreadable``: the users whose
+    sealed id the key at hand does not open (sealed under another key)."""
     users = {u.key: u for u in live.users if u.key}
     out = []
     for spec in sorted(desired.users, key=lambda u: u.key):
@@ -53,11 +59,19 @@ def onboarding_status(
         if user is None:
             out.append(OnboardingStatus(spec.email, None, "not on the proxy", None, "apply will create and invite"))
             continue
+        if user.user_id in unreadable and user.invitation and not user.invitation.accepted_at:
+            out.append(
+                OnboardingStatus(spec.email, user.user_id, "unreadable", user.invitation.expires_at, _UNREADABLE)
+            )
+            continue
         row = _status(
             user.invitation, checked.get(user.user_id) if checked is not None else None, checked is not None, now
         )
         out.append(OnboardingStatus(spec.email, user.user_id, *row))
     return out
+
+
+_UNREADABLE = f"the link's id is {UNOPENABLE_HINT}"
 
 
 def _status(

@@ -250,14 +250,20 @@ def plan_against(desired: DesiredState, client: LiteLLMClient) -> tuple[Plan, Li
 
 def pending_invitations(
     desired: DesiredState, live: LiveState, client: LiteLLMClient, sealer: Sealer | None
-) -> dict[str, LiveInvitation] | None:
+) -> tuple[dict[str, LiveInvitation] | None, frozenset[str]]:
     """For the status report: ``/invitation/info`` of the declared users' unaccepted links, by
-    user id; None without a seal key (a read-only key cannot follow a sealed id)."""
+    user id (None without a seal key: a read-only key cannot follow a sealed id), and the users
+    whose sealed id this key does not open (sealed under another key)."""
     if sealer is None:
-        return None
+        return None, frozenset()
     declared = {user.key for user in desired.users}
     open_records = [u for u in live.users if u.key in declared and u.invitation and not u.invitation.accepted_at]
-    return read_invitations(client, open_records, sealer)
+    unreadable = frozenset(
+        u.user_id
+        for u in open_records
+        if u.invitation and u.invitation.sealed and sealer.open(u.invitation.sealed, u.user_id) is None
+    )
+    return read_invitations(client, open_records, sealer), unreadable
 
 
 def load_saved_plan(path: str | Path) -> Plan:

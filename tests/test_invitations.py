@@ -100,3 +100,9 @@ def test_looking_up_a_link_never_logs_its_id(tool_logging: None, capsys: pytest.
     logged = capsys.readouterr().err
     assert "GET /invitation/info 200" in logged and answer["id"] not in logged, logged
     assert sent[0].url.params["invitation_id"] == answer["id"] and not sent[0].content
+
+
+def test_a_link_sealed_under_another_key_is_unreadable_not_missing() -> None:
+    record = {"sealed": "v2.x", "expires_at": "2026-12-01T00:00:00Z"}
+    [row, _] = onboarding_status(FILE, LiveState(users=(user(record),)), NOW, {}, frozenset({"u-a"}))
+    assert row.state == "unreadable" and "LITELLM_RECONCILER_SEAL_KEY" in row.detail and "let it expire" in row.detail
