@@ -41,6 +41,7 @@ from .client import (
 )
 from .kinds import INVITING, SERIAL
 from .live import (
+    GRANTS_KEY,
     INVITATION_DAYS,
     MEMBER_BUDGET,
     OWNER_KEY,
@@ -297,7 +298,7 @@ class Executor:
         kind = wave[0].kind
         if kind == "add_member":
             for batch in _team_batches(wave):
-                yield from zip(batch, self._add_members(batch))
+                yield from zip(batch, self._granted("teams", batch, self._add_members(batch)))
         elif kind in INVITING:
             yield from self._invite_all(wave, report)
         elif kind in SERIAL:
@@ -442,7 +443,8 @@ class Executor:
     def _do_adopt_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         user_id = action.params["user_id"]
         metadata, _ = self._owned_metadata(user_id)
-        self._write_metadata(user_id, _adopted(metadata))
+        # From here on its grants are tracked: the memberships it already has were given by others.
+        self._write_metadata(user_id, _adopted(metadata, **{GRANTS_KEY: {}}))
         return "done", "ownership recorded"
 
     def _do_adopt_team(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -455,7 +457,7 @@ class Executor:
 
     def _do_remove_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         self.client.remove_member(action.params["team_id"], action.params["user_id"])
-        return "done", ""
+        return "done", self._record_grant("teams", action.params["team_id"], [action.params["user_id"]], False)
 
     def _do_update_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         self.client.update_member({k: v for k, v in action.params.items() if k not in ("team_alias", "user_email")})
@@ -464,7 +466,7 @@ class Executor:
     def _do_add_org_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         p = action.params
         self.client.add_organization_member(p["organization_id"], p["user_id"], p["role"])
-        return "done", ""
+        return "done", self._record_grant("organizations", p["organization_id"], [p["user_id"]], True)
 
     def _do_update_org_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         p = action.params
@@ -472,8 +474,43 @@ class Executor:
         return "done", ""
 
     def _do_remove_org_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
-        self.client.remove_organization_member(action.params["organization_id"], action.params["user_id"])
-        return "done", ""
+        p = action.params
+        self.client.remove_organization_member(p["organization_id"], p["user_id"])
+        return "done", self._record_grant("organizations", p["organization_id"], [p["user_id"]], False)
+
+    # ------------------------------------------------------------------ provenance of memberships
+
+    def _granted(self, kind: str, batch: list[Action], outcomes: list[Outcome]) -> list[Outcome]:
+        """The outcomes of one batch of new memberships, each one made recorded as this tool's grant."""
+        made = [a.params["user_id"] for a, (status, _, _) in zip(batch, outcomes) if status == "done"]
+        note = self._record_grant(kind, batch[0].params["team_id"], made, True) if made else ""
+        return [
+            (status, detail or note, code) if status == "done" else (status, detail, code)
+            for status, detail, code in outcomes
+        ]
+
+    def _record_grant(self, kind: str, group_id: str, user_ids: list[str], granted: bool) -> str:
+        """Record (or, ``granted=False``, take back) that this tool gave these users their membership of a
+        team or organization (``kind``: ``teams`` or ``organizations``), in each user's metadata as the
+        proxy has it now (one read per 100 users, one write per 500). Users whose grants are not tracked
+        (owned before this tool recorded grants) are left alone: every membership of theirs counts as
+        the tool's. A failure does not undo the membership: it is said ("" when all went well)."""
+        try:
+            current = self._fresh(user_ids)
+            writes = {}
+            for user_id, metadata in current.items():
+                metadata, owned = _split(metadata)
+                record = owned.get(GRANTS_KEY)
+                if not isinstance(record, dict):
+                    continue
+                held = set(record.get(kind) or ()) | {group_id} if granted else set(record.get(kind) or ()) - {group_id}
+                owned[GRANTS_KEY] = {**record, kind: sorted(held)}
+                writes[user_id] = {**metadata, OWNER_KEY: owned}
+            errors = self._write_many(writes) if writes else {}
+        except ProxyError as exc:
+            return f"not recorded as granted by this tool ({exc})"
+        failed = [user_id for user_id, error in errors.items() if error]
+        return f"not recorded as granted by this tool for {', '.join(failed)}" if failed else ""
 
     def _do_delete_organization(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
         self.client.delete_organization(action.params["organization_id"])
@@ -1021,12 +1058,12 @@ class _GroupCommit:
                     self._room.release()
 
 
-def _adopted(metadata: dict[str, Any]) -> dict[str, Any]:
+def _adopted(metadata: dict[str, Any], **records: Any) -> dict[str, Any]:
     """``metadata`` with this tool's ownership recorded as an adoption (its other keys, and this
-    tool's other records, kept)."""
+    tool's other records, kept); ``records``: what to start keeping where nothing is kept yet."""
     found = metadata.get(OWNER_KEY)
     owned = found if isinstance(found, dict) else {}
-    return {**metadata, OWNER_KEY: {**owned, "managed": True, "adopted": True}}
+    return {**metadata, OWNER_KEY: {**records, **owned, "managed": True, "adopted": True}}
 
 
 def _refused_for_good(status: int | None) -> bool:

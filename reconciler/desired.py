@@ -464,11 +464,12 @@ class Removals(_Strict):
     """What the file may take away. Every scope is off unless switched on (add-only by default),
     and only objects this tool owns are ever deleted."""
 
-    memberships: bool = Field(
+    memberships: bool | Literal["owned"] = Field(
         default=False,
         description=(
-            "each declared team's members (and each organization's, where it lists members) are exactly "
-            "the users the file lists there"
+            "true: each declared team's members (and each organization's, where it lists members) are exactly "
+            "the users the file lists there; owned: only the memberships this tool granted are removed when the "
+            "file drops them (members added by SSO, SCIM, the UI or the API stay, shown as drift)"
         ),
     )
     users: bool = Field(default=False, description="users this tool owns that the file no longer lists are deleted")

@@ -22,6 +22,8 @@ from .sealing import Sealer
 
 #: The one metadata key this tool owns on users and teams.
 OWNER_KEY = "litellm_reconciler"
+#: Under OWNER_KEY: the memberships this tool granted the user (``{"teams": [ids], "organizations": [ids]}``).
+GRANTS_KEY = "granted"
 #: The identity the master key acts as; LiteLLM adds it to teams and uses it for invitations.
 PROXY_ADMIN_ID = "default_user_id"
 
@@ -149,6 +151,15 @@ class LiveUser(_Owned):
     #: what an adoption shows, so a reviewer can tell an old colleague's account from a fresh one.
     created_at: str | None = None
     sso_user_id: str | None = None
+
+    def granted(self, kind: str, group_id: str) -> bool:
+        """Whether this tool gave the user its membership of a team or organization (``kind``: ``teams``
+        or ``organizations``). A user owned before grants were recorded (no record) counts as granted
+        everything: earlier releases added only members the file listed."""
+        record = self.owned.get(GRANTS_KEY)
+        if not isinstance(record, dict):
+            return self.managed
+        return group_id in (record.get(kind) or ())
 
     @property
     def created_by_tool(self) -> bool:

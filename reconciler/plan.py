@@ -34,6 +34,7 @@ from .desired import (
 )
 from .kinds import BOOKKEEPING, INVITING, KINDS, PHASES, REMOVING  # noqa: F401  (re-exported)
 from .live import (
+    GRANTS_KEY,
     OWNER_KEY,
     PROXY_ADMIN_ID,
     LiveMember,
@@ -774,7 +775,7 @@ def _plan_user(user: UserSpec, key: str, live: LiveState, matched: _Matched, con
             "user_id": user_id,
             "user_email": user.email,
             "user_role": role,
-            "metadata": {OWNER_KEY: {"managed": True}},
+            "metadata": {OWNER_KEY: {"managed": True, GRANTS_KEY: {}}},
         }
         changes: tuple[Change, ...] = (Change("user_id", None, user_id), Change("user_role", None, role))
         if user.alias is not None:
@@ -1110,7 +1111,9 @@ def _plan_removals(
         leaving = [
             (alias, team, member)
             for alias, team, member in unlisted
-            if member.user_id not in protected and member.user_id not in gone
+            if member.user_id not in protected
+            and member.user_id not in gone
+            and _removable(live, scopes.memberships, "teams", team.team_id, member.user_id)
         ]
         adds: dict[str, list[str]] = {}
         if leaving:
@@ -1143,6 +1146,8 @@ def _plan_removals(
 
         for alias, organization, member in _unlisted_org_members(desired, matched):
             if member.user_id in protected or member.user_id in gone:
+                continue
+            if not _removable(live, scopes.memberships, "organizations", organization.organization_id, member.user_id):
                 continue
             member_user = live.users_by_id.get(member.user_id)
             actions.append(
@@ -1233,6 +1238,15 @@ def _unlisted_org_members(desired: DesiredState, matched: _Matched) -> list[tupl
         listed = {matched.user_ids.get(m.email.lower()) for m in organization.members} | matched.untouchable
         found += [(organization.alias, current, m) for m in current.members if m.user_id not in listed]
     return found
+
+
+def _removable(live: LiveState, scope: bool | str, kind: str, group_id: str, user_id: str) -> bool:
+    """Whether ``removals.memberships`` takes this membership away: every unlisted one (``true``), or only
+    one this tool granted (``owned``): members that SSO, SCIM, the UI or the API added stay."""
+    if scope != "owned":
+        return bool(scope)
+    account = live.users_by_id.get(user_id)
+    return account is not None and account.granted(kind, group_id)
 
 
 def _deletion(kind: str, address: str, why: str, params: dict[str, Any], key_count: int | None) -> Action:
@@ -1340,14 +1354,26 @@ def _drift(
                     f"on the proxy (organization_id {organization.organization_id}), not in the file; {owner}{hint}",
                 )
             )
-    memberships = [("membership", alias, member) for alias, _, member in unlisted] + [
-        ("org_membership", alias, member) for alias, _, member in _unlisted_org_members(desired, matched)
+    memberships = [("membership", "teams", alias, group, member) for alias, group, member in unlisted] + [
+        ("org_membership", "organizations", alias, group, member)
+        for alias, group, member in _unlisted_org_members(desired, matched)
     ]
-    for kind, alias, member in memberships:
+    for kind, group_kind, alias, group, member in memberships:
         if member.user_id == PROXY_ADMIN_ID or member.user_id in deleted:
             continue
         address = _member_address(alias, member.user_id, live, kind)
         if address in removed:
+            continue
+        group_id = group.team_id if isinstance(group, LiveTeam) else group.organization_id
+        if scopes.memberships == "owned" and not _removable(live, "owned", group_kind, group_id, member.user_id):
+            items.append(
+                Drift(
+                    "granted_outside",
+                    address,
+                    f"member ({member.role}) granted outside this tool (SSO, SCIM, the UI or the API), not listed "
+                    "in the file; removals.memberships: owned leaves it (true would remove it)",
+                )
+            )
             continue
         if member.user_id in protected:
             detail = (

@@ -825,7 +825,8 @@ def test_a_member_already_gone_counts_as_removed_and_adoption_merges_metadata():
     assert [a.kind for a in plan.actions] == ["adopt_team", "adopt_user", "remove_member"]
     proxy.post_team_member_delete({"team_id": "t-1", "user_id": "u-2"})  # someone was quicker
     assert apply(proxy, plan).ok
-    assert proxy.users["u-1"]["metadata"] == {"cost_center": "42", OWNER_KEY: {"managed": True, "adopted": True}}
+    adopted = {"managed": True, "adopted": True, "granted": {}}  # its grants are tracked from now on
+    assert proxy.users["u-1"]["metadata"] == {"cost_center": "42", OWNER_KEY: adopted}
     assert proxy.teams["t-1"]["metadata"] == {"owner": "finance", OWNER_KEY: {"managed": True, "adopted": True}}
     assert "u-2" in proxy.users, "leaving a team never deletes the user"
 
@@ -874,8 +875,10 @@ def test_onboarding_n_users_costs_2n_plus_the_record_groups_plus_teams_writes():
     report = apply(proxy, plan_against(proxy, file))
     assert report.ok
     writes = [path for method, path, _ in proxy.requests[before:] if method == "POST"]
-    groups = proxy.posts("/user/bulk_update")  # intents ride in /user/new: these are the records
-    assert len(writes) == 2 * 300 + len(groups) + 3
+    # Intents ride in /user/new; the bulk updates are the links' records and, per team, its grants.
+    groups = [b for b in proxy.posts("/user/bulk_update") if "sealed" in json.dumps(b)]
+    grants = [b for b in proxy.posts("/user/bulk_update") if "sealed" not in json.dumps(b)]
+    assert len(writes) == 2 * 300 + len(groups) + 3 + len(grants) and len(grants) == 3
     assert sorted(set(writes)) == ["/invitation/new", "/team/member_add", "/user/bulk_update", "/user/new"]
     assert sum(len(body["users"]) for body in groups) == 300, "each link recorded once"
     assert not plan_against(proxy, file).has_changes
@@ -1146,3 +1149,19 @@ def test_an_old_seal_no_key_opens_is_dropped_when_done_and_reported_when_open(
         assert "sealed" not in kept and kept["accepted_at"] and "dropped" in result.detail
     else:
         assert kept["sealed"].startswith("v1.") and "LITELLM_RECONCILER_SEAL_KEY" in result.detail
+
+
+def test_the_memberships_it_grants_are_recorded_beside_the_link() -> None:
+    # Provenance and the link's record live side by side in the user's metadata; neither erases the other.
+    proxy = FakeLiteLLM()
+    file = "version: 1\nteams: [{alias: dev}, {alias: ops}]\nusers: [{email: alice@example.com, teams: [dev, ops]}]\n"
+    assert apply(proxy, plan_against(proxy, file)).ok
+    owned = next(u for u in proxy.users.values() if u["user_email"] == "alice@example.com")["metadata"][OWNER_KEY]
+    assert owned["granted"] == {"teams": sorted([new_team_id("dev"), new_team_id("ops")])}
+    assert owned["invitation"]["sealed"].startswith("v2.")
+    leaving = file.replace("teams: [dev, ops]}", "teams: [dev]}").replace(
+        "version: 1\n", "version: 1\nremovals: {memberships: owned}\n"
+    )
+    assert apply(proxy, plan_against(proxy, leaving)).ok
+    owned = next(u for u in proxy.users.values() if u["user_email"] == "alice@example.com")["metadata"][OWNER_KEY]
+    assert owned["granted"] == {"teams": [new_team_id("dev")]} and owned["invitation"]["sealed"]

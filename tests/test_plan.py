@@ -226,7 +226,7 @@ def test_created_objects_get_derived_ids_and_owner_metadata():
         "user_email": "Alice@Example.com",
         "user_role": "internal_user",
         "user_alias": "Alice",
-        "metadata": MANAGED,
+        "metadata": {OWNER_KEY: {"managed": True, "granted": {}}},  # its grants are tracked from the start
     }
     assert the_action(plan, "user.bob@example.com").params["user_role"] == "proxy_admin_viewer"
     assert new_user_id("ALICE@example.com") == new_user_id("alice@example.com")
@@ -1545,3 +1545,32 @@ def test_a_pin_picks_its_account_or_refuses_that_user_alone():
     assert [d for d in absent.drift if d.kind == "refused" and "is not on the proxy" in d.detail]
     fresh = plan_for(desired(spec % "u-new"), state())
     assert the_action(fresh, "user.x@example.com").params["user_id"] == "u-new", "created with the pinned id"
+
+
+# --------------------------------------------------------------------------- provenance: removals.memberships owned
+
+
+def test_owned_removes_only_the_memberships_this_tool_granted():
+    granted = {OWNER_KEY: {"managed": True, "granted": {"teams": ["t-dev"]}}}
+    outside = {OWNER_KEY: {"managed": True, "granted": {"teams": []}}}  # tracked: SSO added it to dev
+    live = state(
+        live_user("u-granted", "granted@example.com", metadata=granted),
+        live_user("u-outside", "outside@example.com", metadata=outside),
+        live_user("u-legacy", "legacy@example.com"),  # owned before grants were recorded: counts as granted
+        live_user("u-sso", "sso@example.com", metadata={}),  # never the tool's
+        live_team("t-dev", "dev", ("u-granted", "u-outside", "u-legacy", "u-sso")),
+    )
+    users = "".join(f"  - {{email: {n}@example.com}}\n" for n in ("granted", "outside", "legacy"))
+    owned = desired(f"version: 1\nremovals: {{memberships: owned}}\nteams: [{{alias: dev}}]\nusers:\n{users}")
+    plan = plan_for(owned, live)
+    assert addresses(plan, "remove_member") == [
+        "membership.dev.granted@example.com",
+        "membership.dev.legacy@example.com",
+    ]
+    outside_drift = {d.address: d.detail for d in plan.drift if d.kind == "granted_outside"}
+    assert set(outside_drift) == {"membership.dev.outside@example.com", "membership.dev.sso@example.com"}
+    assert "granted outside this tool (SSO, SCIM, the UI or the API)" in outside_drift["membership.dev.sso@example.com"]
+    exact = plan_for(
+        desired(f"version: 1\nremovals: {{memberships: true}}\nteams: [{{alias: dev}}]\nusers:\n{users}"), live
+    )
+    assert len(addresses(exact, "remove_member")) == 4, "true: the exact roster, as before"

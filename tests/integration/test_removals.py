@@ -226,3 +226,36 @@ def test_export_then_plan_is_no_changes_on_a_proxy_made_only_through_the_api(api
     apply_ok(cli)  # records ownership
     assert json_plan(cli)["actions"] == []
     assert cli("export").stdout == text, "export is deterministic, and adoption changed nothing it shows"
+
+
+def test_owned_removes_what_the_tool_granted_and_leaves_what_others_did(api: Api, cli, tmp_path) -> None:
+    # SSO's team sync, SCIM, the UI and scripts add members too: with `owned`, the file takes away only
+    # what it gave, and shows the rest as drift instead of fighting them at every apply.
+    users = "users:\n  - email: alice@company.com\n    teams: [a]\n  - email: bob@company.com\n    teams: [a]\n"
+    write(tmp_path, TEAMS + users)
+    apply_ok(cli)
+    api.post("/user/new", {"user_email": "sso@company.com", "auto_create_key": False})
+    sso, bob = user_named(api, "sso@company.com"), user_named(api, "bob@company.com")
+    team_a = next(t["team_id"] for t in api.teams() if t["team_alias"] == "a")
+    # Outside the tool: an account it does not own, and one it owns (bob) added to team b by hand.
+    api.post("/team/member_add", {"team_id": team_a, "member": [{"user_id": sso["user_id"], "role": "user"}]})
+    team_b = next(t["team_id"] for t in api.teams() if t["team_alias"] == "b")
+    api.post("/team/member_add", {"team_id": team_b, "member": [{"user_id": bob["user_id"], "role": "user"}]})
+
+    dropped = users.replace("  - email: bob@company.com\n    teams: [a]\n", "  - email: bob@company.com\n")
+    write(tmp_path, TEAMS + "removals:\n  memberships: owned\n" + dropped)
+    plan = json_plan(cli)
+    assert [(a["kind"], a["address"]) for a in plan["actions"]] == [("remove_member", "membership.a.bob@company.com")]
+    outside = sorted(d["address"] for d in plan["drift"] if d["kind"] == "granted_outside")
+    assert outside == ["membership.a.sso@company.com", "membership.b.bob@company.com"]
+    apply_ok(cli)
+    apply_ok(cli)
+    assert roster(api, "a") == {"alice@company.com", "sso@company.com"}, "the outside member survives every apply"
+    assert roster(api, "b") == {"bob@company.com"}
+    assert json_plan(cli)["actions"] == []
+
+    write(tmp_path, TEAMS + "removals:\n  memberships: true\n" + dropped)
+    assert sorted(a["address"] for a in json_plan(cli)["actions"]) == [
+        "membership.a.sso@company.com",
+        "membership.b.bob@company.com",
+    ], "true: the exact roster, as before"
