@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, Protocol
 
+from .attribution import LAST_CHANGE_KEY, Attribution
 from .client import (
     BULK_SIZE,
     DeadlineExceeded,
@@ -228,12 +229,14 @@ class Executor:
         sealer: Sealer | None = None,
         courier: Courier | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        attribution: Attribution | None = None,
     ):
         """``metadata``: each user's metadata as read for the plan (user_id -> dict). The
         plan was made from that very snapshot (or a saved plan was checked against it), so
         merging into it is safe and saves one read per invitation. ``sealer``: needed by
         any plan that invites (see ``sealing``); the caller checks that up front.
-        ``courier``: hands each new link over (report, email) before it is recorded."""
+        ``courier``: hands each new link over (report, email) before it is recorded. ``attribution``:
+        who caused this run, recorded as ``last_change`` on every object it writes the metadata of."""
         self.client = client
         self.ui_base = ui_base
         self.on_result = on_result
@@ -242,6 +245,7 @@ class Executor:
         self._sealer = sealer
         self._courier = courier or _Nowhere()
         self._clock = clock
+        self._attribution = attribution or Attribution.from_env()
         self._inviting: frozenset[str] = frozenset()
         #: Marks this run's intents: an undo touches only a record that still carries it.
         self._run = uuid.uuid4().hex[:12]
@@ -395,7 +399,8 @@ class Executor:
         return "done", ""
 
     def _do_create_organization(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
-        self.client.create_organization(action.params)
+        metadata = self._stamped(action.params.get("metadata") or {})
+        self.client.create_organization({**action.params, "metadata": metadata})
         return "done", f"organization_id {action.params['organization_id']}"
 
     def _do_update_organization(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -406,11 +411,12 @@ class Executor:
         organization_id = action.params["organization_id"]
         found = self.client.organization_info(organization_id) or {}
         metadata = found.get("metadata") if isinstance(found.get("metadata"), dict) else {}
-        self.client.update_organization({"organization_id": organization_id, "metadata": _adopted(metadata)})
+        adopted = self._stamped(_adopted(metadata))
+        self.client.update_organization({"organization_id": organization_id, "metadata": adopted})
         return "done", "ownership recorded"
 
     def _do_create_team(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
-        self.client.create_team(action.params)
+        self.client.create_team({**action.params, "metadata": self._stamped(action.params.get("metadata") or {})})
         return "done", f"team_id {action.params['team_id']}"
 
     def _do_update_team(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -425,12 +431,12 @@ class Executor:
         return _unless_ignored(settings, self.client.update_team(settings))
 
     def _do_create_user(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
-        params = action.params
+        params = {**action.params, "metadata": self._stamped(action.params.get("metadata") or {})}
         user_id = params["user_id"]
         if user_id in self._inviting:
             # The intent to invite rides along with the user row: no extra request.
-            owned = {**params.get("metadata", {}).get(OWNER_KEY, {}), "invitation": self._intent()}
-            params = {**params, "metadata": {**params.get("metadata", {}), OWNER_KEY: owned}}
+            owned = {**params["metadata"][OWNER_KEY], "invitation": self._intent()}
+            params = {**params, "metadata": {**params["metadata"], OWNER_KEY: owned}}
             self._intents.add(user_id)
             self._before_intent[user_id] = None
         self.client.create_user(params)
@@ -452,7 +458,8 @@ class Executor:
         if team_id not in self._team_metadata:  # not from the plan's snapshot: read it, never clobber it
             team = self.client.team_info(team_id)
             self._team_metadata[team_id] = dict((team or {}).get("metadata") or {})
-        self.client.update_team({"team_id": team_id, "metadata": _adopted(self._team_metadata[team_id])})
+        adopted = self._stamped(_adopted(self._team_metadata[team_id]))
+        self.client.update_team({"team_id": team_id, "metadata": adopted})
         return "done", "ownership recorded"
 
     def _do_remove_member(self, action: Action, report: ApplyReport) -> tuple[Status, str]:
@@ -903,13 +910,21 @@ class Executor:
         return self._sealer
 
     def _write_metadata(self, user_id: str, metadata: dict[str, Any]) -> None:
+        metadata = self._stamped(metadata)
         self._metadata.pop(user_id, None)  # unknown until the write is confirmed
         self.client.update_user({"user_id": user_id, "metadata": metadata})
         self._metadata[user_id] = metadata
 
+    def _stamped(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """``metadata`` with this run recorded as the object's last change (under this tool's key)."""
+        found = metadata.get(OWNER_KEY)
+        owned = found if isinstance(found, dict) else {}
+        return {**metadata, OWNER_KEY: {**owned, LAST_CHANGE_KEY: self._attribution.stamp(self._now())}}
+
     def _write_many(self, metadata: dict[str, dict[str, Any]]) -> dict[str, str | None]:
         """``_write_metadata`` for several users in one request: the error of each that failed.
         A whole request whose outcome is unknown counts as failed for all (never re-sent)."""
+        metadata = {user_id: self._stamped(value) for user_id, value in metadata.items()}
         for user_id in metadata:
             self._metadata.pop(user_id, None)
         try:

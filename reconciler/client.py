@@ -212,10 +212,12 @@ class LiteLLMClient:
         deadline: float | None = None,
         parallelism: int = DEFAULT_PARALLELISM,
         on_progress: ProgressHook | None = None,
+        changed_by: str = CHANGED_BY,
     ):
         """``timeout``: seconds for one request as a whole; ``deadline``: a ``time.monotonic()``
         moment after which no request is sent (the run's total budget); ``parallelism``: requests
-        in flight at once (1: strictly one after the other); ``on_progress``: told of each page read."""
+        in flight at once (1: strictly one after the other); ``on_progress``: told of each page read;
+        ``changed_by``: the ``litellm-changed-by`` header of every write (LiteLLM's audit trail keeps it)."""
         if parallelism < 1:
             raise ValueError("parallelism must be at least 1")
         if not api_key:
@@ -228,6 +230,7 @@ class LiteLLMClient:
         check_proxy_url(base_url)
         self.base_url = base_url.rstrip("/")
         self._key = api_key
+        self._changed_by = changed_by
         self._sleep = sleep
         self._max_attempts = max_attempts
         self._timeout = timeout
@@ -294,7 +297,7 @@ class LiteLLMClient:
         body: Any = None,
         retry_refused: bool = True,
     ) -> Any:
-        headers = {"litellm-changed-by": CHANGED_BY} if method != "GET" else None
+        headers = {"litellm-changed-by": self._changed_by} if method != "GET" else None
         attempt = 0
         while True:
             attempt += 1

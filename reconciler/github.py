@@ -41,6 +41,7 @@ from typing import Any
 
 import click
 
+from .attribution import PR_AUTHOR_VARIABLE, PULL_REQUEST_VARIABLE
 from .desired import ENVIRONMENT_NAME
 from .onboarding import load_report
 from .plan import FAILING_DRIFT
@@ -173,9 +174,10 @@ class Step:
         self.output("body-file", str(path))
         return path
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """The CLI with the step's environment, the proxy URL input applied and the GitHub token left out."""
-        env = {k: v for k, v in os.environ.items() if k not in ("GH_TOKEN", "GITHUB_TOKEN")}
+    def cli(self, *args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """The CLI with the step's environment (and ``extra``), the proxy URL input applied and the
+        GitHub token left out."""
+        env = {k: v for k, v in os.environ.items() if k not in ("GH_TOKEN", "GITHUB_TOKEN")} | (extra or {})
         if self.proxy_url:
             env["LITELLM_PROXY_URL"] = self.proxy_url
         return self.tools.cli(list(args), env)
@@ -481,7 +483,7 @@ def apply(step: Step, given: ApplyInputs) -> int:
         args += ["--send-invites", "smtp"]
         if given.allow_insecure_smtp:
             args.append("--allow-insecure-smtp")
-    proc = step.cli(*args)
+    proc = step.cli(*args, extra=_merged_pull_request(step))
     log = step.clean(proc.stdout + proc.stderr, all_urls=True).strip()
     click.echo(log)
     result = read_apply_result(result_file, expected)
@@ -636,6 +638,26 @@ def comment(step: Step, body_file: str, environments: Sequence[str] = ()) -> int
         click.echo(f"Posted the plan comment on pull request #{pr} (comment {posted.get('id')}).")
     step.output("comment-id", str(posted.get("id", "")))
     return 0
+
+
+def _merged_pull_request(step: Step) -> dict[str, str]:
+    """For the apply's attribution (``attribution``): the pull request merged as the pushed commit, and
+    its author, as the variables the CLI reads; nothing when there is none or it cannot be asked."""
+    repo, sha = os.environ.get("GITHUB_REPOSITORY"), os.environ.get("GITHUB_SHA")
+    if os.environ.get("GITHUB_EVENT_NAME") != "push" or not repo or not sha:
+        return {}
+    try:
+        pulls = [p for p in step.gh("api", f"repos/{repo}/commits/{sha}/pulls") or [] if isinstance(p, dict)]
+    except GlueError:
+        return {}
+    merged = [p for p in pulls if p.get("merge_commit_sha") == sha]
+    if not merged:
+        return {}
+    author = merged[0].get("user") if isinstance(merged[0].get("user"), dict) else {}
+    return {
+        PULL_REQUEST_VARIABLE: str(merged[0].get("number") or ""),
+        PR_AUTHOR_VARIABLE: str(author.get("login") or ""),
+    }
 
 
 def reviewed_fingerprint(step: Step) -> int:

@@ -27,6 +27,7 @@ from .apply import (
     stubborn_failures,
     used_links,
 )
+from .attribution import Attribution
 from .client import (
     DEFAULT_PARALLELISM,
     DEFAULT_PROXY_URL,
@@ -107,6 +108,7 @@ class Connection:
             deadline=until,
             parallelism=self.parallelism,
             on_progress=on_progress,
+            changed_by=Attribution.from_env().header(),
         )
 
 
@@ -663,6 +665,8 @@ class ApplyOutcome:
             "seconds": round(self.seconds(), 3),
             "verified": self.verified,
             "error": self.error,
+            # Who caused it, as every write said and every written object records (attribution).
+            "changed_by": Attribution.from_env().to_dict(),
         }
 
 

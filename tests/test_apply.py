@@ -23,6 +23,7 @@ from reconciler.apply import (
     stubborn_failures,
     used_links,
 )
+from reconciler.attribution import Attribution
 from reconciler.client import LiteLLMClient
 from reconciler.desired import TEAM_SETTINGS, USER_SETTINGS, parse_desired
 from reconciler.live import OWNER_KEY, PROXY_ADMIN_ID, read_live, start_of_day
@@ -82,6 +83,8 @@ class FakeLiteLLM:
         self.most_in_flight: dict[str, int] = {}
         self.most_roster_writes = 0
         self.most_in_flight_at_all = 0
+        #: The litellm-changed-by header of every write (LiteLLM's audit trail keeps it).
+        self.changed_by: set[str] = set()
         #: Links whose sealed record reached a user, and the most links that ever existed unrecorded.
         self.recorded_links = 0
         self.most_unrecorded = 0
@@ -115,13 +118,14 @@ class FakeLiteLLM:
         """Every user update asked for, alone or in a ``/user/bulk_update``."""
         return self.posts("/user/update") + [u for body in self.posts("/user/bulk_update") for u in body["users"]]
 
-    def client(self, parallelism: int = 4) -> LiteLLMClient:
+    def client(self, parallelism: int = 4, changed_by: str = "litellm-reconciler") -> LiteLLMClient:
         return LiteLLMClient(
             "http://proxy.test",
             "sk-test",
             transport=httpx.MockTransport(self),
             sleep=lambda s: None,
             parallelism=parallelism,
+            changed_by=changed_by,
         )
 
     # -- transport
@@ -147,6 +151,8 @@ class FakeLiteLLM:
         path = request.url.path
         body = json.loads(request.content) if request.content else None
         self.requests.append((request.method, path, body))
+        if request.method != "GET":
+            self.changed_by.add(request.headers.get("litellm-changed-by", ""))
         if request.method == "GET":
             return getattr(self, "get_" + path.strip("/").replace("/", "_").replace(".", "_"))(request.url.params)
         fault = self._take_fault(path, body)
@@ -397,8 +403,13 @@ def plan_against(proxy: FakeLiteLLM, body: str) -> Plan:
     return make_plan(desired(body), read_live(proxy.client()), NOW)
 
 
+#: Who these runs are made by, as a pull request merged in GitHub Actions would say.
+BY = Attribution("alice (author of #7), merged by bob", "acme/access#7@0123456789ab")
+CHANGE = BY.stamp(NOW.isoformat(timespec="seconds"))
+
+
 def apply(proxy: FakeLiteLLM, plan: Plan) -> ApplyReport:
-    return Executor(proxy.client(), UI, sealer=SEALER, clock=lambda: NOW).run(plan)
+    return Executor(proxy.client(), UI, sealer=SEALER, clock=lambda: NOW, attribution=BY).run(plan)
 
 
 def statuses(report: ApplyReport) -> dict[str, str]:
@@ -825,9 +836,10 @@ def test_a_member_already_gone_counts_as_removed_and_adoption_merges_metadata():
     assert [a.kind for a in plan.actions] == ["adopt_team", "adopt_user", "remove_member"]
     proxy.post_team_member_delete({"team_id": "t-1", "user_id": "u-2"})  # someone was quicker
     assert apply(proxy, plan).ok
-    adopted = {"managed": True, "adopted": True, "granted": {}}  # its grants are tracked from now on
+    adopted = {"managed": True, "adopted": True, "granted": {}, "last_change": CHANGE}  # grants tracked from now on
     assert proxy.users["u-1"]["metadata"] == {"cost_center": "42", OWNER_KEY: adopted}
-    assert proxy.teams["t-1"]["metadata"] == {"owner": "finance", OWNER_KEY: {"managed": True, "adopted": True}}
+    team = {"managed": True, "adopted": True, "last_change": CHANGE}
+    assert proxy.teams["t-1"]["metadata"] == {"owner": "finance", OWNER_KEY: team}
     assert "u-2" in proxy.users, "leaving a team never deletes the user"
 
 

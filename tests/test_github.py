@@ -655,7 +655,7 @@ USERS = (
 )
 RESULT_KEYS = {
     "format_version", "fingerprint", "expected_fingerprint", "fingerprint_matches", "outcome", "summary", "results",
-    "invitations", "requests_made", "writes_made", "seconds", "verified", "error",
+    "invitations", "requests_made", "writes_made", "seconds", "verified", "error", "changed_by",
 }  # fmt: skip
 
 
@@ -942,3 +942,17 @@ def test_a_valid_file_with_warnings_is_annotated_and_passes(tmp_path: Path) -> N
 def test_an_environment_input_that_is_not_a_name_is_refused(tmp_path: Path) -> None:
     run = run_glue(tmp_path, "plan", inputs={"file": "users.yaml", "environment": "prod\n::error::x"})
     assert run.code == 1 and "is not an environment name" in run.stderr and run.cli_calls == []
+
+
+def test_apply_of_a_push_tells_the_cli_which_pull_request_and_author_it_applies(tmp_path: Path) -> None:
+    merged = {"number": 7, "merge_commit_sha": MERGE_SHA, "user": {"login": "alice"}, "merged_at": "2025-11-27"}
+    run = run_glue(
+        tmp_path,
+        "apply",
+        inputs={"file": "users.yaml", "expect-fingerprint": REVIEWED, "proxy-url": PUBLIC_PROXY},
+        env={"LITELLM_MASTER_KEY": MASTER, "LITELLM_PROXY_URL": PROXY, "GITHUB_EVENT_NAME": "push"},
+        cli={"apply": {"stdout": "", "stderr": "", "code": 0, "result_json": result_json()}},
+        gh_state={"comments": {}, "pulls": {MERGE_SHA: [merged]}},
+    )
+    env = run.cli_envs[-1]
+    assert (env["LITELLM_RECONCILER_PULL_REQUEST"], env["LITELLM_RECONCILER_PR_AUTHOR"]) == ("7", "alice")
