@@ -230,13 +230,16 @@ class Executor:
         courier: Courier | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         attribution: Attribution | None = None,
+        before_writes: Callable[[], None] = lambda: None,
     ):
         """``metadata``: each user's metadata as read for the plan (user_id -> dict). The
         plan was made from that very snapshot (or a saved plan was checked against it), so
         merging into it is safe and saves one read per invitation. ``sealer``: needed by
         any plan that invites (see ``sealing``); the caller checks that up front.
         ``courier``: hands each new link over (report, email) before it is recorded. ``attribution``:
-        who caused this run, recorded as ``last_change`` on every object it writes the metadata of."""
+        who caused this run, recorded as ``last_change`` on every object it writes the metadata of.
+        ``before_writes``: called before each write phase and each batch of link records (the apply
+        lock's ``confirm``: raises ``LockLost`` once another apply holds the lock, and nothing more starts)."""
         self.client = client
         self.ui_base = ui_base
         self.on_result = on_result
@@ -246,6 +249,7 @@ class Executor:
         self._courier = courier or _Nowhere()
         self._clock = clock
         self._attribution = attribution or Attribution.from_env()
+        self._before_writes = before_writes
         self._inviting: frozenset[str] = frozenset()
         #: Marks this run's intents: an undo touches only a record that still carries it.
         self._run = uuid.uuid4().hex[:12]
@@ -286,6 +290,8 @@ class Executor:
                 if action.kind in INVITING:
                     report.invitations.append(self._record(action, None, "skipped", why))
                     self._undo_intent(action.params["user_id"])
+            if ready:
+                self._before_writes()
             for action, (outcome, detail, http_status) in self._run_wave(ready, report):
                 finish(action, outcome, detail, http_status)
             if self._stopped:
@@ -663,6 +669,8 @@ class Executor:
         with _GroupCommit(self._record_links, self.client) as commit:
             for start in range(0, len(wave), BULK_SIZE):
                 batch = wave[start : start + BULK_SIZE]
+                if not self._stopped:
+                    self._before_writes()
                 checked: list[Outcome | _Pending] = (
                     [_PAST_DEADLINE] * len(batch) if self._stopped else self._ask_batch(batch, report, commit)
                 )
@@ -793,8 +801,10 @@ class Executor:
         """Record these new links sealed, in one write, even past the run's deadline (the links
         exist); set each outcome. Each record goes into the metadata read when the intent was
         recorded, moments before the link was asked for (or, for a user this run created, the
-        metadata it was created with): never the plan's snapshot."""
+        metadata it was created with): never the plan's snapshot. Not once the lock is lost: the links
+        stay in the onboarding report, and the next apply records them from it."""
         self._sync_courier()
+        self._before_writes()
         errors = self._write_many({p.action.params["user_id"]: {**p.metadata, OWNER_KEY: p.owned} for p in created})
         for p in created:
             user_id = p.action.params["user_id"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import click
 
 from . import __version__
 from .apply import ActionResult, ApplyReport
-from .client import DEFAULT_PARALLELISM, LiteLLMClient, ProxyError, check_proxy_url
+from .client import DEFAULT_PARALLELISM, IncompleteRead, LiteLLMClient, ProxyError, check_proxy_url
 from .delivery import Mailer, SmtpSettings, load_template
 from .desired import DesiredState, InputError, load_desired
 from .export import export_yaml
@@ -27,8 +28,10 @@ from .github import github
 from .importer import import_csv
 from .invitations import onboarding_status, render_json, render_table
 from .live import utc_date
-from .lock import LockHeld
+from .lock import ApplyLock, LockHeld, LockState, describe_runner
 from .manager import (
+    Applied,
+    ApplyOutcome,
     Connection,
     ReportCourier,
     StalePlan,
@@ -238,8 +241,9 @@ def plan(
 ) -> None:
     """Read the proxy, compare it with FILE and show what apply would do. Never writes."""
     desired = _desired(file, environment)
-    with _connect(proxy).client(Progress()) as client:
-        the_plan, _ = plan_against(desired, client)
+    connection = _connect(proxy)
+    with connection.client(Progress()) as client:
+        the_plan, _ = plan_against(desired, client, plan_key=connection.plan_key)
     click.echo(render(the_plan, fmt, max_chars=max_chars), nl=False)
     if out:
         write_private(out, render(the_plan, "json"))
@@ -300,14 +304,17 @@ def plan(
     default=0.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Seconds to wait for another apply on the same proxy to finish.",
+    help="Seconds to wait for another apply on the same proxy to finish (this one plans once it has).",
 )
 @click.option(
     "--lock-ttl",
     default=600.0,
     show_default=True,
     type=click.FloatRange(min=5),
-    help="Seconds the apply lock lasts without renewal (a killed apply's lock is broken after it).",
+    help=(
+        "Seconds the apply lock lasts without renewal: the lock of an apply gone from another machine is "
+        "broken after it (on this machine, or by a re-run of the same GitHub Actions run, at once)."
+    ),
 )
 @click.option(
     "--result-json",
@@ -358,18 +365,24 @@ def apply(
         saved = load_saved_plan(plan_file) if plan_file else None
         progress = Progress()
         with connection.client(progress) as client:
-            applied = apply_desired(
-                desired,
+            applied = _when_free(
                 client,
-                _ApplyScreen(yes, show_links, onboarding.path, progress),
                 outcome,
-                saved=saved,
-                courier=ReportCourier(onboarding, mailer),
-                sealer=sealer,
-                ui_base=ui_url or connection.proxy_url,
-                allow_mass_removal=allow_mass_removal,
-                lock_timeout=lock_timeout,
-                lock_ttl=lock_ttl,
+                lock_timeout,
+                lock_ttl,
+                lambda wait: apply_desired(
+                    desired,
+                    client,
+                    _ApplyScreen(yes, show_links, onboarding.path, progress),
+                    outcome,
+                    saved=saved,
+                    courier=ReportCourier(onboarding, mailer),
+                    sealer=sealer,
+                    ui_base=ui_url or connection.proxy_url,
+                    allow_mass_removal=allow_mass_removal,
+                    lock_timeout=wait,
+                    lock_ttl=lock_ttl,
+                ),
             )
         if applied is None:
             return
@@ -401,6 +414,34 @@ def apply(
                 if verification is not None
                 else "apply finished, unverified: the run's deadline passed"
             )
+
+
+def _when_free(
+    client: LiteLLMClient,
+    outcome: ApplyOutcome,
+    lock_timeout: float,
+    lock_ttl: float,
+    run: Callable[[float], Applied | None],
+) -> Applied | None:
+    """``run`` (given the seconds of ``lock_timeout`` left) once no other apply holds the lock.
+
+    While another apply holds it, the proxy changes under its writes and a plan read then may not
+    add up ("it changed during the read"): so an apply that may wait reads only the lock row until
+    the holder has finished, and plans after; if another apply took the lock while this one was
+    reading (nothing written yet), it waits for that one too. Without ``--lock-timeout``, at once.
+    The proxy was reached: ``--result-json`` says how the wait ended too."""
+    outcome.connected(client)
+    if lock_timeout <= 0:
+        return run(0.0)
+    lock = ApplyLock(client, describe_runner(), lock_ttl)
+    give_up = time.monotonic() + lock_timeout
+    while True:
+        lock.wait_until_free(max(give_up - time.monotonic(), 0.0))
+        try:
+            return run(max(give_up - time.monotonic(), 0.0))
+        except IncompleteRead:
+            if outcome.executing or time.monotonic() >= give_up or lock.takeable(lock.state()) is not None:
+                raise
 
 
 @dataclass(frozen=True)
@@ -464,6 +505,71 @@ def _print_invitations(records: list[InvitationRecord], show_links: bool) -> Non
         elif record.status == "send_failed":
             line += f", email NOT sent: {record.error}"
         click.echo(line + (f": {record.onboarding_link}" if show_links else ""))
+
+
+@main.command("lock")
+@click.option(
+    "--break",
+    "token",
+    metavar="TOKEN",
+    default=None,
+    help="Break the lock held by TOKEN (as shown without --break); only when its apply is gone.",
+)
+@click.option("--yes", is_flag=True, help="Break it without asking (required without a terminal).")
+@proxy_options
+@guard
+def lock_command(token: str | None, yes: bool, proxy: ProxyOptions) -> None:
+    """Show who holds the proxy's apply lock (who, since, until, token); --break TOKEN frees it."""
+    with _connect(proxy).client() as client:
+        lock = ApplyLock(client, describe_runner())
+        state = lock.state()
+        if token is None:
+            click.echo("\n".join(_lock_lines(state, lock.takeable(state))))
+            return
+        _confirm_break(state, token, yes)
+        broken = lock.break_lock(token)
+    click.echo(f"Broke the apply lock of {broken.who} (token {broken.token}); the lock row says who broke it and when.")
+
+
+def _lock_lines(state: LockState | None, takeable: str | None) -> list[str]:
+    """What ``lock`` shows: the holder (or that the lock is free) and how its last hold ended."""
+    if state is None:
+        return ["No apply has taken the lock on this proxy yet."]
+    holder = state.holder
+    last = state.last or {}
+    ended = f"Last {last.get('event')} by {last.get('who')} at {last.get('at')}" if last.get("event") else ""
+    if last.get("event") == "broken":
+        ended += f" ({last.get('why')}; it was held by {last.get('holder')})"
+    if holder is None:
+        return ["The apply lock is free.", *([ended + "."] if ended else [])]
+    lines = [
+        f"The apply lock is held by {holder.who}",
+        f"  since: {holder.since}",
+        f"  until: {holder.until} (renewed while it runs)",
+        f"  where: {holder.runner.host}, pid {holder.runner.pid or '?'}",
+        f"  token: {holder.token}",
+    ]
+    if takeable is not None:
+        return [*lines, f"The next apply takes it over: {takeable}."]
+    return [*lines, f"If that apply is gone: litellm-reconciler lock --break {holder.token}"]
+
+
+def _confirm_break(state: LockState | None, token: str, yes: bool) -> None:
+    """Refuse to break a lock other than ``token``'s, or without a yes (a prompt, or --yes)."""
+    holder = state.holder if state else None
+    if holder is None or holder.token != token:
+        held = f"held by {holder.who}, token {holder.token}" if holder else "free"
+        raise Failure(f"the apply lock is not held by {token} (it is {held}); nothing was changed")
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise Failure("refusing to break the apply lock without confirmation: stdin is not a terminal; pass --yes")
+    if not click.confirm(
+        f"Break the apply lock of {holder.who} (since {holder.since})? If that apply still runs, "
+        "two applies will write at once",
+        default=False,
+    ):
+        raise Failure("the apply lock was not broken; nothing was changed")
 
 
 @main.command()

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from .client import IncompleteRead, LiteLLMClient
 from .desired import DURATION, ORGANIZATION_SETTINGS, TEAM_SETTINGS, USER_SETTINGS
-from .lock import LOCK_USER_ID
+from .lock import is_lock_row
 from .sealing import Sealer
 
 #: The one metadata key this tool owns on users and teams.
@@ -466,7 +466,7 @@ def _read_once(client: LiteLLMClient, declared_teams: frozenset[str]) -> LiveSta
     # The apply lock is a row of this tool's, not a person: never planned, never drift.
     # The teams are read beside the users' pages (the client still keeps to its parallelism).
     listed_users, listed_teams = client.concurrently(lambda read: read(), (client.list_users, client.list_teams))
-    users = tuple(user_from_api(u) for u in listed_users if u.get("user_id") != LOCK_USER_ID)
+    users = tuple(user_from_api(u) for u in listed_users if not is_lock_row(str(u.get("user_id"))))
     teams = tuple(team_from_api(t) for t in listed_teams)
     seen = {t.team_id for t in teams} | {t.alias for t in teams if t.alias}
     referenced = {team_id for user in users for team_id in user.teams}

@@ -83,6 +83,8 @@ class Connection:
     deadline: float | None = None
     #: Requests in flight at once.
     parallelism: int = DEFAULT_PARALLELISM
+    #: The key came from LITELLM_API_KEY: the plan job's key, which should be read-only (the plan says if not).
+    plan_key: bool = False
 
     @classmethod
     def from_env(
@@ -94,10 +96,13 @@ class Connection:
     ) -> Connection:
         """``proxy_url`` is the flag (click also fills it from LITELLM_PROXY_URL). Surrounding
         whitespace of a key is dropped: a secret pasted with its newline is still that key."""
-        key = next((os.environ[name].strip() for name in KEY_VARIABLES if os.environ.get(name, "").strip()), "")
-        if not key:
+        found = next(
+            ((name, os.environ[name].strip()) for name in KEY_VARIABLES if os.environ.get(name, "").strip()), None
+        )
+        if found is None:
             raise ValueError("no API key: set LITELLM_MASTER_KEY (or LITELLM_API_KEY, e.g. a read-only key for plan)")
-        return cls(proxy_url or DEFAULT_PROXY_URL, key, timeout, deadline, parallelism)
+        name, key = found
+        return cls(proxy_url or DEFAULT_PROXY_URL, key, timeout, deadline, parallelism, name == "LITELLM_API_KEY")
 
     def client(self, on_progress: ProgressHook | None = None) -> LiteLLMClient:
         until = time.monotonic() + self.deadline if self.deadline is not None else None
@@ -245,9 +250,12 @@ def read_for_export(client: LiteLLMClient) -> LiveState:
     return replace(live, organizations=organizations)
 
 
-def plan_against(desired: DesiredState, client: LiteLLMClient) -> tuple[Plan, LiveState]:
+def plan_against(desired: DesiredState, client: LiteLLMClient, *, plan_key: bool = False) -> tuple[Plan, LiveState]:
+    """The plan of ``desired`` against the proxy; with ``plan_key`` (the plan job's key) it also says what
+    that key could change (one ``/key/info`` more; an apply's master key needs no such word)."""
     live = read_for(desired, client)
-    return replace(make_plan(desired, live, now()), warnings=key_warnings(client, live)), live
+    plan = make_plan(desired, live, now())
+    return (replace(plan, warnings=key_warnings(client, live)) if plan_key else plan), live
 
 
 def pending_invitations(
@@ -314,8 +322,9 @@ def check_saved_plan(saved: Plan, desired: DesiredState, client: LiteLLMClient) 
 
 @contextmanager
 def apply_lock(client: LiteLLMClient, wait: float, ttl: float) -> Iterator[ApplyLock]:
-    """Hold the proxy's apply lock for the block; released even when the block fails (a
-    failed release leaves the lock to expire rather than hide the block's own error)."""
+    """Hold the proxy's apply lock for the block; released however the block ends. A release that
+    fails is a warning line (``ApplyLock.release``); when the block failed, its error is the one
+    raised, even if the lock turns out to have been broken meanwhile."""
     lock = ApplyLock(client, describe_runner(), ttl)
     lock.acquire(wait)
     try:
@@ -403,6 +412,7 @@ def execute(
     on_result: Callable[[ActionResult], None],
     sealer: Sealer | None,
     used: Sequence[UsedLink] = (),
+    before_writes: Callable[[], None] = lambda: None,
 ) -> ApplyReport:
     """Run the plan, then close the ``used`` links; each new link is handed over by ``courier``
     as soon as it exists."""
@@ -416,6 +426,7 @@ def execute(
         team_metadata=team_metadata,
         sealer=sealer,
         courier=courier,
+        before_writes=before_writes,
     )
     report = executor.run(plan)
     report.results.extend(executor.close_used_links(list(used)))
@@ -506,15 +517,15 @@ def apply_desired(
         # Read again under the lock: another apply may have finished in between. Only the plan
         # that was shown (and confirmed, and bound to the reviewed fingerprint) is applied.
         the_plan, live = _plan_for(desired, client, saved)
+        used = _used_links(client, the_plan, live, sealer)
+        if not the_plan.actions and not used:
+            view.nothing_left()  # another apply made the changes while this one waited
+            return None
         if the_plan.fingerprint != shown.fingerprint:
             raise StalePlan(
                 "the proxy changed while this apply waited for the lock; nothing was applied. "
                 "Run apply again to see the new plan"
             )
-        used = _used_links(client, the_plan, live, sealer)
-        if not the_plan.actions and not used:
-            view.nothing_left()
-            return None
         done = itertools.count(1)
 
         def on_result(result: ActionResult) -> None:
@@ -524,7 +535,17 @@ def apply_desired(
 
         outcome.executing = True
         try:
-            report = execute(the_plan, client, live, ui_base, courier, on_result=on_result, sealer=sealer, used=used)
+            report = execute(
+                the_plan,
+                client,
+                live,
+                ui_base,
+                courier,
+                on_result=on_result,
+                sealer=sealer,
+                used=used,
+                before_writes=lock.confirm,
+            )
         finally:
             courier.close()
         outcome.invitations = report.invitations

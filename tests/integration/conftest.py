@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.lock import LOCK_USER_ID
+from reconciler.lock import is_lock_row
 
 HARNESS = Path(
     os.environ.get("LITELLM_HARNESS") or Path(__file__).resolve().parents[3] / "shared" / "litellm-proxy" / "start.sh"
@@ -127,7 +127,7 @@ class Api:
     def users(self) -> list[dict]:
         """Every user but the apply lock's row (a row of the tool's, not a person)."""
         rows = self.get("/user/list", page_size=100, sort_by="user_id")["users"]  # type: ignore[index]
-        return [u for u in rows if u["user_id"] != LOCK_USER_ID]
+        return [u for u in rows if not is_lock_row(u["user_id"])]
 
     def teams(self) -> list[dict]:
         return self.get("/v2/team/list", page_size=100, sort_by="team_id")["teams"]  # type: ignore[index]

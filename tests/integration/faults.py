@@ -2,19 +2,26 @@
 
 The real proxy cannot fail a chosen request, or lose a response after committing a
 write. This forwards every request unchanged and applies, to the requests a rule
-matches, one of two faults:
+matches, one of these faults:
 
 * ``"fail"``: answer with a recorded LiteLLM 500 envelope *without* forwarding;
 * ``"drop"``: forward (the write happens on the real proxy), then close the
   connection without a response, the way a timeout or a dying load balancer does;
 * ``"hold"``: never forward, never answer (until the proxy shuts down), so the test can
-  kill the client at exactly that request; ``held`` is set when it happens.
+  kill the client at exactly that request; ``held`` is set when it happens;
+* ``"stall"``: forward ``seconds`` late (a write that lands long after it was sent);
+  ``stalling`` is set when the stall begins;
+* ``"cut"``: from this request on, close every connection without forwarding (the proxy stopped).
+
+With a ``reply`` (and a ``status``), ``"fail"`` answers them instead of the recorded 500. ``timeline`` keeps when each
+request was received and answered, to judge who wrote when.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,10 +43,13 @@ RECORDED_500 = {
 class Rule:
     method: str
     path: str
-    fault: str  # "fail" | "drop" | "hold"
+    fault: str  # "fail" | "drop" | "hold" | "stall" | "cut"
     when: Callable[[dict], bool] = lambda body: True
     times: int | None = 1  # None: every matching request
     hits: int = 0
+    seconds: float = 0.0  # "stall": how long
+    reply: dict | None = None  # "fail": the body answered (the recorded 500's otherwise)
+    status: int = 500  # "fail": the status answered
 
 
 @dataclass
@@ -47,9 +57,13 @@ class FaultProxy:
     upstream: str
     rules: list[Rule] = field(default_factory=list)
     seen: list[tuple[str, str, dict | None]] = field(default_factory=list)
+    #: (received, answered, method, path with its query, body) of each request, on ``time.monotonic()``.
+    timeline: list[tuple[float, float, str, str, dict | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.held = threading.Event()
+        self.stalling = threading.Event()
+        self.down = threading.Event()
         self._release = threading.Event()
         self._client = httpx.Client(base_url=self.upstream, timeout=60)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -96,11 +110,21 @@ class FaultProxy:
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
                 path = self.path.split("?", 1)[0]
+                received = time.monotonic()
                 outer.seen.append((self.command, path, body))
                 rule = outer._match(self.command, path, body)
-                if rule is not None and rule.fault == "fail":
-                    self._reply(500, json.dumps(RECORDED_500).encode())
+                if rule is not None and rule.fault == "cut":
+                    outer.down.set()
+                if outer.down.is_set():
+                    self.close_connection = True
+                    self.connection.close()
                     return
+                if rule is not None and rule.fault == "fail":
+                    self._reply(rule.status, json.dumps(rule.reply or RECORDED_500).encode())
+                    return
+                if rule is not None and rule.fault == "stall":
+                    outer.stalling.set()
+                    time.sleep(rule.seconds)
                 if rule is not None and rule.fault == "hold":
                     outer.held.set()
                     outer._release.wait(120)
@@ -113,6 +137,7 @@ class FaultProxy:
                     self.connection.close()
                     return
                 self._reply(upstream.status_code, upstream.content)
+                outer.timeline.append((received, time.monotonic(), self.command, self.path, body))
 
             def _reply(self, status: int, payload: bytes) -> None:
                 self.send_response(status)

@@ -3,13 +3,14 @@ and the memory of failures that re-running will not fix."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from reconciler.lock import LOCK_USER_ID
+from reconciler.lock import LOCK_USER_ID, Holder, LockState, Runner
 
 from .conftest import Api
 from .faults import FaultProxy, Rule
@@ -18,17 +19,12 @@ from .test_lifecycle import BASE, apply_ok, json_plan, write
 
 
 def hold_lock(api: Api, who: str, expires_in: float) -> None:
-    """Plant a lock as another apply would have left it."""
+    """Plant a lock as an apply running on another machine holds it."""
     now = datetime.now(timezone.utc)
-    lock = {
-        "token": "rival",
-        "who": who,
-        "acquired_at": now.isoformat(timespec="seconds"),
-        "expires_at": (now + timedelta(seconds=expires_in)).isoformat(timespec="seconds"),
-    }
-    api.post(
-        "/user/update", {"user_id": LOCK_USER_ID, "metadata": {"litellm_reconciler": {"lock": lock, "failures": {}}}}
-    )
+    runner = Runner(who, "ci-runner-7", "ci-runner-7|boot|pid:[1]", 4242)
+    until = (now + timedelta(seconds=expires_in)).isoformat(timespec="seconds")
+    holder = Holder("rival", runner, now.isoformat(timespec="seconds"), until)
+    api.post("/user/update", {"user_id": LOCK_USER_ID, "metadata": LockState("planted", holder).metadata()})
 
 
 def lock_row(api: Api) -> dict:
@@ -43,13 +39,15 @@ def test_a_held_lock_refuses_apply_naming_the_holder_and_writes_nothing(api: Api
     write(tmp_path, BASE)
     hold_lock(api, "GitHub Actions run 42 of acme/llm-access (apply)", expires_in=300)
     started = time.monotonic()
-    result = cli("apply", "--yes", "--lock-timeout", "3")
+    result = cli("apply", "--yes", "--lock-timeout", "3", "--result-json", "result.json")
     assert result.returncode == 1
     assert (
         "another apply holds the lock on this proxy: GitHub Actions run 42 of acme/llm-access (apply), since"
         in result.stderr
     )
+    assert "token rival). Nothing was changed." in result.stderr and "lock --break rival" in result.stderr
     assert time.monotonic() - started >= 3, "--lock-timeout waits before giving up"
+    assert json.loads((tmp_path / "result.json").read_text())["outcome"] == "refused"
     assert api.users() == [] and api.teams() == []
     assert json_plan(cli)["drift"] == [], "plans take no lock and never show it"
 
@@ -81,10 +79,9 @@ def test_two_applies_at_once_one_waits_no_link_twice_no_member_lost(api: Api, tm
     )
     outputs = [p.communicate(timeout=300) for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
-    assert (
-        sum("No changes left: another apply made them while this one waited for the lock." in out for out, _ in outputs)
-        == 1
-    ), outputs
+    # The other one planned after the first had finished, or while it waited for the lock (before it wrote).
+    assert sum("Apply complete" in out for out, _ in outputs) == 1, outputs
+    assert sum("No changes" in out for out, _ in outputs) == 1, outputs
     links = links_in_db(sql)
     assert len(links) == 40 and set(links.values()) == {1}, "nobody got two links"
     for team in api.teams():
@@ -95,13 +92,18 @@ def test_two_applies_at_once_one_waits_no_link_twice_no_member_lost(api: Api, tm
 
 def test_a_write_the_proxy_refuses_on_every_run_is_called_out(api: Api, cli, tmp_path: Path, proxy) -> None:
     write(tmp_path, BASE)
-    always = Rule("POST", "/team/new", "fail", when=lambda body: body.get("team_alias") == "research", times=None)
+    refusal = {"error": {"message": "team alias refused (injected)", "type": "bad_request_error", "code": "400"}}
+    research = lambda body: body.get("team_alias") == "research"  # noqa: E731
+    always = Rule("POST", "/team/new", "fail", when=research, times=None, status=400, reply=refusal)
     with FaultProxy(proxy[0], [always]) as faulty:
         first = cli("apply", "--yes", "--proxy-url", faulty.url)
         second = cli("apply", "--yes", "--proxy-url", faulty.url)
     assert first.returncode == 1 and "run apply again (it converges)" in first.stderr, first.stderr
     assert second.returncode == 1
-    assert "team.research: failed the same way on 2 runs in a row: POST /team/new: HTTP 500" in second.stderr
+    assert (
+        "team.research: refused by the proxy (HTTP 400) the same way on 2 runs: POST /team/new: HTTP 400"
+        in second.stderr
+    ), second.stderr
     assert "1 action(s) will not converge by re-running" in second.stderr
     apply_ok(cli)  # the cause is gone: it converges, and the memory is cleared
     assert lock_row(api)["metadata"]["litellm_reconciler"]["failures"] == {}
