@@ -38,7 +38,7 @@ DEFAULT_PROXY_URL = "http://localhost:4000"
 CHANGED_BY = "litellm-reconciler"
 PAGE_SIZE = 100
 #: Requests in flight at once (``--parallelism``). Measured on one proxy worker (2 cores):
-#: 4 gives most of the gain; more only queues inside the proxy (see README, Benchmarks).
+#: 4 gives most of the gain; more only queues inside the proxy (see bench/README.md).
 DEFAULT_PARALLELISM = 4
 #: Users per ``/user/bulk_update`` (the proxy takes up to 500); also how many new links may
 #: exist unrecorded if an apply is killed between a link and its batch's record.

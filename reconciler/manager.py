@@ -202,7 +202,7 @@ def key_warnings(client: LiteLLMClient, live: LiveState) -> tuple[str, ...]:
     if user.role == "proxy_admin":
         return (
             "this plan read the proxy with a proxy_admin key, which can change anything: give the plan job "
-            "a proxy_admin_viewer key (README: security model)",
+            "a proxy_admin_viewer key (docs/security.md)",
         )
     powers = client.viewer_writes() if user.role == "proxy_admin_viewer" else ()
     if not powers:
@@ -210,7 +210,7 @@ def key_warnings(client: LiteLLMClient, live: LiveState) -> tuple[str, ...]:
     version = client.litellm_version() or "(version unknown)"
     return (
         f"on LiteLLM {version} the read-only key this plan used can still {'; and '.join(powers)}: "
-        "whoever can push a branch holds it; upgrade to LiteLLM 1.110 or later (README: security model)",
+        "whoever can push a branch holds it; upgrade to LiteLLM 1.110 or later (docs/security.md)",
     )
 
 

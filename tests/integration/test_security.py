@@ -240,7 +240,7 @@ def test_the_plan_says_what_its_key_could_change(api: Api, cli, tmp_path: Path, 
 
 
 def test_what_a_read_only_key_can_change_is_what_the_tool_says(api: Api, proxy) -> None:
-    # client.VIEWER_WRITES_BEFORE_1_110, and the README's security model, against the proxy itself.
+    # client.VIEWER_WRITES_BEFORE_1_110, and docs/security.md, against the proxy itself.
     team = api.post("/team/new", {"team_alias": "dev"})["team_id"]  # type: ignore[index]
     key = viewer_key(api)
     with httpx.Client(base_url=proxy[0], headers={"Authorization": f"Bearer {key}"}, timeout=30) as viewer:
