@@ -11,7 +11,9 @@ matches, one of these faults:
   kill the client at exactly that request; ``held`` is set when it happens;
 * ``"stall"``: forward ``seconds`` late (a write that lands long after it was sent);
   ``stalling`` is set when the stall begins;
-* ``"cut"``: from this request on, close every connection without forwarding (the proxy stopped).
+* ``"cut"``: from this request on, close every connection without forwarding (the proxy stopped);
+* ``"rewrite"``: forward (the write happens), then answer what ``rewrite(status, body)`` makes of the
+  proxy's answer: a truncated 200, a 500 after the fact, a listing that hides some rows.
 
 With a ``reply`` (and a ``status``), ``"fail"`` answers them instead of the recorded 500. ``timeline`` keeps when each
 request was received and answered, to judge who wrote when.
@@ -50,6 +52,7 @@ class Rule:
     seconds: float = 0.0  # "stall": how long
     reply: dict | None = None  # "fail": the body answered (the recorded 500's otherwise)
     status: int = 500  # "fail": the status answered
+    rewrite: Callable[[int, bytes], tuple[int, bytes]] | None = None  # "rewrite": the answer sent instead
 
 
 @dataclass
@@ -136,7 +139,10 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.close()
                     return
-                self._reply(upstream.status_code, upstream.content)
+                answer = (upstream.status_code, upstream.content)
+                if rule is not None and rule.fault == "rewrite" and rule.rewrite is not None:
+                    answer = rule.rewrite(*answer)
+                self._reply(*answer)
                 outer.timeline.append((received, time.monotonic(), self.command, self.path, body))
 
             def _reply(self, status: int, payload: bytes) -> None:

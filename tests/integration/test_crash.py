@@ -4,6 +4,7 @@ created is either in a report or reported as unrecorded, with at most one record
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -149,3 +150,78 @@ def test_kill_between_links_and_their_record(api: Api, cli, tmp_path: Path, prox
         else:
             assert f"Unrecorded link for {held['email']}: an apply at" in out
             assert len(theirs) == 2, "the old link cannot be found; a new one is recorded"
+
+
+def _person_ids(indexes: range) -> set[str]:
+    from reconciler.plan import new_user_id
+
+    return {new_user_id(f"person{i:03d}@company.com") for i in indexes}
+
+
+def _truncated(status: int, body: bytes) -> tuple[int, bytes]:
+    return 200, body[: len(body) // 2]
+
+
+def _failed_after_the_fact(status: int, body: bytes) -> tuple[int, bytes]:
+    return 500, json.dumps({"error": {"message": "upstream timed out", "type": "internal_server_error"}}).encode()
+
+
+def test_a_garbled_or_failed_answer_to_invitation_new_loses_no_link(api: Api, cli, tmp_path: Path, proxy, sql) -> None:
+    # The proxy made the link; the answer that came back was cut short, or a 500 sent after the fact.
+    write(tmp_path, FILE)
+    garbled, failed = _person_ids(range(0, 8)), _person_ids(range(8, 16))
+    rules = [
+        Rule(
+            "POST", "/invitation/new", "rewrite", when=lambda b: b["user_id"] in garbled, times=None, rewrite=_truncated
+        ),
+        Rule(
+            "POST",
+            "/invitation/new",
+            "rewrite",
+            when=lambda b: b["user_id"] in failed,
+            times=None,
+            rewrite=_failed_after_the_fact,
+        ),
+    ]
+    with FaultProxy(proxy[0], rules) as faulty:
+        first = cli("apply", "--yes", "--proxy-url", faulty.url)
+    assert first.returncode == 1
+    assert "will not converge" not in first.stderr, "an unknown outcome is not a refusal"
+    records = load_report(tmp_path / REPORT)
+    reported = {r["invitation_id"] for r in records if r.get("invitation_id")}
+    possibly = {r["user_id"] for r in records if r["status"] == "unrecorded"}
+    assert possibly == garbled | failed, "each link that may exist is named as possibly created"
+    assert not {i: u for i, u in links(sql).items() if i not in reported and u not in possibly}, "none lost"
+    rerun_and_check(api, cli, tmp_path, proxy, sql)
+
+
+def _hiding(ids: set[str], hidden_in_total: int) -> Callable[[int, bytes], tuple[int, bytes]]:
+    """A /user/list that never shows these users, its counts lowered to match (consistently short)."""
+
+    def rewrite(status: int, body: bytes) -> tuple[int, bytes]:
+        data = json.loads(body)
+        shown = [u for u in data.get("users", []) if u.get("user_id") not in ids]
+        removed = len(data.get("users", [])) - len(shown)
+        data["users"] = shown
+        data["total"] = data["total"] - (hidden_in_total if data["total"] > 100 else removed)
+        return status, json.dumps(data).encode()
+
+    return rewrite
+
+
+def test_a_listing_consistently_short_erases_no_recorded_link(api: Api, cli, tmp_path: Path, proxy, sql) -> None:
+    write(tmp_path, FILE)
+    assert cli("apply", "--yes").returncode == 0
+    before = links(sql)
+    hidden = _person_ids(range(0, 50))
+    rule = Rule("GET", "/user/list", "rewrite", times=None, rewrite=_hiding(hidden, len(hidden)))
+    with FaultProxy(proxy[0], [rule]) as faulty:
+        cli("apply", "--yes", "--proxy-url", faulty.url)  # tries to create what it cannot see; refused
+    sealer = Sealer(proxy[1])
+    for user in api.users():
+        if user["user_id"] in hidden:
+            record = user["metadata"]["litellm_reconciler"]["invitation"]
+            assert sealer.open(record.get("sealed"), user["user_id"]) in before, "its recorded link is kept"
+    assert links(sql) == before, "no link was made for a user it could not see"
+    rerun_and_check(api, cli, tmp_path, proxy, sql)
+    assert links(sql) == before, "and the next apply makes none either"
