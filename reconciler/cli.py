@@ -20,6 +20,7 @@ import click
 from . import __version__
 from .apply import ActionResult, ApplyReport
 from .client import DEFAULT_PARALLELISM, IncompleteRead, LiteLLMClient, ProxyError, check_proxy_url
+from .codeowners import codeowners
 from .delivery import Mailer, SmtpSettings, load_template
 from .desired import DesiredState, InputError, load_desired
 from .export import export_yaml
@@ -167,6 +168,7 @@ def main(verbose: bool, log_level: str) -> None:
 
 
 main.add_command(github)
+main.add_command(codeowners)
 
 
 @main.command()

@@ -20,7 +20,8 @@ import os
 import re
 import stat
 import unicodedata
-from collections.abc import Callable, Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -36,6 +37,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
@@ -46,12 +48,15 @@ from .limits import (
     MAX_EMAIL_CHARS,
     MAX_ENVIRONMENTS,
     MAX_FILE_BYTES,
+    MAX_INCLUDE_PATTERNS,
+    MAX_INCLUDED_FILES,
     MAX_ITEMS,
     MAX_KEYS,
     MAX_LIST_ITEMS,
     MAX_MODEL_CHARS,
     MAX_NAME_CHARS,
     MAX_NODES,
+    MAX_OWNERS,
     MAX_PROBLEMS,
     MAX_ROUTES,
     MAX_SCALAR_CHARS,
@@ -218,6 +223,77 @@ Reference = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 #: A model name or a route.
 ModelName = Annotated[str, Field(max_length=MAX_MODEL_CHARS)]
 
+#: A GitHub user (``@alice``) or team (``@org/team``), as CODEOWNERS names them: a user's or an
+#: organization's name is letters, digits and single inner hyphens (39 at most), a team's slug letters,
+#: digits, ``_`` and ``-``. Nothing else, so a handle cannot add a path or a comment to a CODEOWNERS line.
+_ACCOUNT_RE = r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}"
+_SLUG_RE = r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}"
+_ACCOUNT = re.compile(_ACCOUNT_RE)
+_SLUG = re.compile(_SLUG_RE)
+
+
+def _checked_owner(value: str) -> str:
+    """Checked in parts: one pattern for the whole would nest a quantifier in another (see the
+    hostile input tests), and the JSON Schema's pattern only helps editors."""
+    account, slash, slug = value[1:].partition("/")
+    if value[:1] != "@" or not _ACCOUNT.fullmatch(account) or (slash and not _SLUG.fullmatch(slug)):
+        raise ValueError(f"{shown(value)} is not a GitHub user or team handle such as '@alice' or '@org/team'")
+    return value
+
+
+def _distinct_owners(value: list[str]) -> list[str]:
+    """GitHub handles ignore case: the same owner twice is a slip, maybe for another one."""
+    if len({owner.lower() for owner in value}) != len(value):
+        raise ValueError("an owner is listed twice")
+    return value
+
+
+#: A GitHub handle, as CODEOWNERS takes it (written in quotes: YAML reads a plain ``@`` as an error).
+Owner = Annotated[
+    str,
+    Field(max_length=MAX_NAME_CHARS, json_schema_extra={"pattern": f"^@{_ACCOUNT_RE}(?:/{_SLUG_RE})?$"}),
+    AfterValidator(_checked_owner),
+]
+Owners = Annotated[list[Owner], Field(min_length=1, max_length=MAX_OWNERS), AfterValidator(_distinct_owners)]
+
+#: What a part of an ``include`` glob may hold: plain path characters and the wildcards ``*``, ``?``
+#: and ``**`` (which CODEOWNERS reads the same way).
+_GLOB_CHARS = "A-Za-z0-9._*?-"
+_NOT_GLOB_CHAR = re.compile(f"[^/{_GLOB_CHARS}]")
+
+
+def _include_problem(value: object) -> str | None:
+    """Why ``value`` cannot be an ``include`` pattern, or None. An included file is reviewed by the
+    owners CODEOWNERS gives its path, so a pattern stays below the main file's directory and in
+    the syntax both Python's glob and CODEOWNERS read alike."""
+    if not isinstance(value, str):
+        return "expected a glob pattern such as teams/*.yaml"
+    parts = value.split("/")
+    if _NOT_GLOB_CHAR.search(value) or "" in parts:
+        return (
+            f"{shown(value)} is not a relative glob pattern such as teams/*.yaml: use letters, digits, "
+            "'.', '_', '-', '/' and the wildcards * ? **"
+        )
+    if ".." in parts or "." in parts:
+        return f"{shown(value)}: '.' and '..' are not allowed; patterns stay below the main file's directory"
+    if any("**" in part and part != "**" for part in parts):
+        return f"{shown(value)}: '**' must be a whole part of the path, as in teams/**/*.yaml"
+    return None
+
+
+def _checked_include(value: str) -> str:
+    problem = _include_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+IncludePattern = Annotated[
+    str,
+    Field(max_length=MAX_MODEL_CHARS, json_schema_extra={"pattern": f"^[{_GLOB_CHARS}]+(?:/[{_GLOB_CHARS}]+)*$"}),
+    AfterValidator(_checked_include),
+]
+
 #: An environment's name: it also names GitHub environments and secrets, hence the narrow alphabet.
 _ENVIRONMENT_RE = r"^[a-z][a-z0-9_]{0,39}$"
 ENVIRONMENT_NAME = re.compile(_ENVIRONMENT_RE)
@@ -327,6 +403,13 @@ class TeamSpec(TeamSettings):
     """A team as declared. Optional fields left out are not managed (never changed)."""
 
     alias: Alias = Field(description="team_alias; unique in the file, and unlike any other")
+    owners: Owners | None = Field(
+        default=None,
+        description=(
+            "GitHub users or teams ('@alice', '@org/team') who review this team's file: "
+            "'litellm-reconciler codeowners' lists them for the included file that declares the team"
+        ),
+    )
     only_in: list[EnvironmentName] | None = Field(
         default=None,
         min_length=1,
@@ -531,11 +614,26 @@ class Environment(_Strict):
 
 
 class UsersFile(_Strict):
-    """The whole ``users.yaml``."""
+    """The whole ``users.yaml`` (with the teams and users of the files it includes)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, title="litellm-reconciler users.yaml")
 
     version: Literal[1] = Field(description="file format version")
+    include: list[IncludePattern] = Field(
+        default_factory=list,
+        max_length=MAX_INCLUDE_PATTERNS,
+        description=(
+            "glob patterns of files relative to this one (e.g. teams/*.yaml) that hold more teams and users; "
+            "read in sorted order, each matching at least one file"
+        ),
+    )
+    owners: Owners | None = Field(
+        default=None,
+        description=(
+            "the admins: GitHub users or teams ('@org/admins') who review this file, the CODEOWNERS file, "
+            "and every included file whose teams name no owners"
+        ),
+    )
     environments: list[Environment] = Field(
         default_factory=list,
         max_length=MAX_ENVIRONMENTS,
@@ -546,6 +644,32 @@ class UsersFile(_Strict):
     organizations: list[OrganizationSpec] = Field(default_factory=list)
     teams: list[TeamSpec] = Field(default_factory=list)
     users: list[UserSpec] = Field(default_factory=list)
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """The schema of ``users.yaml`` or of a file it includes: one schema file for every file of a
+        layout, so each names the same ``$schema``. Exactly one of the two shapes matches a file
+        (the main file has ``version``; an included file may not)."""
+        schema = TypeAdapter(UsersFile | IncludedFile).json_schema(*args, **kwargs)
+        shapes = schema.pop("anyOf")
+        title = "litellm-reconciler users.yaml, or a file it includes"
+        return {**schema, "title": title, "oneOf": shapes}
+
+
+class IncludedFile(_Strict):
+    """A file the main file includes: more teams and users, nothing that concerns the whole
+    layout (version, environments, defaults, removals, organizations, owners, include)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, title="litellm-reconciler file included by users.yaml"
+    )
+
+    teams: list[TeamSpec] = Field(
+        default_factory=list, description="teams, whose owners review this file (see 'owners' of a team)"
+    )
+    users: list[UserSpec] = Field(
+        default_factory=list, description="users; they may be in teams declared in any file of the layout"
+    )
 
 
 @dataclass(frozen=True)
@@ -574,6 +698,51 @@ class InputError(Exception):
 
 
 @dataclass(frozen=True)
+class Origins:
+    """Where the objects of a plan's actions are declared, and who reviews each file: kept beside
+    the actions, never in them, so that moving a team to another file changes no action and no
+    fingerprint. Empty for a layout of one file."""
+
+    #: Action address -> the included file that declares its object; an action not here is the
+    #: main file's (or declared nowhere: a removal, which the main file's ``removals`` asks for).
+    files: dict[str, str] = field(default_factory=dict)
+    #: Every file, the main file first -> its owners (see ``Declarations.owners``).
+    owners: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Declarations:
+    """Which file of a layout declares what, and who owns each file."""
+
+    #: Every file, the main file first, then the included ones in sorted order -> its owners: the main
+    #: file's are its top-level ``owners`` (the admins); an included file's, the owners its teams name,
+    #: or the admins' when they name none (someone must review every file).
+    owners: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The main file's ``include`` patterns.
+    patterns: tuple[str, ...] = ()
+    #: With ``include``: each team alias -> the included file that declares it, None for the main file.
+    teams: dict[str, str | None] = field(default_factory=dict)
+    #: With ``include``: each user key -> the included file that declares it (and the user's memberships
+    #: and invitation), None for the main file.
+    users: dict[str, str | None] = field(default_factory=dict)
+
+    def file_of(self, address: str, params: dict[str, Any]) -> str | None:
+        """The included file that declares the object of the action at ``address`` (as the planner
+        writes them: ``team.<alias>``, ``user.<key>``, ``invitation.<key>``, ``membership.<alias>.<key>``),
+        None for the main file. A membership is the user's entry's; one the plan removes, of a user no
+        file declares any more, is its team's file (whose owners review that team's roster)."""
+        kind, _, name = address.partition(".")
+        if kind == "team":
+            return self.teams.get(name)
+        if kind in ("user", "invitation"):
+            return self.users.get(name)
+        if kind == "membership":
+            key = (params.get("user_email") or "").lower()
+            return self.users[key] if key in self.users else self.teams.get(params["team_alias"])
+        return None
+
+
+@dataclass(frozen=True)
 class DesiredState:
     """A validated file plus the resolution of team references to declared teams."""
 
@@ -585,6 +754,19 @@ class DesiredState:
     warnings: tuple[Problem, ...] = ()
     #: Each environment's own warnings (``for_environment`` picks them).
     environment_warnings: dict[str | None, tuple[Problem, ...]] = field(default_factory=dict, compare=False)
+    #: Where each team and user is declared, when the file includes others.
+    declarations: Declarations = field(default_factory=Declarations, compare=False)
+
+    def origins(self, actions: Iterable[Any]) -> Origins:
+        """Where the object of each of a plan's ``actions`` is declared (for ``Plan.origins``)."""
+        if not self.declarations.teams and not self.declarations.users:
+            return Origins(owners=self.declarations.owners)  # one file: every action is the main file's
+        files = {}
+        for action in actions:
+            file = self.declarations.file_of(action.address, action.params)
+            if file is not None:
+                files[action.address] = file
+        return Origins(files, self.declarations.owners)
 
     @property
     def environments(self) -> list[str]:
@@ -637,7 +819,8 @@ class DesiredState:
         ]
         update = {"environments": [], "teams": teams, "users": users, "organizations": organizations}
         spec = self.spec.model_copy(update=update)
-        return DesiredState(self.source, spec, environment=name, warnings=self.environment_warnings.get(name, ()))
+        warnings = self.environment_warnings.get(name, ())
+        return DesiredState(self.source, spec, environment=name, warnings=warnings, declarations=self.declarations)
 
     @property
     def organizations(self) -> list[OrganizationSpec]:
@@ -685,26 +868,29 @@ def _with_override(spec: _Spec, override: TeamSettings | UserSettings | None) ->
 # --------------------------------------------------------------------------- reading the file
 
 
-def read_input(path: str | Path) -> str:
+def read_input(path: str | Path, limit: int | None = None, name: str | None = None) -> str:
     """The text of ``path`` exactly as stored (BOM and line ends kept), or ``InputError``.
 
-    Only a regular file of at most ``MAX_FILE_BYTES`` is read, and never more than that:
-    a FIFO would block, and /dev/zero (or a file that grows) would fill memory.
+    Only a regular file of at most ``limit`` bytes (``MAX_FILE_BYTES``; less for an included
+    file, by what the files before it took) is read, and never more than that: a FIFO would
+    block, and /dev/zero (or a file that grows) would fill memory. ``name``: the file's name in
+    messages (``path`` itself by default).
     """
-    file = str(path)
+    file = name or str(path)
+    limit = MAX_FILE_BYTES if limit is None else limit
     try:
         info = os.stat(path)
         _check_regular(info.st_mode, file)
-        if info.st_size > MAX_FILE_BYTES:
-            raise InputError([_too_large(file)])
+        if info.st_size > limit:
+            raise InputError([_too_large(file, limit)])
         # O_NONBLOCK: should the path become a FIFO after the stat, opening it must not wait for a writer.
         with open(path, "rb", opener=lambda name, flags: os.open(name, flags | getattr(os, "O_NONBLOCK", 0))) as handle:
             _check_regular(os.fstat(handle.fileno()).st_mode, file)
-            data = handle.read(MAX_FILE_BYTES + 1)
+            data = handle.read(limit + 1)
     except OSError as exc:
         raise InputError([Problem(file, 0, f"cannot read file: {exc.strerror or exc}")]) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise InputError([_too_large(file)])
+    if len(data) > limit:
+        raise InputError([_too_large(file, limit)])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -721,9 +907,12 @@ def _check_regular(mode: int, file: str) -> None:
         raise InputError([Problem(file, 0, f"not a regular file ({kind})")])
 
 
-def _too_large(file: str) -> Problem:
+def _too_large(file: str, limit: int) -> Problem:
     """One message whether the size came from the stat or from reading."""
-    return Problem(file, 0, f"file too large: over {MAX_FILE_BYTES} bytes ({MAX_FILE_BYTES // 2**20} MiB)")
+    cap = f"over {MAX_FILE_BYTES} bytes ({MAX_FILE_BYTES // 2**20} MiB)"
+    if limit < MAX_FILE_BYTES:
+        return Problem(file, 0, f"file too large: with the files read before it, the files are {cap}")
+    return Problem(file, 0, f"file too large: {cap}")
 
 
 def load_desired(path: str | Path) -> DesiredState:
@@ -795,8 +984,9 @@ def _too_long(event: yaml.ScalarEvent) -> NoReturn:
     )
 
 
-def _read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Problem]]:
-    """Plain data from the parser's events, the line of every path, and duplicate keys.
+def _read_yaml(text: str, file: str, budget: int | None = None) -> tuple[Any, dict[Path_, int], list[Problem], int]:
+    """Plain data from the parser's events, the line of every path, duplicate keys, and the number
+    of nodes read (at most ``budget``: ``MAX_NODES``, less by what the files read before took).
 
     Built from events rather than a composed tree so that anything hostile is refused
     the moment it appears (an alias bomb at its first anchor, nesting at level
@@ -810,6 +1000,7 @@ def _read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Proble
     stack: list[_Frame] = []
     root: Any = _NOTHING
     nodes = 0
+    budget = MAX_NODES if budget is None else budget
     loader = _Loader(text)
     try:
         while True:
@@ -843,12 +1034,8 @@ def _read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Proble
             else:
                 continue
             nodes += 1
-            if nodes > MAX_NODES:
-                raise _Refused(
-                    event.start_mark,
-                    f"more than {MAX_NODES:,} YAML nodes (keys, values, lists and mappings) are not allowed; "
-                    "a user takes about 10, 100,000 users about 1,000,000",
-                )
+            if nodes > budget:
+                raise _Refused(event.start_mark, _too_many_nodes(budget))
             path: Path_ | None
             if not stack:
                 root, path = value, ()
@@ -902,7 +1089,15 @@ def _read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Proble
         raise InputError(_at_most(problems, file) + [Problem(file, line, _yaml_problem(exc, text))]) from None
     finally:
         loader.dispose()
-    return root, lines, problems
+    return root, lines, problems, nodes
+
+
+def _too_many_nodes(budget: int) -> str:
+    together = "" if budget == MAX_NODES else " in all files together"
+    return (
+        f"more than {MAX_NODES:,} YAML nodes (keys, values, lists and mappings){together} are not allowed; "
+        "a user takes about 10, 100,000 users about 1,000,000"
+    )
 
 
 def _refuse_node(event: yaml.NodeEvent) -> NoReturn:
@@ -956,6 +1151,8 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
         line = (text.splitlines()[mark.line : mark.line + 1] or [""])[0]
         if line[mark.column : mark.column + 1] == "\t":
             return "malformed YAML: a tab cannot start a token; indent with spaces"
+        if line[mark.column : mark.column + 1] == "@":
+            return "malformed YAML: a value cannot start with '@' unquoted; write an owner as '@org/team'"
     if context and context_mark is not None and (mark is None or context_mark.line != mark.line):
         return f"malformed YAML: {problem} ({context} that starts on line {context_mark.line + 1})"
     return f"malformed YAML: {problem or exc}"
@@ -969,8 +1166,58 @@ def _line_for(loc: Path_, lines: dict[Path_, int]) -> int:
     return 1
 
 
+class _Places:
+    """Where each path of the data was written: its file, its line, and the path as that file
+    numbers it. With ``include``, the entries of ``teams`` and of ``users`` come from several
+    files, one run of indices each, so every check can run on one merged list and still say
+    ``teams/a.yaml:3: users.0.email`` for the first user of an included file. Each file keeps
+    its own lines, looked up by the path as it numbers it: nothing is renumbered."""
+
+    def __init__(self, main: str, lines: dict[Path_, int]) -> None:
+        self.main = main
+        self._lines = lines
+        #: section -> (the first index of each run, in order; the file of each run and its lines).
+        self._runs: dict[str, tuple[list[int], list[tuple[str, dict[Path_, int]]]]] = {}
+
+    def add_run(self, section: str, start: int, file: str, lines: dict[Path_, int]) -> None:
+        """Entries ``start`` and on of ``section`` (until the next run) come from ``file``."""
+        starts, sources = self._runs.setdefault(section, ([0], [(self.main, self._lines)]))
+        starts.append(start)
+        sources.append((file, lines))
+
+    def _local(self, loc: Path_) -> tuple[str, Path_, dict[Path_, int]]:
+        """The file of ``loc``, ``loc`` as that file numbers it, and the file's lines."""
+        runs = self._runs.get(loc[0]) if len(loc) > 1 and type(loc[1]) is int else None
+        if runs is None:
+            return self.main, loc, self._lines
+        starts, sources = runs
+        run = bisect_right(starts, loc[1]) - 1
+        file, lines = sources[run]
+        return file, (loc[0], loc[1] - starts[run], *loc[2:]), lines
+
+    def file(self, loc: Path_) -> str:
+        return self._local(loc)[0]
+
+    def line(self, loc: Path_) -> int:
+        _, local, lines = self._local(loc)
+        return _line_for(local, lines)
+
+    def path(self, loc: Path_) -> str:
+        """``loc`` as its file numbers it: ``users.0.email``; ``file`` for the file as a whole."""
+        return ".".join(str(p) for p in self._local(loc)[1]) or "file"
+
+    def place(self, loc: Path_, here: Path_) -> str:
+        """Where ``loc`` is, said from ``here``: ``line 3`` in the same file, else ``teams/a.yaml:3``."""
+        file = self.file(loc)
+        return f"line {self.line(loc)}" if file == self.file(here) else f"{file}:{self.line(loc)}"
+
+    def problem(self, loc: Path_, message: str) -> Problem:
+        return Problem(self.file(loc), self.line(loc), message)
+
+
 def parse_desired(text: str, file: str = "users.yaml") -> DesiredState:
-    """Validate YAML text (the checks after reading: characters, YAML, schema); ``file`` is only used in messages."""
+    """Validate YAML text (the checks after reading: characters, YAML, schema); ``file`` names it in
+    messages and, when the text has ``include``, is where the patterns start from."""
     with _without_cycle_collection():
         return _parse(text, file)
 
@@ -992,7 +1239,7 @@ def _without_cycle_collection() -> Iterator[None]:
 def _parse(text: str, file: str) -> DesiredState:
     """``parse_desired``'s work: every check, every problem (up to MAX_PROBLEMS) in one ``InputError``."""
     _check_characters(text, file)
-    data, lines, problems = _read_yaml(text, file)
+    data, lines, problems, nodes = _read_yaml(text, file)
     if data is _NOTHING:
         empty = Problem(file, 1, "the file is empty; expected at least 'version: 1'")
         raise InputError(_at_most(problems, file) + [empty])
@@ -1001,25 +1248,224 @@ def _parse(text: str, file: str) -> DesiredState:
             _at_most(problems, file)
             + [Problem(file, 1, "the top level must be a mapping with 'version', 'teams' and 'users'")]
         )
-    if not text.isascii() or "\\" in text:  # ASCII without escapes ("\u00e9") has nothing to normalise
+    places = _Places(file, lines)
+    plain = _plain(text)
+    included: tuple[str, ...] = ()
+    if "include" in data:
+        budget = _Budget(MAX_FILE_BYTES - len(text.encode("utf-8")), MAX_NODES - nodes, plain)
+        included = _include(data, places, problems, budget)
+        plain = budget.plain
+    if not plain:
         _normalise_names(data)
-    problems.extend(_cross_check(data, lines, file))
-    spec = _validate(data, lines, file, problems)
+    problems.extend(_cross_check(data, places))
+    spec = _validate(data, places, problems)
     if spec is None or problems:
         raise InputError(_at_most(problems, file))
-    warnings = _file_warnings(spec, lines, file)
-    return DesiredState(source=file, spec=spec, warnings=warnings[None], environment_warnings=warnings)
+    warnings = _file_warnings(spec, places)
+    return DesiredState(
+        source=file,
+        spec=spec,
+        warnings=warnings[None],
+        environment_warnings=warnings,
+        declarations=_declarations(spec, places, included),
+    )
+
+
+def _plain(text: str) -> bool:
+    """ASCII without escapes ("\\u00e9"): no name in it needs normalising."""
+    return text.isascii() and "\\" not in text
+
+
+# --------------------------------------------------------------------------- included files
+
+
+@dataclass
+class _Budget:
+    """What the files read so far left of the caps all files share, and whether all were plain
+    (ASCII without escapes: nothing to normalise)."""
+
+    bytes: int
+    nodes: int
+    plain: bool = True
+
+
+#: Top-level keys that concern the whole layout: only the main file may have them.
+_MAIN_ONLY = ("version", "environments", "defaults", "removals", "organizations", "owners")
+#: What an included file holds: entries appended to the main file's lists of the same name.
+_INCLUDED_SECTIONS = ("teams", "users")
+
+
+def _include(data: dict[str, Any], places: _Places, problems: list[Problem], budget: _Budget) -> tuple[str, ...]:
+    """Read the files ``include`` names and append their teams and users to ``data`` (main file's first,
+    then each file's in sorted path order), their lines to ``places``; the files, as messages name them.
+
+    A pattern or a file that cannot be used is fatal (``InputError`` listing each with the other
+    problems so far): without the teams it declares, every reference to them would be reported too.
+    A file's content is checked like the main file's, its problems at its own lines."""
+    fatal: list[Problem] = []
+    paths = _included_paths(data.get("include"), places, fatal)
+    read: list[tuple[str, dict[str, list[Any]], dict[Path_, int]]] = []
+    for path, name in paths:
+        try:
+            content, lines = _read_included(path, name, budget, problems)
+        except InputError as exc:
+            fatal += exc.problems
+            continue
+        read.append((name, _included_sections(content, lines, name, places.main, problems), lines))
+    if fatal:
+        raise InputError(_at_most(problems + fatal, places.main))
+    for name, sections, lines in read:
+        _merge(data, sections, lines, name, places)
+    return tuple(name for _, name in paths)
+
+
+def _included_paths(patterns: object, places: _Places, problems: list[Problem]) -> list[tuple[Path, str]]:
+    """The files the patterns match, each once, sorted by path: (the path to read, the name for messages).
+
+    Patterns are relative to the main file's directory and cannot leave it (``_include_problem``); a
+    match must be a file there, not a link to one: CODEOWNERS protects a path, so the file read must
+    be the file at that path. A pattern that matches nothing is a problem: a mistyped pattern would
+    otherwise drop its teams, and with ``removals`` delete them."""
+    if not isinstance(patterns, list) or len(patterns) > MAX_INCLUDE_PATTERNS:
+        problems.append(
+            places.problem(("include",), f"include: expected a list of at most {MAX_INCLUDE_PATTERNS} glob patterns")
+        )
+        return []
+    base = Path(places.main).parent
+    found: dict[str, Path] = {}
+    for i, pattern in enumerate(patterns):
+        loc = ("include", i)
+        reason = _include_problem(pattern)
+        if reason:
+            problems.append(places.problem(loc, f"include.{i}: {reason}"))
+            continue
+        # Directories are skipped: "**" matches them, and teams/* the subdirectory of an archive.
+        matches = [match for match in islice(base.glob(pattern), MAX_INCLUDED_FILES + 1) if not match.is_dir()]
+        if not matches:
+            problems.append(places.problem(loc, f"include.{i}: {shown(pattern)} matches no file in {_directory(base)}"))
+        for match in matches:
+            relative = match.relative_to(base).as_posix()
+            refused = _included_file_problem(match, relative, base, places.main)
+            if refused:
+                problems.append(places.problem(loc, f"include.{i}: {relative}: {refused}"))
+            else:
+                found[relative] = match
+        if len(found) > MAX_INCLUDED_FILES:
+            problems.append(
+                places.problem(loc, f"include.{i}: the patterns match more than {MAX_INCLUDED_FILES} files")
+            )
+            return []
+    return [(found[relative], str(base / relative)) for relative in sorted(found)]
+
+
+def _directory(base: Path) -> str:
+    return "the main file's directory" if base == Path() else str(base)
+
+
+#: The paths an included file may have: a CODEOWNERS line must be able to name it (no space, no
+#: wildcard, no '#', no '!'), and a reviewer to read it.
+PLAIN_PATH = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+def _included_file_problem(match: Path, relative: str, base: Path, main: str) -> str | None:
+    """Why a file a pattern matches cannot be included, or None."""
+    if match.resolve() == Path(main).resolve():
+        return "that is the main file itself"
+    if match.resolve() != base.resolve() / relative:
+        return (
+            "a symbolic link, or in a linked directory: CODEOWNERS protects a path, so an included file "
+            "must be the file at its path"
+        )
+    if not PLAIN_PATH.fullmatch(relative):
+        return "name it with letters, digits, '.', '_', '-' and '/' only, so that a CODEOWNERS line can name it"
+    return None
+
+
+def _read_included(path: Path, name: str, budget: _Budget, problems: list[Problem]) -> tuple[Any, dict[Path_, int]]:
+    """One included file's data and lines, read with the same checks as the main file and within
+    what the files before it left of the shared caps; its duplicate keys go to ``problems``."""
+    text = read_input(path, budget.bytes, name)
+    budget.bytes -= len(text.encode("utf-8"))
+    budget.plain = budget.plain and _plain(text)
+    _check_characters(text, name)
+    content, lines, found, nodes = _read_yaml(text, name, budget.nodes)
+    budget.nodes -= nodes
+    problems.extend(found)
+    return content, lines
+
+
+def _included_sections(
+    content: Any, lines: dict[Path_, int], name: str, main: str, problems: list[Problem]
+) -> dict[str, list[Any]]:
+    """The ``teams`` and ``users`` lists of an included file; anything else in it is a problem."""
+    if content is _NOTHING:
+        return {}  # an empty file declares nothing, as a file whose last team moved out
+    if not isinstance(content, dict):
+        problems.append(Problem(name, 1, "the top level must be a mapping with 'teams' and 'users'"))
+        return {}
+    sections = {}
+    for key, value in content.items():
+        line = lines.get((key,), 1)
+        if key in _INCLUDED_SECTIONS and isinstance(value, list):
+            sections[key] = value
+        elif key in _INCLUDED_SECTIONS:
+            problems.append(Problem(name, line, f"{key}: Input should be a valid list"))
+        elif key == "include":
+            message = "include: an included file may not include further files; list every pattern in "
+            problems.append(Problem(name, line, message + f"the include of {main}"))
+        elif key in _MAIN_ONLY:
+            message = f"{key!r} belongs in the main file ({main}); an included file holds only teams and users"
+            problems.append(Problem(name, line, message))
+        else:
+            problems.append(Problem(name, line, f"unknown key {key!r}; an included file holds only teams and users"))
+    return sections
+
+
+def _merge(
+    data: dict[str, Any], sections: dict[str, list[Any]], lines: dict[Path_, int], name: str, places: _Places
+) -> None:
+    """Append an included file's entries to the main file's lists (its first team is the team after
+    those of the files before it), and where they come from to ``places``."""
+    for section, entries in sections.items():
+        merged = data.setdefault(section, [])
+        if not isinstance(merged, list):
+            continue  # the main file's own mistake, which the schema reports
+        if len(merged) + len(entries) > MAX_ITEMS:
+            line = lines[(section, MAX_ITEMS - len(merged))]
+            message = f"{section}: more than {MAX_ITEMS:,} items in all files together are not allowed"
+            raise InputError([Problem(name, line, message)])
+        places.add_run(section, len(merged), name, lines)
+        merged.extend(entries)
+
+
+def _declarations(spec: UsersFile, places: _Places, included: tuple[str, ...]) -> Declarations:
+    """Which included file declares each team and user, and each file's owners."""
+    admins = tuple(spec.owners or ())
+    if not included:
+        return Declarations(owners={places.main: admins})
+    teams = {team.alias: _included_file(("teams", i), places) for i, team in enumerate(spec.teams)}
+    users = {user.key: _included_file(("users", i), places) for i, user in enumerate(spec.users)}
+    owners = {places.main: admins}
+    for file in included:
+        handles = {o for team in spec.teams if teams[team.alias] == file for o in team.owners or ()}
+        owners[file] = tuple(sorted(handles, key=str.lower)) or admins
+    return Declarations(owners=owners, patterns=tuple(spec.include), teams=teams, users=users)
+
+
+def _included_file(loc: Path_, places: _Places) -> str | None:
+    file = places.file(loc)
+    return None if file == places.main else file
 
 
 _MORE_PROBLEMS = f"more than {MAX_PROBLEMS} problems: only the first {MAX_PROBLEMS} are listed; fix them and run again"
 
 
 def _at_most(problems: list[Problem], file: str) -> list[Problem]:
-    """The first MAX_PROBLEMS problems by line, and a note that there are more: a file with
+    """The first MAX_PROBLEMS problems by file and line, and a note that there are more: a file with
     thousands is mostly one mistake repeated, and listing them all costs seconds."""
     if len(problems) <= MAX_PROBLEMS:
         return problems
-    first = heapq.nsmallest(MAX_PROBLEMS, problems, key=lambda p: (p.line, p.column or 0, p.message))
+    first = heapq.nsmallest(MAX_PROBLEMS, problems, key=lambda p: (p.file, p.line, p.column or 0, p.message))
     return first + [Problem(file, 0, _MORE_PROBLEMS)]
 
 
@@ -1028,27 +1474,22 @@ def _at_most(problems: list[Problem], file: str) -> list[Problem]:
 _ENTRY_MODELS: dict[str, type[BaseModel]] = {"organizations": OrganizationSpec, "teams": TeamSpec, "users": UserSpec}
 
 
-def _validate(data: dict[str, Any], lines: dict[Path_, int], file: str, problems: list[Problem]) -> UsersFile | None:
+def _validate(data: dict[str, Any], places: _Places, problems: list[Problem]) -> UsersFile | None:
     """The file as models, or None with what is wrong added to ``problems``."""
     checked = dict(data)
     for section, model in _ENTRY_MODELS.items():
         entries = data.get(section)
         if isinstance(entries, list):
-            checked[section] = _valid_entries(entries, section, model, lines, file, problems)
+            checked[section] = _valid_entries(entries, section, model, places, problems)
     try:
         return UsersFile.model_validate(checked)  # the entries are models already: not validated again
     except ValidationError as exc:
-        problems += _schema_problems(exc, (), lines, file, max(0, MAX_PROBLEMS + 1 - len(problems)))
+        problems += _schema_problems(exc, (), places, max(0, MAX_PROBLEMS + 1 - len(problems)))
         return None
 
 
 def _valid_entries(
-    entries: list[Any],
-    section: str,
-    model: type[BaseModel],
-    lines: dict[Path_, int],
-    file: str,
-    problems: list[Problem],
+    entries: list[Any], section: str, model: type[BaseModel], places: _Places, problems: list[Problem]
 ) -> list[Any]:
     """The entries of ``section`` that are valid; the others' problems go to ``problems``, and
     validation stops once there are more than MAX_PROBLEMS."""
@@ -1060,18 +1501,16 @@ def _valid_entries(
         try:
             valid.append(model.model_validate(entry))
         except ValidationError as exc:
-            problems += _schema_problems(exc, (section, i), lines, file, room)
+            problems += _schema_problems(exc, (section, i), places, room)
     return valid
 
 
-def _schema_problems(
-    exc: ValidationError, prefix: Path_, lines: dict[Path_, int], file: str, limit: int
-) -> list[Problem]:
+def _schema_problems(exc: ValidationError, prefix: Path_, places: _Places, limit: int) -> list[Problem]:
     """The first ``limit`` of pydantic's errors (for what is at ``prefix``), located."""
     found = []
     for error in islice(exc.errors(include_url=False), limit):
         loc = prefix + tuple(p for p in error["loc"] if p not in _TEAM_ENTRY_TAGS)
-        found.append(Problem(file, _line_for(loc, lines), _describe(loc, error)))
+        found.append(places.problem(loc, _describe(places.path(loc), loc, error)))
     return found
 
 
@@ -1114,18 +1553,33 @@ _PERSONAL_ONLY = {"max_budget": "the team's max_budget", "models": "the team's m
 MAX_WARNINGS = 20
 
 
-def _file_warnings(spec: UsersFile, lines: dict[Path_, int], file: str) -> dict[str | None, tuple[Problem, ...]]:
+def _file_warnings(spec: UsersFile, places: _Places) -> dict[str | None, tuple[Problem, ...]]:
     """The warnings of each environment (key None: the file as a whole, every environment's at once)."""
     candidates = _personal_limit_users(spec)
     names = [env.name for env in spec.environments]
+    unheeded = _unheeded_owners(spec, places)
     if not names:
-        return {None: _warnings(candidates, spec, lines, file, None)}
+        return {None: unheeded + _warnings(candidates, spec, places, None)}
     found: dict[str | None, tuple[Problem, ...]] = {
-        name: _warnings(candidates, spec, lines, file, name) for name in names
+        name: unheeded + _warnings(candidates, spec, places, name) for name in names
     }
     merged = {w for warnings in found.values() for w in warnings}
-    found[None] = tuple(sorted(merged, key=lambda w: (w.line, w.message)))
+    found[None] = tuple(sorted(merged, key=lambda w: (w.file, w.line, w.message)))
     return found
+
+
+def _unheeded_owners(spec: UsersFile, places: _Places) -> tuple[Problem, ...]:
+    """``owners`` of a team in the main file: valid (the main file may hold what an included file
+    would, and plans the same), but CODEOWNERS gives the main file to its own owners, the admins."""
+    return tuple(
+        places.problem(
+            ("teams", i, "owners"),
+            f"{places.path(('teams', i, 'owners'))}: a team in the main file is reviewed by the main file's "
+            "owners, not its own: CODEOWNERS names files; move the team to an included file for these to review it",
+        )
+        for i, team in enumerate(spec.teams)
+        if team.owners and places.file(("teams", i)) == places.main
+    )
 
 
 #: A user a warning may be about: its index, the user, its teams' aliases, and the location of
@@ -1151,7 +1605,7 @@ def _personal_limit_users(spec: UsersFile) -> list[_Candidate]:
 
 
 def _warnings(
-    candidates: list[_Candidate], spec: UsersFile, lines: dict[Path_, int], file: str, environment: str | None
+    candidates: list[_Candidate], spec: UsersFile, places: _Places, environment: str | None
 ) -> tuple[Problem, ...]:
     """Settings that are valid but would not be enforced as they read: a user's own budget or
     models, for a user in teams (LiteLLM checks them only on keys without a team), as they are in
@@ -1172,18 +1626,16 @@ def _warnings(
         for name, loc in settings.items():
             count += 1
             if count <= MAX_WARNINGS:
-                where = ".".join(str(p) for p in loc)
                 found.append(
-                    Problem(
-                        file,
-                        _line_for(loc, lines),
-                        f"{where}: LiteLLM applies a user's own {name} only to the user's personal keys, "
+                    places.problem(
+                        loc,
+                        f"{places.path(loc)}: LiteLLM applies a user's own {name} only to the user's personal keys, "
                         f"not to the keys of a team ({', '.join(teams)}); to bind those, set {_PERSONAL_ONLY[name]}",
                     )
                 )
     if count > MAX_WARNINGS:
         more = f"...and {count - MAX_WARNINGS} more users in teams with their own max_budget or models"
-        found.append(Problem(file, found[-1].line, more))
+        found.append(Problem(found[-1].file, found[-1].line, more))
     return tuple(found)
 
 
@@ -1200,9 +1652,8 @@ def _overridden(own: dict[str, Path_], override: UserSettings, prefix: Path_) ->
     return settings
 
 
-def _describe(loc: Path_, error: dict[str, Any]) -> str:
-    """A one-line, human message for a pydantic error."""
-    where = ".".join(str(p) for p in loc) or "file"
+def _describe(where: str, loc: Path_, error: dict[str, Any]) -> str:
+    """A one-line, human message for a pydantic error at ``loc`` (``where``: as its file numbers it)."""
     if error["type"] == "string_pattern_mismatch":  # only environment names have a pattern
         return (
             f"{where}: {error.get('input')!r} is not an environment name: use lower-case letters, digits and _, "
@@ -1226,41 +1677,42 @@ def _describe(loc: Path_, error: dict[str, Any]) -> str:
     return f"{where}: {message}"
 
 
-def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> list[Problem]:
+def _cross_check(data: dict[str, Any], places: _Places) -> list[Problem]:
     """Rules that span entries (uniqueness, references), checked on the raw data.
 
     They run even when some entries failed schema validation, so one run reports
     a typo'd key and a duplicate email together; malformed entries are skipped.
+    With ``include``, the entries of every file are checked together: a duplicate names both
+    places, and a user may name a team of any file.
     """
     problems: list[Problem] = []
     teams = [t for t in _entries(data, "teams")]
     users = [u for u in _entries(data, "users")]
 
     def once(kind: str, values: list[tuple[str, Path_]]) -> None:
-        first: dict[str, int] = {}
+        first: dict[str, Path_] = {}
         for value, loc in values:
-            line = _line_for(loc, lines)
             if value in first:
-                problems.append(Problem(file, line, f"duplicate {kind} {value!r} (first on line {first[value]})"))
+                problems.append(
+                    places.problem(loc, f"duplicate {kind} {value!r} (first on {places.place(first[value], loc)})")
+                )
             else:
-                first[value] = line
+                first[value] = loc
 
     def unlike(kind: str, values: list[tuple[str, Path_]]) -> None:
         """Aliases that read the same (``look_alike_key``) but differ: a reviewer takes one for the other."""
-        first: dict[str, tuple[str, int]] = {}
+        first: dict[str, tuple[str, Path_]] = {}
         for value, loc in values:
             if len(value) > MAX_NAME_CHARS or name_problem(value) or look_alike_problem(value):
                 continue  # refused by the schema, with the reason
-            line = _line_for(loc, lines)
-            seen, seen_line = first.setdefault(look_alike_key(value), (value, line))
+            seen, seen_loc = first.setdefault(look_alike_key(value), (value, loc))
             if seen != value:  # the same value is a duplicate, reported by once()
-                where = ".".join(str(p) for p in loc)
                 message = (
-                    f"{where}: {shown(value)} can be taken for {kind} {shown(seen)} (line {seen_line}): they differ "
-                    "only in case, compatibility forms or look-alike letters of another script; "
-                    "make them differ visibly"
+                    f"{places.path(loc)}: {shown(value)} can be taken for {kind} {shown(seen)} "
+                    f"({places.place(seen_loc, loc)}): they differ only in case, compatibility forms or look-alike "
+                    "letters of another script; make them differ visibly"
                 )
-                problems.append(Problem(file, line, message))
+                problems.append(places.problem(loc, message))
 
     organizations = _entries(data, "organizations")
     organization_aliases = [
@@ -1276,24 +1728,20 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
     emails = {u["email"].lower() for _, u in users if isinstance(u.get("email"), str)}
     for i, o in organizations:
         members = o.get("members")
-        seen_members: dict[str, int] = {}
+        seen_members: dict[str, Path_] = {}
         for j, member in enumerate(members if isinstance(members, list) else []):
             email = member.get("email") if isinstance(member, dict) else None
             if not isinstance(email, str) or (email.lower() not in emails and _email_problem(email)):
                 continue  # the schema reports what is wrong with it
             loc = ("organizations", i, "members", j, "email")
-            line = _line_for(loc, lines)
-            where = ".".join(str(p) for p in loc)
+            where = places.path(loc)
             if email.lower() not in emails:
-                problems.append(Problem(file, line, f"{where}: unknown user {email!r}; declare it under 'users'"))
+                problems.append(places.problem(loc, f"{where}: unknown user {email!r}; declare it under 'users'"))
             elif email.lower() in seen_members:
-                problems.append(
-                    Problem(
-                        file, line, f"{where}: {email!r} is listed twice (first on line {seen_members[email.lower()]})"
-                    )
-                )
+                first = places.place(seen_members[email.lower()], loc)
+                problems.append(places.problem(loc, f"{where}: {email!r} is listed twice (first on {first})"))
             else:
-                seen_members[email.lower()] = line
+                seen_members[email.lower()] = loc
     for i, t in teams:
         placements = [(("teams", i, "organization"), t.get("organization"))]
         overrides = t.get("overrides")
@@ -1305,9 +1753,8 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
             ]
         for loc, org in placements:
             if isinstance(org, str) and org not in declared_orgs:
-                where = ".".join(str(p) for p in loc)
-                message = f"{where}: unknown organization {org!r}; declare it under 'organizations'"
-                problems.append(Problem(file, _line_for(loc, lines), message))
+                message = f"{places.path(loc)}: unknown organization {org!r}; declare it under 'organizations'"
+                problems.append(places.problem(loc, message))
     team_aliases = [(t["alias"], ("teams", i, "alias")) for i, t in teams if isinstance(t.get("alias"), str)]
     once("team alias", team_aliases)
     unlike("team alias", team_aliases)
@@ -1325,45 +1772,40 @@ def _cross_check(data: dict[str, Any], lines: dict[Path_, int], file: str) -> li
                 continue  # reported above as a duplicate team id
             ids_seen.add(t["id"])
             if t["id"] in by_ref and by_ref[t["id"]] != t["alias"]:
-                problems.append(
-                    Problem(
-                        file,
-                        _line_for(("teams", i, "id"), lines),
-                        f"teams.{i}.id: {t['id']!r} is another team's alias; references would be ambiguous",
-                    )
-                )
+                loc = ("teams", i, "id")
+                message = f"{places.path(loc)}: {t['id']!r} is another team's alias; references would be ambiguous"
+                problems.append(places.problem(loc, message))
             by_ref.setdefault(t["id"], t["alias"])
     for i, user in users:
         refs = user.get("teams")
         if not isinstance(refs, list) or len(refs) > MAX_LIST_ITEMS:
             continue  # the schema reports what is wrong with the list
-        named: dict[str, int] = {}
+        named: set[str] = set()
         for j, entry in enumerate(refs):
             ref = raw_team_ref(entry)
             if ref is None:
                 continue
-            loc = _line_for(
-                ("users", i, "teams", j, "team") if isinstance(entry, dict) else ("users", i, "teams", j), lines
-            )
+            if ref in by_ref and by_ref[ref] not in named:
+                named.add(by_ref[ref])
+                continue
+            loc = ("users", i, "teams", j, "team") if isinstance(entry, dict) else ("users", i, "teams", j)
+            where = places.path(("users", i, "teams"))
             if ref not in by_ref:
-                problems.append(Problem(file, loc, f"users.{i}.teams: unknown team {ref!r}; declare it under 'teams'"))
-            elif by_ref[ref] in named:
-                problems.append(Problem(file, loc, f"users.{i}.teams: team {by_ref[ref]!r} is listed twice"))
+                problems.append(places.problem(loc, f"{where}: unknown team {ref!r}; declare it under 'teams'"))
             else:
-                named[by_ref[ref]] = loc
-    problems += _check_environments(data, lines, file, by_ref)
+                problems.append(places.problem(loc, f"{where}: team {by_ref[ref]!r} is listed twice"))
+    problems += _check_environments(data, places, by_ref)
     return problems
 
 
-def _check_environments(
-    data: dict[str, Any], lines: dict[Path_, int], file: str, by_ref: dict[str, str]
-) -> list[Problem]:
+def _check_environments(data: dict[str, Any], places: _Places, by_ref: dict[str, str]) -> list[Problem]:
     """``environments``, ``only_in`` and ``overrides``: every name declared, nothing that exists in no
-    environment, and each environment's team ids unique (an override may give a team another id)."""
+    environment, and each environment's team ids unique (an override may give a team another id).
+    Only the main file declares environments; the entries of the files it includes use them."""
     problems: list[Problem] = []
 
     def problem(loc: Path_, message: str) -> None:
-        problems.append(Problem(file, _line_for(loc, lines), f"{'.'.join(str(p) for p in loc)}: {message}"))
+        problems.append(places.problem(loc, f"{places.path(loc)}: {message}"))
 
     declared: list[str] = []
     for i, env in _entries(data, "environments"):
@@ -1380,7 +1822,8 @@ def _check_environments(
             only_in, overrides = entry.get("only_in"), entry.get("overrides")
             if not declared and (only_in is not None or overrides is not None):
                 key = "only_in" if only_in is not None else "overrides"
-                problem((section, i, key), "this file declares no environments; add an 'environments' list first")
+                declaring = "this file" if places.file((section, i)) == places.main else places.main
+                problem((section, i, key), f"{declaring} declares no environments; add an 'environments' list first")
                 continue
             envs = set(declared)
             if isinstance(only_in, list):

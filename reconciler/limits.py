@@ -9,6 +9,10 @@ well inside them.
 
 Names (team and organization aliases, a user's alias) are also bounded in what they may show:
 nothing invisible, no text direction controls, no look-alike spelling of another name.
+
+A main file may ``include`` others. Each file is held to the caps of one file, and the files
+together to the same caps again (bytes, nodes, the items of ``teams`` and of ``users``, problems
+listed): splitting a file in parts never lets more through than one file could hold.
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ MAX_SCALAR_CHARS = 1024
 #: a million validation errors alone took seconds and a GB.
 MAX_PROBLEMS = 200
 
+#: Files one ``include`` brings in (a file per team is the usual layout); each is read, checked and
+#: listed in CODEOWNERS, and a glob that matches more is refused before any is read.
+MAX_INCLUDED_FILES = 1000
+#: Patterns in ``include``.
+MAX_INCLUDE_PATTERNS = 100
+
 # --------------------------------------------------------------------------- values
 
 #: RFC 5321: a path is at most 256 octets, "<" and ">" included.
@@ -51,6 +61,8 @@ MAX_MODEL_CHARS = 256
 MAX_LIST_ITEMS = 1000
 #: Routes in team_member_permissions (LiteLLM knows a few dozen).
 MAX_ROUTES = 100
+#: Handles in one ``owners`` list (GitHub users or teams); CODEOWNERS lines stay readable.
+MAX_OWNERS = 50
 #: Environments a file manages (staging, production, a few regions): checks and warnings run once per environment.
 MAX_ENVIRONMENTS = 10
 #: A budget window or key lifetime: LiteLLM accepts any count, then fails to compute a reset past

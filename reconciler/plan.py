@@ -27,6 +27,7 @@ from .desired import (
     TEAM_MEMBER_DEFAULTS,
     DesiredState,
     OrganizationSpec,
+    Origins,
     TeamSpec,
     UserSpec,
     membership_settings,
@@ -200,6 +201,9 @@ class Plan:
     #: What the reader should know about the run that made the plan (e.g. what its key could change);
     #: not part of what the plan does, nor of its fingerprint.
     warnings: tuple[str, ...] = ()
+    #: Where each action's object is declared when the file includes others, and each file's owners (the
+    #: PR comment groups by file); beside the actions, not in them: not in the fingerprint, nor compared.
+    origins: Origins = field(default_factory=Origins, compare=False)
 
     @property
     def has_changes(self) -> bool:
@@ -440,6 +444,7 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
         source=desired.source,
         guard=guard,
         environment=desired.environment,
+        origins=desired.origins(actions),
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.desired import parse_desired
+from reconciler.desired import load_desired, parse_desired
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -119,7 +119,7 @@ def test_there_are_users_yaml_examples() -> None:
 
 
 @pytest.mark.parametrize("block", yaml_blocks(), ids=_id)
-def test_yaml_example_is_valid(block: Block) -> None:
+def test_yaml_example_is_valid(block: Block, tmp_path: Path) -> None:
     """users.yaml examples load with the real loader (a fragment after ``version: 1``); workflow,
     compose and pre-commit examples are YAML."""
     try:
@@ -129,7 +129,27 @@ def test_yaml_example_is_valid(block: Block) -> None:
     if not is_users_yaml(block):
         return
     text = block.text if isinstance(data, dict) and "version" in data else "version: 1\n" + block.text
+    if isinstance(data, dict) and "include" in data:
+        _load_layout(block, text, tmp_path)
+        return
     parse_desired(text, str(block))  # raises InputError with file:line on any problem
+
+
+#: The first line of a block that is one file of a layout: ``# teams/data.yaml: what it is``.
+LAYOUT_FILE = re.compile(r"^# (?P<path>[\w./-]+\.ya?ml):")
+
+
+def _load_layout(block: Block, text: str, tmp_path: Path) -> None:
+    """A main file with ``include:``, loaded with the files the page shows after it (each a block whose
+    first line names its path), as they would sit in a repository."""
+    (tmp_path / "users.yaml").write_text(text, encoding="utf-8")
+    for other in blocks(block.page):
+        named = LAYOUT_FILE.match(other.text)
+        if other.line > block.line and named and named["path"] != "users.yaml":
+            target = tmp_path / named["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(other.text, encoding="utf-8")
+    load_desired(tmp_path / "users.yaml")
 
 
 def test_example_users_yaml_is_valid() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-from reconciler.desired import parse_desired
+from reconciler.desired import load_desired, parse_desired
 from reconciler.live import OWNER_KEY, LiveMember, LiveState, LiveTeam, LiveUser
 from reconciler.plan import FORMAT_VERSION, Action, Change, Drift, Plan, make_plan
 from reconciler.render import FORMATS, render
@@ -542,3 +542,33 @@ def test_text_shows_look_alike_proxy_text_escaped():
 def test_escape_shows_a_character_a_reader_cannot_see(hidden):
     # The escape's own backslash is escaped too, so Markdown shows it: ops\u200b
     assert escape(f"ops{hidden}") == "ops\\" + hidden.encode("unicode_escape").decode("ascii")
+
+
+# --------------------------------------------------------------------------- a layout of several files
+
+LAYOUT = Path(__file__).resolve().parent / "layouts" / "three_teams"
+
+
+def test_markdown_groups_the_actions_by_the_file_that_declares_them_with_its_owners(monkeypatch):
+    monkeypatch.chdir(LAYOUT)
+    plan = make_plan(load_desired("users.yaml"), LiveState(), NOW)
+    text = render(plan, "markdown")
+    sections = re.findall(r"<details open><summary>([^\n]*)</summary>\n\n(.*?)\n\n</details>", text, re.S)
+    assert [title for title, _ in sections] == [
+        "📄 <code>users\\.yaml</code>: 6 action(s), reviewed by <code>@acme/admins</code>",
+        "📄 <code>teams/data\\.yaml</code>: 8 action(s), reviewed by "
+        "<code>@acme/data\\-leads</code> <code>@carol</code>",
+        "📄 <code>teams/ml\\.yaml</code>: 5 action(s), reviewed by <code>@acme/ml\\-leads</code>",
+        "📄 <code>teams/web\\.yaml</code>: 4 action(s), reviewed by <code>@acme/web\\-leads</code>",
+    ]
+    rows = {title.split("</code>")[0].removeprefix("📄 <code>"): table for title, table in sections}
+    assert "<code>membership\\.web\\.dora@acme\\.com</code>" in rows["teams/data\\.yaml"]
+    assert "<code>membership\\.data\\.root@acme\\.com</code>" in rows["users\\.yaml"]
+    assert sum(table.count("\n| ") for table in rows.values()) == len(plan.actions)  # every row, once
+    # A handle shows only in code, where GitHub notifies nobody of each new comment.
+    assert re.findall(r"(?<!<code>)@acme/", text) == []
+
+
+def test_markdown_of_one_file_has_one_table():
+    text = render(build_plan(), "markdown")
+    assert "📄" not in text and text.count("| | address | action | reason | changes |") == 1

@@ -8,11 +8,15 @@ cannot close a code span, inject HTML, break a table row or imitate the tool's o
 alias that differs from another by an invisible character shows it as an escape (``\\u200b``).
 ``max_chars`` keeps the comment under GitHub's 65,536-character limit: long tables are
 folded into ``<details>`` and rows that do not fit are cut with a note.
+
+When the file includes others, the actions are grouped by the file that declares their object,
+each group headed by the file and its owners (the reviewers CODEOWNERS asks for), so each team's
+leads find their part. Owners are shown as code: GitHub does not notify a handle written there.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from . import KIND_LABELS, alarm_note, alarming, summary_line, target, value
 from .comment_format import (
@@ -35,6 +39,12 @@ __all__ = ["GITHUB_COMMENT_LIMIT", "HEADER", "MARKER", "escape", "fingerprint_li
 GITHUB_COMMENT_LIMIT = 65536
 _ICONS = {"+": "➕", "~": "✏️", "-": "➖"}
 _FOLD_AFTER = 20  # rows; longer tables are collapsed
+_ACTION_COLUMNS = ["| | address | action | reason | changes |", "|---|---|---|---|---|"]
+
+#: How a table is shown: as it is, or in ``<details>`` open or closed (its title is the summary).
+_Fold = Literal["plain", "open", "closed"]
+#: A table: its title, its header lines, its rows, and how it is shown.
+_Table = tuple[str, list[str], list[str], _Fold]
 
 
 def _row(action: Action) -> str:
@@ -120,18 +130,13 @@ def _render(plan: Plan, budget: int) -> str:
         head += [f"**⚠️ {escape(alarm_note(plan).strip())}**", ""]
     head += [f"> [!WARNING]\n> {escape(warning)}\n" for warning in plan.warnings]
     foot = [f"<sub>Plan fingerprint: `{plan.fingerprint}`</sub>", ""]  # for reviewers; CI reads line 2
-    tables = [
-        (
-            f"{len(plan.actions)} action(s)",
-            ["| | address | action | reason | changes |", "|---|---|---|---|---|"],
-            [_row(a) for a in plan.actions],
-            len(plan.actions) > _FOLD_AFTER,
-        ),
+    tables: list[_Table] = [
+        *_action_tables(plan),
         (
             f"Drift: {len(plan.drift)} item(s) on the proxy not in the file (not acted on)",
             ["| address | detail |", "|---|---|"],
             [f"| {'⚠️ ' if alarming(d.kind) else ''}{code(d.address)} | {escape(d.detail)} |" for d in plan.drift],
-            True,
+            "closed",
         ),
     ]
     sections: list[str] = []
@@ -154,5 +159,37 @@ def _render(plan: Plan, budget: int) -> str:
                 ),
             ]
         block = "\n".join(body)
-        sections.append(f"<details><summary>{title}</summary>\n\n{block}\n\n</details>\n" if fold else block + "\n")
+        if fold == "plain":
+            sections.append(block + "\n")
+        else:
+            opened = " open" if fold == "open" else ""
+            sections.append(f"<details{opened}><summary>{title}</summary>\n\n{block}\n\n</details>\n")
     return "\n".join(head + sections + foot)
+
+
+def _action_tables(plan: Plan) -> list[_Table]:
+    """One table of every action; with included files, one per file that declares any of them
+    (the main file first, then the others by name), titled with the file and its owners."""
+    if not plan.origins.files:
+        fold: _Fold = "closed" if len(plan.actions) > _FOLD_AFTER else "plain"
+        return [(f"{len(plan.actions)} action(s)", _ACTION_COLUMNS, [_row(a) for a in plan.actions], fold)]
+    groups: dict[str, list[Action]] = {
+        file: [] for file in [plan.source, *plan.origins.owners, *sorted(set(plan.origins.files.values()))]
+    }
+    for action in plan.actions:
+        groups[plan.origins.files.get(action.address, plan.source)].append(action)
+    return [
+        (
+            f"📄 {code(file)}: {len(actions)} action(s), {_owners(plan.origins.owners.get(file, ()))}",
+            _ACTION_COLUMNS,
+            [_row(a) for a in actions],
+            "closed" if len(actions) > _FOLD_AFTER else "open",
+        )
+        for file, actions in groups.items()
+        if actions
+    ]
+
+
+def _owners(handles: tuple[str, ...]) -> str:
+    """Who reviews a file, as code: a handle in running text would notify them on every comment."""
+    return "reviewed by " + " ".join(code(h) for h in handles) if handles else "no owners named"
