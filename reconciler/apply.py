@@ -201,6 +201,13 @@ class Courier(Protocol):
     def reported(self, user_id: str) -> list[str]:
         """The invitation ids handed over for this user earlier (by any run), newest first."""
 
+    def requesting(self, email: str, user_id: str | None, run: str) -> None:
+        """Put down, before ``/invitation/new`` is sent, that run ``run`` asks for this user's link (no
+        user: that the run begins, before its first intent)."""
+
+    def asked(self, user_id: str, run: str | None) -> bool | None:
+        """Whether run ``run`` asked for this user's link; None when that is not known (then one may exist)."""
+
 
 class _Nowhere:
     """No report, no email: for callers that only want the actions (tests, benchmarks)."""
@@ -216,6 +223,12 @@ class _Nowhere:
 
     def reported(self, user_id: str) -> list[str]:
         return []
+
+    def requesting(self, email: str, user_id: str | None, run: str) -> None:
+        pass
+
+    def asked(self, user_id: str, run: str | None) -> bool | None:
+        return None
 
 
 class Executor:
@@ -278,6 +291,9 @@ class Executor:
             return f"{', '.join(bad)} did not succeed" if bad else None
 
         self._inviting = frozenset(a.params["user_id"] for a in plan.actions if a.kind in INVITING)
+        if self._inviting:  # before the first intent: the report knows from here which links this run asked for
+            with self._courier_lock:
+                self._courier.requesting("", None, self._run)
         waves = _waves(plan.actions)
         for n, wave in enumerate(waves):
             ready = []
@@ -729,7 +745,9 @@ class Executor:
                 continue
             p.metadata, p.owned = _split(current[user_id])
             previous = dict(p.owned.get("invitation") or {})
-            if previous.get("intent_at"):
+            # An intent whose run put down no request for this user, in a report that knows that run, had no
+            # link asked for (the run was killed before): nothing to report. Otherwise a link may exist.
+            if previous.get("intent_at") and self._courier.asked(user_id, previous.get("intent_run")) is not False:
                 unrecorded = self._unrecorded(p.action, str(previous["intent_at"]))
                 report.invitations.append(unrecorded)
                 with self._courier_lock:
@@ -768,6 +786,8 @@ class Executor:
         user_id = p.action.params["user_id"]
         try:
             self._require_sealer()
+            with self._courier_lock:
+                self._courier.requesting(p.action.params["user_email"], user_id, self._run)
             p.invitation = self.client.new_invitation(user_id)
         except OutcomeUnknown as exc:
             # The link may exist: the intent stays, the report says so, and nothing is undone.

@@ -61,7 +61,7 @@ from .live import (
     with_team_key_counts,
 )
 from .lock import ApplyLock, LockHeld, describe_runner
-from .onboarding import InvitationRecord, OnboardingReport, load_report
+from .onboarding import InvitationRecord, OnboardingReport, load_report, requests
 from .plan import Plan, make_plan
 from .sealing import Sealer
 from .secrets import scrub
@@ -369,6 +369,7 @@ class ReportCourier:
         self.report = report
         self.mailer = mailer
         self._reported: dict[str, list[str]] | None = None
+        self._requests: dict[str, set[str]] | None = None
         self._reading = threading.Lock()
 
     def hand_over(self, record: InvitationRecord) -> str:
@@ -384,6 +385,18 @@ class ReportCourier:
 
     def sync(self) -> None:
         self.report.sync()
+
+    def requesting(self, email: str, user_id: str | None, run: str) -> None:
+        self.report.log_request(email, user_id, run)
+
+    def asked(self, user_id: str, run: str | None) -> bool | None:
+        """Whether run ``run`` asked for this user's link, as the report says; None when the report knows
+        nothing of that run (lost, or another runner's): then a link may exist."""
+        with self._reading:
+            if self._requests is None:
+                self._requests = requests(self.report.path)
+        found = self._requests.get(run or "")
+        return None if found is None else user_id in found
 
     def reported(self, user_id: str) -> list[str]:
         """The ids the report held for this user when first asked (a re-run finds what a killed run

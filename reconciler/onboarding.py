@@ -57,22 +57,58 @@ class OnboardingReport:
         flushed to disk too when ``durable`` (else by the next ``sync``)."""
         append_private(self.path, json.dumps(asdict(record), sort_keys=True) + "\n", durable)
 
+    def log_request(self, email: str, user_id: str | None, run: str) -> None:
+        """Say, before ``/invitation/new`` is sent, that run ``run`` asks for this user's link (written when
+        this returns: it survives the process being killed)."""
+        append_private(self.path, request_line(email, user_id, run), False)
+
     def sync(self) -> None:
         """Flush every record appended so far to disk (one fsync for a batch of links)."""
         sync_private(self.path)
 
 
-def load_report(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a report, one per link (or per user, for lines without a link), in the
-    order they first appeared; a later line about the same link replaces the earlier one.
-    A line cut short by a crash is skipped."""
-    merged: dict[str, dict[str, Any]] = {}
-    for n, line in enumerate((read_private(path) or "").splitlines()):
+#: A line written just before ``/invitation/new`` is sent: the next run tells "a link may exist" from "none
+#: was asked for" (a run killed while it created users asked for none). Not a record of a link.
+REQUESTED = "requested"
+
+
+def request_line(email: str, user_id: str | None, run: str) -> str:
+    """The report line saying run ``run`` is about to ask for a link for this user; with no user, that the
+    run begins (before its first intent): from then on the report knows which links it asked for."""
+    return json.dumps({"email": email, "user_id": user_id, "status": REQUESTED, "run": run}, sort_keys=True) + "\n"
+
+
+def _lines(path: str | Path) -> list[dict[str, Any]]:
+    """The report's lines that are JSON objects (a line cut short by a crash is skipped)."""
+    found = []
+    for line in (read_private(path) or "").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
         if isinstance(record, dict):
+            found.append(record)
+    return found
+
+
+def requests(path: str | Path) -> dict[str, set[str]]:
+    """The users each run logged a link request for, by run."""
+    found: dict[str, set[str]] = {}
+    for line in _lines(path):
+        if line.get("status") == REQUESTED and line.get("run"):
+            asked = found.setdefault(str(line["run"]), set())
+            if line.get("user_id"):
+                asked.add(str(line["user_id"]))
+    return found
+
+
+def load_report(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a report, one per link (or per user, for lines without a link), in the
+    order they first appeared; a later line about the same link replaces the earlier one.
+    Request lines are left out: they record no link."""
+    merged: dict[str, dict[str, Any]] = {}
+    for n, record in enumerate(_lines(path)):
+        if record.get("status") != REQUESTED:
             key = record.get("invitation_id") or f"line {n}"
             merged[key] = {**merged.get(key, {}), **record}
     return list(merged.values())

@@ -572,6 +572,7 @@ class Collect:
     def __init__(self, state: str = "reported"):
         self.state, self.records = state, []
         self.ids: dict[str, str] = {}
+        self.requests: set[tuple[str | None, str]] = set()
 
     def hand_over(self, record: InvitationRecord) -> str:
         self.records.append((record.email, record.status, record.invitation_id))
@@ -586,6 +587,12 @@ class Collect:
 
     def reported(self, user_id: str) -> list[str]:
         return [i for email, status, i in self.records if i and status == "created" and self.ids.get(email) == user_id]
+
+    def requesting(self, email: str, user_id: str | None, run: str) -> None:
+        self.requests.add((user_id, run))
+
+    def asked(self, user_id: str, run: str | None) -> bool | None:
+        return (user_id, run) in self.requests if (None, run) in self.requests else None
 
 
 def test_each_link_is_handed_over_before_it_is_recorded_and_its_delivery_kept():
@@ -1177,3 +1184,36 @@ def test_the_memberships_it_grants_are_recorded_beside_the_link() -> None:
     assert apply(proxy, plan_against(proxy, leaving)).ok
     owned = next(u for u in proxy.users.values() if u["user_email"] == "alice@example.com")["metadata"][OWNER_KEY]
     assert owned["granted"] == {"teams": [new_team_id("dev")]} and owned["invitation"]["sealed"]
+
+
+class Killed(BaseException):
+    """The process dies (kill -9) at a chosen moment."""
+
+
+def _killed_before_any_link(proxy: FakeLiteLLM, courier: Collect) -> None:
+    """An apply that dies once its users exist (their intents recorded with them), before any link."""
+    phases = iter(range(100))
+
+    def confirm() -> None:
+        if next(phases) == 1:  # 0: the users; 1: the first batch of links
+            raise Killed
+
+    executor = Executor(proxy.client(), UI, sealer=SEALER, courier=courier, clock=lambda: NOW, before_writes=confirm)
+    with pytest.raises(Killed):
+        executor.run(plan_against(proxy, ALICE))
+    alice = next(u for u in proxy.users.values() if u["user_email"] == "alice@example.com")
+    assert "intent_at" in alice["metadata"][OWNER_KEY]["invitation"] and not proxy.invitations
+
+
+@pytest.mark.parametrize("report_kept", [True, False])
+def test_a_run_killed_before_asking_for_links_reports_none_when_its_report_says_so(report_kept: bool) -> None:
+    proxy, courier = FakeLiteLLM(), Collect()
+    proxy.add_user(PROXY_ADMIN_ID, None, user_role="proxy_admin")
+    _killed_before_any_link(proxy, courier)
+    again = courier if report_kept else Collect()
+    report = Executor(proxy.client(), UI, sealer=SEALER, courier=again, clock=lambda: NOW).run(
+        plan_against(proxy, ALICE)
+    )
+    unrecorded = [r for r in report.invitations if r.status == "unrecorded"]
+    assert report.ok and len(proxy.invitations) == 1
+    assert unrecorded == [] if report_kept else len(unrecorded) == 1, "a lost report cannot prove no link was asked"

@@ -13,6 +13,7 @@ from reconciler.onboarding import (
     OnboardingReport,
     load_report,
     onboarding_link,
+    requests,
 )
 
 UI = "https://ui.example.test/"
@@ -105,3 +106,12 @@ def test_a_symlink_at_the_report_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="symbolic link"):
         OnboardingReport(tmp_path / "r.jsonl")
     assert (tmp_path / "victim").read_text() == ""
+
+
+def test_request_lines_say_which_links_a_run_asked_for_and_are_no_records(tmp_path: Path) -> None:
+    report = OnboardingReport(tmp_path / "r.jsonl")
+    report.log_request("", None, "run-1")  # the run begins
+    report.log_request("a@example.com", "u-a", "run-1")
+    report.append(record("a@example.com"))
+    assert requests(tmp_path / "r.jsonl") == {"run-1": {"u-a"}}
+    assert [r["status"] for r in load_report(tmp_path / "r.jsonl")] == ["created"], "no link in a request line"
