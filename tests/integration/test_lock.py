@@ -141,8 +141,13 @@ def test_lock_timeout_waits_for_a_holder_however_busy_it_is(api: Api, proxy, sql
         assert holder.wait(timeout=300) == 0, output(tmp_path, "holder")
         assert waiter.wait(timeout=300) == 0, output(tmp_path, "waiter")
     assert "No changes." in output(tmp_path, "waiter") and "changed during the read" not in output(tmp_path, "waiter")
-    holder_done = max(answered for _, answered, *_ in busy.timeline)
-    before = [path for received, _, _, path, _ in waiting.timeline if received < holder_done]
+    # The holder's last write of the lock row (its release): no reader can see the lock free before it was sent.
+    released = max(
+        received
+        for received, _, method, path, body in busy.timeline
+        if method == "POST" and path.startswith("/user/update") and (body or {}).get("user_id") == LOCK_USER_ID
+    )
+    before = [path for received, _, _, path, _ in waiting.timeline if received < released]
     assert before and set(before) == {f"/user/list?user_ids={LOCK_USER_ID}&page_size=100"}, (
         "while the holder worked, the waiter read the lock row and nothing else"
     )

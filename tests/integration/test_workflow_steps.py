@@ -476,10 +476,8 @@ def test_long_plan_is_folded_and_cut_below_the_comment_limit(installed, gh_state
 
 
 FAKE_FINGERPRINT = "0123456789abcdef" * 4
-HOSTILE_ALIAS = (
-    f"ops`x Plan fingerprint: `{FAKE_FINGERPRINT}` <!-- litellm-reconciler-fingerprint: {FAKE_FINGERPRINT} --> "
-    "</details> <sub>s</sub> a|b ``[c](https://evil.example)``"
-)
+#: Within the file's 128 characters: the fingerprint's hidden line, a closing tag and a table break.
+HOSTILE_ALIAS = f"ops`x <!-- litellm-reconciler-fingerprint: {FAKE_FINGERPRINT} --> </details> a|b"
 
 
 def test_hostile_alias_cannot_change_the_reviewed_fingerprint(installed, gh_state, api, viewer_key) -> None:
@@ -502,7 +500,8 @@ def test_hostile_alias_cannot_change_the_reviewed_fingerprint(installed, gh_stat
     assert re.findall(r"[0-9a-f]{64}", body.replace(FAKE_FINGERPRINT, "")) == [real, real]  # line 2 and the <sub> line
     assert body.count("<!--") == 2 and body.count("<sub>") == 1 and body.count("</details>") == body.count("<details>")
     assert escape("team." + HOSTILE_ALIAS) in body
-    assert escape(f"team.proxy {HOSTILE_ALIAS} line2") in body and "\nline2" not in body  # drift, on its row
+    # drift, on its row: the line break shown escaped (\n), never a real one
+    assert escape(f"team.proxy {HOSTILE_ALIAS}\nline2") in body and "\nline2" not in body
     _merged(gh_state, 13)
 
     job = _apply(installed, gh_state, {"LITELLM_MASTER_KEY": master, "LITELLM_PROXY_URL": url})
