@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -130,10 +131,20 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             for problem in exc.problems:
                 click.echo(f"error: {problem}", err=True)
             raise Failure(f"{len(exc.problems)} problem(s) in the input; nothing was sent to the proxy") from None
-        except (ProxyError, PlanConflict, StalePlan, LockHeld, ValueError, OSError) as exc:
+        except ProxyError as exc:
+            raise Failure(scrub(str(exc) + _key_hint(exc))) from None
+        except (PlanConflict, StalePlan, LockHeld, ValueError, OSError) as exc:
             raise Failure(scrub(str(exc))) from None
 
     return wrapper
+
+
+def _key_hint(exc: ProxyError) -> str:
+    """What to check when the proxy refuses the key itself: which variable it came from."""
+    if exc.status != 401:
+        return ""
+    used = "LITELLM_API_KEY" if os.environ.get("LITELLM_API_KEY", "").strip() else "LITELLM_MASTER_KEY"
+    return f" (the key is {used}'s: check that it is this proxy's key, and its value has no stray characters)"
 
 
 class _Group(click.Group):
@@ -163,8 +174,13 @@ class _Group(click.Group):
     help="What goes to stderr besides the output.",
 )
 def main(verbose: bool, log_level: str) -> None:
-    """GitOps for the users and teams of a LiteLLM proxy: users.yaml -> plan -> apply."""
+    """GitOps for the users and teams of a LiteLLM proxy: users.yaml -> plan -> apply.
+
+    The proxy is LITELLM_PROXY_URL (or --proxy-url); the key is LITELLM_API_KEY when set (a read-only key,
+    for plan), else LITELLM_MASTER_KEY (apply). NO_COLOR turns colours off."""
     setup_logging("info" if verbose and log_level == "warning" else log_level)
+    if os.environ.get("NO_COLOR"):  # https://no-color.org
+        click.get_current_context().color = False
 
 
 main.add_command(github)

@@ -326,7 +326,17 @@ def apply_lock(client: LiteLLMClient, wait: float, ttl: float) -> Iterator[Apply
     fails is a warning line (``ApplyLock.release``); when the block failed, its error is the one
     raised, even if the lock turns out to have been broken meanwhile."""
     lock = ApplyLock(client, describe_runner(), ttl)
-    lock.acquire(wait)
+    try:
+        lock.acquire(wait)
+    except ProxyError as exc:
+        if exc.status not in (401, 403):
+            raise
+        # The lock is the apply's first write: a key that may only read fails here, not mid-apply.
+        raise ValueError(
+            f"apply needs a key that can write, and the proxy refused this one ({exc}). The key comes from "
+            "LITELLM_API_KEY when it is set (a read-only key for plan), else LITELLM_MASTER_KEY: unset "
+            "LITELLM_API_KEY for apply, or give it a proxy_admin key. Nothing was changed"
+        ) from None
     try:
         yield lock
     except BaseException:

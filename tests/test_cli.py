@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
+
 from .conftest import REPO
+from .test_github import fake_proxy  # noqa: F401 (a fixture)
 
 USERS = """\
 # yaml-language-server: $schema=schemas/users.schema.json
@@ -158,3 +161,17 @@ def test_error_messages_are_scrubbed_of_every_secret_in_the_environment(cli, tmp
     )
     assert_clean_failure(result, "cannot reach the proxy at http://127.0.0.1:9/***")
     assert seal not in result.stdout + result.stderr
+
+
+def test_no_color_turns_colours_off_and_help_names_the_key_variables(fake_proxy) -> None:  # noqa: F811
+    from click.testing import CliRunner
+
+    from reconciler.cli import main
+
+    shown = CliRunner().invoke(main, ["--help"])
+    assert "LITELLM_API_KEY" in shown.output and "LITELLM_MASTER_KEY" in shown.output
+    env = {"LITELLM_MASTER_KEY": "Zq7-colour-key", "LITELLM_API_KEY": None, "LITELLM_PROXY_URL": "https://p.test"}
+    coloured = CliRunner().invoke(main, ["plan", "users.yaml"], color=True, env=env)
+    plain = CliRunner().invoke(main, ["plan", "users.yaml"], color=True, env={**env, "NO_COLOR": "1"})
+    assert "\x1b[" in coloured.output and "\x1b[" not in plain.output
+    assert click.unstyle(coloured.output) == plain.output

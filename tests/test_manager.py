@@ -11,7 +11,7 @@ import pytest
 
 from reconciler import manager
 from reconciler.apply import ActionResult, ApplyReport
-from reconciler.client import LiteLLMClient
+from reconciler.client import LiteLLMClient, ProxyError
 from reconciler.client import release as client_release
 from reconciler.desired import parse_desired
 from reconciler.live import LiveState
@@ -129,3 +129,20 @@ def test_apply_desired_writes_nothing_when_the_view_refuses(tmp_path: Path, monk
         run_apply(proxy, view, tmp_path)
     assert view.seen == ["show 5", "confirm"]
     assert [r for r in proxy.requests if r[0] != "GET"] == []
+
+
+def test_apply_with_a_key_that_may_only_read_says_so_before_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+    class ReadOnly:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def acquire(self, wait: float) -> None:
+            raise ProxyError(
+                "POST", "/user/new", 403, "user not allowed to access this route, role= proxy_admin_viewer"
+            )
+
+    monkeypatch.setattr(manager, "ApplyLock", ReadOnly)
+    with pytest.raises(ValueError, match="apply needs a key that can write") as refused:
+        with manager.apply_lock(None, 0, 60):  # type: ignore[arg-type]
+            pytest.fail("never reached")
+    assert "LITELLM_API_KEY" in str(refused.value) and "Nothing was changed" in str(refused.value)
