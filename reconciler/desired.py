@@ -685,6 +685,8 @@ class Problem:
     column: int | None = None
 
     def __str__(self) -> str:
+        if not self.line:  # the file as a whole: no line to point at
+            return f"{self.file}: {self.message}"
         column = f":{self.column}" if self.column is not None else ""
         return f"{self.file}:{self.line}{column}: {self.message}"
 
@@ -1548,7 +1550,11 @@ def _overrides(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 #: What LiteLLM applies only to a user's personal keys, and where it must go to bind a team's keys.
-_PERSONAL_ONLY = {"max_budget": "the team's max_budget", "models": "the team's models"}
+_PERSONAL_ONLY = {
+    # The team's own max_budget caps the whole team; what caps this user in it is the membership's.
+    "max_budget": "max_budget_in_team on the membership ({team: …, max_budget_in_team: …})",
+    "models": "the team's models",
+}
 #: Warnings shown one by one; more are counted in one last line (a 100,000-user file must not print 200,000).
 MAX_WARNINGS = 20
 

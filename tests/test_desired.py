@@ -592,7 +592,7 @@ def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path):
     with open(path, "wb") as handle:
         handle.truncate(desired.MAX_FILE_BYTES + 1)  # sparse: costs no disk, would cost 20 MiB of reading
     started = time.perf_counter()
-    assert load_problem(path) == f"{path}:0: file too large: over 20971520 bytes (20 MiB)"
+    assert load_problem(path) == f"{path}: file too large: over 20971520 bytes (20 MiB)"
     assert time.perf_counter() - started < 0.1
 
 
@@ -602,7 +602,7 @@ def test_no_more_than_the_limit_is_read_even_when_the_size_is_wrong(monkeypatch)
     if not path.exists() or path.stat().st_size != 0:
         pytest.skip("needs a Linux /proc file whose size reads as 0")
     monkeypatch.setattr(desired, "MAX_FILE_BYTES", 64)
-    assert load_problem(path) == f"{path}:0: file too large: over 64 bytes (0 MiB)"
+    assert load_problem(path) == f"{path}: file too large: over 64 bytes (0 MiB)"
 
 
 @pytest.mark.parametrize(
@@ -614,7 +614,7 @@ def test_only_regular_files_are_read(tmp_path, make, kind):
     path = {"directory": tmp_path, "symlink": tmp_path / "users.yaml", "device": Path("/dev/null")}[make]
     if make == "symlink":
         path.symlink_to("/dev/null")
-    assert load_problem(path) == f"{path}:0: not a regular file ({kind})"
+    assert load_problem(path) == f"{path}: not a regular file ({kind})"
 
 
 def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
@@ -627,7 +627,7 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
     if worker.is_alive():  # blocked in open(): release it, then fail
         os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail("loading a FIFO waited for a writer")
-    assert outcome == [f"{path}:0: not a regular file (a FIFO)"]
+    assert outcome == [f"{path}: not a regular file (a FIFO)"]
 
 
 # --------------------------------------------------------------------------- emails
@@ -801,7 +801,7 @@ def test_a_user_nothing_changes_for_is_shared_not_copied():
 def test_choosing_an_environment_is_checked_before_any_request(body, name, message):
     with pytest.raises(InputError) as caught:
         parse_desired(body, FILE).for_environment(name)
-    assert [str(p) for p in caught.value.problems] == [f"{FILE}:0: {message}"]
+    assert [str(p) for p in caught.value.problems] == [f"{FILE}: {message}"]
 
 
 def test_environment_mistakes_are_located():
@@ -939,7 +939,7 @@ def test_a_budget_or_models_that_would_not_bind_a_team_member_is_a_warning_with_
     )
     assert [str(w) for w in file.warnings] == [
         f"{FILE}:7: users.0.max_budget: LiteLLM applies a user's own max_budget only to the user's personal keys, "
-        "not to the keys of a team (t); to bind those, set the team's max_budget",
+        "not to the keys of a team (t); to bind those, set max_budget_in_team on the membership ({team: …, max_budget_in_team: …})",
         f"{FILE}:10: users.0.overrides.staging.models: LiteLLM applies a user's own models only to the user's "
         "personal keys, not to the keys of a team (t); to bind those, set the team's models",
     ]
@@ -1162,7 +1162,7 @@ def test_problems_past_the_limit_are_cut_with_a_note_at_the_top():
     problems = problems_of("version: 1\nusers:\n" + "".join(f"  - email: user{i}\n" for i in range(1000)))
     assert len(problems) == desired.MAX_PROBLEMS + 1 == 201
     assert (
-        str(problems[0]) == f"{FILE}:0: more than 200 problems: only the first 200 are listed; fix them and run again"
+        str(problems[0]) == f"{FILE}: more than 200 problems: only the first 200 are listed; fix them and run again"
     )
     assert [p.line for p in problems[1:]] == list(range(3, 203))
     teams = "".join(f"  - alias: a{k}\n" + "    max_budget: 1\n" * 99 for k in range(3))  # 294 duplicate keys

@@ -234,7 +234,7 @@ EXPECTED: dict[str, str] = {
         "error: g-sexagesimal-bomb.yaml:4: a value of 200,001 characters is not allowed: "
         "none in this file needs more than 1024"
     ),
-    "g-over-20-mib.yaml": "error: g-over-20-mib.yaml:0: file too large: over 20971520 bytes (20 MiB)",
+    "g-over-20-mib.yaml": "error: g-over-20-mib.yaml: file too large: over 20971520 bytes (20 MiB)",
     "g-wide-2-mb.yaml": f"error: g-wide-2-mb.yaml:2: {TOO_MANY_ITEMS}",
     "g-wide-14-mb.yaml": f"error: g-wide-14-mb.yaml:2: {TOO_MANY_ITEMS}",
     "g-200000-models.yaml": (
@@ -244,14 +244,14 @@ EXPECTED: dict[str, str] = {
         "error: g-megabyte-alias.yaml:3: a value of 1,048,576 characters is not allowed: "
         "none in this file needs more than 1024"
     ),
-    "g-symlink-to-dev-zero.yaml": "error: g-symlink-to-dev-zero.yaml:0: not a regular file (a device or socket)",
-    "g-fifo.yaml": "error: g-fifo.yaml:0: not a regular file (a FIFO)",
-    "g-missing.yaml": "error: g-missing.yaml:0: cannot read file: No such file or directory",
+    "g-symlink-to-dev-zero.yaml": "error: g-symlink-to-dev-zero.yaml: not a regular file (a device or socket)",
+    "g-fifo.yaml": "error: g-fifo.yaml: not a regular file (a FIFO)",
+    "g-missing.yaml": "error: g-missing.yaml: cannot read file: No such file or directory",
     # click checks the argument first; the loader's own answer is in LOADER_ONLY.
     "g-directory.yaml": "Error: Invalid value for '[FILE]': File 'g-directory.yaml' is a directory.",
 }
 #: What ``load_desired`` says where the command line refuses the argument before loading.
-LOADER_ONLY = {"g-directory.yaml": "g-directory.yaml:0: not a regular file (a directory)"}
+LOADER_ONLY = {"g-directory.yaml": "g-directory.yaml: not a regular file (a directory)"}
 
 
 def _sparse(path: Path) -> None:

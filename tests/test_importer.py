@@ -296,7 +296,7 @@ def test_special_files_are_refused_without_reading_them(tmp_path: Path, yaml_fil
     with pytest.raises(InputError) as caught:
         import_csv(device, yaml_file) if which == "csv" else import_csv(source, device)
 
-    assert [str(p) for p in caught.value.problems] == [f"{device}:0: not a regular file (a device or socket)"]
+    assert [str(p) for p in caught.value.problems] == [f"{device}: not a regular file (a device or socket)"]
     assert yaml_file.read_bytes() == FILE.encode()
 
 

@@ -423,7 +423,7 @@ def test_the_node_cap_counts_every_file(monkeypatch, two_files):
 def test_the_size_cap_counts_every_file(monkeypatch, two_files):
     monkeypatch.setattr(desired, "MAX_FILE_BYTES", 100)  # 39 + 48 + 48 bytes
     assert problems_of(two_files) == [
-        "teams/b.yaml:0: file too large: with the files read before it, the files are over 100 bytes (0 MiB)"
+        "teams/b.yaml: file too large: with the files read before it, the files are over 100 bytes (0 MiB)"
     ]
 
 
