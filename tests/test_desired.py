@@ -939,7 +939,8 @@ def test_a_budget_or_models_that_would_not_bind_a_team_member_is_a_warning_with_
     )
     assert [str(w) for w in file.warnings] == [
         f"{FILE}:7: users.0.max_budget: LiteLLM applies a user's own max_budget only to the user's personal keys, "
-        "not to the keys of a team (t); to bind those, set max_budget_in_team on the membership ({team: …, max_budget_in_team: …})",
+        "not to the keys of a team (t); to bind those, set max_budget_in_team on the membership "
+        "({team: …, max_budget_in_team: …})",
         f"{FILE}:10: users.0.overrides.staging.models: LiteLLM applies a user's own models only to the user's "
         "personal keys, not to the keys of a team (t); to bind those, set the team's models",
     ]
