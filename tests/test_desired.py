@@ -1162,9 +1162,7 @@ def test_problems_past_the_limit_are_cut_with_a_note_at_the_top():
     """A thousand wrong entries: the first 200 by line, and a note; validation stops there."""
     problems = problems_of("version: 1\nusers:\n" + "".join(f"  - email: user{i}\n" for i in range(1000)))
     assert len(problems) == desired.MAX_PROBLEMS + 1 == 201
-    assert (
-        str(problems[0]) == f"{FILE}: more than 200 problems: only the first 200 are listed; fix them and run again"
-    )
+    assert str(problems[0]) == f"{FILE}: more than 200 problems: only the first 200 are listed; fix them and run again"
     assert [p.line for p in problems[1:]] == list(range(3, 203))
     teams = "".join(f"  - alias: a{k}\n" + "    max_budget: 1\n" * 99 for k in range(3))  # 294 duplicate keys
     duplicates = problems_of("version: 1\nteams:\n" + teams)
