@@ -920,7 +920,9 @@ def test_independent_writes_overlap_and_roster_writes_never_do():
     proxy.latency = 0.005
     file = many(240, teams=4)
     Executor(proxy.client(parallelism=4), UI, sealer=SEALER, clock=lambda: NOW).run(plan_against(proxy, file))
-    assert proxy.most_in_flight["/user/new"] == 4 and proxy.most_in_flight["/invitation/new"] == 4
+    assert proxy.most_in_flight["/user/new"] == 4
+    # Links overlap, never more than --parallelism, and fewer while their records are out (group commit's room).
+    assert 1 < proxy.most_in_flight["/invitation/new"] <= 4
     assert proxy.most_in_flight["/team/new"] > 1
     assert proxy.most_roster_writes == 1
     assert proxy.most_in_flight_at_all == 4, "links and their records together: never more than --parallelism"
