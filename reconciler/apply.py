@@ -532,7 +532,10 @@ class Executor:
                 record = owned.get(GRANTS_KEY)
                 if not isinstance(record, dict):
                     continue
-                held = set(record.get(kind) or ()) | {group_id} if granted else set(record.get(kind) or ()) - {group_id}
+                held = set(record.get(kind) or ())
+                if (group_id in held) == granted:
+                    continue  # recorded already (a user this run created carries its grants from the start)
+                held = held | {group_id} if granted else held - {group_id}
                 owned[GRANTS_KEY] = {**record, kind: sorted(held)}
                 writes[user_id] = {**metadata, OWNER_KEY: owned}
             errors = self._write_many(writes) if writes else {}
@@ -572,7 +575,10 @@ class Executor:
         credential nobody tracks)."""
         user_id = action.params["user_id"]
         _, owned = self._owned_metadata(user_id)
-        intent_at = parse_time((owned.get("invitation") or {}).get("intent_at"))
+        record = owned.get("invitation") or {}
+        # An intent of this very run (a user it just created) left no link behind: nothing to look for.
+        earlier = record.get("intent_run") != self._run
+        intent_at = parse_time(record.get("intent_at")) if earlier else None
         found = self._reported_link(user_id, intent_at) if intent_at is not None else None
         if found is None:
             return _NeedsLink()
@@ -821,10 +827,9 @@ class Executor:
         """Record these new links sealed, in one write, even past the run's deadline (the links
         exist); set each outcome. Each record goes into the metadata read when the intent was
         recorded, moments before the link was asked for (or, for a user this run created, the
-        metadata it was created with): never the plan's snapshot. Not once the lock is lost: the links
-        stay in the onboarding report, and the next apply records them from it."""
+        metadata it was created with): never the plan's snapshot. The lock was confirmed before the
+        batch's links were asked for; the records of links that exist go out whatever happened since."""
         self._sync_courier()
-        self._before_writes()
         errors = self._write_many({p.action.params["user_id"]: {**p.metadata, OWNER_KEY: p.owned} for p in created})
         for p in created:
             user_id = p.action.params["user_id"]

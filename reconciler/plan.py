@@ -384,6 +384,7 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
         raise PlanConflict(conflicts)
     users = [(user, key) for user, key in users if key not in matched.refused]
     targets = {ref: _target(team, matched) for ref, team in desired.team_refs.items()}
+    _record_grants_at_creation(desired, users, actions, targets, matched)
     midnight = start_of_day(now)
     # Every invitation action may call /invitation/new (they are all INVITING), which records the
     # master key's user as creator: without that user row, each waits for the action creating it.
@@ -446,6 +447,33 @@ def _make_plan(desired: DesiredState, live: LiveState, now: datetime) -> Plan:
         environment=desired.environment,
         origins=desired.origins(actions),
     )
+
+
+def _record_grants_at_creation(
+    desired: DesiredState,
+    users: list[tuple[UserSpec, str]],
+    actions: list[Action],
+    targets: dict[str, _Target],
+    matched: _Matched,
+) -> None:
+    """A user this plan creates carries, from its creation, the teams and organizations the plan joins it
+    to as this tool's grants: no write per membership afterwards. Should a join fail, the next plan joins
+    it again (the file lists it), so the record never grants what the file does not."""
+    created = {a.params["user_id"]: a for a in actions if a.kind == "create_user"}
+    if not created:
+        return
+    organizations: dict[str, list[str]] = {}
+    for organization in desired.organizations:
+        for member in organization.members or ():
+            organizations.setdefault(member.email.lower(), []).append(matched.organization_ids[organization.alias])
+    for user, key in users:
+        action = created.get(matched.user_ids.get(key, ""))
+        if action is None:
+            continue
+        grants = {"teams": sorted({targets[team_ref(entry)].team_id for entry in user.teams})}
+        if key in organizations:
+            grants["organizations"] = sorted(set(organizations[key]))
+        action.params["metadata"][OWNER_KEY][GRANTS_KEY] = grants
 
 
 def _ordered(actions: list[Action]) -> list[Action]:

@@ -226,7 +226,8 @@ def test_created_objects_get_derived_ids_and_owner_metadata():
         "user_email": "Alice@Example.com",
         "user_role": "internal_user",
         "user_alias": "Alice",
-        "metadata": {OWNER_KEY: {"managed": True, "granted": {}}},  # its grants are tracked from the start
+        # Its grants are tracked from the start, and carried from its creation: no write per membership.
+        "metadata": {OWNER_KEY: {"managed": True, "granted": {"teams": [new_team_id("dev")]}}},
     }
     assert the_action(plan, "user.bob@example.com").params["user_role"] == "proxy_admin_viewer"
     assert new_user_id("ALICE@example.com") == new_user_id("alice@example.com")
