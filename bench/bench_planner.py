@@ -46,7 +46,7 @@ def rows(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     owned = {
         OWNER_KEY: {
             "managed": True,
-            "invitation": {"sealed": "v1.x", "expires_at": "2099-01-01T00:00:00Z", "delivery": "reported"},
+            "invitation": {"sealed": "v2.x", "expires_at": "2099-01-01T00:00:00Z", "delivery": "reported"},
         }
     }
     users = [

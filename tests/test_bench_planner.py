@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -23,3 +24,6 @@ def test_the_planner_benchmark_runs_and_prints_its_figures() -> None:
         "x baseline",
     ):
         assert figure in result.stdout
+    # The converged org must plan nothing: a benchmark of a plan that does work measures something else.
+    assert re.search(r"plan, 30 users converged .* 0 actions,", result.stdout), result.stdout
+    assert re.search(r"plan, 30 users all new .* 94 actions,", result.stdout), result.stdout
