@@ -34,7 +34,7 @@ from reconciler.sealing import Sealer
 
 from .test_sealing import legacy_seal
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2031, 11, 27, 12, 0, tzinfo=timezone.utc)
 SEALER = Sealer("apply-side-secret")
 ALICE = "version: 1\nusers: [{email: alice@example.com}]\n"
 UI = "https://ui.example.test/"
@@ -560,7 +560,7 @@ def test_a_lost_invitation_fails_and_is_not_resent():
         and unrecorded.invitation_id is None
         and "cannot be found on the proxy" in (unrecorded.error or "")
     )
-    assert unrecorded.expires_at == "2026-12-04", "a link asked for on 11-27 is valid until 12-04 at the latest"
+    assert unrecorded.expires_at == "2031-12-04", "a link asked for on 11-27 is valid until 12-04 at the latest"
     assert created.status == "created" and created.invitation_id
     assert "intent_at" not in proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]
     assert plan_against(proxy, ALICE).actions == ()
@@ -680,8 +680,8 @@ def test_invitation_is_recorded_on_the_user_sealed_merging_metadata():
     assert metadata[OWNER_KEY]["managed"] is True and metadata[OWNER_KEY]["note"] == "kept"
     recorded = metadata[OWNER_KEY]["invitation"]
     assert {k: v for k, v in recorded.items() if k != "sealed"} == {
-        "created_at": "2026-11-27T12:00:00Z",
-        "expires_at": "2026-12-04T12:00:00Z",
+        "created_at": "2031-11-27T12:00:00Z",
+        "expires_at": "2031-12-04T12:00:00Z",
         "delivery": "reported",
     }
     assert invitation_id not in json.dumps(metadata), "a read-only key can read metadata: the id is sealed"
@@ -692,7 +692,7 @@ def test_invitation_is_recorded_on_the_user_sealed_merging_metadata():
         email="alice@example.com",
         user_id="u-1",
         invitation_id=invitation_id,
-        expires_at="2026-12-04T12:00:00Z",
+        expires_at="2031-12-04T12:00:00Z",
         onboarding_link=f"https://ui.example.test/ui/onboarding?invitation_id={invitation_id}",
         status="created",
     )
@@ -718,21 +718,21 @@ def _invited(
 
 def test_an_expired_invitation_that_was_accepted_is_recorded_at_apply_without_a_new_link():
     proxy = FakeLiteLLM()
-    _invited(proxy, "inv-7", accepted_at="2026-11-14T09:00:00Z", expires_at="2026-11-20T00:00:00Z")
+    _invited(proxy, "inv-7", accepted_at="2031-11-14T09:00:00Z", expires_at="2031-11-20T00:00:00Z")
     plan = plan_against(proxy, ALICE)
     assert [(a.kind, a.address) for a in plan.actions] == [("renew_invitation", "invitation.alice@example.com")]
     assert not [r for r in proxy.requests if r[1] == "/invitation/info"], "the plan never looks an invitation up"
     report = apply(proxy, plan)
     assert report.ok and report.invitations == [] and proxy.posts("/invitation/new") == []
-    assert "accepted on 2026-11-14" in report.results[0].detail
+    assert "accepted on 2031-11-14" in report.results[0].detail
     owned = proxy.users["u-1"]["metadata"][OWNER_KEY]
-    assert owned["invitation"]["accepted_at"] == "2026-11-14T09:00:00Z" and proxy.users["u-1"]["metadata"]["x"] == 1
+    assert owned["invitation"]["accepted_at"] == "2031-11-14T09:00:00Z" and proxy.users["u-1"]["metadata"]["x"] == 1
     assert plan_against(proxy, ALICE).actions == ()
 
 
 def test_an_expired_invitation_not_accepted_is_renewed():
     proxy = FakeLiteLLM()
-    _invited(proxy, "inv-7", accepted_at=None, expires_at="2026-11-20T00:00:00Z")
+    _invited(proxy, "inv-7", accepted_at=None, expires_at="2031-11-20T00:00:00Z")
     report = apply(proxy, plan_against(proxy, ALICE))
     assert report.ok and len(proxy.posts("/invitation/new")) == 1
     (record,) = report.invitations
@@ -743,7 +743,7 @@ def test_an_expired_invitation_not_accepted_is_renewed():
 
 def test_a_sealed_id_that_does_not_open_is_renewed_once_expired():
     proxy = FakeLiteLLM()
-    _invited(proxy, "inv-7", accepted_at=None, expires_at="2026-11-20T00:00:00Z")
+    _invited(proxy, "inv-7", accepted_at=None, expires_at="2031-11-20T00:00:00Z")
     report = Executor(proxy.client(), UI, sealer=Sealer("rotated")).run(plan_against(proxy, ALICE))
     assert report.ok and len(report.invitations) == 1
     assert not [r for r in proxy.requests if r[1] == "/invitation/info"]
@@ -751,11 +751,11 @@ def test_a_sealed_id_that_does_not_open_is_renewed_once_expired():
 
 def test_a_pending_sealed_invitation_needs_nothing():
     proxy = FakeLiteLLM()
-    _invited(proxy, "inv-7", accepted_at=None, expires_at="2026-12-01T00:00:00Z")
+    _invited(proxy, "inv-7", accepted_at=None, expires_at="2031-12-01T00:00:00Z")
     assert plan_against(proxy, ALICE).actions == ()
 
 
-@pytest.mark.parametrize("expires_at", ["2026-12-01T00:00:00Z", "2026-11-20T00:00:00Z"])
+@pytest.mark.parametrize("expires_at", ["2031-12-01T00:00:00Z", "2031-11-20T00:00:00Z"])
 def test_a_plain_invitation_id_is_deleted_on_the_proxy_and_replaced(expires_at):
     proxy = FakeLiteLLM()
     _invited(proxy, "inv-7", accepted_at=None, expires_at=expires_at, sealed=False)
@@ -774,18 +774,18 @@ def test_a_plain_invitation_id_is_deleted_on_the_proxy_and_replaced(expires_at):
 
 def test_a_plain_invitation_id_that_was_accepted_is_deleted_and_not_replaced():
     proxy = FakeLiteLLM()
-    _invited(proxy, "inv-7", accepted_at="2026-11-25T08:00:00Z", expires_at="2026-12-01T00:00:00Z", sealed=False)
+    _invited(proxy, "inv-7", accepted_at="2031-11-25T08:00:00Z", expires_at="2031-12-01T00:00:00Z", sealed=False)
     report = apply(proxy, plan_against(proxy, ALICE))
     assert report.ok and report.invitations == [] and proxy.posts("/invitation/new") == []
     assert "inv-7" not in proxy.invitations, "on 1.80 an opened link stays usable until it expires"
     recorded = proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]
-    assert recorded == {"expires_at": "2026-12-01T00:00:00Z", "accepted_at": "2026-11-25T08:00:00Z"}
+    assert recorded == {"expires_at": "2031-12-01T00:00:00Z", "accepted_at": "2031-11-25T08:00:00Z"}
     assert plan_against(proxy, ALICE).actions == ()
 
 
 def test_a_plain_id_no_longer_on_the_proxy_is_replaced_without_a_delete():
     proxy = FakeLiteLLM()
-    _invited(proxy, "inv-7", accepted_at=None, expires_at="2026-12-01T00:00:00Z", sealed=False)
+    _invited(proxy, "inv-7", accepted_at=None, expires_at="2031-12-01T00:00:00Z", sealed=False)
     del proxy.invitations["inv-7"]
     report = apply(proxy, plan_against(proxy, ALICE))
     assert report.ok and proxy.posts("/invitation/delete") == [] and len(report.invitations) == 1
@@ -865,7 +865,7 @@ def test_no_phantom_unrecorded_link_when_no_link_was_asked_for():
 
 def test_a_refused_invitation_puts_the_previous_record_back():
     proxy = FakeLiteLLM()
-    _invited(proxy, "inv-7", accepted_at=None, expires_at="2026-11-20T00:00:00Z")
+    _invited(proxy, "inv-7", accepted_at=None, expires_at="2031-11-20T00:00:00Z")
     before = dict(proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"])
     proxy.fail("/invitation/new", error(400, "refused"))
     report = apply(proxy, plan_against(proxy, ALICE))
@@ -1091,9 +1091,9 @@ def _open_links(proxy: FakeLiteLLM, skip: frozenset[str] = frozenset()) -> list[
 @pytest.mark.parametrize(
     "accepted_at, expires_at, found",
     [
-        ("2026-11-27T09:00:00Z", "2026-12-01T00:00:00Z", True),  # used and still open: closed
-        (None, "2026-12-01T00:00:00Z", False),  # not used yet
-        ("2026-11-14T09:00:00Z", "2026-11-20T00:00:00Z", False),  # expired: renew_invitation's to record
+        ("2031-11-27T09:00:00Z", "2031-12-01T00:00:00Z", True),  # used and still open: closed
+        (None, "2031-12-01T00:00:00Z", False),  # not used yet
+        ("2031-11-14T09:00:00Z", "2031-11-20T00:00:00Z", False),  # expired: renew_invitation's to record
     ],
 )
 def test_used_links_are_the_open_accepted_ones(accepted_at: str | None, expires_at: str, found: bool) -> None:
@@ -1106,7 +1106,7 @@ def test_used_links_are_the_open_accepted_ones(accepted_at: str | None, expires_
 
 def test_a_used_link_is_deleted_before_its_acceptance_is_recorded() -> None:
     proxy = FakeLiteLLM()
-    _invited(proxy, "inv-7", accepted_at="2026-11-27T09:00:00Z", expires_at="2026-12-01T00:00:00Z")
+    _invited(proxy, "inv-7", accepted_at="2031-11-27T09:00:00Z", expires_at="2031-12-01T00:00:00Z")
     [link] = _open_links(proxy)
     proxy.fail("/invitation/delete", error(500, "database is down"))
     [failed] = Executor(proxy.client(), UI, sealer=SEALER, clock=lambda: NOW).close_used_links([link])
@@ -1116,7 +1116,7 @@ def test_a_used_link_is_deleted_before_its_acceptance_is_recorded() -> None:
     [closed] = Executor(proxy.client(), UI, sealer=SEALER, clock=lambda: NOW).close_used_links([link])
     assert (closed.status, closed.kind) == ("done", "close_invitation") and "inv-7" not in proxy.invitations
     record = proxy.users["u-1"]["metadata"][OWNER_KEY]["invitation"]
-    assert record["accepted_at"] == "2026-11-27T09:00:00Z" and proxy.users["u-1"]["metadata"]["x"] == 1
+    assert record["accepted_at"] == "2031-11-27T09:00:00Z" and proxy.users["u-1"]["metadata"]["x"] == 1
     assert _open_links(proxy) == []
 
 
@@ -1132,9 +1132,9 @@ def _sealed_the_old_way(proxy: FakeLiteLLM, secret: str, **record: Any) -> None:
 @pytest.mark.parametrize(
     "record, planned",
     [
-        ({"expires_at": "2026-12-01T00:00:00Z"}, "reseal_invitation"),  # open link
-        ({"expires_at": "2026-11-20T00:00:00Z", "accepted_at": "2026-11-14T09:00:00Z"}, "reseal_invitation"),
-        ({"expires_at": "2026-11-20T00:00:00Z"}, "renew_invitation"),  # its new link is sealed the new way
+        ({"expires_at": "2031-12-01T00:00:00Z"}, "reseal_invitation"),  # open link
+        ({"expires_at": "2031-11-20T00:00:00Z", "accepted_at": "2031-11-14T09:00:00Z"}, "reseal_invitation"),
+        ({"expires_at": "2031-11-20T00:00:00Z"}, "renew_invitation"),  # its new link is sealed the new way
     ],
 )
 def test_an_id_sealed_the_old_way_is_sealed_again(record: dict[str, str], planned: str) -> None:
@@ -1153,8 +1153,8 @@ def test_an_id_sealed_the_old_way_is_sealed_again(record: dict[str, str], planne
 @pytest.mark.parametrize(
     "record, status",
     [
-        ({"expires_at": "2026-11-20T00:00:00Z", "accepted_at": "2026-11-14T09:00:00Z"}, "done"),
-        ({"expires_at": "2026-12-01T00:00:00Z"}, "failed"),
+        ({"expires_at": "2031-11-20T00:00:00Z", "accepted_at": "2031-11-14T09:00:00Z"}, "done"),
+        ({"expires_at": "2031-12-01T00:00:00Z"}, "failed"),
     ],
     ids=["link done: dropped", "link open: reported"],
 )

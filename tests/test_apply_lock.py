@@ -21,7 +21,7 @@ from reconciler.client import LiteLLMClient, LockLost, ProxyError
 from reconciler.lock import END_PREFIX, LOCK_USER_ID, ApplyLock, LockHeld, LockState, Runner, describe_runner
 from reconciler.manager import apply_lock
 
-T0 = datetime(2026, 12, 2, 10, tzinfo=timezone.utc)
+T0 = datetime(2031, 12, 2, 10, tzinfo=timezone.utc)
 HERE = describe_runner({})
 
 

@@ -18,7 +18,7 @@ from reconciler.plan import Plan, make_plan
 from reconciler.schema import schema_text
 from tests.conftest import REPO
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2031, 11, 27, 12, 0, tzinfo=timezone.utc)
 LAYOUT = REPO / "tests" / "layouts" / "three_teams"
 UNLIMITED = {"models": [], "max_budget": None, "budget_duration": None, "tpm_limit": None, "rpm_limit": None}
 

@@ -18,7 +18,7 @@ from reconciler.live import OWNER_KEY, LiveInvitation, LiveState, LiveUser
 from reconciler.secrets import setup_logging
 from tests.conftest import SAMPLES
 
-NOW = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+NOW = datetime(2031, 11, 27, 12, tzinfo=timezone.utc)
 FILE = parse_desired("version: 1\nusers: [{email: a@example.com}, {email: b@example.com}]\n", "users.yaml")
 
 
@@ -32,37 +32,37 @@ def user(record: dict[str, Any] | None) -> LiveUser:
     [
         (None, None, "never invited", "set 'invite: true' to invite"),
         ({"id": "plain"}, None, "exposed", "the link was readable by read-only keys; apply replaces it"),
-        ({"intent_at": "2026-11-26T10:00:00+00:00"}, None, "interrupted", "an apply was interrupted while inviting"),
-        ({"sealed": "v1.x", "accepted_at": "2026-11-25T08:00:00Z"}, None, "accepted", "onboarded"),
+        ({"intent_at": "2031-11-26T10:00:00+00:00"}, None, "interrupted", "an apply was interrupted while inviting"),
+        ({"sealed": "v1.x", "accepted_at": "2031-11-25T08:00:00Z"}, None, "accepted", "onboarded"),
         (
-            {"sealed": "v1.x", "expires_at": "2026-12-01T00:00:00Z", "delivery": "emailed"},
+            {"sealed": "v1.x", "expires_at": "2031-12-01T00:00:00Z", "delivery": "emailed"},
             None,
             "pending",
-            "pending until 2026-12-01 (emailed; not verified: needs the seal key)",
+            "pending until 2031-12-01 (emailed; not verified: needs the seal key)",
         ),
         (
-            {"sealed": "v1.x", "expires_at": "2026-12-01T00:00:00Z", "delivery": "email_failed"},
+            {"sealed": "v1.x", "expires_at": "2031-12-01T00:00:00Z", "delivery": "email_failed"},
             {},
             "missing",
             "the link is no longer on the proxy",
         ),
         (
-            {"sealed": "v1.x", "expires_at": "2026-12-01T00:00:00Z", "delivery": "email_failed"},
-            {"u-a": LiveInvitation("i", False, None, "2026-12-01T00:00:00Z")},
+            {"sealed": "v1.x", "expires_at": "2031-12-01T00:00:00Z", "delivery": "email_failed"},
+            {"u-a": LiveInvitation("i", False, None, "2031-12-01T00:00:00Z")},
             "pending",
-            "pending until 2026-12-01 (the email failed; apply sends it again)",
+            "pending until 2031-12-01 (the email failed; apply sends it again)",
         ),
         (
-            {"sealed": "v1.x", "expires_at": "2026-12-01T00:00:00Z"},
-            {"u-a": LiveInvitation("i", True, "2026-11-26T00:00:00Z", "2026-12-01T00:00:00Z")},
+            {"sealed": "v1.x", "expires_at": "2031-12-01T00:00:00Z"},
+            {"u-a": LiveInvitation("i", True, "2031-11-26T00:00:00Z", "2031-12-01T00:00:00Z")},
             "accepted",
             "onboarded (apply records it once the link expires)",
         ),
         (
-            {"sealed": "v1.x", "expires_at": "2026-11-20T00:00:00Z"},
+            {"sealed": "v1.x", "expires_at": "2031-11-20T00:00:00Z"},
             None,
             "expired",
-            "expired on 2026-11-20; apply re-invites unless it was accepted",
+            "expired on 2031-11-20; apply re-invites unless it was accepted",
         ),
     ],
 )
@@ -103,6 +103,6 @@ def test_looking_up_a_link_never_logs_its_id(tool_logging: None, capsys: pytest.
 
 
 def test_a_link_sealed_under_another_key_is_unreadable_not_missing() -> None:
-    record = {"sealed": "v2.x", "expires_at": "2026-12-01T00:00:00Z"}
+    record = {"sealed": "v2.x", "expires_at": "2031-12-01T00:00:00Z"}
     [row, _] = onboarding_status(FILE, LiveState(users=(user(record),)), NOW, {}, frozenset({"u-a"}))
     assert row.state == "unreadable" and "LITELLM_RECONCILER_SEAL_KEY" in row.detail and "let it expire" in row.detail

@@ -21,7 +21,7 @@ UI = "https://ui.example.test/"
 
 def record(email: str, status: str = "created") -> InvitationRecord:
     return InvitationRecord(
-        email, f"id-{email}", f"inv-{email}", "2026-12-04", f"{UI}ui/onboarding?invitation_id=inv-{email}", status
+        email, f"id-{email}", f"inv-{email}", "2031-12-04", f"{UI}ui/onboarding?invitation_id=inv-{email}", status
     )
 
 
@@ -47,7 +47,7 @@ def test_a_later_line_about_the_same_link_supersedes_the_earlier_one(tmp_path: P
     report.append(first)
     first.status = "sent"
     report.append(first)
-    report.append(InvitationRecord("b@example.com", "u-b", None, "2026-12-09", None, "unrecorded", "interrupted"))
+    report.append(InvitationRecord("b@example.com", "u-b", None, "2031-12-09", None, "unrecorded", "interrupted"))
     assert [(r["email"], r["status"]) for r in load_report(tmp_path / "r.jsonl")] == [
         ("a@example.com", "sent"),
         ("b@example.com", "unrecorded"),

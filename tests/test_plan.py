@@ -39,7 +39,7 @@ from reconciler.plan import (
 )
 from reconciler.render import render
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2031, 11, 27, 12, 0, tzinfo=timezone.utc)
 MANAGED = {OWNER_KEY: {"managed": True}}
 #: A user that was on the proxy before the tool and that the file adopted earlier.
 ADOPTED = {OWNER_KEY: {"managed": True, "adopted": True}}
@@ -561,8 +561,8 @@ def test_fingerprint_changes_with_the_plan():
 # --------------------------------------------------------------------------- invitations
 
 ALICE = "version: 1\nusers: [{email: a@example.com}]\n"
-PENDING = "2026-12-01T10:00:00Z"  # after NOW
-EXPIRED = "2026-11-20T09:00:00Z"  # a week before NOW
+PENDING = "2031-12-01T10:00:00Z"  # after NOW
+EXPIRED = "2031-11-20T09:00:00Z"  # a week before NOW
 
 
 def invitation_plan(user: LiveUser, body: str = ALICE, now: datetime = NOW) -> Plan:
@@ -584,13 +584,13 @@ def test_pending_unexpired_invitation_plans_nothing():
 @pytest.mark.parametrize(
     "expires_at, now, expired",
     [
-        ("2026-11-27T00:00:01Z", NOW, False),  # expires today (earlier hour): still valid all day
-        ("2026-11-26T23:59:59Z", NOW, True),  # yesterday
-        ("2026-11-26T23:59:59.123000+00:00", datetime(2026, 11, 27, 0, 0, tzinfo=timezone.utc), True),
+        ("2031-11-27T00:00:01Z", NOW, False),  # expires today (earlier hour): still valid all day
+        ("2031-11-26T23:59:59Z", NOW, True),  # yesterday
+        ("2031-11-26T23:59:59.123000+00:00", datetime(2031, 11, 27, 0, 0, tzinfo=timezone.utc), True),
         # 23:30 at -02:00 is 01:30 UTC on the 27th: not expired on the 27th (UTC)
-        ("2026-11-26T23:30:00-02:00", NOW, False),
+        ("2031-11-26T23:30:00-02:00", NOW, False),
         # now is 01:00 on the 28th at +02:00, i.e. 23:00 UTC on the 27th
-        ("2026-11-27T10:00:00Z", datetime(2026, 11, 28, 1, 0, tzinfo=timezone(timedelta(hours=2))), False),
+        ("2031-11-27T10:00:00Z", datetime(2031, 11, 28, 1, 0, tzinfo=timezone(timedelta(hours=2))), False),
         (None, NOW, True),
     ],
 )
@@ -601,7 +601,7 @@ def test_invitation_expiry_is_date_granular_in_utc(expires_at, now, expired):
 def test_expired_invitation_is_renewed_with_the_expiry_date_and_checked_at_apply():
     (action,) = invitation_plan(invited_user("u1", "a@example.com", expires_at=EXPIRED)).actions
     assert (action.kind, action.address) == ("renew_invitation", "invitation.a@example.com")
-    assert "expired on 2026-11-20" in action.reason and "if it was accepted" in action.reason
+    assert "expired on 2031-11-20" in action.reason and "if it was accepted" in action.reason
     assert action.params == {"user_id": "u1", "user_email": "a@example.com"} and action.depends_on == ()
     assert "v2.opaque" not in str(action.to_dict())
 
@@ -614,11 +614,11 @@ def test_an_unreadable_expiry_counts_as_expired(recorded_expiry):
 
 
 def test_invitation_expiring_today_is_not_renewed():
-    assert invitation_plan(invited_user("u1", "a@example.com", expires_at="2026-11-27T01:00:00Z")).actions == ()
+    assert invitation_plan(invited_user("u1", "a@example.com", expires_at="2031-11-27T01:00:00Z")).actions == ()
 
 
 def test_recorded_acceptance_plans_nothing():
-    user = invited_user("u1", "a@example.com", expires_at=EXPIRED, accepted_at="2026-11-25T08:00:00Z")
+    user = invited_user("u1", "a@example.com", expires_at=EXPIRED, accepted_at="2031-11-25T08:00:00Z")
     assert invitation_plan(user).actions == ()
 
 
@@ -627,7 +627,7 @@ def test_recorded_acceptance_plans_nothing():
     [
         ({"expires_at": PENDING}, "a new one created"),
         ({"expires_at": EXPIRED}, "a new one created"),
-        ({"expires_at": PENDING, "accepted_at": "2026-11-25T08:00:00Z"}, "accepted on 2026-11-25"),
+        ({"expires_at": PENDING, "accepted_at": "2031-11-25T08:00:00Z"}, "accepted on 2031-11-25"),
     ],
 )
 def test_a_plain_invitation_id_is_replaced_whatever_its_state(record, detail):
@@ -1469,14 +1469,14 @@ def test_organization_member_drift_skips_users_being_deleted_and_names_the_prote
 # --------------------------------------------------------------------------- accounts this tool did not make
 
 #: An account someone else made (a UI click, SSO, a script, or a read-only key on 1.80.5).
-STRANGER = replace(live_user("u-x", "x@example.com", metadata={}), created_at="2026-11-20T08:00:00Z")
+STRANGER = replace(live_user("u-x", "x@example.com", metadata={}), created_at="2031-11-20T08:00:00Z")
 
 
 def test_an_account_this_tool_did_not_make_is_adopted_visibly():
     sso = replace(STRANGER, sso_user_id="okta|123")
     [adopt] = plan_for(desired("version: 1\nusers: [{email: x@example.com}]\n"), state(sso)).actions
     assert adopt.kind == "adopt_user" and adopt.reason.startswith(
-        "adopt existing account (user_id u-x, created 2026-11-20, SSO identity okta|123)"
+        "adopt existing account (user_id u-x, created 2031-11-20, SSO identity okta|123)"
     )
     assert "| ⚠️ | <code>user\\.x@example\\.com</code> | adopt existing account |" in render(
         plan_for(desired("version: 1\nusers: [{email: x@example.com}]\n"), state(sso)), "markdown"
@@ -1503,7 +1503,7 @@ def test_a_privileged_role_goes_to_an_account_this_tool_did_not_make_only_when_p
     plan = plan_for(desired(spec), live)
     assert not [a for a in plan.actions if "admin" in json.dumps(a.params)], "never granted"
     [refused] = [d for d in plan.drift if d.kind == "refused"]
-    assert "an account this tool did not create (user_id u-x, created 2026-11-20)" in refused.detail
+    assert "an account this tool did not create (user_id u-x, created 2031-11-20)" in refused.detail
     assert "pin it: 'id: u-x' on this user" in refused.detail
     granted = plan_for(desired(f"version: 1\nteams: [{{alias: dev}}]\nusers: [{pinned_body}]\n"), live)
     assert [a for a in granted.actions if "admin" in json.dumps(a.params)], "granted once pinned"

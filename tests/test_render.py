@@ -27,7 +27,7 @@ from reconciler.render.markdown import HEADER, MARKER, parse_fingerprint
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tools"))
 from glue import run_glue  # noqa: E402
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2031, 11, 27, 12, 0, tzinfo=timezone.utc)
 SETTINGS = {"models": [], "max_budget": 5.0, "budget_duration": None, "tpm_limit": None, "rpm_limit": None}
 
 # --------------------------------------------------------------------------- builders
@@ -54,7 +54,7 @@ users:
         "internal_user",
         None,
         (),
-        {OWNER_KEY: {"managed": True, "invitation": {"id": "inv-secret", "expires_at": "2026-11-30"}}},
+        {OWNER_KEY: {"managed": True, "invitation": {"id": "inv-secret", "expires_at": "2031-11-30"}}},
     )
     live = LiveState(
         users=(

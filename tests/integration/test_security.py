@@ -132,7 +132,7 @@ def test_plain_ids_of_the_previous_release_are_deleted_and_replaced(api: Api, cl
     for email, record in records.items():
         legacy = {"id": record["invitation_id"], "expires_at": record["expires_at"]}
         if email == "alice@company.com":
-            legacy["accepted_at"] = "2026-11-30T10:00:00Z"
+            legacy["accepted_at"] = "2021-11-30T10:00:00Z"
         api.post(
             "/user/update",
             {"user_id": record["user_id"], "metadata": {"litellm_reconciler": {"managed": True, "invitation": legacy}}},
